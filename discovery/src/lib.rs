@@ -1,0 +1,1 @@
+//! Nostr marketplace discovery (placeholder).

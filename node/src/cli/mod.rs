@@ -1,0 +1,96 @@
+//! Command-line definitions and dispatch for `archy`.
+
+mod dev;
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+/// Archy: a peer-to-peer app registry and distribution network for self-hosted nodes.
+#[derive(Debug, Parser)]
+#[command(name = "archy", version, about, long_about = None, propagate_version = true)]
+pub struct Cli {
+    /// More log output (repeat for more); `RUST_LOG` overrides.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    pub verbose: u8,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Apps: validate, render and pack manifests and images (developer tools).
+    #[command(subcommand)]
+    App(AppCommand),
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AppCommand {
+    /// Check a manifest against the schema and the security policy.
+    ///
+    /// Prints every problem with its field path, the bad value and what is allowed.
+    /// Exits 0 when the manifest is valid, 1 otherwise.
+    Validate {
+        /// The manifest file (YAML or JSON, root key `app`).
+        file: PathBuf,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Print the normalised manifest (every default filled in) and the runtime
+    /// configuration it becomes.
+    Render {
+        /// The manifest file (YAML or JSON, root key `app`).
+        file: PathBuf,
+        /// Print JSON instead of YAML.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Build an OCI image archive from a root filesystem directory, without podman.
+    ///
+    /// The archive is deterministic: the same directory gives the same bytes, and so
+    /// the same BLAKE3 content hash.
+    Pack {
+        /// The directory that becomes the image's root filesystem.
+        dir: PathBuf,
+        /// Where to write the `oci-archive` tar.
+        #[arg(long)]
+        out: PathBuf,
+        /// Default command of the image (repeat for each argument).
+        #[arg(long = "cmd", num_args = 1..)]
+        cmd: Vec<String>,
+        /// Print the result as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Sets up logging: `RUST_LOG` if set, else warnings (info with -v, debug with -vv).
+pub fn init_tracing(verbose: u8) {
+    let default = match verbose {
+        0 => "warn",
+        1 => "info",
+        _ => "debug",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::App(cmd) => match cmd {
+            AppCommand::Validate { file, json } => dev::validate(&file, json),
+            AppCommand::Render { file, json } => dev::render(&file, json),
+            AppCommand::Pack {
+                dir,
+                out,
+                cmd,
+                json,
+            } => dev::pack(&dir, &out, cmd, json),
+        },
+    }
+}

@@ -1,0 +1,409 @@
+//! The three signed documents (`root`, `catalog`, `timestamp`) and their envelope.
+//!
+//! A document file is JSON `{"signed": {...}, "signatures": [{"keyid", "sig"}]}`.
+//! Signatures cover the *exact bytes* of the `signed` value as they appear in the file
+//! (kept verbatim with `serde_json::value::RawValue`), prefixed by a domain tag, so no
+//! canonicalisation is needed and re-formatting a file invalidates its signatures.
+//! `docs/catalog-format.md` is the normative description.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::value::RawValue;
+
+use crate::{
+    hash::ContentHash,
+    keys::{KeyId, KeyMap, SecretKey},
+    manifest::{AppManifest, ImageField},
+};
+
+/// Prepended to the signed bytes before signing: signatures made for Archy documents
+/// can never be replayed as signatures over anything else.
+pub const SIGNING_CONTEXT: &[u8] = b"archy-signed-document-v1\n";
+
+/// The format version every document carries in `spec_version`.
+pub const SPEC_VERSION: u32 = 1;
+
+/// The role a document plays; also its `_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    Root,
+    Catalog,
+    Timestamp,
+}
+
+impl std::fmt::Display for Role {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Root => "root",
+            Role::Catalog => "catalog",
+            Role::Timestamp => "timestamp",
+        })
+    }
+}
+
+/// One signature in an envelope.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Signature {
+    pub keyid: KeyId,
+    /// 64 bytes, hex.
+    pub sig: String,
+}
+
+/// A signed document as stored: the exact `signed` bytes plus signatures.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Envelope {
+    pub signed: Box<RawValue>,
+    pub signatures: Vec<Signature>,
+}
+
+impl Clone for Envelope {
+    fn clone(&self) -> Self {
+        Self {
+            signed: self.signed.to_owned(),
+            signatures: self.signatures.clone(),
+        }
+    }
+}
+
+/// The minimal header every signed body has, read before the full parse.
+#[derive(Debug, Deserialize)]
+pub struct Header {
+    #[serde(rename = "_type")]
+    pub role: Role,
+    pub version: u64,
+}
+
+impl Envelope {
+    /// Wraps a document body (serialised pretty, so humans can review it) with no
+    /// signatures yet.
+    pub fn new_unsigned<T: Serialize>(body: &T) -> Result<Self, serde_json::Error> {
+        let text = serde_json::to_string_pretty(body)?;
+        Ok(Self {
+            signed: RawValue::from_string(text)?,
+            signatures: Vec::new(),
+        })
+    }
+
+    /// Parses an envelope from a file's bytes.
+    pub fn from_slice(bytes: &[u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+
+    /// The bytes a signature covers: [`SIGNING_CONTEXT`] followed by the `signed` value.
+    pub fn signing_message(&self) -> Vec<u8> {
+        let raw = self.signed.get().as_bytes();
+        let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + raw.len());
+        msg.extend_from_slice(SIGNING_CONTEXT);
+        msg.extend_from_slice(raw);
+        msg
+    }
+
+    /// Reads `_type` and `version` without parsing the rest.
+    pub fn header(&self) -> Result<Header, serde_json::Error> {
+        serde_json::from_str(self.signed.get())
+    }
+
+    /// Adds (or replaces) the signature of `key`.
+    pub fn sign(&mut self, key: &SecretKey) {
+        let sig = hex::encode(key.sign(&self.signing_message()));
+        let keyid = key.key_id();
+        self.signatures.retain(|s| s.keyid != keyid);
+        self.signatures.push(Signature { keyid, sig });
+    }
+
+    /// The file form: pretty JSON ending in a newline; `signed` is kept verbatim.
+    pub fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
+        v.push(b'\n');
+        v
+    }
+
+    /// Parses the body as `T`.
+    pub fn body<T: for<'de> Deserialize<'de>>(&self) -> Result<T, serde_json::Error> {
+        serde_json::from_str(self.signed.get())
+    }
+}
+
+/// Which keys may sign for a role, and how many must.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoleKeys {
+    pub keyids: Vec<KeyId>,
+    pub threshold: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Roles {
+    pub root: RoleKeys,
+    pub catalog: RoleKeys,
+    pub timestamp: RoleKeys,
+}
+
+impl Roles {
+    pub fn get(&self, role: Role) -> &RoleKeys {
+        match role {
+            Role::Root => &self.root,
+            Role::Catalog => &self.catalog,
+            Role::Timestamp => &self.timestamp,
+        }
+    }
+}
+
+/// The root of trust: keys and thresholds for every role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Root {
+    #[serde(rename = "_type")]
+    pub role: Role,
+    pub spec_version: u32,
+    pub version: u64,
+    pub expires: DateTime<Utc>,
+    pub keys: KeyMap,
+    pub roles: Roles,
+}
+
+impl Root {
+    /// Structural checks: thresholds between 1 and the number of distinct listed keys,
+    /// every key id present in `keys` and matching its key.
+    pub fn check(&self) -> Result<(), String> {
+        if self.role != Role::Root {
+            return Err(format!("_type is {}, expected root", self.role));
+        }
+        if self.version == 0 {
+            return Err("version must be at least 1".into());
+        }
+        for (id, key) in &self.keys {
+            if key.key_id().as_ref() != Some(id) {
+                return Err(format!("keys.{id}: key id does not match the public key"));
+            }
+        }
+        for role in [Role::Root, Role::Catalog, Role::Timestamp] {
+            let rk = self.roles.get(role);
+            let distinct: BTreeSet<&KeyId> = rk.keyids.iter().collect();
+            if distinct.len() != rk.keyids.len() {
+                return Err(format!("roles.{role}.keyids lists a key twice"));
+            }
+            if rk.threshold == 0 || rk.threshold as usize > distinct.len() {
+                return Err(format!(
+                    "roles.{role}.threshold is {} but must be between 1 and the {} listed keys",
+                    rk.threshold,
+                    distinct.len()
+                ));
+            }
+            if let Some(missing) = rk.keyids.iter().find(|id| !self.keys.contains_key(id)) {
+                return Err(format!(
+                    "roles.{role}.keyids names {missing}, which is not in keys"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What the catalog says about one image: its content address and how to check it
+/// after loading.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImageRef {
+    /// BLAKE3 of the archive bytes.
+    pub hash: ContentHash,
+    /// Archive size in bytes.
+    pub size: u64,
+    /// The OCI image config digest (`sha256:<hex>`), checked after the runtime loads it.
+    pub config_digest: String,
+    /// `oci-archive` or `docker-archive`.
+    pub format: crate::oci::ArchiveFormat,
+}
+
+/// One release of an app in the catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Release {
+    /// The validated manifest, with `container.image` set to the image hash.
+    pub manifest: AppManifest,
+    /// [`AppManifest::manifest_hash`] of the manifest.
+    pub manifest_hash: ContentHash,
+    pub image: ImageRef,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct AppEntry {
+    /// Releases keyed by their semantic version.
+    pub releases: BTreeMap<String, Release>,
+}
+
+impl AppEntry {
+    /// The highest release by semantic version.
+    pub fn latest(&self) -> Option<&Release> {
+        self.releases
+            .values()
+            .filter_map(|r| r.manifest.semver().map(|v| (v, r)))
+            .max_by(|a, b| a.0.cmp(&b.0))
+            .map(|(_, r)| r)
+    }
+}
+
+/// The list of apps and releases, signed by the `catalog` role.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Catalog {
+    #[serde(rename = "_type")]
+    pub role: Role,
+    pub spec_version: u32,
+    pub version: u64,
+    pub expires: DateTime<Utc>,
+    pub apps: BTreeMap<String, AppEntry>,
+}
+
+impl Catalog {
+    /// Checks that every entry agrees with itself: the app key is the manifest id, the
+    /// release key its version, the image field the image hash, the manifest hash right,
+    /// and the manifest valid.
+    pub fn check(&self) -> Result<(), String> {
+        if self.role != Role::Catalog {
+            return Err(format!("_type is {}, expected catalog", self.role));
+        }
+        for (id, entry) in &self.apps {
+            for (ver, rel) in &entry.releases {
+                let at = format!("apps.{id}.releases.{ver}");
+                let m = &rel.manifest;
+                if &m.id != id || &m.version != ver {
+                    return Err(format!("{at}: manifest says {}@{}", m.id, m.version));
+                }
+                if m.image_hash() != Some(rel.image.hash) {
+                    return Err(format!(
+                        "{at}: container.image is not the image hash {}",
+                        rel.image.hash
+                    ));
+                }
+                m.validate_with(ImageField::Hash)
+                    .map_err(|e| format!("{at}: {e}"))?;
+                if m.manifest_hash() != rel.manifest_hash {
+                    return Err(format!("{at}: manifest_hash does not match the manifest"));
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Looks up a release: the given version, or the latest.
+    pub fn release(&self, app_id: &str, version: Option<&str>) -> Option<&Release> {
+        let entry = self.apps.get(app_id)?;
+        match version {
+            Some(v) => entry.releases.get(v),
+            None => entry.latest(),
+        }
+    }
+}
+
+/// What the timestamp pins: the one catalog that is current.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CatalogMeta {
+    pub version: u64,
+    pub hash: ContentHash,
+    pub size: u64,
+}
+
+/// The short-lived head, signed by the online `timestamp` role.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Timestamp {
+    #[serde(rename = "_type")]
+    pub role: Role,
+    pub spec_version: u32,
+    pub version: u64,
+    pub expires: DateTime<Utc>,
+    pub catalog: CatalogMeta,
+}
+
+impl Timestamp {
+    /// A timestamp pinning the catalog file `catalog_bytes`.
+    pub fn for_catalog(
+        catalog_bytes: &[u8],
+        version: u64,
+        expires: DateTime<Utc>,
+    ) -> Result<Self, String> {
+        let env = Envelope::from_slice(catalog_bytes)
+            .map_err(|e| format!("not a signed document: {e}"))?;
+        let header = env.header().map_err(|e| format!("no _type/version: {e}"))?;
+        if header.role != Role::Catalog {
+            return Err(format!("this is a {} document, not a catalog", header.role));
+        }
+        Ok(Self {
+            role: Role::Timestamp,
+            spec_version: SPEC_VERSION,
+            version,
+            expires,
+            catalog: CatalogMeta {
+                version: header.version,
+                hash: ContentHash::of(catalog_bytes),
+                size: catalog_bytes.len() as u64,
+            },
+        })
+    }
+}
+
+/// Parses `365d`, `30d`, `12h`, `90m`, `2w` into a duration for expiry dates.
+pub fn parse_validity(s: &str) -> Result<chrono::Duration, String> {
+    let s = s.trim();
+    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
+    let (num, unit) = s.split_at(split);
+    let n: i64 = num
+        .parse()
+        .map_err(|_| format!("expected a validity like 365d, 12h or 2w, got {s:?}"))?;
+    let d = match unit {
+        "s" => chrono::Duration::try_seconds(n),
+        "m" => chrono::Duration::try_minutes(n),
+        "h" => chrono::Duration::try_hours(n),
+        "d" => chrono::Duration::try_days(n),
+        "w" => chrono::Duration::try_weeks(n),
+        _ => None,
+    };
+    d.filter(|d| *d > chrono::Duration::zero())
+        .ok_or_else(|| format!("expected a positive validity like 365d, 12h or 2w, got {s:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn signed_bytes_survive_re_signing_verbatim() {
+        let body = serde_json::json!({"_type": "timestamp", "version": 3, "odd": "  spacing  "});
+        let mut env = Envelope::new_unsigned(&body).unwrap();
+        let before = env.signed.get().to_string();
+        let k = SecretKey::generate().unwrap();
+        env.sign(&k);
+        let reparsed = Envelope::from_slice(&env.to_bytes()).unwrap();
+        assert_eq!(reparsed.signed.get(), before);
+        assert_eq!(reparsed.header().unwrap().version, 3);
+        let sig = hex::decode(&reparsed.signatures[0].sig).unwrap();
+        assert!(k.public().verify(&reparsed.signing_message(), &sig));
+    }
+
+    #[test]
+    fn signing_twice_with_one_key_keeps_one_signature() {
+        let mut env = Envelope::new_unsigned(&serde_json::json!({"a": 1})).unwrap();
+        let k = SecretKey::generate().unwrap();
+        env.sign(&k);
+        env.sign(&k);
+        assert_eq!(env.signatures.len(), 1);
+    }
+
+    #[test]
+    fn validity_parses() {
+        assert_eq!(parse_validity("365d").unwrap(), chrono::Duration::days(365));
+        assert_eq!(parse_validity("2w").unwrap(), chrono::Duration::weeks(2));
+        assert!(parse_validity("0d").is_err());
+        assert!(parse_validity("soon").is_err());
+        assert!(parse_validity("99999999999999d").is_err());
+    }
+}

@@ -1,0 +1,45 @@
+//! # archy-catalog
+//!
+//! Archy's data model and trust rules, with no network stack, so the offline
+//! `catalog-signer` stays small:
+//!
+//! - [`manifest`]: app manifests (YAML/JSON), strict validation with the security policy;
+//! - [`documents`]: the signed `root`, `catalog` and `timestamp` documents and the
+//!   envelope whose signatures cover exact bytes;
+//! - [`trust`]: [`TrustedState`], which accepts documents only when they pass every
+//!   TUF-style check (threshold, expiry, rollback, mix-and-match, size limits);
+//! - [`oci`]: reading and writing OCI image archives;
+//! - [`build`]: turning a directory of manifests into a catalog.
+//!
+//! ```
+//! use archy_catalog::{documents::*, keys::SecretKey, trust::{Limits, TrustedState}};
+//! use std::collections::BTreeMap;
+//!
+//! let key = SecretKey::generate().unwrap();
+//! let id = key.key_id();
+//! let one = RoleKeys { keyids: vec![id.clone()], threshold: 1 };
+//! let expires = chrono::Utc::now() + chrono::Duration::days(1);
+//! let root = Root {
+//!     role: Role::Root, spec_version: SPEC_VERSION, version: 1, expires,
+//!     keys: BTreeMap::from([(id, key.public())]),
+//!     roles: Roles { root: one.clone(), catalog: one.clone(), timestamp: one },
+//! };
+//! let mut env = Envelope::new_unsigned(&root).unwrap();
+//! env.sign(&key);
+//! let state = TrustedState::bootstrap(&env.to_bytes(), &Limits::default()).unwrap();
+//! assert_eq!(state.root_version, 1);
+//! ```
+
+pub mod build;
+pub mod documents;
+pub mod fsutil;
+pub mod hash;
+pub mod keys;
+pub mod manifest;
+pub mod oci;
+pub mod trust;
+
+pub use documents::{Catalog, Envelope, ImageRef, Release, Role, Root, Timestamp};
+pub use hash::ContentHash;
+pub use manifest::{AppManifest, FieldError, ManifestError};
+pub use trust::{Limits, TrustError, TrustedState};

@@ -1,0 +1,472 @@
+//! OCI image archives: read what the catalog needs from one, and write one from a rootfs.
+//!
+//! An image travels as one file, an `oci-archive` or `docker-archive` tar as `podman
+//! save` writes it. The catalog records the archive's BLAKE3 hash and the image config
+//! digest (sha256) read here, which the node checks again after the runtime loads it.
+//! [`pack_rootfs`] writes a single-layer `oci-archive` from a directory without any
+//! container engine, so developers and tests can make images anywhere. Output is
+//! deterministic: the same directory gives the same bytes and so the same hash.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::Read,
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// The two archive layouts `podman save` writes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ArchiveFormat {
+    OciArchive,
+    DockerArchive,
+}
+
+impl std::fmt::Display for ArchiveFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            ArchiveFormat::OciArchive => "oci-archive",
+            ArchiveFormat::DockerArchive => "docker-archive",
+        })
+    }
+}
+
+/// The runtime part of an image config (`config.config` in OCI terms).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct RuntimeConfig {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entrypoint: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cmd: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub env: Option<Vec<String>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub working_dir: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+}
+
+/// What an archive holds, as far as Archy cares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageInfo {
+    pub format: ArchiveFormat,
+    /// `sha256:<hex>` of the image config blob.
+    pub config_digest: String,
+    pub config: RuntimeConfig,
+    /// Paths of the layer tars inside the archive, bottom layer first.
+    pub layers: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum OciError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("not an image archive: {0}")]
+    Format(String),
+}
+
+fn fmt_err(s: impl Into<String>) -> OciError {
+    OciError::Format(s.into())
+}
+
+/// Small entries are kept in memory while scanning; layers are skipped.
+const MAX_METADATA_ENTRY: u64 = 4 << 20;
+
+/// Reads the format, config digest, runtime config and layer list of an archive file.
+pub fn inspect(path: &Path) -> Result<ImageInfo, OciError> {
+    let f = fs::File::open(path).map_err(|source| OciError::Io {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    inspect_reader(std::io::BufReader::new(f))
+}
+
+/// Like [`inspect`], from any reader of the archive bytes.
+pub fn inspect_reader(r: impl Read) -> Result<ImageInfo, OciError> {
+    let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut ar = tar::Archive::new(r);
+    let entries = ar
+        .entries()
+        .map_err(|e| fmt_err(format!("not a tar archive: {e}")))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| fmt_err(format!("corrupt tar: {e}")))?;
+        let Ok(path) = entry
+            .path()
+            .map(|p| p.to_string_lossy().trim_start_matches("./").to_string())
+        else {
+            continue;
+        };
+        if entry.header().entry_type().is_file() && entry.size() <= MAX_METADATA_ENTRY {
+            let mut buf = Vec::with_capacity(entry.size() as usize);
+            entry
+                .read_to_end(&mut buf)
+                .map_err(|e| fmt_err(format!("corrupt tar entry {path}: {e}")))?;
+            small.insert(path, buf);
+        }
+    }
+    if small.contains_key("index.json") {
+        inspect_oci(&small)
+    } else if small.contains_key("manifest.json") {
+        inspect_docker(&small)
+    } else {
+        Err(fmt_err(
+            "neither index.json (oci-archive) nor manifest.json (docker-archive) found",
+        ))
+    }
+}
+
+fn sha256_digest(bytes: &[u8]) -> String {
+    format!("sha256:{}", hex::encode(Sha256::digest(bytes)))
+}
+
+fn blob_path(digest: &str) -> Result<String, OciError> {
+    let hex = digest
+        .strip_prefix("sha256:")
+        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+        .ok_or_else(|| fmt_err(format!("unsupported digest {digest:?}")))?;
+    Ok(format!("blobs/sha256/{hex}"))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct Descriptor {
+    #[serde(default)]
+    media_type: String,
+    digest: String,
+}
+
+#[derive(Deserialize)]
+struct OciIndex {
+    manifests: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct OciManifest {
+    config: Descriptor,
+    layers: Vec<Descriptor>,
+}
+
+#[derive(Deserialize)]
+struct ConfigBlob {
+    #[serde(default)]
+    config: RuntimeConfig,
+}
+
+fn json<T: for<'de> Deserialize<'de>>(
+    small: &BTreeMap<String, Vec<u8>>,
+    path: &str,
+) -> Result<T, OciError> {
+    let bytes = small
+        .get(path)
+        .ok_or_else(|| fmt_err(format!("{path} is missing")))?;
+    serde_json::from_slice(bytes).map_err(|e| fmt_err(format!("{path}: {e}")))
+}
+
+fn verified_blob<'a>(
+    small: &'a BTreeMap<String, Vec<u8>>,
+    digest: &str,
+) -> Result<&'a [u8], OciError> {
+    let path = blob_path(digest)?;
+    let bytes = small
+        .get(&path)
+        .ok_or_else(|| fmt_err(format!("{path} is missing")))?;
+    if sha256_digest(bytes) != digest {
+        return Err(fmt_err(format!("{path} does not match its digest")));
+    }
+    Ok(bytes)
+}
+
+fn inspect_oci(small: &BTreeMap<String, Vec<u8>>) -> Result<ImageInfo, OciError> {
+    let mut index: OciIndex = json(small, "index.json")?;
+    // Follow nested indexes (at most a few levels) to the first image manifest.
+    for _ in 0..4 {
+        let first = index
+            .manifests
+            .first()
+            .ok_or_else(|| fmt_err("index.json lists no manifests"))?;
+        if first.media_type.contains("index") {
+            let bytes = verified_blob(small, &first.digest)?;
+            index =
+                serde_json::from_slice(bytes).map_err(|e| fmt_err(format!("nested index: {e}")))?;
+            continue;
+        }
+        let manifest_bytes = verified_blob(small, &first.digest)?;
+        let manifest: OciManifest = serde_json::from_slice(manifest_bytes)
+            .map_err(|e| fmt_err(format!("image manifest: {e}")))?;
+        let config_bytes = verified_blob(small, &manifest.config.digest)?;
+        let config: ConfigBlob = serde_json::from_slice(config_bytes)
+            .map_err(|e| fmt_err(format!("image config: {e}")))?;
+        let layers = manifest
+            .layers
+            .iter()
+            .map(|l| blob_path(&l.digest))
+            .collect::<Result<_, _>>()?;
+        return Ok(ImageInfo {
+            format: ArchiveFormat::OciArchive,
+            config_digest: manifest.config.digest,
+            config: config.config,
+            layers,
+        });
+    }
+    Err(fmt_err("index.json nests too deeply"))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DockerManifestEntry {
+    config: String,
+    #[serde(default)]
+    layers: Vec<String>,
+}
+
+fn inspect_docker(small: &BTreeMap<String, Vec<u8>>) -> Result<ImageInfo, OciError> {
+    let entries: Vec<DockerManifestEntry> = json(small, "manifest.json")?;
+    let first = entries
+        .first()
+        .ok_or_else(|| fmt_err("manifest.json lists no images"))?;
+    let config_bytes = small
+        .get(first.config.trim_start_matches("./"))
+        .ok_or_else(|| fmt_err(format!("config {} is missing", first.config)))?;
+    let config: ConfigBlob =
+        serde_json::from_slice(config_bytes).map_err(|e| fmt_err(format!("image config: {e}")))?;
+    Ok(ImageInfo {
+        format: ArchiveFormat::DockerArchive,
+        config_digest: sha256_digest(config_bytes),
+        config: config.config,
+        layers: first
+            .layers
+            .iter()
+            .map(|l| l.trim_start_matches("./").to_string())
+            .collect(),
+    })
+}
+
+/// Options for [`pack_rootfs`]: the image's default command and environment.
+#[derive(Debug, Clone, Default)]
+pub struct PackOptions {
+    pub config: RuntimeConfig,
+    /// Name recorded as `org.opencontainers.image.ref.name` (default `latest`).
+    pub ref_name: Option<String>,
+}
+
+/// Summary of a packed archive.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct PackedImage {
+    pub config_digest: String,
+    pub layer_digest: String,
+    pub files: u64,
+    pub size: u64,
+}
+
+/// Writes a deterministic single-layer `oci-archive` of `rootfs` to `out` (atomically).
+/// Symlinks are stored as symlinks; owners are root; times are zero.
+pub fn pack_rootfs(rootfs: &Path, out: &Path, opts: &PackOptions) -> Result<PackedImage, OciError> {
+    let io = |path: &Path| {
+        let path = path.to_path_buf();
+        move |source| OciError::Io {
+            path: path.clone(),
+            source,
+        }
+    };
+    if !rootfs.is_dir() {
+        return Err(fmt_err(format!("{} is not a directory", rootfs.display())));
+    }
+    // 1. The layer tar, in memory (images packed this way are small by design).
+    let mut files = 0u64;
+    let mut layer = tar::Builder::new(Vec::new());
+    layer.follow_symlinks(false);
+    let mut stack = vec![PathBuf::new()];
+    let mut paths = Vec::new();
+    while let Some(rel) = stack.pop() {
+        let dir = rootfs.join(&rel);
+        let mut names: Vec<_> = fs::read_dir(&dir)
+            .map_err(io(&dir))?
+            .map(|e| e.map(|e| e.file_name()))
+            .collect::<Result<_, _>>()
+            .map_err(io(&dir))?;
+        names.sort();
+        for name in names.into_iter().rev() {
+            let r = rel.join(name);
+            let meta = fs::symlink_metadata(rootfs.join(&r)).map_err(io(&rootfs.join(&r)))?;
+            if meta.is_dir() {
+                stack.push(r.clone());
+            }
+            paths.push(r);
+        }
+    }
+    paths.sort();
+    for rel in &paths {
+        let full = rootfs.join(rel);
+        let meta = fs::symlink_metadata(&full).map_err(io(&full))?;
+        let mut h = tar::Header::new_gnu();
+        h.set_metadata_in_mode(&meta, tar::HeaderMode::Deterministic);
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            h.set_mode(meta.permissions().mode() & 0o7777);
+        }
+        if meta.file_type().is_symlink() {
+            let target = fs::read_link(&full).map_err(io(&full))?;
+            h.set_size(0);
+            layer.append_link(&mut h, rel, &target).map_err(io(&full))?;
+        } else if meta.is_dir() {
+            h.set_size(0);
+            layer
+                .append_data(&mut h, rel, std::io::empty())
+                .map_err(io(&full))?;
+        } else if meta.is_file() {
+            files += 1;
+            let f = fs::File::open(&full).map_err(io(&full))?;
+            layer.append_data(&mut h, rel, f).map_err(io(&full))?;
+        }
+    }
+    let layer = layer.into_inner().map_err(io(rootfs))?;
+    let layer_digest = sha256_digest(&layer);
+
+    // 2. Config, manifest, index.
+    let config = serde_json::json!({
+        "architecture": std::env::consts::ARCH.replace("x86_64", "amd64").replace("aarch64", "arm64"),
+        "os": "linux",
+        "config": opts.config,
+        "rootfs": { "type": "layers", "diff_ids": [layer_digest] },
+    });
+    let config = serde_json::to_vec(&config).unwrap_or_default();
+    let config_digest = sha256_digest(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": { "mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len() },
+        "layers": [{ "mediaType": "application/vnd.oci.image.layer.v1.tar", "digest": layer_digest, "size": layer.len() }],
+    }))
+    .unwrap_or_default();
+    let manifest_digest = sha256_digest(&manifest);
+    let ref_name = opts.ref_name.clone().unwrap_or_else(|| "latest".into());
+    let index = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": manifest_digest,
+            "size": manifest.len(),
+            "annotations": { "org.opencontainers.image.ref.name": ref_name },
+        }],
+    }))
+    .unwrap_or_default();
+
+    // 3. The archive.
+    let mut ar = tar::Builder::new(Vec::new());
+    let mut add = |path: &str, bytes: &[u8], dir: bool| -> std::io::Result<()> {
+        let mut h = tar::Header::new_ustar();
+        h.set_mtime(0);
+        h.set_uid(0);
+        h.set_gid(0);
+        if dir {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+            h.set_size(0);
+        } else {
+            h.set_mode(0o644);
+            h.set_size(bytes.len() as u64);
+        }
+        ar.append_data(&mut h, path, bytes)
+    };
+    let blob = |d: &str| format!("blobs/sha256/{}", d.trim_start_matches("sha256:"));
+    (|| -> std::io::Result<()> {
+        add("oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#, false)?;
+        add("blobs/", &[], true)?;
+        add("blobs/sha256/", &[], true)?;
+        add(&blob(&layer_digest), &layer, false)?;
+        add(&blob(&config_digest), &config, false)?;
+        add(&blob(&manifest_digest), &manifest, false)?;
+        add("index.json", &index, false)
+    })()
+    .map_err(io(out))?;
+    let bytes = ar.into_inner().map_err(io(out))?;
+    crate::fsutil::write_atomic(out, &bytes).map_err(io(out))?;
+    Ok(PackedImage {
+        config_digest,
+        layer_digest,
+        files,
+        size: bytes.len() as u64,
+    })
+}
+
+/// Hashes a file with BLAKE3, streaming. Returns the hash and the size.
+pub fn hash_file(path: &Path) -> Result<(crate::ContentHash, u64), OciError> {
+    let io = |source| OciError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let mut f = fs::File::open(path).map_err(io)?;
+    let mut hasher = blake3::Hasher::new();
+    let mut buf = vec![0u8; 256 * 1024];
+    let mut size = 0u64;
+    loop {
+        let n = f.read(&mut buf).map_err(io)?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        hasher.update(&buf[..n]);
+    }
+    Ok((hasher.finalize().into(), size))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn rootfs() -> tempfile::TempDir {
+        let d = tempfile::tempdir().unwrap();
+        fs::create_dir_all(d.path().join("bin")).unwrap();
+        fs::write(d.path().join("bin/hello"), b"#!/bin/sh\necho hi\n").unwrap();
+        fs::create_dir_all(d.path().join("www")).unwrap();
+        fs::write(d.path().join("www/index.html"), b"<h1>hi</h1>").unwrap();
+        #[cfg(unix)]
+        std::os::unix::fs::symlink("hello", d.path().join("bin/hi")).unwrap();
+        d
+    }
+
+    #[test]
+    fn packed_archive_inspects_and_is_deterministic() {
+        let root = rootfs();
+        let out = tempfile::tempdir().unwrap();
+        let opts = PackOptions {
+            config: RuntimeConfig {
+                cmd: Some(vec!["/bin/hello".into()]),
+                ..Default::default()
+            },
+            ref_name: None,
+        };
+        let a = pack_rootfs(root.path(), &out.path().join("a.tar"), &opts).unwrap();
+        let b = pack_rootfs(root.path(), &out.path().join("b.tar"), &opts).unwrap();
+        assert_eq!(
+            fs::read(out.path().join("a.tar")).unwrap(),
+            fs::read(out.path().join("b.tar")).unwrap()
+        );
+        assert_eq!(a, b);
+        assert_eq!(a.files, 2);
+        let info = inspect(&out.path().join("a.tar")).unwrap();
+        assert_eq!(info.format, ArchiveFormat::OciArchive);
+        assert_eq!(info.config_digest, a.config_digest);
+        assert_eq!(info.config.cmd, Some(vec!["/bin/hello".to_string()]));
+        assert_eq!(info.layers.len(), 1);
+    }
+
+    #[test]
+    fn garbage_is_not_an_image() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("x.tar");
+        fs::write(&p, b"definitely not a tar archive at all, not even close").unwrap();
+        assert!(matches!(inspect(&p), Err(OciError::Format(_))));
+    }
+}
