@@ -1,0 +1,431 @@
+//! The `catalog-signer` commands exactly as the issue writes them, run as a real process
+//! on real files; each refusal must be one line naming the attack or defect.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+    process::{Command, Output},
+};
+
+use archy_catalog::oci;
+
+fn signer(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_catalog-signer"))
+        .current_dir(dir)
+        .args(args)
+        .output()
+        .expect("run catalog-signer")
+}
+
+fn ok(dir: &Path, args: &[&str]) -> String {
+    let out = signer(dir, args);
+    assert!(
+        out.status.success(),
+        "catalog-signer {args:?} failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Runs a verify that must fail; returns its single stderr line.
+fn refused(dir: &Path, args: &[&str]) -> String {
+    let out = signer(dir, args);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "expected refusal for {args:?}: {out:?}"
+    );
+    let err = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    assert_eq!(err.lines().count(), 1, "one line expected, got {err:?}");
+    err
+}
+
+/// A publisher's working dir: keys, one app with a real OCI archive, a signed root.
+fn setup() -> (tempfile::TempDir, PathBuf) {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = tmp.path().to_path_buf();
+    for k in ["root1", "root2", "catalog", "timestamp"] {
+        let id = ok(&d, &["keygen", "--out", &format!("keys/{k}")]);
+        assert_eq!(id.trim().len(), 64, "prints the key id");
+    }
+    let rootfs = d.join("rootfs");
+    fs::create_dir_all(rootfs.join("www")).unwrap();
+    fs::write(rootfs.join("www/index.html"), "hi").unwrap();
+    fs::create_dir_all(d.join("apps")).unwrap();
+    oci::pack_rootfs(
+        &rootfs,
+        &d.join("apps/hello.oci.tar"),
+        &oci::PackOptions::default(),
+    )
+    .unwrap();
+    fs::write(
+        d.join("apps/hello.yaml"),
+        r#"app:
+  id: org.example.hello
+  name: Hello
+  version: 1.0.0
+  description: { short: "A tiny web server" }
+  container:
+    image: ./hello.oci.tar
+    cmd: ["/bin/busybox", "httpd", "-f", "-p", "8080"]
+    ports: [{ host: 18080, container: 8080 }]
+  health_check: { type: http, port: 8080, path: / }
+"#,
+    )
+    .unwrap();
+    ok(
+        &d,
+        &[
+            "root",
+            "init",
+            "--root-key",
+            "keys/root1.pub",
+            "--root-key",
+            "keys/root2.pub",
+            "--root-threshold",
+            "2",
+            "--catalog-key",
+            "keys/catalog.pub",
+            "--catalog-threshold",
+            "1",
+            "--timestamp-key",
+            "keys/timestamp.pub",
+            "--expires",
+            "365d",
+            "--out",
+            "root.json",
+        ],
+    );
+    (tmp, d)
+}
+
+fn publish(d: &Path, catalog_version: &str, ts_version: &str) {
+    ok(
+        d,
+        &[
+            "catalog",
+            "build",
+            "--apps",
+            "apps",
+            "--version",
+            catalog_version,
+            "--expires",
+            "30d",
+            "--out",
+            "catalog.json",
+        ],
+    );
+    ok(d, &["sign", "catalog.json", "--key", "keys/catalog.key"]);
+    ok(
+        d,
+        &[
+            "timestamp",
+            "--catalog",
+            "catalog.json",
+            "--version",
+            ts_version,
+            "--expires",
+            "1d",
+            "--out",
+            "timestamp.json",
+        ],
+    );
+    ok(
+        d,
+        &["sign", "timestamp.json", "--key", "keys/timestamp.key"],
+    );
+}
+
+const VERIFY_ALL: &[&str] = &[
+    "verify",
+    "--root",
+    "root.json",
+    "--catalog",
+    "catalog.json",
+    "--timestamp",
+    "timestamp.json",
+];
+
+#[test]
+fn keygen_writes_a_0600_secret_and_refuses_to_overwrite() {
+    let (_t, d) = setup();
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(d.join("keys/root1.key"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let out = signer(&d, &["keygen", "--out", "keys/root1"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
+}
+
+#[test]
+fn full_publication_verifies() {
+    let (_t, d) = setup();
+    ok(&d, &["sign", "root.json", "--key", "keys/root1.key"]);
+    ok(&d, &["sign", "root.json", "--key", "keys/root2.key"]);
+    publish(&d, "1", "1");
+    let out = ok(&d, VERIFY_ALL);
+    assert!(out.starts_with("ok:"), "{out}");
+    let json: serde_json::Value =
+        serde_json::from_str(&ok(&d, &[VERIFY_ALL, &["--json"]].concat())).unwrap();
+    assert_eq!(json["ok"], true);
+    assert_eq!(json["verified"]["catalog"]["apps"], 1);
+}
+
+#[test]
+fn root_below_threshold_is_named() {
+    let (_t, d) = setup();
+    ok(&d, &["sign", "root.json", "--key", "keys/root1.key"]);
+    let err = refused(&d, &["verify", "--root", "root.json"]);
+    assert!(err.contains("below threshold"), "{err}");
+}
+
+#[test]
+fn each_attack_gets_its_one_line_reason() {
+    let (_t, d) = setup();
+    ok(
+        &d,
+        &[
+            "sign",
+            "root.json",
+            "--key",
+            "keys/root1.key",
+            "--key",
+            "keys/root2.key",
+        ],
+    );
+    publish(&d, "1", "1");
+
+    // Bad signature: the catalog changed after signing (and a fresh timestamp pins it).
+    let good = fs::read_to_string(d.join("catalog.json")).unwrap();
+    fs::write(d.join("catalog.json"), good.replace("18080", "18081")).unwrap();
+    ok(
+        &d,
+        &[
+            "timestamp",
+            "--catalog",
+            "catalog.json",
+            "--version",
+            "2",
+            "--out",
+            "timestamp.json",
+        ],
+    );
+    ok(
+        &d,
+        &["sign", "timestamp.json", "--key", "keys/timestamp.key"],
+    );
+    assert!(refused(&d, VERIFY_ALL).contains("bad signature"));
+
+    // Mix-and-match: a valid catalog that is not the one the timestamp pins.
+    publish(&d, "1", "1");
+    let ts = fs::read(d.join("timestamp.json")).unwrap();
+    publish(&d, "2", "2");
+    fs::write(d.join("timestamp.json"), ts).unwrap();
+    let err = refused(&d, VERIFY_ALL);
+    assert!(err.contains("does not match the timestamp"), "{err}");
+
+    // Unknown key: the catalog signed by someone else's key.
+    ok(&d, &["keygen", "--out", "keys/mallory"]);
+    ok(
+        &d,
+        &[
+            "catalog",
+            "build",
+            "--apps",
+            "apps",
+            "--version",
+            "3",
+            "--out",
+            "catalog.json",
+        ],
+    );
+    ok(&d, &["sign", "catalog.json", "--key", "keys/mallory.key"]);
+    ok(
+        &d,
+        &[
+            "timestamp",
+            "--catalog",
+            "catalog.json",
+            "--version",
+            "3",
+            "--out",
+            "timestamp.json",
+        ],
+    );
+    ok(
+        &d,
+        &["sign", "timestamp.json", "--key", "keys/timestamp.key"],
+    );
+    assert!(refused(&d, VERIFY_ALL).contains("unknown key"));
+
+    // Document too large.
+    fs::write(d.join("timestamp.json"), " ".repeat(20_000)).unwrap();
+    assert!(refused(&d, VERIFY_ALL).contains("document too large"));
+}
+
+#[test]
+fn state_remembers_versions_and_refuses_rollback() {
+    let (_t, d) = setup();
+    ok(
+        &d,
+        &[
+            "sign",
+            "root.json",
+            "--key",
+            "keys/root1.key",
+            "--key",
+            "keys/root2.key",
+        ],
+    );
+    publish(&d, "1", "1");
+    let old_cat = fs::read(d.join("catalog.json")).unwrap();
+    let old_ts = fs::read(d.join("timestamp.json")).unwrap();
+    publish(&d, "2", "2");
+    let state = [VERIFY_ALL, &["--state", "state"]].concat();
+    ok(&d, &state);
+    fs::write(d.join("catalog.json"), old_cat).unwrap();
+    fs::write(d.join("timestamp.json"), old_ts).unwrap();
+    // Without memory the old pair is fine; with it, it is a rollback.
+    ok(&d, VERIFY_ALL);
+    let err = refused(&d, &state);
+    assert!(
+        err.contains("rollback: timestamp from version 2 to 1"),
+        "{err}"
+    );
+    let out = signer(&d, &[state.as_slice(), &["--json"]].concat());
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["error"]["kind"], "rollback");
+}
+
+#[test]
+fn expired_timestamp_is_named() {
+    let (_t, d) = setup();
+    ok(
+        &d,
+        &[
+            "sign",
+            "root.json",
+            "--key",
+            "keys/root1.key",
+            "--key",
+            "keys/root2.key",
+        ],
+    );
+    publish(&d, "1", "1");
+    ok(
+        &d,
+        &[
+            "timestamp",
+            "--catalog",
+            "catalog.json",
+            "--version",
+            "2",
+            "--expires",
+            "1s",
+            "--out",
+            "timestamp.json",
+        ],
+    );
+    ok(
+        &d,
+        &["sign", "timestamp.json", "--key", "keys/timestamp.key"],
+    );
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    assert!(refused(&d, VERIFY_ALL).starts_with("FAILED timestamp.json: expired"));
+}
+
+#[test]
+fn rotation_walks_the_chain() {
+    let (_t, d) = setup();
+    ok(
+        &d,
+        &[
+            "sign",
+            "root.json",
+            "--key",
+            "keys/root1.key",
+            "--key",
+            "keys/root2.key",
+        ],
+    );
+    ok(&d, &["keygen", "--out", "keys/root3"]);
+    ok(
+        &d,
+        &[
+            "root",
+            "rotate",
+            "--root",
+            "root.json",
+            "--root-key",
+            "keys/root2.pub",
+            "--root-key",
+            "keys/root3.pub",
+            "--out",
+            "root2.json",
+        ],
+    );
+    // Only the new keys: the old root's threshold is not met.
+    ok(
+        &d,
+        &[
+            "sign",
+            "root2.json",
+            "--key",
+            "keys/root3.key",
+            "--key",
+            "keys/root2.key",
+        ],
+    );
+    let err = refused(
+        &d,
+        &["verify", "--root", "root.json", "--root", "root2.json"],
+    );
+    assert!(err.contains("root"), "{err}");
+    ok(&d, &["sign", "root2.json", "--key", "keys/root1.key"]);
+    let out = ok(
+        &d,
+        &["verify", "--root", "root.json", "--root", "root2.json"],
+    );
+    assert!(out.contains("root v2"), "{out}");
+}
+
+#[test]
+fn catalog_build_reports_every_bad_manifest_with_its_file() {
+    let (_t, d) = setup();
+    fs::write(d.join("apps/bad.yaml"), "app:\n  id: Bad App\n  name: x\n  version: one\n  description: {short: x}\n  container: {image: ./missing.tar, privileged: true}\n").unwrap();
+    let out = signer(
+        &d,
+        &[
+            "catalog",
+            "build",
+            "--apps",
+            "apps",
+            "--version",
+            "1",
+            "--out",
+            "catalog.json",
+            "--json",
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let msg = json["problems"][0]["message"].as_str().unwrap();
+    assert!(json["problems"][0]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("bad.yaml"));
+    for needle in ["app.id", "app.version", "app.container.privileged"] {
+        assert!(msg.contains(needle), "{needle} missing in {msg}");
+    }
+    assert!(
+        !d.join("catalog.json").exists(),
+        "nothing written on failure"
+    );
+}
