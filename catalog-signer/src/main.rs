@@ -570,6 +570,12 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             let cat = state
                 .verify_catalog(&bytes, ts.as_ref(), now, &limits)
                 .map_err(|e| (p.clone(), e))?;
+            // The publisher's check goes deeper than a node's: every release must pass
+            // the manifest policy, not just the one being installed.
+            if let Some((at, problem)) = cat.check_releases().into_iter().next() {
+                let reason = format!("release {at}: {}", problem.replace('\n', ";"));
+                return Err((p.clone(), TrustError::Malformed { role: Role::Catalog, reason }));
+            }
             let releases: usize = cat.apps.values().map(|a| a.releases.len()).sum();
             report.insert(
                 "catalog",

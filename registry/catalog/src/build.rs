@@ -134,7 +134,7 @@ pub fn build_catalog(
                 apps.entry(built.id.clone())
                     .or_default()
                     .releases
-                    .insert(built.version.clone(), release);
+                    .insert(built.version.clone(), Box::new(release));
                 releases.push(built);
             }
             Err(message) => problems.push(BuildProblem { file, message }),

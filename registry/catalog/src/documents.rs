@@ -18,8 +18,8 @@ use crate::{
     manifest::{AppManifest, ImageField},
 };
 
-/// Prepended to the signed bytes before signing: signatures made for Archy documents
-/// can never be replayed as signatures over anything else.
+/// Prepended to the hash of the signed bytes before signing: signatures made for Archy
+/// documents can never be replayed as signatures over anything else.
 pub const SIGNING_CONTEXT: &[u8] = b"archy-signed-document-v1\n";
 
 /// The format version every document carries in `spec_version`.
@@ -54,12 +54,22 @@ pub struct Signature {
 }
 
 /// A signed document as stored: the exact `signed` bytes plus signatures.
+///
+/// `S` is `Box<RawValue>` for a document being written or signed ([`Envelope`]) and
+/// `&RawValue` for one being verified ([`EnvelopeRef`]), which borrows the file's bytes
+/// instead of copying a catalog of many megabytes.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct Envelope {
-    pub signed: Box<RawValue>,
+pub struct SignedEnvelope<S> {
+    pub signed: S,
     pub signatures: Vec<Signature>,
 }
+
+/// An owned envelope, for writing and signing.
+pub type Envelope = SignedEnvelope<Box<RawValue>>;
+
+/// An envelope borrowing the bytes it was parsed from, for verification.
+pub type EnvelopeRef<'a> = SignedEnvelope<&'a RawValue>;
 
 impl Clone for Envelope {
     fn clone(&self) -> Self {
@@ -94,20 +104,6 @@ impl Envelope {
         serde_json::from_slice(bytes)
     }
 
-    /// The bytes a signature covers: [`SIGNING_CONTEXT`] followed by the `signed` value.
-    pub fn signing_message(&self) -> Vec<u8> {
-        let raw = self.signed.get().as_bytes();
-        let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + raw.len());
-        msg.extend_from_slice(SIGNING_CONTEXT);
-        msg.extend_from_slice(raw);
-        msg
-    }
-
-    /// Reads `_type` and `version` without parsing the rest.
-    pub fn header(&self) -> Result<Header, serde_json::Error> {
-        serde_json::from_str(self.signed.get())
-    }
-
     /// Adds (or replaces) the signature of `key`.
     pub fn sign(&mut self, key: &SecretKey) {
         let sig = hex::encode(key.sign(&self.signing_message()));
@@ -121,6 +117,34 @@ impl Envelope {
         let mut v = serde_json::to_vec_pretty(self).unwrap_or_default();
         v.push(b'\n');
         v
+    }
+}
+
+impl<'a> EnvelopeRef<'a> {
+    /// Parses an envelope borrowing `bytes`.
+    pub fn parse(bytes: &'a [u8]) -> Result<Self, serde_json::Error> {
+        serde_json::from_slice(bytes)
+    }
+}
+
+impl<S: std::ops::Deref<Target = RawValue>> SignedEnvelope<S> {
+    /// The exact bytes of the `signed` value.
+    pub fn signed_bytes(&self) -> &[u8] {
+        self.signed.get().as_bytes()
+    }
+
+    /// The message a signature covers: [`SIGNING_CONTEXT`] followed by the BLAKE3 hash
+    /// of the exact `signed` bytes (57 bytes in all, whatever the document's size).
+    pub fn signing_message(&self) -> Vec<u8> {
+        let mut msg = Vec::with_capacity(SIGNING_CONTEXT.len() + 32);
+        msg.extend_from_slice(SIGNING_CONTEXT);
+        msg.extend_from_slice(blake3::hash(self.signed_bytes()).as_bytes());
+        msg
+    }
+
+    /// Reads `_type` and `version` without parsing the rest.
+    pub fn header(&self) -> Result<Header, serde_json::Error> {
+        serde_json::from_str(self.signed.get())
     }
 
     /// Parses the body as `T`.
@@ -236,7 +260,7 @@ pub struct Release {
 #[serde(deny_unknown_fields)]
 pub struct AppEntry {
     /// Releases keyed by their semantic version.
-    pub releases: BTreeMap<String, Release>,
+    pub releases: BTreeMap<String, Box<Release>>,
 }
 
 impl AppEntry {
@@ -246,7 +270,7 @@ impl AppEntry {
             .values()
             .filter_map(|r| r.manifest.semver().map(|v| (v, r)))
             .max_by(|a, b| a.0.cmp(&b.0))
-            .map(|(_, r)| r)
+            .map(|(_, r)| &**r)
     }
 }
 
@@ -262,42 +286,64 @@ pub struct Catalog {
     pub apps: BTreeMap<String, AppEntry>,
 }
 
+impl Release {
+    /// Full check of one release before it is applied: the manifest passes validation
+    /// and the security policy, its image field is the image hash, and the manifest
+    /// hash is right. Nodes run this on the release they install, so one faulty entry
+    /// cannot block the rest of a catalog, and never runs.
+    pub fn check(&self) -> Result<(), String> {
+        let m = &self.manifest;
+        if m.image_hash() != Some(self.image.hash) {
+            return Err(format!("container.image is not the image hash {}", self.image.hash));
+        }
+        m.validate_with(ImageField::Hash).map_err(|e| e.to_string())?;
+        if m.manifest_hash() != self.manifest_hash {
+            return Err("manifest_hash does not match the manifest".into());
+        }
+        Ok(())
+    }
+}
+
 impl Catalog {
-    /// Checks that every entry agrees with itself: the app key is the manifest id, the
-    /// release key its version, the image field the image hash, the manifest hash right,
-    /// and the manifest valid.
+    /// The structural checks run on every catalog accepted: each entry sits under its
+    /// own app id and version and names its own image. (The per-release policy check is
+    /// [`Release::check`], run before a release is applied, and for every release by
+    /// [`Catalog::check_releases`].)
     pub fn check(&self) -> Result<(), String> {
         if self.role != Role::Catalog {
             return Err(format!("_type is {}, expected catalog", self.role));
         }
         for (id, entry) in &self.apps {
             for (ver, rel) in &entry.releases {
-                let at = format!("apps.{id}.releases.{ver}");
                 let m = &rel.manifest;
                 if &m.id != id || &m.version != ver {
-                    return Err(format!("{at}: manifest says {}@{}", m.id, m.version));
+                    return Err(format!("apps.{id}.releases.{ver}: manifest says {}@{}", m.id, m.version));
                 }
                 if m.image_hash() != Some(rel.image.hash) {
                     return Err(format!(
-                        "{at}: container.image is not the image hash {}",
+                        "apps.{id}.releases.{ver}: container.image is not the image hash {}",
                         rel.image.hash
                     ));
-                }
-                m.validate_with(ImageField::Hash)
-                    .map_err(|e| format!("{at}: {e}"))?;
-                if m.manifest_hash() != rel.manifest_hash {
-                    return Err(format!("{at}: manifest_hash does not match the manifest"));
                 }
             }
         }
         Ok(())
     }
 
+    /// Runs [`Release::check`] on every release; returns `(app@version, problem)` pairs.
+    pub fn check_releases(&self) -> Vec<(String, String)> {
+        self.apps
+            .iter()
+            .flat_map(|(id, e)| e.releases.iter().map(move |(v, r)| (format!("{id}@{v}"), r)))
+            .filter_map(|(at, r)| r.check().err().map(|e| (at, e)))
+            .collect()
+    }
+
     /// Looks up a release: the given version, or the latest.
     pub fn release(&self, app_id: &str, version: Option<&str>) -> Option<&Release> {
         let entry = self.apps.get(app_id)?;
         match version {
-            Some(v) => entry.releases.get(v),
+            Some(v) => entry.releases.get(v).map(|r| &**r),
             None => entry.latest(),
         }
     }

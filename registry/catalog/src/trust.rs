@@ -20,7 +20,7 @@ use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    documents::{Catalog, Envelope, Role, RoleKeys, Root, Timestamp, SPEC_VERSION},
+    documents::{Catalog, EnvelopeRef, Role, RoleKeys, Root, Timestamp, SPEC_VERSION},
     hash::ContentHash,
     keys::{KeyId, KeyMap},
 };
@@ -142,7 +142,7 @@ pub fn check_threshold(
     role: Role,
     role_keys: &RoleKeys,
     keys: &KeyMap,
-    env: &Envelope,
+    env: &EnvelopeRef<'_>,
 ) -> Result<u32, TrustError> {
     let msg = env.signing_message();
     let mut valid: Vec<&KeyId> = Vec::new();
@@ -197,7 +197,7 @@ pub fn check_threshold(
     })
 }
 
-fn parse_envelope(role: Role, bytes: &[u8], limit: u64) -> Result<Envelope, TrustError> {
+fn parse_envelope(role: Role, bytes: &[u8], limit: u64) -> Result<EnvelopeRef<'_>, TrustError> {
     if bytes.len() as u64 > limit {
         return Err(TrustError::TooLarge {
             role,
@@ -205,7 +205,7 @@ fn parse_envelope(role: Role, bytes: &[u8], limit: u64) -> Result<Envelope, Trus
             limit,
         });
     }
-    let env = Envelope::from_slice(bytes).map_err(|e| TrustError::Malformed {
+    let env = EnvelopeRef::parse(bytes).map_err(|e| TrustError::Malformed {
         role,
         reason: e.to_string(),
     })?;
@@ -222,7 +222,7 @@ fn parse_envelope(role: Role, bytes: &[u8], limit: u64) -> Result<Envelope, Trus
     Ok(env)
 }
 
-fn parse_body<T: for<'de> Deserialize<'de>>(role: Role, env: &Envelope) -> Result<T, TrustError> {
+fn parse_body<T: for<'de> Deserialize<'de>>(role: Role, env: &EnvelopeRef<'_>) -> Result<T, TrustError> {
     env.body().map_err(|e| TrustError::Malformed {
         role,
         reason: e.to_string(),
@@ -262,7 +262,7 @@ pub struct VerifiedRoot {
 }
 
 /// Parses a root and checks it is signed by a threshold of *its own* root keys.
-fn self_signed_root(bytes: &[u8], limits: &Limits) -> Result<(VerifiedRoot, Envelope), TrustError> {
+fn self_signed_root(bytes: &[u8], limits: &Limits) -> Result<VerifiedRoot, TrustError> {
     let env = parse_envelope(Role::Root, bytes, limits.root)?;
     let root: Root = parse_body(Role::Root, &env)?;
     check_spec(Role::Root, root.spec_version)?;
@@ -271,13 +271,10 @@ fn self_signed_root(bytes: &[u8], limits: &Limits) -> Result<(VerifiedRoot, Enve
         reason,
     })?;
     check_threshold(Role::Root, &root.roles.root, &root.keys, &env)?;
-    Ok((
-        VerifiedRoot {
-            root,
-            bytes: bytes.to_vec(),
-        },
-        env,
-    ))
+    Ok(VerifiedRoot {
+        root,
+        bytes: bytes.to_vec(),
+    })
 }
 
 /// What a client remembers: the trusted root and the highest versions accepted.
@@ -301,7 +298,7 @@ impl TrustedState {
     /// Expiry is checked when the root is used, so a chain of newer roots can still
     /// be applied to an expired anchor.
     pub fn bootstrap(root_bytes: &[u8], limits: &Limits) -> Result<Self, TrustError> {
-        let (root, _) = self_signed_root(root_bytes, limits)?;
+        let root = self_signed_root(root_bytes, limits)?;
         Ok(Self {
             root_version: root.root.version,
             root: String::from_utf8_lossy(&root.bytes).into_owned(),
@@ -353,7 +350,7 @@ impl TrustedState {
             });
         }
         check_threshold(Role::Root, &trusted.roles.root, &trusted.keys, &env)?;
-        let (new, _) = self_signed_root(bytes, limits)?;
+        let new = self_signed_root(bytes, limits)?;
         let role_keys_changed = |role: Role| {
             let set = |r: &Root| {
                 let mut ids: Vec<_> = r

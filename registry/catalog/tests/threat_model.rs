@@ -125,7 +125,7 @@ app:
             apps: BTreeMap::from([(
                 "org.example.hello".to_string(),
                 AppEntry {
-                    releases: BTreeMap::from([("1.0.0".to_string(), release)]),
+                    releases: BTreeMap::from([("1.0.0".to_string(), Box::new(release))]),
                 },
             )]),
         }
@@ -226,6 +226,7 @@ fn wrong_software_entry_whose_image_differs_from_its_manifest_is_refused() {
     let cat = signed(&c, &[&p.catalog_key]);
     let e = verify_head(&mut s, &p.timestamp_bytes(1, &cat), &cat).unwrap_err();
     assert_eq!(e.kind(), "malformed", "{e}");
+    assert!(e.to_string().contains("not the image hash"), "{e}");
 }
 
 #[test]
@@ -243,8 +244,14 @@ fn wrong_software_signed_entry_that_breaks_the_security_policy_is_refused() {
     rel.manifest.container.privileged = Some(true);
     rel.manifest_hash = rel.manifest.manifest_hash();
     let cat = signed(&c, &[&p.catalog_key]);
-    let e = verify_head(&mut s, &p.timestamp_bytes(1, &cat), &cat).unwrap_err();
-    assert!(e.to_string().contains("privileged"), "{e}");
+    // The catalog as a whole is still usable; the faulty release is refused before it
+    // can be applied, and the publisher's `verify` lists it.
+    let verified = verify_head(&mut s, &p.timestamp_bytes(1, &cat), &cat).unwrap();
+    let release = verified.release("org.example.hello", None).unwrap();
+    assert!(release.check().unwrap_err().contains("privileged"));
+    let problems = verified.check_releases();
+    assert_eq!(problems.len(), 1);
+    assert_eq!(problems[0].0, "org.example.hello@1.0.0");
 }
 
 #[test]
