@@ -574,7 +574,13 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             // the manifest policy, not just the one being installed.
             if let Some((at, problem)) = cat.check_releases().into_iter().next() {
                 let reason = format!("release {at}: {}", problem.replace('\n', ";"));
-                return Err((p.clone(), TrustError::Malformed { role: Role::Catalog, reason }));
+                return Err((
+                    p.clone(),
+                    TrustError::Malformed {
+                        role: Role::Catalog,
+                        reason,
+                    },
+                ));
             }
             let releases: usize = cat.apps.values().map(|a| a.releases.len()).sum();
             report.insert(

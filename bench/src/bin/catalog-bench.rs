@@ -11,7 +11,7 @@
 use std::{fs, path::PathBuf, time::Instant};
 
 use anyhow::Context;
-use archy_bench::{max_rss, machine, peak_heap, reset_peak, write_section, PeakAlloc};
+use archy_bench::{machine, max_rss, peak_heap, reset_peak, write_section, PeakAlloc};
 use archy_catalog::{
     build::build_catalog,
     documents::{Envelope, Role, RoleKeys, Roles, Root, Timestamp, SPEC_VERSION},
@@ -59,7 +59,8 @@ fn verify_dir(dir: &std::path::Path, runs: usize) -> anyhow::Result<(f64, usize,
         let cat_bytes = fs::read(dir.join("catalog.json")).context("read catalog")?;
         let mut state = TrustedState::bootstrap(&root_bytes, &Limits::default())?;
         let head = state.verify_timestamp(&ts_bytes, Utc::now(), &Limits::default())?;
-        let catalog = state.verify_catalog(&cat_bytes, Some(&head), Utc::now(), &Limits::default())?;
+        let catalog =
+            state.verify_catalog(&cat_bytes, Some(&head), Utc::now(), &Limits::default())?;
         apps = catalog.apps.len();
         drop(catalog);
         drop(cat_bytes);
@@ -75,14 +76,21 @@ fn main() -> anyhow::Result<()> {
     if let Some(dir) = &args.verify_only {
         let (median, peak, apps) = verify_dir(dir, args.runs)?;
         let rss = max_rss();
-        println!("{}", serde_json::json!({"median": median, "peak_heap": peak, "apps": apps, "max_rss": rss}));
+        println!(
+            "{}",
+            serde_json::json!({"median": median, "peak_heap": peak, "apps": apps, "max_rss": rss})
+        );
         return Ok(());
     }
     let tmp = tempfile::tempdir()?;
     let apps_dir = tmp.path().join("apps");
     fs::create_dir_all(apps_dir.join("rootfs/www"))?;
     fs::write(apps_dir.join("rootfs/www/index.html"), "hello")?;
-    oci::pack_rootfs(&apps_dir.join("rootfs"), &apps_dir.join("image.oci.tar"), &oci::PackOptions::default())?;
+    oci::pack_rootfs(
+        &apps_dir.join("rootfs"),
+        &apps_dir.join("image.oci.tar"),
+        &oci::PackOptions::default(),
+    )?;
     for i in 0..args.apps {
         let m = format!(
             "app:\n  id: org.bench.app{i}\n  name: App {i}\n  version: 1.{}.0\n  category: bench\n  description: {{ short: \"Benchmark app number {i}\" }}\n  container:\n    image: ./image.oci.tar\n    cmd: [\"/bin/busybox\", \"httpd\", \"-f\", \"-p\", \"8080\"]\n    env: {{ MODE: production }}\n    ports: [{{ host: {}, container: 8080 }}]\n    volumes: [{{ name: data, target: /data }}]\n  health_check: {{ type: http, port: 8080, path: / }}\n",
@@ -92,29 +100,43 @@ fn main() -> anyhow::Result<()> {
         fs::write(apps_dir.join(format!("app{i:05}.yaml")), m)?;
     }
 
-    let keys: Vec<SecretKey> = (0..3).map(|_| SecretKey::generate()).collect::<Result<_, _>>()?;
-    let one = |k: &SecretKey| RoleKeys { keyids: vec![k.key_id()], threshold: 1 };
+    let keys: Vec<SecretKey> = (0..3)
+        .map(|_| SecretKey::generate())
+        .collect::<Result<_, _>>()?;
+    let one = |k: &SecretKey| RoleKeys {
+        keyids: vec![k.key_id()],
+        threshold: 1,
+    };
     let root = Root {
         role: Role::Root,
         spec_version: SPEC_VERSION,
         version: 1,
         expires: Utc::now() + Duration::days(365),
-        keys: keys.iter().map(|k| (k.key_id(), k.public())).collect::<KeyMap>(),
-        roles: Roles { root: one(&keys[0]), catalog: one(&keys[1]), timestamp: one(&keys[2]) },
+        keys: keys
+            .iter()
+            .map(|k| (k.key_id(), k.public()))
+            .collect::<KeyMap>(),
+        roles: Roles {
+            root: one(&keys[0]),
+            catalog: one(&keys[1]),
+            timestamp: one(&keys[2]),
+        },
     };
     let mut root_env = Envelope::new_unsigned(&root)?;
     root_env.sign(&keys[0]);
     let root_bytes = root_env.to_bytes();
 
     let t = Instant::now();
-    let built = build_catalog(&apps_dir, 1, Utc::now() + Duration::days(30)).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let built = build_catalog(&apps_dir, 1, Utc::now() + Duration::days(30))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     let build_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
     let mut env = Envelope::new_unsigned(&built.catalog)?;
     env.sign(&keys[1]);
     let catalog_bytes = env.to_bytes();
-    let ts = Timestamp::for_catalog(&catalog_bytes, 1, Utc::now() + Duration::days(1)).map_err(anyhow::Error::msg)?;
+    let ts = Timestamp::for_catalog(&catalog_bytes, 1, Utc::now() + Duration::days(1))
+        .map_err(anyhow::Error::msg)?;
     let mut ts_env = Envelope::new_unsigned(&ts)?;
     ts_env.sign(&keys[2]);
     let ts_bytes = ts_env.to_bytes();
@@ -136,9 +158,17 @@ fn main() -> anyhow::Result<()> {
         .arg(&docs)
         .args(["--runs", &args.runs.to_string()])
         .output()?;
-    anyhow::ensure!(out.status.success(), "verify child failed: {}", String::from_utf8_lossy(&out.stderr));
+    anyhow::ensure!(
+        out.status.success(),
+        "verify child failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let child: serde_json::Value = serde_json::from_slice(&out.stdout)?;
-    anyhow::ensure!(child["apps"] == args.apps, "child verified {} apps", child["apps"]);
+    anyhow::ensure!(
+        child["apps"] == args.apps,
+        "child verified {} apps",
+        child["apps"]
+    );
     let verify_s = child["median"].as_f64().unwrap_or(f64::NAN);
     let peak = child["peak_heap"].as_u64().unwrap_or(0);
     let rss = child["max_rss"].as_u64().unwrap_or(0);

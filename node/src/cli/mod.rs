@@ -1,5 +1,6 @@
 //! Command-line definitions and dispatch for `archy`.
 
+mod demo;
 mod dev;
 
 use std::{path::PathBuf, process::ExitCode};
@@ -19,6 +20,9 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the whole system on this machine: publisher, origin, relay, three nodes and a
+    /// container runtime, with no configuration and no network.
+    Demo(demo::DemoArgs),
     /// Apps: validate, render and pack manifests and images (developer tools).
     #[command(subcommand)]
     App(AppCommand),
@@ -82,6 +86,7 @@ pub fn init_tracing(verbose: u8) {
 
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
+        Command::Demo(args) => demo::run(args),
         Command::App(cmd) => match cmd {
             AppCommand::Validate { file, json } => dev::validate(&file, json),
             AppCommand::Render { file, json } => dev::render(&file, json),

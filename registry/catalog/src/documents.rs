@@ -294,9 +294,13 @@ impl Release {
     pub fn check(&self) -> Result<(), String> {
         let m = &self.manifest;
         if m.image_hash() != Some(self.image.hash) {
-            return Err(format!("container.image is not the image hash {}", self.image.hash));
+            return Err(format!(
+                "container.image is not the image hash {}",
+                self.image.hash
+            ));
         }
-        m.validate_with(ImageField::Hash).map_err(|e| e.to_string())?;
+        m.validate_with(ImageField::Hash)
+            .map_err(|e| e.to_string())?;
         if m.manifest_hash() != self.manifest_hash {
             return Err("manifest_hash does not match the manifest".into());
         }
@@ -317,7 +321,10 @@ impl Catalog {
             for (ver, rel) in &entry.releases {
                 let m = &rel.manifest;
                 if &m.id != id || &m.version != ver {
-                    return Err(format!("apps.{id}.releases.{ver}: manifest says {}@{}", m.id, m.version));
+                    return Err(format!(
+                        "apps.{id}.releases.{ver}: manifest says {}@{}",
+                        m.id, m.version
+                    ));
                 }
                 if m.image_hash() != Some(rel.image.hash) {
                     return Err(format!(
@@ -334,7 +341,11 @@ impl Catalog {
     pub fn check_releases(&self) -> Vec<(String, String)> {
         self.apps
             .iter()
-            .flat_map(|(id, e)| e.releases.iter().map(move |(v, r)| (format!("{id}@{v}"), r)))
+            .flat_map(|(id, e)| {
+                e.releases
+                    .iter()
+                    .map(move |(v, r)| (format!("{id}@{v}"), r))
+            })
             .filter_map(|(at, r)| r.check().err().map(|e| (at, e)))
             .collect()
     }

@@ -222,7 +222,10 @@ fn parse_envelope(role: Role, bytes: &[u8], limit: u64) -> Result<EnvelopeRef<'_
     Ok(env)
 }
 
-fn parse_body<T: for<'de> Deserialize<'de>>(role: Role, env: &EnvelopeRef<'_>) -> Result<T, TrustError> {
+fn parse_body<T: for<'de> Deserialize<'de>>(
+    role: Role,
+    env: &EnvelopeRef<'_>,
+) -> Result<T, TrustError> {
     env.body().map_err(|e| TrustError::Malformed {
         role,
         reason: e.to_string(),

@@ -1,0 +1,286 @@
+//! `archy demo`: the whole system on one machine, with no configuration and no network.
+//!
+//! It plays every user in turn: the publisher (keys, root, catalog, timestamp, all
+//! signed), the origin operator, node operators and a third-party developer, and prints a
+//! summary table of every step with what it measured. `--once` runs to the summary,
+//! cleans up and exits non-zero if any step failed, for scripts and CI.
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    path::{Path, PathBuf},
+    process::ExitCode,
+    time::Instant,
+};
+
+use anyhow::{bail, Context};
+use archy_catalog::{
+    build::build_catalog,
+    documents::{Envelope, Role, RoleKeys, Roles, Root, Timestamp, SPEC_VERSION},
+    keys::{KeyMap, SecretKey},
+    oci, Limits, TrustedState,
+};
+use chrono::{Duration, Utc};
+
+/// Options of `archy demo`.
+#[derive(Debug, clap::Args)]
+pub struct DemoArgs {
+    /// Run to the summary, clean up and exit (non-zero if any step failed).
+    #[arg(long)]
+    pub once: bool,
+    /// Work directory (default: a fresh temporary directory, removed afterwards).
+    #[arg(long)]
+    pub dir: Option<PathBuf>,
+    /// Keep the work directory for inspection.
+    #[arg(long)]
+    pub keep: bool,
+}
+
+/// One line of the summary.
+struct StepResult {
+    name: &'static str,
+    ok: bool,
+    detail: String,
+    seconds: f64,
+}
+
+struct Demo {
+    dir: PathBuf,
+    results: Vec<StepResult>,
+}
+
+impl Demo {
+    /// Runs one step, printing it as it starts and ends; a failed step fails the demo.
+    fn step(
+        &mut self,
+        name: &'static str,
+        f: impl FnOnce(&Path) -> anyhow::Result<String>,
+    ) -> bool {
+        eprintln!("==> {name}");
+        let t = Instant::now();
+        let r = f(&self.dir);
+        let seconds = t.elapsed().as_secs_f64();
+        let (ok, detail) = match r {
+            Ok(d) => (true, d),
+            Err(e) => (false, format!("{e:#}")),
+        };
+        eprintln!("    {} {detail}", if ok { "ok" } else { "FAILED" });
+        self.results.push(StepResult {
+            name,
+            ok,
+            detail,
+            seconds,
+        });
+        ok
+    }
+
+    fn summary(&self) -> bool {
+        println!();
+        println!("{:<34} {:>7}  {:<6} detail", "step", "seconds", "result");
+        for r in &self.results {
+            println!(
+                "{:<34} {:>7.2}  {:<6} {}",
+                r.name,
+                r.seconds,
+                if r.ok { "ok" } else { "FAILED" },
+                r.detail.lines().next().unwrap_or("")
+            );
+        }
+        let failed = self.results.iter().filter(|r| !r.ok).count();
+        println!();
+        println!("{} passed, {} failed", self.results.len() - failed, failed);
+        failed == 0
+    }
+}
+
+pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
+    let mut tmp = None;
+    let dir = match &args.dir {
+        Some(d) => {
+            fs::create_dir_all(d).with_context(|| format!("cannot create {}", d.display()))?;
+            d.clone()
+        }
+        None => tmp
+            .insert(tempfile::Builder::new().prefix("archy-demo-").tempdir()?)
+            .path()
+            .to_path_buf(),
+    };
+    eprintln!("archy demo in {}", dir.display());
+    let mut demo = Demo {
+        dir: dir.clone(),
+        results: Vec::new(),
+    };
+
+    let _ = demo.step("publisher: example app images", make_example_images)
+        && demo.step("publisher: keys and root (2-of-2)", make_keys_and_root)
+        && demo.step("publisher: build + sign catalog", build_and_sign_catalog)
+        && demo.step("node: verify head as a node does", verify_as_node);
+
+    let ok = demo.summary();
+    if args.keep {
+        if let Some(t) = tmp.take() {
+            let _ = t.keep();
+        }
+        eprintln!("kept {}", dir.display());
+    }
+    if !args.once {
+        eprintln!("(the demo has no long-running parts yet; it ends here)");
+    }
+    Ok(if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    })
+}
+
+const BUSYBOX: &str = "/bin/busybox";
+
+/// The demo app: busybox httpd serving one page. Its image is packed here from the host's
+/// static busybox, so no registry is needed.
+fn make_example_images(dir: &Path) -> anyhow::Result<String> {
+    if !Path::new(BUSYBOX).exists() {
+        bail!("{BUSYBOX} not found: install it with `apt-get install busybox-static`");
+    }
+    let apps = dir.join("apps");
+    let rootfs = dir.join("rootfs/hello");
+    fs::create_dir_all(rootfs.join("bin"))?;
+    fs::create_dir_all(rootfs.join("www"))?;
+    fs::create_dir_all(&apps)?;
+    fs::copy(BUSYBOX, rootfs.join("bin/busybox")).context("copy busybox")?;
+    fs::write(rootfs.join("www/index.html"), "<h1>Hello from Archy</h1>\n")?;
+    let opts = oci::PackOptions {
+        config: oci::RuntimeConfig {
+            cmd: Some(vec![
+                "/bin/busybox".into(),
+                "httpd".into(),
+                "-f".into(),
+                "-p".into(),
+                "8080".into(),
+                "-h".into(),
+                "/www".into(),
+            ]),
+            ..Default::default()
+        },
+        ref_name: None,
+    };
+    let packed = oci::pack_rootfs(&rootfs, &apps.join("hello.oci.tar"), &opts)?;
+    fs::write(
+        apps.join("hello.yaml"),
+        r#"app:
+  id: org.example.hello
+  name: Hello
+  version: 1.0.0
+  category: demo
+  description: { short: "A tiny web server" }
+  container:
+    image: ./hello.oci.tar
+    cmd: ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
+    ports: [{ host: 18080, container: 8080 }]
+  health_check: { type: http, port: 8080, path: / }
+"#,
+    )?;
+    Ok(format!("hello.oci.tar, {} bytes", packed.size))
+}
+
+fn write_signed<T: serde::Serialize>(
+    path: &Path,
+    doc: &T,
+    keys: &[&SecretKey],
+) -> anyhow::Result<Vec<u8>> {
+    let mut env = Envelope::new_unsigned(doc)?;
+    for k in keys {
+        env.sign(k);
+    }
+    let bytes = env.to_bytes();
+    archy_catalog::fsutil::write_atomic(path, &bytes)?;
+    Ok(bytes)
+}
+
+fn make_keys_and_root(dir: &Path) -> anyhow::Result<String> {
+    let keys_dir = dir.join("keys");
+    fs::create_dir_all(&keys_dir)?;
+    let mut keys = BTreeMap::new();
+    for name in ["root1", "root2", "catalog", "timestamp"] {
+        let k = SecretKey::generate()?;
+        k.write_pair(&keys_dir.join(name))?;
+        keys.insert(name, k);
+    }
+    let one = |k: &SecretKey| RoleKeys {
+        keyids: vec![k.key_id()],
+        threshold: 1,
+    };
+    let root = Root {
+        role: Role::Root,
+        spec_version: SPEC_VERSION,
+        version: 1,
+        expires: Utc::now() + Duration::days(365),
+        keys: keys
+            .values()
+            .map(|k| (k.key_id(), k.public()))
+            .collect::<KeyMap>(),
+        roles: Roles {
+            root: RoleKeys {
+                keyids: vec![keys["root1"].key_id(), keys["root2"].key_id()],
+                threshold: 2,
+            },
+            catalog: one(&keys["catalog"]),
+            timestamp: one(&keys["timestamp"]),
+        },
+    };
+    fs::create_dir_all(dir.join("publish"))?;
+    write_signed(
+        &dir.join("publish/root.json"),
+        &root,
+        &[&keys["root1"], &keys["root2"]],
+    )?;
+    Ok(format!(
+        "root v1, root key {}",
+        keys["root1"].key_id().short()
+    ))
+}
+
+fn build_and_sign_catalog(dir: &Path) -> anyhow::Result<String> {
+    let load = |n: &str| SecretKey::load(&dir.join(format!("keys/{n}.key")));
+    let built = build_catalog(&dir.join("apps"), 1, Utc::now() + Duration::days(30))
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let publish = dir.join("publish");
+    let blobs = publish.join("blobs");
+    fs::create_dir_all(&blobs)?;
+    for r in &built.releases {
+        fs::copy(&r.image_file, blobs.join(r.image.hash.to_hex()))?;
+    }
+    let cat = write_signed(
+        &publish.join("catalog.json"),
+        &built.catalog,
+        &[&load("catalog")?],
+    )?;
+    let ts = Timestamp::for_catalog(&cat, 1, Utc::now() + Duration::days(1))
+        .map_err(anyhow::Error::msg)?;
+    write_signed(&publish.join("timestamp.json"), &ts, &[&load("timestamp")?])?;
+    Ok(format!(
+        "catalog v1: {} app(s), {} bytes, signed; timestamp v1 pins it",
+        built.catalog.apps.len(),
+        cat.len()
+    ))
+}
+
+fn verify_as_node(dir: &Path) -> anyhow::Result<String> {
+    let publish = dir.join("publish");
+    let read = |n: &str| fs::read(publish.join(n)).with_context(|| format!("read {n}"));
+    let limits = Limits::default();
+    let mut state = TrustedState::bootstrap(&read("root.json")?, &limits)?;
+    let ts = state.verify_timestamp(&read("timestamp.json")?, Utc::now(), &limits)?;
+    let catalog = state.verify_catalog(&read("catalog.json")?, Some(&ts), Utc::now(), &limits)?;
+    let release = catalog
+        .release("org.example.hello", None)
+        .context("hello is in the catalog")?;
+    release.check().map_err(anyhow::Error::msg)?;
+    let (hash, size) = oci::hash_file(&publish.join("blobs").join(release.image.hash.to_hex()))?;
+    if hash != release.image.hash || size != release.image.size {
+        bail!("image blob does not match the catalog");
+    }
+    Ok(format!(
+        "timestamp v{}, catalog v{}, image {} verified",
+        ts.version, catalog.version, hash
+    ))
+}

@@ -1,0 +1,93 @@
+//! `archy app validate|render|pack` and `archy demo --once`, run as the real binary.
+
+use std::{fs, path::Path, process::Command};
+
+fn archy(args: &[&str], dir: &Path) -> std::process::Output {
+    Command::new(env!("CARGO_BIN_EXE_archy"))
+        .args(args)
+        .current_dir(dir)
+        .output()
+        .expect("run archy")
+}
+
+const HELLO: &str = r#"app:
+  id: org.example.hello
+  name: Hello
+  version: 1.0.0
+  description: { short: "A tiny web server" }
+  container:
+    image: ./hello.oci.tar
+    cmd: ["/bin/busybox", "httpd", "-f", "-p", "8080"]
+    ports: [{ host: 18080, container: 8080 }]
+  health_check: { type: http, port: 8080, path: / }
+"#;
+
+#[test]
+fn validate_accepts_the_minimal_manifest_and_explains_a_bad_one() {
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("hello.yaml"), HELLO).unwrap();
+    let out = archy(&["app", "validate", "hello.yaml"], d.path());
+    assert!(out.status.success(), "{out:?}");
+
+    let bad = HELLO
+        .replace("host: 18080", "host: 80")
+        .replace("    ports:", "    privileged: true\n    ports:");
+    fs::write(d.path().join("bad.yaml"), bad).unwrap();
+    let out = archy(&["app", "validate", "bad.yaml"], d.path());
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("app.container.ports[0].host: 80 is not allowed"),
+        "{err}"
+    );
+    assert!(err.contains("app.container.privileged"), "{err}");
+
+    let out = archy(&["app", "validate", "bad.yaml", "--json"], d.path());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["valid"], false);
+    assert_eq!(v["errors"].as_array().unwrap().len(), 2);
+}
+
+#[test]
+fn render_fills_defaults_and_shows_the_runtime_view() {
+    let d = tempfile::tempdir().unwrap();
+    fs::write(d.path().join("hello.yaml"), HELLO).unwrap();
+    let out = archy(&["app", "render", "hello.yaml", "--json"], d.path());
+    assert!(out.status.success(), "{out:?}");
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["manifest"]["app"]["health_check"]["interval"], "10s");
+    assert_eq!(v["runtime"]["ports"][0], "127.0.0.1:18080:8080/tcp");
+    assert_eq!(v["runtime"]["privileged"], false);
+}
+
+#[test]
+fn pack_is_deterministic() {
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir_all(d.path().join("rootfs/www")).unwrap();
+    fs::write(d.path().join("rootfs/www/index.html"), "hi").unwrap();
+    let hash = |out: &str| {
+        let o = archy(&["app", "pack", "rootfs", "--out", out, "--json"], d.path());
+        assert!(o.status.success(), "{o:?}");
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()["hash"].clone()
+    };
+    assert_eq!(hash("a.tar"), hash("b.tar"));
+    let o = archy(&["app", "pack", "missing", "--out", "c.tar"], d.path());
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("missing"));
+}
+
+#[test]
+fn demo_once_runs_to_its_summary() {
+    let d = tempfile::tempdir().unwrap();
+    let out = archy(&["demo", "--once", "--dir", "work"], d.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.lines().any(|l| l.ends_with(" passed, 0 failed")),
+        "{stdout}"
+    );
+}
