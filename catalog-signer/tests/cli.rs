@@ -1,6 +1,8 @@
 //! The `catalog-signer` commands exactly as the issue writes them, run as a real process
 //! on real files; each refusal must be one line naming the attack or defect.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::{
     fs,
     path::{Path, PathBuf},

@@ -1,5 +1,7 @@
 //! `archy app validate|render|pack` and `archy demo --once`, run as the real binary.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::{fs, path::Path, process::Command};
 
 fn archy(args: &[&str], dir: &Path) -> std::process::Output {

@@ -4,6 +4,8 @@
 //! or cut off, which reach much deeper into the parsers than pure noise. The same
 //! entry points are exposed as `cargo fuzz` targets under `fuzz/`.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use archy_catalog::{
     documents::{Envelope, Role, RoleKeys, Roles, Root, SPEC_VERSION},
     keys::{KeyMap, SecretKey},

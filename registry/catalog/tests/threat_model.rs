@@ -4,6 +4,8 @@
 //! [`TrustedState`], exactly as a node or `catalog-signer verify` does; the clock is
 //! passed in, so expiry is tested without waiting.
 
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
 use std::collections::BTreeMap;
 
 use archy_catalog::{
@@ -439,7 +441,7 @@ fn mix_and_match_catalog_other_than_the_pinned_one_is_refused() {
     let ts = p.timestamp_bytes(1, &pinned);
     // A validly signed catalog of the same size, but not the pinned one.
     let mut other = p.catalog(2);
-    other.expires = other.expires + Duration::seconds(1);
+    other.expires += Duration::seconds(1);
     let other = signed(&other, &[&p.catalog_key]);
     assert_eq!(other.len(), pinned.len());
     let e = verify_head(&mut s, &ts, &other).unwrap_err();
