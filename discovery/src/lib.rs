@@ -14,3 +14,4 @@
 //! The protocol is specified in `docs/marketplace-protocol.md`.
 
 pub mod announcement;
+pub mod index;
