@@ -462,7 +462,8 @@ app:
         let mut bad_provider = c.clone();
         bad_provider.providers = vec!["not-an-id".into()];
 
-        let cases: Vec<(&str, Event, fn(&EventRejection) -> bool)> = vec![
+        type Case = (&'static str, Event, fn(&EventRejection) -> bool);
+        let cases: Vec<Case> = vec![
             (
                 "content is not JSON",
                 raw(&keys, "archy:app:org.example.hello", nv(), "{not json"),

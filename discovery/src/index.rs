@@ -305,7 +305,7 @@ impl Index {
     }
 
     fn live(&self, a: &Announcement, now: Timestamp) -> bool {
-        !a.expires_at.is_some_and(|e| e <= now)
+        a.expires_at.is_none_or(|e| e > now)
             && !self.is_deleted(&a.developer, &a.event_id, Some(&a.identifier), a.created_at)
     }
 

@@ -13,5 +13,8 @@
 //!
 //! The protocol is specified in `docs/marketplace-protocol.md`.
 
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
 pub mod announcement;
 pub mod index;
+pub mod trust;
