@@ -16,5 +16,7 @@
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
 pub mod announcement;
+pub mod client;
 pub mod index;
+pub mod market;
 pub mod trust;
