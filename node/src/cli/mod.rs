@@ -1,6 +1,10 @@
 //! Command-line definitions and dispatch for `archy`.
 
 mod dev;
+mod key;
+mod market;
+mod publish;
+mod relay;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -22,6 +26,15 @@ pub enum Command {
     /// Apps: validate, render and pack manifests and images (developer tools).
     #[command(subcommand)]
     App(AppCommand),
+    /// Nostr keys for developers and operators.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Run an embedded Nostr relay.
+    #[command(subcommand)]
+    Relay(relay::RelayCommand),
+    /// Browse the Nostr marketplace, with trust scores.
+    #[command(subcommand)]
+    Market(market::MarketCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,6 +76,9 @@ pub enum AppCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Announce an app release on the Nostr marketplace: validate, hash and inspect
+    /// the image, sign, publish to every relay, report per relay.
+    Publish(publish::PublishArgs),
 }
 
 /// Sets up logging: `RUST_LOG` if set, else warnings (info with -v, debug with -vv).
@@ -91,6 +107,10 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cmd,
                 json,
             } => dev::pack(&dir, &out, cmd, json),
+            AppCommand::Publish(args) => publish::run(args),
         },
+        Command::Key(cmd) => key::run(cmd),
+        Command::Relay(cmd) => relay::run(cmd),
+        Command::Market(cmd) => market::run(cmd),
     }
 }
