@@ -80,7 +80,8 @@ fn json_of(out: &Output) -> Value {
 
 /// A developer's working directory: a packed image, a manifest, a key.
 struct Project {
-    dir: tempfile::TempDir,
+    /// Kept so the directory lives as long as the project.
+    _dir: tempfile::TempDir,
     npub: String,
     key: PathBuf,
     manifest: PathBuf,
@@ -114,7 +115,7 @@ impl Project {
         let out = archy(&["key", "new", "--out", key.to_str().unwrap(), "--json"]);
         let npub = json_of(&out)["npub"].as_str().unwrap().to_string();
         Self {
-            dir,
+            _dir: dir,
             npub,
             key,
             manifest,
