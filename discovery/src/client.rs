@@ -144,6 +144,7 @@ impl RelaySet {
 
     /// Fetches every event matching `filter` from every connected relay, in parallel,
     /// paging backwards in time. Returns (event, relay URL) pairs.
+    #[tracing::instrument(skip_all, fields(filter = %filter.as_json()))]
     pub async fn fetch(&mut self, filter: Filter) -> Vec<(Event, String)> {
         let mut tasks = JoinSet::new();
         for url in self.connected.clone() {
@@ -220,9 +221,11 @@ impl RelaySet {
     }
 }
 
-/// Pages through one relay: `limit` [`PAGE_SIZE`], then `until` the oldest event seen,
-/// until a page brings nothing new (bounded by [`MAX_PAGES`] and an overall deadline
-/// of `MAX_PAGES` x `timeout`).
+/// Pages through one relay: `limit` [`PAGE_SIZE`], then `until` the oldest second
+/// seen, until a page brings nothing new (bounded by [`MAX_PAGES`]; each page bounded
+/// by twice `timeout`). A page lying entirely within the second it started from means
+/// the relay holds more events in that second than it returns per request: NIP-01
+/// filters cannot page inside one second, so the rest of it is skipped with a warning.
 async fn fetch_paged(
     relay: &Relay,
     filter: Filter,
@@ -244,12 +247,13 @@ async fn fetch_paged(
             Err(e) => return (events, Some(e.to_string())),
         };
         let mut new = 0usize;
+        let mut oldest: Option<Timestamp> = None;
         let mut error = None;
         let page = async {
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(event) => {
-                        until = Some(until.map_or(event.created_at, |u| u.min(event.created_at)));
+                        oldest = Some(oldest.map_or(event.created_at, |o| o.min(event.created_at)));
                         if seen.insert(event.id) {
                             new += 1;
                             events.push(event);
@@ -267,9 +271,18 @@ async fn fetch_paged(
         if tokio::time::timeout(timeout * 2, page).await.is_err() {
             error = Some(format!("relay did not finish within {:?}", timeout * 2));
         }
+        let Some(oldest) = oldest else {
+            return (events, error);
+        };
         if error.is_some() || new == 0 {
             return (events, error);
         }
+        until = Some(if until == Some(oldest) {
+            tracing::warn!(relay = %relay.url(), second = %oldest, "relay returned a full page within one second; the rest of that second is skipped");
+            Timestamp::from(oldest.as_secs().saturating_sub(1))
+        } else {
+            oldest
+        });
     }
     (events, None)
 }
@@ -300,6 +313,7 @@ fn chunked(keys: &BTreeSet<PublicKey>) -> Vec<Vec<PublicKey>> {
 /// announcements, endorsements and successor statements; the operator's contact list
 /// and those of the keys they follow; reports against the developers; deletions by
 /// everyone involved.
+#[tracing::instrument(skip_all, fields(relays = opts.relays.len(), operator = ?opts.operator))]
 pub async fn sync_market(opts: &SyncOptions) -> Result<SyncResult, ClientError> {
     let mut relays = RelaySet::connect(&opts.relays, opts.timeout).await?;
     let mut index = Index::new();

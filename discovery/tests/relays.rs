@@ -416,3 +416,57 @@ async fn hostile_and_dead_relays_do_not_stop_the_good_one() {
         rejection.reason
     );
 }
+
+#[tokio::test]
+async fn paging_gets_everything_from_a_relay_that_caps_results() {
+    let capped = LocalRelay::new(
+        RelayBuilder::default()
+            .addr("127.0.0.1".parse().unwrap())
+            .rate_limit(RateLimit {
+                max_reqs: 1000,
+                notes_per_minute: 100_000,
+            })
+            .max_filter_limit(7),
+    );
+    capped.run().await.unwrap();
+    let urls = urls_of(&[&capped]).await;
+    let dev = Keys::generate();
+    let now = Timestamp::now().as_secs();
+    let mut events = Vec::new();
+    for i in 0..12u64 {
+        let c = content(&format!("org.example.app{i}"), &format!("App {i}"), "1.0.0");
+        for b in announcement_builders(&c, None).unwrap() {
+            events.push(
+                b.custom_created_at(Timestamp::from(now - 60 * i))
+                    .sign_with_keys(&dev)
+                    .unwrap(),
+            );
+        }
+    }
+    publish(&urls, &events).await;
+    let result = sync(&urls, None).await;
+    assert_eq!(result.view.apps().len(), 12, "all pages fetched");
+    assert_eq!(result.relays[0].events, 24);
+
+    // 12 more apps in one single second: more than one page cannot hold. The fetch
+    // still terminates and returns what the relay gave.
+    let same = Timestamp::from(now - 10_000);
+    let mut crowded = Vec::new();
+    for i in 0..12u64 {
+        let c = content(
+            &format!("org.example.crowd{i}"),
+            &format!("Crowd {i}"),
+            "1.0.0",
+        );
+        for b in announcement_builders(&c, None).unwrap() {
+            crowded.push(b.custom_created_at(same).sign_with_keys(&dev).unwrap());
+        }
+    }
+    publish(&urls, &crowded).await;
+    let result = sync(&urls, None).await;
+    let apps = result.view.apps().len();
+    assert!(
+        (12..24).contains(&apps),
+        "{apps}: all spread-out apps and part of the crowded second"
+    );
+}
