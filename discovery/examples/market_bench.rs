@@ -199,6 +199,10 @@ async fn sync(relay: String, me: Option<PublicKey>) {
 
 #[tokio::main]
 async fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_default_env())
+        .with_writer(std::io::stderr)
+        .init();
     let args: Vec<String> = std::env::args().collect();
     let relay = arg(&args, "--relay").expect("--relay URL");
     match args.get(1).map(String::as_str) {

@@ -317,16 +317,14 @@ fn chunked(keys: &BTreeSet<PublicKey>) -> Vec<Vec<PublicKey>> {
 pub async fn sync_market(opts: &SyncOptions) -> Result<SyncResult, ClientError> {
     let mut relays = RelaySet::connect(&opts.relays, opts.timeout).await?;
     let mut index = Index::new();
-    let ingest = |index: &mut Index, events: Vec<(Event, String)>| {
-        for (e, url) in events {
-            index.ingest(&e, &url);
-        }
-    };
+    let ingest = |index: &mut Index, events: Vec<(Event, String)>| index.ingest_all(&events);
 
     let market = Filter::new().kind(MARKET_KIND).hashtag(MARKER_TAG);
     let mut authors: BTreeSet<PublicKey> = BTreeSet::new();
     let mut developers: BTreeSet<PublicKey> = BTreeSet::new();
+    let started = std::time::Instant::now();
     let fetched = relays.fetch(market).await;
+    tracing::debug!(events = fetched.len(), elapsed = ?started.elapsed(), "fetched marketplace events");
     for (e, _) in &fetched {
         authors.insert(e.pubkey);
         if e.tags.identifier().is_some_and(|d| {
@@ -336,7 +334,9 @@ pub async fn sync_market(opts: &SyncOptions) -> Result<SyncResult, ClientError> 
             developers.insert(e.pubkey);
         }
     }
+    let started = std::time::Instant::now();
     ingest(&mut index, fetched);
+    tracing::debug!(elapsed = ?started.elapsed(), "ingested marketplace events");
 
     if let Some(me) = opts.operator {
         let mine = relays
@@ -368,8 +368,11 @@ pub async fn sync_market(opts: &SyncOptions) -> Result<SyncResult, ClientError> 
 
     let reports = relays.reports().to_vec();
     relays.shutdown().await;
+    let started = std::time::Instant::now();
+    let view = MarketView::new(index, opts.operator, Timestamp::now());
+    tracing::debug!(apps = view.apps().len(), elapsed = ?started.elapsed(), "scored marketplace apps");
     Ok(SyncResult {
-        view: MarketView::new(index, opts.operator, Timestamp::now()),
+        view,
         relays: reports,
     })
 }

@@ -142,29 +142,32 @@ impl Index {
     /// Takes one event as `relay` delivered it. Refused events are recorded (and
     /// logged) with their reason; events of no interest are ignored.
     pub fn ingest(&mut self, event: &Event, relay: &str) {
-        let result = match event.kind {
-            k if k == MARKET_KIND => self.ingest_market(event),
-            Kind::EventDeletion => self.ingest_deletion(event),
-            Kind::Reporting => self.ingest_report(event),
-            Kind::ContactList => self.ingest_contacts(event),
-            _ => Ok(false),
-        };
-        match result {
-            Ok(true) => {
-                self.relays_by_event
-                    .entry(event.id)
-                    .or_default()
-                    .insert(relay.to_string());
-            }
-            Ok(false) => {}
-            Err(reason) => {
-                tracing::warn!(event = %event.id, author = %event.pubkey, relay, %reason, "refused marketplace event");
-                self.rejections.push(Rejection {
-                    event_id: event.id,
-                    author: event.pubkey,
-                    relay: relay.to_string(),
-                    reason,
-                });
+        let checked = check(event);
+        self.apply(event, relay, checked);
+    }
+
+    /// Takes many (event, relay) pairs: verifies and parses them on every core (the
+    /// expensive, independent part), then merges them in order, with the same result
+    /// as [`Index::ingest`] on each.
+    pub fn ingest_all(&mut self, events: &[(Event, String)]) {
+        const CHUNK: usize = 1024;
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        for chunk in events.chunks(CHUNK) {
+            let per_thread = chunk.len().div_ceil(threads).max(1);
+            let checked: Vec<Checked> = std::thread::scope(|scope| {
+                let handles: Vec<_> = chunk
+                    .chunks(per_thread)
+                    .map(|part| {
+                        scope.spawn(move || part.iter().map(|(e, _)| check(e)).collect::<Vec<_>>())
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .flat_map(|h| h.join().unwrap_or_default())
+                    .collect()
+            });
+            for ((event, relay), c) in chunk.iter().zip(checked) {
+                self.apply(event, relay, c);
             }
         }
     }
@@ -179,13 +182,20 @@ impl Index {
         self.contacts.get(key).map(|(_, f)| f)
     }
 
-    fn ingest_market(&mut self, event: &Event) -> Result<bool, EventRejection> {
-        let parsed = match parse_market_event(event) {
-            Err(EventRejection::NotArchy) => return Ok(false),
-            other => other?,
-        };
-        match parsed {
-            MarketEvent::Announcement(a) => {
+    fn apply(&mut self, event: &Event, relay: &str, checked: Checked) {
+        match checked {
+            Checked::Ignored => return,
+            Checked::Rejected(reason) => {
+                tracing::warn!(event = %event.id, author = %event.pubkey, relay, %reason, "refused marketplace event");
+                self.rejections.push(Rejection {
+                    event_id: event.id,
+                    author: event.pubkey,
+                    relay: relay.to_string(),
+                    reason,
+                });
+                return;
+            }
+            Checked::Market(MarketEvent::Announcement(a)) => {
                 let key = (a.developer, a.identifier.clone());
                 match self.announcements.get(&key) {
                     Some(old)
@@ -195,7 +205,7 @@ impl Index {
                     }
                 }
             }
-            MarketEvent::Endorsement(e) => {
+            Checked::Market(MarketEvent::Endorsement(e)) => {
                 let key = (
                     e.endorser,
                     event.tags.identifier().unwrap_or_default().to_string(),
@@ -208,82 +218,29 @@ impl Index {
                     }
                 }
             }
-            MarketEvent::Successor(s) => {
+            Checked::Market(MarketEvent::Successor(s)) => {
                 self.successors.insert(s.event_id, s);
             }
-        }
-        Ok(true)
-    }
-
-    fn ingest_deletion(&mut self, event: &Event) -> Result<bool, EventRejection> {
-        event
-            .verify()
-            .map_err(|e| EventRejection::Forged(e.to_string()))?;
-        if !self.seen_deletions.insert(event.id) {
-            return Ok(true);
-        }
-        // Only the author's own events can be deleted: coordinates naming another key
-        // are ignored, and ids are checked against the author when applied.
-        let identifiers = market_coordinates(event)
-            .filter(|(author, _)| *author == event.pubkey)
-            .map(|(_, d)| d)
-            .collect();
-        self.deletions
-            .entry(event.pubkey)
-            .or_default()
-            .push(Deletion {
-                created_at: event.created_at,
-                ids: event.tags.event_ids().copied().collect(),
-                identifiers,
-            });
-        Ok(true)
-    }
-
-    fn ingest_report(&mut self, event: &Event) -> Result<bool, EventRejection> {
-        event
-            .verify()
-            .map_err(|e| EventRejection::Forged(e.to_string()))?;
-        let mut reason = None;
-        for tag in event.tags.iter() {
-            let s = tag.as_slice();
-            if matches!(s.first().map(String::as_str), Some("p" | "e")) {
-                if let Some(r) = s.get(2) {
-                    reason.get_or_insert_with(|| r.to_lowercase());
+            Checked::Deletion(d) => {
+                if self.seen_deletions.insert(event.id) {
+                    self.deletions.entry(event.pubkey).or_default().push(d);
                 }
             }
-        }
-        let apps = market_coordinates(event)
-            .filter_map(|(author, d)| Some((author, app_id_of_identifier(&d)?)))
-            .collect();
-        let record = ReportRecord {
-            id: event.id,
-            reporter: event.pubkey,
-            created_at: event.created_at,
-            reason: reason.unwrap_or_else(|| "other".into()),
-            developers: event.tags.public_keys().copied().collect(),
-            events: event.tags.event_ids().copied().collect(),
-            apps,
-        };
-        if record.developers.is_empty() && record.apps.is_empty() {
-            return Err(EventRejection::MissingTag("p"));
-        }
-        self.reports.insert(event.id, record);
-        Ok(true)
-    }
-
-    fn ingest_contacts(&mut self, event: &Event) -> Result<bool, EventRejection> {
-        event
-            .verify()
-            .map_err(|e| EventRejection::Forged(e.to_string()))?;
-        let follows: BTreeSet<PublicKey> = event.tags.public_keys().copied().collect();
-        match self.contacts.get(&event.pubkey) {
-            Some((t, _)) if *t >= event.created_at => {}
-            _ => {
-                self.contacts
-                    .insert(event.pubkey, (event.created_at, follows));
+            Checked::Report(r) => {
+                self.reports.insert(event.id, r);
             }
+            Checked::Contacts(follows) => match self.contacts.get(&event.pubkey) {
+                Some((t, _)) if *t >= event.created_at => {}
+                _ => {
+                    self.contacts
+                        .insert(event.pubkey, (event.created_at, follows));
+                }
+            },
         }
-        Ok(true)
+        self.relays_by_event
+            .entry(event.id)
+            .or_default()
+            .insert(relay.to_string());
     }
 
     /// Whether `author` withdrew the event (`id`, `d`, `created_at`).
@@ -425,6 +382,82 @@ impl Index {
             warnings: Vec::new(),
         })
     }
+}
+
+/// What one event means, decided without looking at anything else.
+#[derive(Debug)]
+enum Checked {
+    Market(MarketEvent),
+    Deletion(Deletion),
+    Report(ReportRecord),
+    Contacts(BTreeSet<PublicKey>),
+    /// Not a marketplace event (another kind, or someone else's kind 30078 data).
+    Ignored,
+    Rejected(EventRejection),
+}
+
+/// Verifies and parses one event. Pure, so batches run in parallel.
+fn check(event: &Event) -> Checked {
+    let verified = |event: &Event| {
+        event
+            .verify()
+            .map_err(|e| EventRejection::Forged(e.to_string()))
+    };
+    let result = match event.kind {
+        k if k == MARKET_KIND => match parse_market_event(event) {
+            Err(EventRejection::NotArchy) => return Checked::Ignored,
+            other => other.map(Checked::Market),
+        },
+        Kind::EventDeletion => verified(event).map(|()| Checked::Deletion(deletion_of(event))),
+        Kind::Reporting => verified(event).and_then(|()| report_of(event).map(Checked::Report)),
+        Kind::ContactList => {
+            verified(event).map(|()| Checked::Contacts(event.tags.public_keys().copied().collect()))
+        }
+        _ => return Checked::Ignored,
+    };
+    result.unwrap_or_else(Checked::Rejected)
+}
+
+/// A deletion request. Only the author's own events can be deleted: coordinates
+/// naming another key are dropped here, and ids are checked against the author when
+/// applied.
+fn deletion_of(event: &Event) -> Deletion {
+    Deletion {
+        created_at: event.created_at,
+        ids: event.tags.event_ids().copied().collect(),
+        identifiers: market_coordinates(event)
+            .filter(|(author, _)| *author == event.pubkey)
+            .map(|(_, d)| d)
+            .collect(),
+    }
+}
+
+/// A NIP-56 report; one with neither `p` nor `a` targets is refused.
+fn report_of(event: &Event) -> Result<ReportRecord, EventRejection> {
+    let mut reason = None;
+    for tag in event.tags.iter() {
+        let s = tag.as_slice();
+        if matches!(s.first().map(String::as_str), Some("p" | "e")) {
+            if let Some(r) = s.get(2) {
+                reason.get_or_insert_with(|| r.to_lowercase());
+            }
+        }
+    }
+    let record = ReportRecord {
+        id: event.id,
+        reporter: event.pubkey,
+        created_at: event.created_at,
+        reason: reason.unwrap_or_else(|| "other".into()),
+        developers: event.tags.public_keys().copied().collect(),
+        events: event.tags.event_ids().copied().collect(),
+        apps: market_coordinates(event)
+            .filter_map(|(author, d)| Some((author, app_id_of_identifier(&d)?)))
+            .collect(),
+    };
+    if record.developers.is_empty() && record.apps.is_empty() {
+        return Err(EventRejection::MissingTag("p"));
+    }
+    Ok(record)
 }
 
 /// The (author, `d`) of every `a` tag naming a kind 30078 event.
@@ -821,6 +854,44 @@ mod tests {
             "{reasons:?}"
         );
         assert!(idx.rejections().iter().all(|r| r.relay == "ws://bad"));
+    }
+
+    #[test]
+    fn batch_ingest_matches_one_by_one() {
+        let dev = Keys::generate();
+        let mut events: Vec<(Event, String)> = Vec::new();
+        for i in 0..1500u64 {
+            let c = content(
+                &format!("org.example.a{}", i % 700),
+                "A",
+                &format!("1.0.{i}"),
+            );
+            for e in announce_at(&dev, &c, 100 + i, None) {
+                events.push((e, format!("ws://r{}", i % 3)));
+            }
+        }
+        let [victim, _] = announce_at(&dev, &content("org.example.v", "V", "1.0.0"), 50, None);
+        events.push((victim.clone(), "ws://r0".into()));
+        events.push((delete(&dev, 60, &[victim.id], &[]), "ws://r0".into()));
+        let mut json = serde_json::to_value(&victim).unwrap();
+        json["content"] = "{}".into();
+        events.push((serde_json::from_value(json).unwrap(), "ws://bad".into()));
+        let mut one_by_one = Index::new();
+        for (e, r) in &events {
+            one_by_one.ingest(e, r);
+        }
+        let mut batch = Index::new();
+        batch.ingest_all(&events);
+        let summary = |idx: &Index| {
+            idx.apps(at(NOW))
+                .into_iter()
+                .map(|l| (l.app_id, l.current.event_id, l.relays, l.releases.len()))
+                .collect::<Vec<_>>()
+        };
+        assert_eq!(summary(&batch), summary(&one_by_one));
+        assert_eq!(summary(&batch).len(), 700);
+        assert_eq!(batch.rejections(), one_by_one.rejections());
+        assert_eq!(batch.rejections().len(), 1);
     }
 
     #[test]
