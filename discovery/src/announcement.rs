@@ -371,6 +371,42 @@ pub fn successor_builder(successor: &PublicKey) -> EventBuilder {
     ])
 }
 
+/// A NIP-09 deletion of the signer's own announcements: each `d` in `identifiers` as
+/// an `a` coordinate (every version up to now) and each of `ids` as an `e` tag (for
+/// relays that delete by id only).
+pub fn retraction_builder(
+    developer: &PublicKey,
+    identifiers: &[String],
+    ids: &[EventId],
+) -> EventBuilder {
+    let mut request = EventDeletionRequest::new().ids(ids.iter().copied());
+    for d in identifiers {
+        request =
+            request.coordinate(Coordinate::new(MARKET_KIND, *developer).identifier(d.clone()));
+    }
+    EventBuilder::delete(request.reason("retracted by the developer"))
+}
+
+/// A NIP-56 report of one app (developer, app id), with the report type on the `p` tag
+/// and the app as an `a` coordinate.
+pub fn report_builder(
+    developer: &PublicKey,
+    app_id: &str,
+    report: Report,
+    text: &str,
+) -> EventBuilder {
+    EventBuilder::report(
+        [
+            Tag::public_key_report(*developer, report),
+            Tag::coordinate(
+                Coordinate::new(MARKET_KIND, *developer).identifier(app_identifier(app_id)),
+                None,
+            ),
+        ],
+        text,
+    )
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;

@@ -895,6 +895,44 @@ mod tests {
     }
 
     #[test]
+    fn retraction_and_report_builders_target_what_they_name() {
+        let dev = Keys::generate();
+        let [a, r] = announce(&dev, &content("org.example.a", "A", "1.0.0"));
+        let [b, _] = announce(&dev, &content("org.example.b", "B", "1.0.0"));
+        let ids = [
+            a.tags.identifier().unwrap().to_string(),
+            r.tags.identifier().unwrap().to_string(),
+        ];
+        // By coordinates alone (no ids): only app A goes.
+        let retract = crate::announcement::retraction_builder(&dev.public_key(), &ids, &[])
+            .sign_with_keys(&dev)
+            .unwrap();
+        let idx = index_of(&[(&a, "r"), (&r, "r"), (&b, "r"), (&retract, "r")]);
+        let left: Vec<_> = idx
+            .apps(Timestamp::now())
+            .into_iter()
+            .map(|l| l.app_id)
+            .collect();
+        assert_eq!(left, ["org.example.b"]);
+        let report = crate::announcement::report_builder(
+            &dev.public_key(),
+            "org.example.b",
+            Report::Spam,
+            "",
+        )
+        .sign_with_keys(&Keys::generate())
+        .unwrap();
+        let idx = index_of(&[(&a, "r"), (&b, "r"), (&report, "r")]);
+        let apps = idx.apps(Timestamp::now());
+        let reports: Vec<_> = apps
+            .iter()
+            .map(|l| (l.app_id.as_str(), l.reports.len()))
+            .collect();
+        assert_eq!(reports, [("org.example.a", 0), ("org.example.b", 1)]);
+        assert_eq!(apps[1].reports[0].reason, "spam");
+    }
+
+    #[test]
     fn contact_lists_keep_the_newest() {
         let me = Keys::generate();
         let (x, y) = (Keys::generate(), Keys::generate());

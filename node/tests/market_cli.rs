@@ -123,12 +123,16 @@ impl Project {
     }
 
     fn publish(&self, relays: &[&str]) -> Output {
+        self.publish_with(&self.key, relays)
+    }
+
+    fn publish_with(&self, key: &Path, relays: &[&str]) -> Output {
         let mut args = vec![
             "app",
             "publish",
             self.manifest.to_str().unwrap(),
             "--key",
-            self.key.to_str().unwrap(),
+            key.to_str().unwrap(),
             "--timeout",
             "3",
             "--json",
@@ -203,17 +207,8 @@ fn publish_search_show_across_relay_processes() {
     // The operator follows `friend`.
     let me = Keys::generate();
     let friend_key = PublicKey::parse(&friend.npub).unwrap();
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    rt.block_on(async {
-        let relays = RelaySet::connect(&[r1.url.clone(), r2.url.clone()], Duration::from_secs(3))
-            .await
-            .unwrap();
-        let follow = EventBuilder::contact_list([Contact::new(friend_key)])
-            .sign_with_keys(&me)
-            .unwrap();
-        assert!(relays.publish(&follow).await.iter().all(|r| r.accepted));
-        relays.shutdown().await;
-    });
+    follow(&r1.url, &me, &[friend_key]);
+    follow(&r2.url, &me, &[friend_key]);
     let me_npub = me.public_key().to_bech32().unwrap();
 
     let found = search(&[&r1.url, &r2.url], Some(&me_npub), &["pad"]);
@@ -267,6 +262,138 @@ fn publish_search_show_across_relay_processes() {
     assert!(reports
         .iter()
         .any(|r| r["ok"] == false && r["url"].as_str().unwrap().starts_with(&dead)));
+}
+
+/// Publishes a contact list: `who` follows `whom`.
+fn follow(relay: &str, who: &Keys, whom: &[PublicKey]) {
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let relays = RelaySet::connect(&[relay.to_string()], Duration::from_secs(3))
+            .await
+            .unwrap();
+        let list = EventBuilder::contact_list(whom.iter().map(|k| Contact::new(*k)))
+            .sign_with_keys(who)
+            .unwrap();
+        assert!(relays.publish(&list).await.iter().all(|r| r.accepted));
+        relays.shutdown().await;
+    });
+}
+
+fn new_key(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = archy(&["key", "new", "--out", path.to_str().unwrap(), "--json"]);
+    (path, json_of(&out)["npub"].as_str().unwrap().to_string())
+}
+
+#[test]
+fn endorse_report_and_retract_from_the_command_line() {
+    let relay = RelayProcess::start(None);
+    let dev = Project::new("org.example.opinions", "Opinions", "1.0.0");
+    json_of(&dev.publish(&[&relay.url]));
+    let dir = tempfile::tempdir().unwrap();
+    let (op_key, op) = new_key(dir.path(), "op.nsec");
+    let handle = format!("{}/org.example.opinions", dev.npub);
+    let trust = || search(&[&relay.url], Some(&op), &[])["apps"][0]["trust"].clone();
+    assert_eq!(
+        (trust()["score"].clone(), trust()["tier"].clone()),
+        (2.into(), "unverified".into())
+    );
+
+    let say = |args: &[&str]| {
+        let mut all = args.to_vec();
+        all.extend([
+            "--key",
+            op_key.to_str().unwrap(),
+            "--relay",
+            &relay.url,
+            "--json",
+        ]);
+        json_of(&archy(&all))
+    };
+    // The operator's own endorsement counts: +15, community.
+    say(&["market", "endorse", &handle]);
+    let t = trust();
+    assert_eq!(
+        (t["score"].clone(), t["tier"].clone()),
+        (17.into(), "community".into()),
+        "{t}"
+    );
+    // The operator's report: -40, unverified, with the reason shown.
+    say(&["market", "report", &handle, "--reason", "malware"]);
+    let t = trust();
+    assert_eq!(
+        (t["score"].clone(), t["tier"].clone()),
+        ((-23).into(), "unverified".into()),
+        "{t}"
+    );
+    assert!(t["reasons"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|r| r["text"] == "reported by 1 person you trust (malware)"));
+
+    // The developer withdraws the app: it disappears; a second retract finds nothing.
+    let retract = |key: &Path| {
+        archy(&[
+            "app",
+            "retract",
+            "org.example.opinions",
+            "--key",
+            key.to_str().unwrap(),
+            "--relay",
+            &relay.url,
+            "--json",
+        ])
+    };
+    let out = json_of(&retract(&dev.key));
+    assert_eq!(out["accepted_by"].as_array().unwrap().len(), 1, "{out}");
+    assert!(search(&[&relay.url], Some(&op), &[])["apps"]
+        .as_array()
+        .unwrap()
+        .is_empty());
+    assert_eq!(retract(&dev.key).status.code(), Some(1));
+}
+
+#[test]
+fn key_rotation_carries_the_developers_standing() {
+    let relay = RelayProcess::start(None);
+    let dev = Project::new("org.example.rotated", "Rotated", "1.0.0");
+    json_of(&dev.publish(&[&relay.url]));
+    let me = Keys::generate();
+    follow(&relay.url, &me, &[PublicKey::parse(&dev.npub).unwrap()]);
+    let me_npub = me.public_key().to_bech32().unwrap();
+
+    let dir = tempfile::tempdir().unwrap();
+    let (new_secret, new_npub) = new_key(dir.path(), "new.nsec");
+    let out = archy(&[
+        "key",
+        "rotate",
+        "--to",
+        &new_npub,
+        "--key",
+        dev.key.to_str().unwrap(),
+        "--relay",
+        &relay.url,
+        "--json",
+    ]);
+    assert_eq!(json_of(&out)["new"], new_npub.as_str());
+    let text = std::fs::read_to_string(&dev.manifest).unwrap();
+    std::fs::write(
+        &dev.manifest,
+        text.replace("version: 1.0.0", "version: 2.0.0"),
+    )
+    .unwrap();
+    json_of(&dev.publish_with(&new_secret, &[&relay.url]));
+
+    let found = search(&[&relay.url], Some(&me_npub), &["rotated"]);
+    let apps = found["apps"].as_array().unwrap();
+    assert_eq!(apps.len(), 1, "one app, not a collision: {found}");
+    let app = &apps[0];
+    assert_eq!(app["developer"], new_npub.as_str());
+    assert_eq!(app["continues"], dev.npub.as_str());
+    assert_eq!(app["version"], "2.0.0");
+    assert_eq!(app["trust"]["tier"], "verified", "{}", app["trust"]);
+    assert!(app["warnings"].as_array().unwrap().is_empty());
 }
 
 #[test]

@@ -27,12 +27,51 @@ pub enum KeyCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Hand a developer identity over to a new key: the old key (`--key`) signs a
+    /// successor statement naming the new one.
+    ///
+    /// Nodes then give the new key the standing of the old one, and treat the new
+    /// key's announcements of the old key's app ids as the same apps. Naming a second,
+    /// different successor later freezes the rotation for everyone (it looks like a
+    /// stolen key), so do it once.
+    Rotate {
+        /// The new key's public key (npub or hex).
+        #[arg(long)]
+        to: String,
+        #[command(flatten)]
+        send: super::publish::SendArgs,
+    },
 }
 
 pub fn run(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         KeyCommand::New { out, json } => new(out.as_deref(), json),
+        KeyCommand::Rotate { to, send } => rotate(&to, send),
     }
+}
+
+fn rotate(to: &str, args: super::publish::SendArgs) -> anyhow::Result<ExitCode> {
+    let new_key = parse_public_key(to, "--to")?;
+    let old = load_keys(&args.key)?;
+    if new_key == old.public_key() {
+        bail!("--to names the key in {} itself", args.key.display());
+    }
+    let statement = archy_discovery::announcement::successor_builder(&new_key)
+        .sign_with_keys(&old)
+        .context("cannot sign the successor statement")?;
+    super::market::block_on(async move {
+        let label = format!("successor {}", new_key.to_bech32()?);
+        let sent = super::publish::send(&args, &[(label, statement)]).await?;
+        if args.json {
+            let mut out = sent.to_json();
+            out["old"] = old.public_key().to_bech32()?.into();
+            out["new"] = new_key.to_bech32()?.into();
+            println!("{out}");
+        } else {
+            sent.print();
+        }
+        Ok(sent.exit_code())
+    })
 }
 
 fn new(out: Option<&Path>, as_json: bool) -> anyhow::Result<ExitCode> {

@@ -7,9 +7,13 @@
 use std::{future::Future, process::ExitCode, time::Duration};
 
 use archy_discovery::{
+    announcement::{endorsement_builder, report_builder},
     client::{sync_market, SyncOptions, SyncResult},
     market::{parse_handle, ScoredApp},
 };
+use nostr_sdk::prelude::*;
+
+use super::publish::{send, SendArgs};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -28,6 +32,25 @@ pub enum MarketCommand {
         app: String,
         #[command(flatten)]
         sync: SyncArgs,
+    },
+    /// Endorse an app (PUBKEY/APP_ID) with your key. Counts for operators who follow you.
+    Endorse {
+        app: String,
+        #[command(flatten)]
+        send: SendArgs,
+    },
+    /// Report an app (PUBKEY/APP_ID) with your key (NIP-56). Lowers its score and tier
+    /// for operators who follow you.
+    Report {
+        app: String,
+        /// What is wrong with it.
+        #[arg(long, value_parser = ["malware", "spam", "impersonation", "illegal", "profanity", "nudity", "other"])]
+        reason: String,
+        /// Free text for humans.
+        #[arg(long, default_value = "")]
+        text: String,
+        #[command(flatten)]
+        send: SendArgs,
     },
 }
 
@@ -84,8 +107,39 @@ pub fn run(cmd: MarketCommand) -> anyhow::Result<ExitCode> {
                     }
                 }
             }
+            MarketCommand::Endorse { app, send: args } => {
+                let (developer, app_id) = parse_handle(&app).map_err(anyhow::Error::msg)?;
+                let keys = super::key::load_keys(&args.key)?;
+                let event = endorsement_builder(&developer, &app_id).sign_with_keys(&keys)?;
+                sign_off(&args, format!("endorse {app}"), event).await
+            }
+            MarketCommand::Report {
+                app,
+                reason,
+                text,
+                send: args,
+            } => {
+                let (developer, app_id) = parse_handle(&app).map_err(anyhow::Error::msg)?;
+                let keys = super::key::load_keys(&args.key)?;
+                let report: Report = reason
+                    .parse()
+                    .map_err(|_| anyhow::anyhow!("--reason {reason:?}: unknown report type"))?;
+                let event =
+                    report_builder(&developer, &app_id, report, &text).sign_with_keys(&keys)?;
+                sign_off(&args, format!("report {app} ({reason})"), event).await
+            }
         }
     })
+}
+
+async fn sign_off(args: &SendArgs, label: String, event: Event) -> anyhow::Result<ExitCode> {
+    let sent = send(args, &[(label, event)]).await?;
+    if args.json {
+        println!("{}", sent.to_json());
+    } else {
+        sent.print();
+    }
+    Ok(sent.exit_code())
 }
 
 async fn fetch(args: &SyncArgs) -> anyhow::Result<SyncResult> {

@@ -79,6 +79,9 @@ pub enum AppCommand {
     /// Announce an app release on the Nostr marketplace: validate, hash and inspect
     /// the image, sign, publish to every relay, report per relay.
     Publish(publish::PublishArgs),
+    /// Withdraw an app from the Nostr marketplace: delete (NIP-09) its app and release
+    /// announcements on every relay.
+    Retract(publish::RetractArgs),
 }
 
 /// Sets up logging: `RUST_LOG` if set, else warnings (info with -v, debug with -vv).
@@ -108,6 +111,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 json,
             } => dev::pack(&dir, &out, cmd, json),
             AppCommand::Publish(args) => publish::run(args),
+            AppCommand::Retract(args) => publish::retract(args),
         },
         Command::Key(cmd) => key::run(cmd),
         Command::Relay(cmd) => relay::run(cmd),
