@@ -253,6 +253,7 @@ fn parse_announcement_body(event: &Event, d: &str) -> Result<Announcement, Event
         (Scope::Release, release_identifier(&m.id, &m.version))
     };
     expect_tag("d", d, &expected_d)?;
+    check_author(m, &event.pubkey)?;
     expect_tag("name", single_tag(event, "name")?, &m.name)?;
     expect_tag("version", single_tag(event, "version")?, &m.version)?;
     if content.providers.len() > MAX_PROVIDERS {
@@ -291,6 +292,26 @@ fn parse_announcement_body(event: &Event, d: &str) -> Result<Announcement, Event
         categories,
         content,
     })
+}
+
+/// When the manifest names its author's Nostr key, the signer must be that key.
+pub fn check_author(manifest: &AppManifest, signer: &PublicKey) -> Result<(), EventRejection> {
+    let Some(declared) = manifest
+        .author
+        .as_ref()
+        .and_then(|a| a.nostr_pubkey.as_deref())
+    else {
+        return Ok(());
+    };
+    if PublicKey::parse(declared).is_ok_and(|k| k == *signer) {
+        Ok(())
+    } else {
+        Err(EventRejection::TagMismatch {
+            tag: "pubkey (manifest app.author.nostr_pubkey)",
+            expected: declared.to_string(),
+            found: signer.to_hex(),
+        })
+    }
 }
 
 /// Whether `s` is an iroh endpoint id as Archy writes it: 64 lowercase hex digits.
@@ -482,6 +503,15 @@ app:
         let r = parse_announcement(&rel).unwrap();
         assert_eq!(r.scope, Scope::Release);
         assert_eq!(r.identifier, "archy:release:org.example.hello@1.2.0");
+
+        // A manifest naming its author's key is accepted when the signer is that key.
+        let mut own = c.clone();
+        own.manifest.author = Some(archy_catalog::manifest::Author {
+            name: "Me".into(),
+            nostr_pubkey: Some(keys.public_key().to_bech32().unwrap()),
+        });
+        let [app, _] = announce(&keys, &own);
+        assert!(parse_announcement(&app).is_ok());
     }
 
     #[test]
@@ -497,6 +527,11 @@ app:
         path_image.manifest.container.image = "./hello.tar".into();
         let mut bad_provider = c.clone();
         bad_provider.providers = vec!["not-an-id".into()];
+        let mut other_author = c.clone();
+        other_author.manifest.author = Some(archy_catalog::manifest::Author {
+            name: "Someone else".into(),
+            nostr_pubkey: Some(Keys::generate().public_key().to_bech32().unwrap()),
+        });
 
         type Case = (&'static str, Event, fn(&EventRejection) -> bool);
         let cases: Vec<Case> = vec![
@@ -584,6 +619,16 @@ app:
                     &serde_json::to_string(&bad_provider).unwrap(),
                 ),
                 |e| matches!(e, EventRejection::MalformedContent(m) if m.contains("provider")),
+            ),
+            (
+                "manifest names another author key",
+                raw(
+                    &keys,
+                    "archy:app:org.example.hello",
+                    nv(),
+                    &serde_json::to_string(&other_author).unwrap(),
+                ),
+                |e| matches!(e, EventRejection::TagMismatch { tag, .. } if tag.contains("nostr_pubkey")),
             ),
             (
                 "unknown archy type",

@@ -426,6 +426,24 @@ fn bad_input_is_refused_with_reasons() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("privileged"), "{err}");
 
+    // A manifest naming another author key cannot be signed with this one.
+    let someone = Keys::generate().public_key().to_bech32().unwrap();
+    std::fs::write(
+        &dev.manifest,
+        text.replace(
+            "  version: 1.0.0\n",
+            &format!("  version: 1.0.0\n  author: {{ name: Someone, nostr_pubkey: {someone} }}\n"),
+        ),
+    )
+    .unwrap();
+    let out = dev.publish(&[&relay.url]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nostr_pubkey"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A key file others can read is refused.
     std::fs::write(&dev.manifest, text).unwrap();
     use std::os::unix::fs::PermissionsExt;

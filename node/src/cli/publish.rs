@@ -11,7 +11,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 use anyhow::Context;
 use archy_discovery::{
     announcement::{
-        announcement_builders, app_identifier, is_endpoint_id, retraction_builder,
+        announcement_builders, app_identifier, check_author, is_endpoint_id, retraction_builder,
         AnnouncementContent, MARKER_TAG, MARKET_KIND, RELEASE_PREFIX,
     },
     client::{PublishReport, RelaySet},
@@ -143,6 +143,12 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     }
     let (release, built) = archy_catalog::build::build_release(&args.file)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    check_author(&release.manifest, &keys.public_key()).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}: sign with the key the manifest names",
+            args.file.display()
+        )
+    })?;
     let content = AnnouncementContent {
         manifest: release.manifest,
         image: release.image,
