@@ -166,9 +166,11 @@ impl RelaySet {
             if let Some(report) = self.reports.iter_mut().find(|r| r.url == url) {
                 report.events += events.len();
                 if let Some(e) = error {
-                    tracing::warn!(relay = %url, error = %e, "relay query failed");
+                    // A relay that failed once is not waited on again in this session.
+                    tracing::warn!(relay = %url, error = %e, "relay query failed; dropping it");
                     report.ok = false;
                     report.error.get_or_insert(e);
+                    self.connected.retain(|u| *u != url);
                 }
             }
             out.extend(events.into_iter().map(|e| (e, url.clone())));
@@ -266,10 +268,14 @@ async fn fetch_paged(
                 }
             }
         };
-        // The stream ends on EOSE or on the subscription's own timeout; this bound
-        // catches a relay that trickles events forever.
-        if tokio::time::timeout(timeout * 2, page).await.is_err() {
-            error = Some(format!("relay did not finish within {:?}", timeout * 2));
+        // The stream ends on EOSE or, silently, on the subscription's own timeout:
+        // a page that took the whole timeout means the relay never said EOSE. The
+        // outer bound catches a relay that trickles events forever.
+        let started = std::time::Instant::now();
+        if tokio::time::timeout(timeout * 2, page).await.is_err() || started.elapsed() >= timeout {
+            error.get_or_insert_with(|| {
+                format!("no end of stored events (EOSE) within {timeout:?}")
+            });
         }
         let Some(oldest) = oldest else {
             return (events, error);

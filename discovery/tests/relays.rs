@@ -470,3 +470,64 @@ async fn paging_gets_everything_from_a_relay_that_caps_results() {
         "{apps}: all spread-out apps and part of the crowded second"
     );
 }
+
+/// A relay that accepts websocket connections and then never answers.
+async fn start_silent_relay() -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(_)) = ws.next().await {}
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_silent_relay_times_out_and_is_reported() {
+    let good = start_relay().await;
+    let dev = Keys::generate();
+    publish(
+        &urls_of(&[&good]).await,
+        &announcements(&dev, &content("org.example.up", "Up", "1.0.0"), None),
+    )
+    .await;
+    let silent = start_silent_relay().await;
+    let mut urls = urls_of(&[&good]).await;
+    urls.push(format!("ws://{silent}"));
+    let started = std::time::Instant::now();
+    let result = sync_market(&SyncOptions {
+        relays: urls,
+        operator: None,
+        timeout: Duration::from_secs(1),
+    })
+    .await
+    .unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "bounded: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(result.view.apps().len(), 1);
+    let report = result
+        .relays
+        .iter()
+        .find(|r| r.url.contains(&silent.port().to_string()))
+        .unwrap();
+    assert!(!report.ok);
+    assert!(
+        report.error.as_deref().unwrap().contains("EOSE"),
+        "{report:?}"
+    );
+    let good_report = result
+        .relays
+        .iter()
+        .find(|r| !r.url.contains(&silent.port().to_string()))
+        .unwrap();
+    assert!(good_report.ok, "{good_report:?}");
+}
