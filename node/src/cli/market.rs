@@ -1,8 +1,10 @@
-//! `archy market search` and `archy market show`: browse the Nostr marketplace.
+//! `archy market search|show|endorse|report`: browse the Nostr marketplace and give
+//! an opinion on what is there.
 //!
-//! Both sync from every given relay (`archy_discovery::client::sync_market`), score
-//! every app against the operator's key and follow list (`--me`), and print each result
-//! with its trust score, tier and the reasons behind them.
+//! `search` and `show` sync from every given relay
+//! (`archy_discovery::client::sync_market`), score every app against the operator's
+//! key and follow list (`--me`), and print each result with its trust score, tier and
+//! the reasons behind them. `endorse` and `report` sign and send one event.
 
 use std::{future::Future, process::ExitCode, time::Duration};
 
