@@ -23,7 +23,8 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Apps: validate, render and pack manifests and images (developer tools).
+    /// Apps: validate, render and pack manifests and images; publish and retract them on
+    /// the Nostr marketplace (developer tools).
     #[command(subcommand)]
     App(AppCommand),
     /// Nostr keys for developers and operators.
@@ -32,7 +33,7 @@ pub enum Command {
     /// Run an embedded Nostr relay.
     #[command(subcommand)]
     Relay(relay::RelayCommand),
-    /// Browse the Nostr marketplace, with trust scores.
+    /// Browse the Nostr marketplace with trust scores; endorse or report apps.
     #[command(subcommand)]
     Market(market::MarketCommand),
 }
