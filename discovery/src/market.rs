@@ -5,6 +5,7 @@ use nostr_sdk::prelude::*;
 use serde_json::json;
 
 use crate::{
+    announcement::AnnouncementContent,
     index::{npub, AppListing, Index, Rejection},
     trust::{TrustContext, TrustScore},
 };
@@ -20,6 +21,19 @@ impl ScoredApp {
     /// `npub.../app.id`, the handle `archy market show` takes.
     pub fn handle(&self) -> String {
         format!("{}/{}", npub(&self.listing.developer), self.listing.app_id)
+    }
+
+    /// What to install: the current release, or the release `version` if it is live.
+    pub fn release(&self, version: Option<&str>) -> Option<&AnnouncementContent> {
+        match version {
+            None => Some(&self.listing.current.content),
+            Some(v) => self
+                .listing
+                .releases
+                .iter()
+                .find(|r| r.version() == v)
+                .map(|r| &r.content),
+        }
     }
 
     /// Everything a script needs, as JSON.
