@@ -1,1 +1,22 @@
-//! Nostr marketplace discovery (placeholder).
+//! # archy-discovery
+//!
+//! The Nostr marketplace: third-party developers announce apps as signed addressable
+//! events; nodes fetch them from several relays, merge them, and score each app with
+//! the operator's own web of trust.
+//!
+//! - [`announcement`]: the event formats, building and strict parsing;
+//! - [`index`]: pure ingestion and merge (dedupe, deletions, expiry, reports, relay
+//!   counts, collisions);
+//! - [`trust`]: the local, explainable trust score and tiers;
+//! - [`client`]: talking to relays (parallel fetch with timeouts, publish per relay)
+//!   and the one-call [`client::sync_market`] a node uses.
+//!
+//! The protocol is specified in `docs/marketplace-protocol.md`.
+
+#![cfg_attr(test, allow(clippy::unwrap_used))]
+
+pub mod announcement;
+pub mod client;
+pub mod index;
+pub mod market;
+pub mod trust;

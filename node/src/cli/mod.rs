@@ -2,6 +2,10 @@
 
 mod demo;
 mod dev;
+mod key;
+mod market;
+mod publish;
+mod relay;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -23,9 +27,19 @@ pub enum Command {
     /// Run the whole system on this machine: publisher, origin, relay, three nodes and a
     /// container runtime, with no configuration and no network.
     Demo(demo::DemoArgs),
-    /// Apps: validate, render and pack manifests and images (developer tools).
+    /// Apps: validate, render and pack manifests and images; publish and retract them on
+    /// the Nostr marketplace (developer tools).
     #[command(subcommand)]
     App(AppCommand),
+    /// Nostr keys for developers and operators.
+    #[command(subcommand)]
+    Key(key::KeyCommand),
+    /// Run an embedded Nostr relay.
+    #[command(subcommand)]
+    Relay(relay::RelayCommand),
+    /// Browse the Nostr marketplace with trust scores; endorse or report apps.
+    #[command(subcommand)]
+    Market(market::MarketCommand),
 }
 
 #[derive(Debug, Subcommand)]
@@ -67,6 +81,12 @@ pub enum AppCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Announce an app release on the Nostr marketplace: validate, hash and inspect
+    /// the image, sign, publish to every relay, report per relay.
+    Publish(publish::PublishArgs),
+    /// Withdraw an app from the Nostr marketplace: delete (NIP-09) its app and release
+    /// announcements on every relay.
+    Retract(publish::RetractArgs),
 }
 
 /// Sets up logging: `RUST_LOG` if set, else warnings (info with -v, debug with -vv).
@@ -96,6 +116,11 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 cmd,
                 json,
             } => dev::pack(&dir, &out, cmd, json),
+            AppCommand::Publish(args) => publish::run(args),
+            AppCommand::Retract(args) => publish::retract(args),
         },
+        Command::Key(cmd) => key::run(cmd),
+        Command::Relay(cmd) => relay::run(cmd),
+        Command::Market(cmd) => market::run(cmd),
     }
 }

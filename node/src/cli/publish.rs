@@ -1,0 +1,245 @@
+//! `archy app publish` and `archy app retract`: a developer's announcements on the
+//! Nostr marketplace, plus [`send`], which every signing command uses to deliver
+//! events to each relay and report what each said.
+//!
+//! Publishing runs the catalog's own build step on the manifest (validation, image
+//! archive hashing and inspection), turns the result into the app and release
+//! announcements, signs them with the developer's key and sends both to every relay.
+
+use std::{path::PathBuf, process::ExitCode, time::Duration};
+
+use anyhow::Context;
+use archy_discovery::{
+    announcement::{
+        announcement_builders, app_identifier, check_author, is_endpoint_id, retraction_builder,
+        AnnouncementContent, MARKER_TAG, MARKET_KIND, RELEASE_PREFIX,
+    },
+    client::{PublishReport, RelaySet},
+};
+use clap::Args;
+use nostr_sdk::prelude::*;
+use serde_json::{json, Value};
+
+/// Where to send and how to print: shared by every command that signs events.
+#[derive(Debug, Args)]
+pub struct SendArgs {
+    /// The secret key file to sign with (nsec, mode 0600; see `archy key new`).
+    #[arg(long)]
+    pub key: PathBuf,
+    /// Relay to publish to (repeat for several).
+    #[arg(
+        long = "relay",
+        required = true,
+        env = "ARCHY_RELAYS",
+        value_delimiter = ','
+    )]
+    pub relays: Vec<String>,
+    /// Seconds each relay may take to connect and answer.
+    #[arg(long, default_value_t = 10)]
+    pub timeout: u64,
+    /// Print the result as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct PublishArgs {
+    /// The manifest file (YAML or JSON); `container.image` is the path of the OCI
+    /// archive, relative to the manifest.
+    pub file: PathBuf,
+    /// iroh endpoint id (64 hex digits) of a node that serves the image (repeatable).
+    #[arg(long = "provider")]
+    pub providers: Vec<String>,
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+#[derive(Debug, Args)]
+pub struct RetractArgs {
+    /// The app id whose app and release announcements to withdraw.
+    pub app_id: String,
+    #[command(flatten)]
+    pub send: SendArgs,
+}
+
+/// What every relay said about every event.
+#[derive(Debug)]
+pub struct Sent {
+    /// (event label, relay report) in send order.
+    pub reports: Vec<(String, PublishReport)>,
+    /// Relays that accepted every event.
+    pub accepted_by: Vec<String>,
+    pub relay_count: usize,
+}
+
+impl Sent {
+    pub fn to_json(&self) -> Value {
+        json!({
+            "relays": self.reports.iter().map(|(label, r)| json!({"event": label, "url": r.url, "accepted": r.accepted, "message": r.message})).collect::<Vec<_>>(),
+            "accepted_by": self.accepted_by,
+        })
+    }
+
+    pub fn print(&self) {
+        for (label, r) in &self.reports {
+            let mark = if r.accepted { "ok  " } else { "FAIL" };
+            println!("  {mark} {} {label}: {}", r.url, r.message);
+        }
+        println!(
+            "published to {} of {} relay(s)",
+            self.accepted_by.len(),
+            self.relay_count
+        );
+    }
+
+    /// Success when at least one relay took everything.
+    pub fn exit_code(&self) -> ExitCode {
+        if self.accepted_by.is_empty() {
+            ExitCode::FAILURE
+        } else {
+            ExitCode::SUCCESS
+        }
+    }
+}
+
+/// Sends each (label, event) to every relay in `args`.
+pub async fn send(args: &SendArgs, events: &[(String, Event)]) -> anyhow::Result<Sent> {
+    let relays = RelaySet::connect(&args.relays, Duration::from_secs(args.timeout)).await?;
+    let mut reports = Vec::new();
+    for (label, e) in events {
+        for r in relays.publish(e).await {
+            reports.push((label.clone(), r));
+        }
+    }
+    relays.shutdown().await;
+    let mut urls: Vec<String> = reports.iter().map(|(_, r)| r.url.clone()).collect();
+    urls.sort();
+    urls.dedup();
+    let accepted_by = urls
+        .iter()
+        .filter(|url| {
+            reports
+                .iter()
+                .filter(|(_, r)| &r.url == *url)
+                .all(|(_, r)| r.accepted)
+        })
+        .cloned()
+        .collect();
+    Ok(Sent {
+        reports,
+        accepted_by,
+        relay_count: urls.len(),
+    })
+}
+
+pub fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
+    super::market::block_on(publish(args))
+}
+
+async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
+    let keys = super::key::load_keys(&args.send.key)?;
+    if let Some(bad) = args.providers.iter().find(|p| !is_endpoint_id(p)) {
+        anyhow::bail!("--provider {bad:?}: not an iroh endpoint id (64 lowercase hex digits)");
+    }
+    let (release, built) = archy_catalog::build::build_release(&args.file)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
+    check_author(&release.manifest, &keys.public_key()).map_err(|e| {
+        anyhow::anyhow!(
+            "{}: {e}: sign with the key the manifest names",
+            args.file.display()
+        )
+    })?;
+    let content = AnnouncementContent {
+        manifest: release.manifest,
+        image: release.image,
+        providers: args.providers.clone(),
+    };
+    let events: Vec<(String, Event)> = announcement_builders(&content, None)
+        .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?
+        .into_iter()
+        .map(|b| -> anyhow::Result<(String, Event)> {
+            let e = b
+                .sign_with_keys(&keys)
+                .context("cannot sign the announcement")?;
+            Ok((e.tags.identifier().unwrap_or_default().to_string(), e))
+        })
+        .collect::<anyhow::Result<_>>()?;
+    let sent = send(&args.send, &events).await?;
+    let handle = format!("{}/{}", keys.public_key().to_bech32()?, built.id);
+    if args.send.json {
+        let mut out = sent.to_json();
+        out["handle"] = handle.into();
+        out["app_id"] = built.id.into();
+        out["version"] = built.version.into();
+        out["image"] = serde_json::to_value(&content.image)?;
+        out["providers"] = content.providers.into();
+        out["events"] = events
+            .iter()
+            .map(|(d, e)| json!({"d": d, "id": e.id.to_hex()}))
+            .collect();
+        println!("{out}");
+    } else {
+        println!("{} {} ({})", built.id, built.version, content.image.hash);
+        println!("  handle {handle}");
+        sent.print();
+    }
+    Ok(sent.exit_code())
+}
+
+pub fn retract(args: RetractArgs) -> anyhow::Result<ExitCode> {
+    super::market::block_on(async move {
+        let keys = super::key::load_keys(&args.send.key)?;
+        let me = keys.public_key();
+        // Find every announcement of this app the relays hold, to name them all.
+        let mut relays =
+            RelaySet::connect(&args.send.relays, Duration::from_secs(args.send.timeout)).await?;
+        let mine = relays
+            .fetch(
+                Filter::new()
+                    .kind(MARKET_KIND)
+                    .author(me)
+                    .hashtag(MARKER_TAG),
+            )
+            .await;
+        relays.shutdown().await;
+        let app_d = app_identifier(&args.app_id);
+        let release_prefix = format!("{RELEASE_PREFIX}{}@", args.app_id);
+        let mut identifiers = vec![app_d.clone()];
+        let mut ids = Vec::new();
+        for (e, _) in &mine {
+            let Some(d) = e.tags.identifier() else {
+                continue;
+            };
+            if d == app_d || d.starts_with(&release_prefix) {
+                ids.push(e.id);
+                if !identifiers.iter().any(|i| i == d) {
+                    identifiers.push(d.to_string());
+                }
+            }
+        }
+        if ids.is_empty() {
+            anyhow::bail!(
+                "no announcement of {} by {} found on the given relays",
+                args.app_id,
+                me.to_bech32()?
+            );
+        }
+        ids.sort();
+        ids.dedup();
+        let deletion = retraction_builder(&me, &identifiers, &ids).sign_with_keys(&keys)?;
+        let sent = send(
+            &args.send,
+            &[(format!("retract {}", args.app_id), deletion)],
+        )
+        .await?;
+        if args.send.json {
+            let mut out = sent.to_json();
+            out["retracted"] = identifiers.into();
+            println!("{out}");
+        } else {
+            println!("retracting {} ({} event(s))", args.app_id, ids.len());
+            sent.print();
+        }
+        Ok(sent.exit_code())
+    })
+}
