@@ -8,8 +8,10 @@
 use std::{
     collections::BTreeMap,
     fs,
+    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::ExitCode,
+    process::{Child, Command, ExitCode, Stdio},
+    sync::mpsc,
     time::Instant,
 };
 
@@ -44,8 +46,18 @@ struct StepResult {
     seconds: f64,
 }
 
-struct Demo {
+/// What the steps share: the work directory, the background services (killed when the
+/// demo ends, whichever way it ends) and what earlier steps learned.
+struct Ctx {
     dir: PathBuf,
+    services: Vec<Service>,
+    relay_url: Option<String>,
+    operator_npub: Option<String>,
+    market_handle: Option<String>,
+}
+
+struct Demo {
+    ctx: Ctx,
     results: Vec<StepResult>,
 }
 
@@ -54,11 +66,11 @@ impl Demo {
     fn step(
         &mut self,
         name: &'static str,
-        f: impl FnOnce(&Path) -> anyhow::Result<String>,
+        f: impl FnOnce(&mut Ctx) -> anyhow::Result<String>,
     ) -> bool {
         eprintln!("==> {name}");
         let t = Instant::now();
-        let r = f(&self.dir);
+        let r = f(&mut self.ctx);
         let seconds = t.elapsed().as_secs_f64();
         let (ok, detail) = match r {
             Ok(d) => (true, d),
@@ -106,25 +118,44 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             .to_path_buf(),
     };
     eprintln!("archy demo in {}", dir.display());
-    let mut demo = Demo {
+    let ctx = Ctx {
         dir: dir.clone(),
+        services: Vec::new(),
+        relay_url: None,
+        operator_npub: None,
+        market_handle: None,
+    };
+    let mut demo = Demo {
+        ctx,
         results: Vec::new(),
     };
 
-    let _ = demo.step("publisher: example app images", make_example_images)
-        && demo.step("publisher: keys and root (2-of-2)", make_keys_and_root)
-        && demo.step("publisher: build + sign catalog", build_and_sign_catalog)
-        && demo.step("node: verify head as a node does", verify_as_node);
+    let _ = demo.step("publisher: example app images", |c| {
+        make_example_images(&c.dir)
+    }) && demo.step("publisher: keys and root (2-of-2)", |c| {
+        make_keys_and_root(&c.dir)
+    }) && demo.step("publisher: build + sign catalog", |c| {
+        build_and_sign_catalog(&c.dir)
+    }) && demo.step("node: verify head as a node does", |c| {
+        verify_as_node(&c.dir)
+    }) && demo.step("relay: embedded Nostr relay", start_relay)
+        && demo.step("developer: publish third-party app", publish_market_app)
+        && demo.step("operator: market search", search_market);
 
     let ok = demo.summary();
+    if ok && !args.once {
+        eprintln!(
+            "services are running (relay {}); press Ctrl-C to stop and clean up",
+            demo.ctx.relay_url.as_deref().unwrap_or("-")
+        );
+        wait_for_ctrl_c();
+    }
+    drop(demo); // stops every service before the directory goes
     if args.keep {
         if let Some(t) = tmp.take() {
             let _ = t.keep();
         }
         eprintln!("kept {}", dir.display());
-    }
-    if !args.once {
-        eprintln!("(the demo has no long-running parts yet; it ends here)");
     }
     Ok(if ok {
         ExitCode::SUCCESS
@@ -282,5 +313,175 @@ fn verify_as_node(dir: &Path) -> anyhow::Result<String> {
     Ok(format!(
         "timestamp v{}, catalog v{}, image {} verified",
         ts.version, catalog.version, hash
+    ))
+}
+
+/// A background process of the demo; killed (and reaped) when dropped.
+struct Service {
+    name: &'static str,
+    child: Child,
+}
+
+impl Drop for Service {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        eprintln!("    stopped {}", self.name);
+    }
+}
+
+/// Starts `archy ARGS` in the background and waits (at most 20 s) for a stdout line
+/// starting with `ready`; returns the service and that line.
+fn spawn_service(
+    name: &'static str,
+    args: &[&str],
+    ready: &str,
+) -> anyhow::Result<(Service, String)> {
+    let exe = std::env::current_exe().context("cannot find the archy binary")?;
+    let mut child = Command::new(exe)
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {name}"))?;
+    let stdout = child.stdout.take().context("no stdout")?;
+    let service = Service { name, child };
+    let (tx, rx) = mpsc::channel();
+    let ready = ready.to_string();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+            if line.starts_with(&ready) {
+                let _ = tx.send(line);
+            }
+        }
+    });
+    let line = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .map_err(|_| anyhow::anyhow!("{name} did not become ready within 20 s"))?;
+    Ok((service, line))
+}
+
+/// Runs `archy ARGS` to completion and parses its JSON output.
+fn archy_json(args: &[&str]) -> anyhow::Result<serde_json::Value> {
+    let exe = std::env::current_exe().context("cannot find the archy binary")?;
+    let out = Command::new(exe)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()?;
+    if !out.status.success() {
+        bail!(
+            "archy {} failed ({}): {}",
+            args.join(" "),
+            out.status,
+            String::from_utf8_lossy(&out.stdout).trim()
+        );
+    }
+    serde_json::from_slice(&out.stdout)
+        .with_context(|| format!("archy {}: output is not JSON", args.join(" ")))
+}
+
+fn wait_for_ctrl_c() {
+    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        let _ = rt.block_on(tokio::signal::ctrl_c());
+    }
+}
+
+fn start_relay(c: &mut Ctx) -> anyhow::Result<String> {
+    let data = c.dir.join("relay");
+    let data_s = data.to_string_lossy().into_owned();
+    let (svc, line) = spawn_service(
+        "relay",
+        &["relay", "run", "--listen", "127.0.0.1:0", "--data", &data_s],
+        "relay listening on ",
+    )?;
+    c.services.push(svc);
+    let url = line
+        .trim_start_matches("relay listening on ")
+        .split_whitespace()
+        .next()
+        .context("relay printed no URL")?
+        .to_string();
+    c.relay_url = Some(url.clone());
+    Ok(format!("{url}, events stored in {}", data.display()))
+}
+
+/// A third-party developer packs their own app and announces it on the relay.
+fn publish_market_app(c: &mut Ctx) -> anyhow::Result<String> {
+    let relay = c.relay_url.clone().context("no relay")?;
+    let dev = c.dir.join("developer");
+    let rootfs = dev.join("rootfs");
+    fs::create_dir_all(rootfs.join("bin"))?;
+    fs::create_dir_all(rootfs.join("www"))?;
+    fs::copy(BUSYBOX, rootfs.join("bin/busybox")).context("copy busybox")?;
+    fs::write(
+        rootfs.join("www/index.html"),
+        "<h1>Notes, from a third-party developer</h1>\n",
+    )?;
+    oci::pack_rootfs(
+        &rootfs,
+        &dev.join("notes.oci.tar"),
+        &oci::PackOptions::default(),
+    )?;
+    fs::write(
+        dev.join("notes.yaml"),
+        r#"app:
+  id: net.thirdparty.notes
+  name: Notes
+  version: 0.3.0
+  category: productivity
+  description: { short: "A notes web page from a third-party developer" }
+  author: { name: "Third Party" }
+  container:
+    image: ./notes.oci.tar
+    cmd: ["/bin/busybox", "httpd", "-f", "-p", "8081", "-h", "/www"]
+    ports: [{ host: 18081, container: 8081 }]
+  health_check: { type: http, port: 8081, path: / }
+"#,
+    )?;
+    let key = dev.join("developer.nsec");
+    let key_s = key.to_string_lossy().into_owned();
+    archy_json(&["key", "new", "--out", &key_s, "--json"])?;
+    let manifest = dev.join("notes.yaml").to_string_lossy().into_owned();
+    let out = archy_json(&[
+        "app", "publish", &manifest, "--key", &key_s, "--relay", &relay, "--json",
+    ])?;
+    let handle = out["handle"]
+        .as_str()
+        .context("publish printed no handle")?
+        .to_string();
+    let accepted = out["relays"]
+        .as_array()
+        .map(|r| r.iter().filter(|x| x["accepted"] == true).count())
+        .unwrap_or(0);
+    c.market_handle = Some(handle.clone());
+    // The operator: a key of their own, the identity their trust scores start from.
+    let op = c.dir.join("operator.nsec").to_string_lossy().into_owned();
+    let me = archy_json(&["key", "new", "--out", &op, "--json"])?;
+    c.operator_npub = me["npub"].as_str().map(str::to_string);
+    Ok(format!(
+        "{handle} accepted by {accepted} event(s) on the relay"
+    ))
+}
+
+fn search_market(c: &mut Ctx) -> anyhow::Result<String> {
+    let relay = c.relay_url.clone().context("no relay")?;
+    let me = c.operator_npub.clone().context("no operator key")?;
+    let out = archy_json(&[
+        "market", "search", "notes", "--relay", &relay, "--me", &me, "--json",
+    ])?;
+    let apps = out["apps"].as_array().context("no apps array")?;
+    let hit = apps
+        .iter()
+        .find(|a| a["handle"].as_str() == c.market_handle.as_deref())
+        .context("the published app was not found by the search")?;
+    Ok(format!(
+        "found {} {}: score {}, tier {}",
+        hit["app_id"].as_str().unwrap_or("?"),
+        hit["version"].as_str().unwrap_or("?"),
+        hit["trust"]["score"],
+        hit["trust"]["tier"].as_str().unwrap_or("?")
     ))
 }
