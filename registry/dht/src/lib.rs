@@ -1,0 +1,480 @@
+//! # archy-dht
+//!
+//! Who has what. A libp2p Kademlia DHT (TCP + noise + yamux) in which every node
+//! announces the BLAKE3 hashes it holds, and from which a downloader learns which iroh
+//! endpoints to fetch a blob from.
+//!
+//! Two kinds of records live in the DHT:
+//!
+//! - **provider records** (Kademlia's own): key `/archy/blob/<32 hash bytes>` -> the libp2p
+//!   peer id of each holder. Kademlia republishes them while the node keeps providing,
+//!   so a node announces as soon as it holds a first verified range and the record stays
+//!   fresh for as long as it holds the content;
+//! - **address records**: key `/archy/iroh-addr/<peer id>` -> the holder's iroh endpoint
+//!   id and direct addresses, *signed by the node key*. One ed25519 key is the node's
+//!   identity for both iroh and libp2p, so the endpoint id must equal the key inside the
+//!   peer id, and a record that anyone else wrote fails verification.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), archy_dht::DhtError> {
+//! use archy_dht::{Dht, DhtConfig};
+//! let dht = Dht::start(DhtConfig::new([7u8; 32], "127.0.0.1:0".parse().unwrap())).await?;
+//! let hash = archy_catalog::ContentHash::of(b"image");
+//! dht.announce(hash).await?;
+//! let holders = dht.find_providers(hash).await?;
+//! # Ok(()) }
+//! ```
+
+mod record;
+
+use std::{
+    collections::{HashMap, HashSet},
+    net::SocketAddr,
+    time::Duration,
+};
+
+use archy_catalog::ContentHash;
+use futures_util::StreamExt;
+use libp2p::{
+    identify, identity,
+    kad::{
+        self, store::MemoryStore, GetProvidersOk, GetRecordOk, Mode, QueryId, QueryResult, Quorum,
+        RecordKey,
+    },
+    multiaddr::Protocol,
+    noise,
+    swarm::{NetworkBehaviour, SwarmEvent},
+    tcp, yamux, Multiaddr, PeerId, Swarm,
+};
+pub use record::{AddressRecord, RecordError};
+use tokio::sync::{mpsc, oneshot};
+
+/// The Kademlia protocol name: Archy's own network, never the public IPFS DHT.
+pub const KAD_PROTOCOL: &str = "/archy/kad/1.0.0";
+
+/// Why the DHT could not do what was asked.
+#[derive(Debug, thiserror::Error)]
+pub enum DhtError {
+    #[error("invalid node key: {0}")]
+    Key(String),
+    #[error("cannot set up the libp2p transport: {0}")]
+    Transport(String),
+    #[error("cannot listen on {addr}: {reason}")]
+    Listen { addr: SocketAddr, reason: String },
+    #[error("the DHT task has stopped")]
+    Stopped,
+    #[error("cannot store a record: {0}")]
+    Store(String),
+}
+
+/// How to run a DHT node.
+#[derive(Debug, Clone)]
+pub struct DhtConfig {
+    /// The node's ed25519 secret key (the same one its iroh endpoint uses).
+    pub secret: [u8; 32],
+    /// TCP address to listen on (port 0 picks one).
+    pub listen: SocketAddr,
+    /// Peers to join through: `/ip4/IP/tcp/PORT/p2p/PEER_ID`.
+    pub bootstrap: Vec<Multiaddr>,
+    /// The iroh direct addresses to publish in this node's address record.
+    pub iroh_addrs: Vec<SocketAddr>,
+    /// Longest a single lookup may take.
+    pub query_timeout: Duration,
+    /// How often provider and address records are republished.
+    pub republish: Duration,
+}
+
+impl DhtConfig {
+    pub fn new(secret: [u8; 32], listen: SocketAddr) -> Self {
+        Self {
+            secret,
+            listen,
+            bootstrap: Vec::new(),
+            iroh_addrs: Vec::new(),
+            query_timeout: Duration::from_secs(5),
+            republish: Duration::from_secs(60),
+        }
+    }
+}
+
+/// A holder of a blob, as the DHT says: its iroh endpoint id and direct addresses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Provider {
+    pub endpoint_id: [u8; 32],
+    pub addrs: Vec<SocketAddr>,
+}
+
+#[derive(NetworkBehaviour)]
+struct Behaviour {
+    kad: kad::Behaviour<MemoryStore>,
+    identify: identify::Behaviour,
+}
+
+enum Command {
+    Announce(ContentHash, oneshot::Sender<Result<(), DhtError>>),
+    Withdraw(ContentHash),
+    Providers(ContentHash, oneshot::Sender<HashSet<PeerId>>),
+    Address(PeerId, oneshot::Sender<Option<AddressRecord>>),
+    AddPeer(Multiaddr),
+}
+
+enum Pending {
+    Providers {
+        found: HashSet<PeerId>,
+        reply: oneshot::Sender<HashSet<PeerId>>,
+    },
+    Address {
+        peer: PeerId,
+        best: Option<AddressRecord>,
+        reply: oneshot::Sender<Option<AddressRecord>>,
+    },
+}
+
+/// A running DHT node. Dropping it stops the node.
+#[derive(Debug)]
+pub struct Dht {
+    commands: mpsc::Sender<Command>,
+    peer_id: PeerId,
+    listen_addrs: Vec<Multiaddr>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for Dht {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn content_key(hash: &ContentHash) -> RecordKey {
+    let mut k = b"/archy/blob/".to_vec();
+    k.extend_from_slice(hash.as_bytes());
+    RecordKey::new(&k)
+}
+
+fn address_key(peer: &PeerId) -> RecordKey {
+    let mut k = b"/archy/iroh-addr/".to_vec();
+    k.extend_from_slice(&peer.to_bytes());
+    RecordKey::new(&k)
+}
+
+fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
+    let ip = match addr.ip() {
+        std::net::IpAddr::V4(v4) => Protocol::Ip4(v4),
+        std::net::IpAddr::V6(v6) => Protocol::Ip6(v6),
+    };
+    Multiaddr::empty().with(ip).with(Protocol::Tcp(addr.port()))
+}
+
+/// The peer id a multiaddr ends with (`/p2p/...`), if any.
+pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
+    addr.iter().find_map(|p| match p {
+        Protocol::P2p(id) => Some(id),
+        _ => None,
+    })
+}
+
+impl Dht {
+    /// Starts a DHT node: listens, joins through the bootstrap peers, publishes its
+    /// signed address record and serves lookups until dropped.
+    pub async fn start(cfg: DhtConfig) -> Result<Self, DhtError> {
+        let mut secret = cfg.secret;
+        let keypair = identity::Keypair::ed25519_from_bytes(&mut secret)
+            .map_err(|e| DhtError::Key(e.to_string()))?;
+        let peer_id = keypair.public().to_peer_id();
+        let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
+            .with_tokio()
+            .with_tcp(
+                tcp::Config::default().nodelay(true),
+                noise::Config::new,
+                yamux::Config::default,
+            )
+            .map_err(|e| DhtError::Transport(e.to_string()))?
+            .with_behaviour(|key| {
+                let mut kcfg = kad::Config::new(libp2p::StreamProtocol::new(KAD_PROTOCOL));
+                kcfg.set_query_timeout(cfg.query_timeout)
+                    .set_provider_publication_interval(Some(cfg.republish))
+                    .set_provider_record_ttl(Some(cfg.republish * 3))
+                    .set_publication_interval(Some(cfg.republish))
+                    .set_record_ttl(Some(cfg.republish * 3))
+                    .set_periodic_bootstrap_interval(Some(Duration::from_secs(30)));
+                let id = key.public().to_peer_id();
+                let mut kad = kad::Behaviour::with_config(id, MemoryStore::new(id), kcfg);
+                // Loopback and private-network peers would otherwise stay clients.
+                kad.set_mode(Some(Mode::Server));
+                let identify = identify::Behaviour::new(identify::Config::new(
+                    "/archy/id/1.0.0".into(),
+                    key.public(),
+                ));
+                Behaviour { kad, identify }
+            })
+            .map_err(|e| DhtError::Transport(e.to_string()))?
+            .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
+            .build();
+
+        swarm
+            .listen_on(to_multiaddr(cfg.listen))
+            .map_err(|e| DhtError::Listen {
+                addr: cfg.listen,
+                reason: e.to_string(),
+            })?;
+        let mut listen_addrs = Vec::new();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while listen_addrs.is_empty() {
+            match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
+                Ok(SwarmEvent::NewListenAddr { address, .. }) => {
+                    listen_addrs.push(address.with(Protocol::P2p(peer_id)));
+                }
+                Ok(SwarmEvent::ListenerError { error, .. })
+                | Ok(SwarmEvent::ListenerClosed {
+                    reason: Err(error), ..
+                }) => {
+                    return Err(DhtError::Listen {
+                        addr: cfg.listen,
+                        reason: error.to_string(),
+                    });
+                }
+                Ok(_) => {}
+                Err(_) => {
+                    return Err(DhtError::Listen {
+                        addr: cfg.listen,
+                        reason: "no listen address within 5 s".into(),
+                    })
+                }
+            }
+        }
+        for addr in &cfg.bootstrap {
+            if let Some(peer) = peer_of(addr) {
+                swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
+            }
+        }
+        if !cfg.bootstrap.is_empty() {
+            let _ = swarm.behaviour_mut().kad.bootstrap();
+        }
+        let own_record = AddressRecord::sign(&cfg.secret, &cfg.iroh_addrs, now_secs());
+        publish_address(&mut swarm, &peer_id, &own_record);
+
+        let (tx, rx) = mpsc::channel(64);
+        let task = tokio::spawn(run(swarm, rx, cfg, peer_id));
+        tracing::info!(%peer_id, addrs = ?listen_addrs, "dht node started");
+        Ok(Self {
+            commands: tx,
+            peer_id,
+            listen_addrs,
+            task,
+        })
+    }
+
+    pub fn peer_id(&self) -> PeerId {
+        self.peer_id
+    }
+
+    /// Where others reach this node: `/ip4/IP/tcp/PORT/p2p/PEER_ID`, usable as a
+    /// bootstrap address.
+    pub fn listen_addrs(&self) -> &[Multiaddr] {
+        &self.listen_addrs
+    }
+
+    /// Adds a peer (e.g. one learned out of band) and bootstraps through it.
+    pub async fn add_peer(&self, addr: Multiaddr) -> Result<(), DhtError> {
+        self.commands
+            .send(Command::AddPeer(addr))
+            .await
+            .map_err(|_| DhtError::Stopped)
+    }
+
+    /// Announces that this node holds (at least part of) `hash`; the record is
+    /// republished until [`Dht::withdraw`].
+    pub async fn announce(&self, hash: ContentHash) -> Result<(), DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Announce(hash, tx))
+            .await
+            .map_err(|_| DhtError::Stopped)?;
+        rx.await.map_err(|_| DhtError::Stopped)?
+    }
+
+    /// Stops announcing `hash` (the record expires at the others within its TTL).
+    pub async fn withdraw(&self, hash: ContentHash) -> Result<(), DhtError> {
+        self.commands
+            .send(Command::Withdraw(hash))
+            .await
+            .map_err(|_| DhtError::Stopped)
+    }
+
+    /// The holders of `hash` with their verified iroh addresses. Holders without a
+    /// valid address record are left out (and logged).
+    pub async fn find_providers(&self, hash: ContentHash) -> Result<Vec<Provider>, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Providers(hash, tx))
+            .await
+            .map_err(|_| DhtError::Stopped)?;
+        let peers = rx.await.map_err(|_| DhtError::Stopped)?;
+        let lookups = peers.into_iter().map(|peer| async move {
+            let (tx, rx) = oneshot::channel();
+            self.commands.send(Command::Address(peer, tx)).await.ok()?;
+            let rec = rx.await.ok().flatten();
+            if rec.is_none() {
+                tracing::debug!(%peer, "provider has no valid address record; skipped");
+            }
+            rec
+        });
+        let mut out: Vec<Provider> = futures_util::future::join_all(lookups)
+            .await
+            .into_iter()
+            .flatten()
+            .map(|r| Provider {
+                endpoint_id: r.endpoint_id,
+                addrs: r.addrs,
+            })
+            .collect();
+        out.sort_by_key(|p| p.endpoint_id);
+        Ok(out)
+    }
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn publish_address(swarm: &mut Swarm<Behaviour>, peer_id: &PeerId, rec: &AddressRecord) {
+    let record = kad::Record::new(address_key(peer_id), rec.to_bytes());
+    if let Err(e) = swarm.behaviour_mut().kad.put_record(record, Quorum::One) {
+        tracing::warn!(error = %e, "cannot store the address record");
+    }
+}
+
+async fn run(
+    mut swarm: Swarm<Behaviour>,
+    mut commands: mpsc::Receiver<Command>,
+    cfg: DhtConfig,
+    me: PeerId,
+) {
+    let mut pending: HashMap<QueryId, Pending> = HashMap::new();
+    let mut republish = tokio::time::interval(cfg.republish);
+    republish.tick().await;
+    loop {
+        tokio::select! {
+            cmd = commands.recv() => {
+                let Some(cmd) = cmd else { return };
+                handle_command(&mut swarm, &mut pending, cmd);
+            }
+            event = swarm.select_next_some() => handle_event(&mut swarm, &mut pending, event),
+            _ = republish.tick() => {
+                publish_address(&mut swarm, &me, &AddressRecord::sign(&cfg.secret, &cfg.iroh_addrs, now_secs()));
+            }
+        }
+    }
+}
+
+fn handle_command(
+    swarm: &mut Swarm<Behaviour>,
+    pending: &mut HashMap<QueryId, Pending>,
+    cmd: Command,
+) {
+    let kad = &mut swarm.behaviour_mut().kad;
+    match cmd {
+        Command::Announce(hash, reply) => {
+            // The record is stored locally at once and spread to the closest peers by the
+            // query; republication keeps it alive. Waiting for the query would only delay
+            // the caller: a lone node has nobody to spread to.
+            let r = kad
+                .start_providing(content_key(&hash))
+                .map(|_| ())
+                .map_err(|e| DhtError::Store(e.to_string()));
+            let _ = reply.send(r);
+        }
+        Command::Withdraw(hash) => kad.stop_providing(&content_key(&hash)),
+        Command::Providers(hash, reply) => {
+            let id = kad.get_providers(content_key(&hash));
+            pending.insert(
+                id,
+                Pending::Providers {
+                    found: HashSet::new(),
+                    reply,
+                },
+            );
+        }
+        Command::Address(peer, reply) => {
+            let id = kad.get_record(address_key(&peer));
+            pending.insert(
+                id,
+                Pending::Address {
+                    peer,
+                    best: None,
+                    reply,
+                },
+            );
+        }
+        Command::AddPeer(addr) => {
+            if let Some(peer) = peer_of(&addr) {
+                kad.add_address(&peer, addr);
+                let _ = kad.bootstrap();
+            }
+        }
+    }
+}
+
+fn handle_event(
+    swarm: &mut Swarm<Behaviour>,
+    pending: &mut HashMap<QueryId, Pending>,
+    event: SwarmEvent<BehaviourEvent>,
+) {
+    match event {
+        SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
+            peer_id,
+            info,
+            ..
+        })) => {
+            for addr in info.listen_addrs {
+                swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            }
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
+            id,
+            result,
+            step,
+            ..
+        })) => match result {
+            QueryResult::GetProviders(r) => {
+                if let Some(Pending::Providers { found, .. }) = pending.get_mut(&id) {
+                    if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = r {
+                        found.extend(providers);
+                    }
+                }
+                if step.last {
+                    if let Some(Pending::Providers { found, reply }) = pending.remove(&id) {
+                        let _ = reply.send(found);
+                    }
+                }
+            }
+            QueryResult::GetRecord(r) => {
+                if let Some(Pending::Address { peer, best, .. }) = pending.get_mut(&id) {
+                    if let Ok(GetRecordOk::FoundRecord(found)) = r {
+                        match AddressRecord::from_bytes(&found.record.value)
+                            .and_then(|rec| rec.verify_for(peer).map(|_| rec))
+                        {
+                            Ok(rec)
+                                if best.as_ref().is_none_or(|b| rec.issued_at > b.issued_at) =>
+                            {
+                                *best = Some(rec)
+                            }
+                            Ok(_) => {}
+                            Err(e) => tracing::warn!(%peer, error = %e, "address record refused"),
+                        }
+                    }
+                }
+                if step.last {
+                    if let Some(Pending::Address { best, reply, .. }) = pending.remove(&id) {
+                        let _ = reply.send(best);
+                    }
+                }
+            }
+            _ => {}
+        },
+        _ => {}
+    }
+}
