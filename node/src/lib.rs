@@ -3,3 +3,5 @@
 //! The node side of Archy: the daemon (`archy node run`) that syncs the signed catalog,
 //! takes part in the swarm, reconciles desired apps onto a container runtime and serves a
 //! local API, plus the library code the `archy` CLI uses to talk to it.
+
+pub mod planner;
