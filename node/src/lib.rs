@@ -5,3 +5,4 @@
 //! local API, plus the library code the `archy` CLI uses to talk to it.
 
 pub mod planner;
+pub mod runtime;

@@ -1,0 +1,376 @@
+//! The podman runtime, driven through the podman CLI.
+//!
+//! Images are loaded from verified OCI archives and addressed by their config digest (the
+//! image id), never by a mutable tag. Containers are named `archy-<node>-<app id>` and
+//! labelled with node, app, manifest hash and image, so several nodes can share one
+//! engine and a restarted daemon finds its containers again. Every container gets the
+//! same hardening: all capabilities dropped except a small default set plus the
+//! manifest's allow-listed extras, `no-new-privileges`, ports published on the node's
+//! address only, volumes only under the app's data dir.
+//!
+//! Debian's podman on hosts like the CI machine needs `--runtime runc` and explicit
+//! ulimits; both are set here.
+
+use std::{
+    path::Path,
+    process::{Command, Output},
+};
+
+use archy_catalog::{ContentHash, ImageRef};
+use serde::Deserialize;
+
+use super::{
+    pid_alive, ContainerSpec, Runtime, RuntimeError, LABEL_APP, LABEL_IMAGE, LABEL_MANIFEST,
+    LABEL_NODE,
+};
+use crate::planner::{ContainerStatus, Liveness, ObservedContainer};
+
+/// Capabilities every container keeps (podman's defaults minus the risky ones).
+const DEFAULT_CAPS: &[&str] = &[
+    "CHOWN",
+    "DAC_OVERRIDE",
+    "FOWNER",
+    "FSETID",
+    "KILL",
+    "NET_BIND_SERVICE",
+    "SETGID",
+    "SETUID",
+];
+
+/// Seconds a container gets to stop before it is killed.
+const STOP_TIMEOUT: &str = "3";
+
+/// The podman engine, for one node.
+#[derive(Debug, Clone)]
+pub struct Podman {
+    /// The node's name: part of container names and the `io.archy.node` label.
+    node: String,
+    program: String,
+}
+
+impl Podman {
+    pub fn new(node: impl Into<String>) -> Self {
+        Self {
+            node: node.into(),
+            program: "podman".into(),
+        }
+    }
+
+    /// Whether podman works here (`podman info` succeeds); the error says why not.
+    pub fn check() -> Result<(), String> {
+        match Command::new("podman")
+            .args(["info", "--format", "{{.Host.OCIRuntime.Name}}"])
+            .output()
+        {
+            Ok(o) if o.status.success() => Ok(()),
+            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
+            Err(e) => Err(format!("podman not found: {e}")),
+        }
+    }
+
+    fn container_name(&self, app_id: &str) -> String {
+        format!("archy-{}-{}", self.node, app_id)
+    }
+
+    fn run(&self, args: &[String]) -> Result<Output, RuntimeError> {
+        let out = Command::new(&self.program)
+            .args(args)
+            .output()
+            .map_err(|source| RuntimeError::Spawn {
+                program: self.program.clone(),
+                source,
+            })?;
+        if out.status.success() {
+            Ok(out)
+        } else {
+            Err(RuntimeError::Command {
+                command: format!(
+                    "{} {}",
+                    self.program,
+                    args.first().map(String::as_str).unwrap_or("")
+                ),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            })
+        }
+    }
+
+    /// `podman create` arguments for a spec (pure, so it is tested without podman).
+    pub fn create_args(&self, spec: &ContainerSpec) -> Vec<String> {
+        let m = &spec.manifest;
+        let c = &m.container;
+        let mut a: Vec<String> = vec!["create".into(), "--name".into(), self.container_name(&m.id)];
+        a.extend(
+            [
+                "--runtime",
+                "runc",
+                "--ulimit",
+                "nofile=1024:1024",
+                "--ulimit",
+                "nproc=1024:1024",
+            ]
+            .map(String::from),
+        );
+        a.extend(["--security-opt", "no-new-privileges", "--cap-drop", "ALL"].map(String::from));
+        let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+        caps.extend(c.capabilities_add.iter().cloned());
+        caps.sort();
+        caps.dedup();
+        for cap in caps {
+            a.extend(["--cap-add".into(), cap]);
+        }
+        for (k, v) in [
+            (LABEL_NODE, self.node.clone()),
+            (LABEL_APP, m.id.clone()),
+            (LABEL_MANIFEST, spec.manifest_hash.to_string()),
+            (LABEL_IMAGE, spec.image.hash.to_string()),
+        ] {
+            a.extend(["--label".into(), format!("{k}={v}")]);
+        }
+        for p in &c.ports {
+            a.extend([
+                "-p".into(),
+                format!(
+                    "{}:{}:{}/{}",
+                    spec.publish_ip, p.host, p.container, p.protocol
+                ),
+            ]);
+        }
+        for (k, v) in &c.env {
+            a.extend(["--env".into(), format!("{k}={v}")]);
+        }
+        for (k, v) in &spec.secrets {
+            a.extend(["--env".into(), format!("{k}={v}")]);
+        }
+        if !spec.secrets.is_empty() {
+            let dir = spec.data_dir.join("secrets");
+            a.extend(["-v".into(), format!("{}:/run/secrets:ro", dir.display())]);
+        }
+        for v in &c.volumes {
+            let mut host = spec.data_dir.join("volumes").join(&v.name);
+            if let Some(src) = &v.source {
+                host = host.join(src);
+            }
+            let ro = if v.readonly == Some(true) { ":ro" } else { "" };
+            a.extend(["-v".into(), format!("{}:{}{ro}", host.display(), v.target)]);
+        }
+        if let Some(u) = &c.user {
+            a.extend(["--user".into(), u.clone()]);
+        }
+        if let Some(w) = &c.workdir {
+            a.extend(["--workdir".into(), w.clone()]);
+        }
+        if c.readonly_root == Some(true) {
+            a.push("--read-only".into());
+        }
+        if let Some(r) = &m.resources {
+            if let Some(mem) = &r.memory_limit {
+                a.extend(["--memory".into(), mem.clone()]);
+            }
+            if let Some(cpu) = r.cpu_limit {
+                a.extend(["--cpus".into(), cpu.to_string()]);
+            }
+        }
+        if let Some(ep) = &c.entrypoint {
+            a.extend([
+                "--entrypoint".into(),
+                serde_json::to_string(ep).unwrap_or_default(),
+            ]);
+        }
+        a.push(image_id(&spec.image));
+        if let Some(cmd) = &c.cmd {
+            a.extend(cmd.iter().cloned());
+        }
+        a
+    }
+}
+
+/// The podman image id is the config digest's hex.
+fn image_id(image: &ImageRef) -> String {
+    image
+        .config_digest
+        .trim_start_matches("sha256:")
+        .to_string()
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct PsEntry {
+    #[serde(default)]
+    labels: Option<std::collections::BTreeMap<String, String>>,
+    #[serde(default)]
+    state: String,
+    #[serde(default)]
+    pid: u32,
+}
+
+impl Runtime for Podman {
+    fn name(&self) -> &'static str {
+        "podman"
+    }
+
+    fn image_loaded(&self, image: &ImageRef) -> Result<bool, RuntimeError> {
+        let st = Command::new(&self.program)
+            .args(["image", "exists", &image_id(image)])
+            .status()
+            .map_err(|source| RuntimeError::Spawn {
+                program: self.program.clone(),
+                source,
+            })?;
+        Ok(st.success())
+    }
+
+    fn load_image(&self, archive: &Path, image: &ImageRef) -> Result<(), RuntimeError> {
+        self.run(&[
+            "load".into(),
+            "-q".into(),
+            "-i".into(),
+            archive.display().to_string(),
+        ])?;
+        if !self.image_loaded(image)? {
+            return Err(RuntimeError::DigestMismatch {
+                expected: image.config_digest.clone(),
+            });
+        }
+        Ok(())
+    }
+
+    fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        for v in &spec.manifest.container.volumes {
+            std::fs::create_dir_all(spec.data_dir.join("volumes").join(&v.name))?;
+        }
+        self.run(&self.create_args(spec))?;
+        Ok(())
+    }
+
+    fn start(&self, app_id: &str) -> Result<(), RuntimeError> {
+        self.run(&["start".into(), self.container_name(app_id)])
+            .map(|_| ())
+    }
+
+    fn stop(&self, app_id: &str) -> Result<(), RuntimeError> {
+        self.run(&[
+            "stop".into(),
+            "-t".into(),
+            STOP_TIMEOUT.into(),
+            self.container_name(app_id),
+        ])
+        .map(|_| ())
+    }
+
+    fn remove(&self, app_id: &str) -> Result<(), RuntimeError> {
+        self.run(&[
+            "rm".into(),
+            "-f".into(),
+            "-t".into(),
+            STOP_TIMEOUT.into(),
+            self.container_name(app_id),
+        ])
+        .map(|_| ())
+    }
+
+    fn list(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        let out = self.run(&[
+            "ps".into(),
+            "-a".into(),
+            "--filter".into(),
+            format!("label={LABEL_NODE}={}", self.node),
+            "--format".into(),
+            "json".into(),
+        ])?;
+        let entries: Vec<PsEntry> =
+            serde_json::from_slice(&out.stdout).map_err(|e| RuntimeError::Parse(e.to_string()))?;
+        let mut found = Vec::new();
+        for e in entries {
+            let labels = e.labels.unwrap_or_default();
+            let hash = |k: &str| labels.get(k).and_then(|v| v.parse::<ContentHash>().ok());
+            let (Some(app_id), Some(manifest_hash), Some(image)) = (
+                labels.get(LABEL_APP),
+                hash(LABEL_MANIFEST),
+                hash(LABEL_IMAGE),
+            ) else {
+                continue; // not one of ours in the expected shape
+            };
+            let status = match e.state.as_str() {
+                "running" => ContainerStatus::Running,
+                "created" | "configured" | "initialized" => ContainerStatus::Created,
+                _ => ContainerStatus::Exited,
+            };
+            let liveness = match status {
+                ContainerStatus::Running => match pid_alive(e.pid) {
+                    Some(true) => Liveness::Alive,
+                    Some(false) => Liveness::Dead,
+                    None => Liveness::Unknown,
+                },
+                _ => Liveness::Dead,
+            };
+            found.push(ObservedContainer {
+                app_id: app_id.clone(),
+                manifest_hash,
+                image,
+                status,
+                liveness,
+                healthy: None,
+            });
+        }
+        Ok(found)
+    }
+
+    fn logs(&self, app_id: &str, tail: usize) -> Result<String, RuntimeError> {
+        let out = self.run(&[
+            "logs".into(),
+            "--tail".into(),
+            tail.to_string(),
+            self.container_name(app_id),
+        ])?;
+        Ok(format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use archy_catalog::manifest::{parse_and_validate, ManifestFormat};
+
+    #[test]
+    fn create_args_carry_labels_hardening_and_the_node_address() {
+        let mut m = parse_and_validate(
+            "app:\n  id: org.example.hello\n  name: Hello\n  version: 1.0.0\n  description: {short: x}\n  container:\n    image: ./x.tar\n    cmd: [/bin/busybox, httpd, -f]\n    ports: [{host: 18080, container: 8080}]\n    volumes: [{name: data, target: /data}]\n    capabilities_add: [SYS_CHROOT]\n",
+            ManifestFormat::Yaml,
+        )
+        .unwrap();
+        let image = ImageRef {
+            hash: ContentHash::of(b"img"),
+            size: 3,
+            config_digest: format!("sha256:{}", "ab".repeat(32)),
+            format: archy_catalog::oci::ArchiveFormat::OciArchive,
+        };
+        m.container.image = image.hash.to_string();
+        let spec = ContainerSpec {
+            manifest_hash: m.manifest_hash(),
+            manifest: m,
+            image,
+            publish_ip: "127.0.0.3".parse().unwrap(),
+            data_dir: "/var/lib/archy/apps/org.example.hello".into(),
+            secrets: Default::default(),
+        };
+        let a = Podman::new("n1").create_args(&spec).join(" ");
+        for want in [
+            "--name archy-n1-org.example.hello",
+            "--cap-drop ALL",
+            "--cap-add SYS_CHROOT",
+            "--security-opt no-new-privileges",
+            "-p 127.0.0.3:18080:8080/tcp",
+            "--label io.archy.node=n1",
+            "-v /var/lib/archy/apps/org.example.hello/volumes/data:/data",
+            &format!("{} /bin/busybox httpd -f", "ab".repeat(32)),
+        ] {
+            assert!(a.contains(want), "missing {want:?} in {a}");
+        }
+        assert!(!a.contains("--privileged"));
+    }
+}
