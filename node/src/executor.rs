@@ -1,0 +1,343 @@
+//! Carrying out a plan for one app, with honest progress.
+//!
+//! [`reconcile`] observes the runtime, asks the pure planner what to do, and performs the
+//! actions in order, emitting [`ProgressEvent`]s whose stages only move forward and end in
+//! `done` or `failed` with a reason. Images come from an [`ImageSource`], which only ever
+//! returns an archive whose BLAKE3 hash and size match the catalog: nothing unverified
+//! reaches the runtime.
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::{Duration, Instant},
+};
+
+use archy_catalog::{manifest::HealthCheckKind, oci, ImageRef};
+use serde::Serialize;
+
+use crate::{
+    planner::{self, Action, DesiredApp, Observed},
+    runtime::{health, ContainerSpec, Runtime, RuntimeError},
+    secrets,
+};
+
+/// Named stages, in the order an install passes them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Stage {
+    Plan,
+    Fetch,
+    Verify,
+    Load,
+    Stop,
+    Remove,
+    Create,
+    Start,
+    Healthy,
+    Done,
+    Failed,
+}
+
+/// One progress report. `bytes_*` are set during fetch.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ProgressEvent {
+    pub app_id: String,
+    pub stage: Stage,
+    pub bytes_done: u64,
+    pub bytes_total: u64,
+    pub message: String,
+}
+
+/// Why reconciling an app failed.
+#[derive(Debug, thiserror::Error)]
+pub enum ExecError {
+    #[error("fetch failed: {0}")]
+    Fetch(String),
+    #[error("image verification failed: expected {expected}, got {actual}")]
+    Verify { expected: String, actual: String },
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    #[error("cannot prepare secrets: {0}")]
+    Secrets(std::io::Error),
+    #[error("not healthy within {seconds} s: {reason}")]
+    Unhealthy { seconds: u64, reason: String },
+    #[error("waiting for dependencies")]
+    DependenciesNotReady,
+}
+
+/// Where verified image archives come from (a local directory, the swarm, ...).
+pub trait ImageSource {
+    /// Returns a local path of the archive, verified against `image` (BLAKE3 + size).
+    /// `progress(done, total)` may be called while bytes arrive.
+    fn fetch(
+        &self,
+        image: &ImageRef,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<PathBuf, ExecError>;
+}
+
+/// Archives in a directory, named by their BLAKE3 hex (what `catalog-signer catalog build
+/// --blobs DIR` writes and an origin serves).
+#[derive(Debug, Clone)]
+pub struct DirImageSource {
+    pub dir: PathBuf,
+}
+
+impl ImageSource for DirImageSource {
+    fn fetch(
+        &self,
+        image: &ImageRef,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<PathBuf, ExecError> {
+        let path = self.dir.join(image.hash.to_hex());
+        verify_archive(&path, image)?;
+        progress(image.size, image.size);
+        Ok(path)
+    }
+}
+
+/// Checks an archive's BLAKE3 hash and size against the catalog's reference.
+pub fn verify_archive(path: &Path, image: &ImageRef) -> Result<(), ExecError> {
+    let (hash, size) = oci::hash_file(path).map_err(|e| ExecError::Fetch(e.to_string()))?;
+    if hash != image.hash || size != image.size {
+        return Err(ExecError::Verify {
+            expected: format!("{} ({} bytes)", image.hash, image.size),
+            actual: format!("{hash} ({size} bytes)"),
+        });
+    }
+    Ok(())
+}
+
+/// What the node wants for one app: the planner's view plus what the runtime needs.
+#[derive(Debug, Clone)]
+pub struct AppTarget {
+    pub desired: DesiredApp,
+    /// Secrets are filled in by [`reconcile`]; leave them empty.
+    pub spec: ContainerSpec,
+}
+
+/// Emits events, refusing to let the stage go backwards.
+struct Reporter<'a> {
+    app_id: String,
+    last: Stage,
+    emit: &'a mut dyn FnMut(ProgressEvent),
+}
+
+impl Reporter<'_> {
+    fn stage(&mut self, stage: Stage, done: u64, total: u64, message: impl Into<String>) {
+        let stage = stage.max(self.last);
+        self.last = stage;
+        (self.emit)(ProgressEvent {
+            app_id: self.app_id.clone(),
+            stage,
+            bytes_done: done,
+            bytes_total: total,
+            message: message.into(),
+        });
+    }
+}
+
+/// Brings one app to its desired state. `target = None` removes it (uninstall).
+/// `recorded` says whether the node's state already owns the container (if not, an
+/// existing matching container is adopted rather than recreated).
+pub fn reconcile(
+    runtime: &dyn Runtime,
+    images: &dyn ImageSource,
+    app_id: &str,
+    target: Option<&AppTarget>,
+    recorded: bool,
+    emit: &mut dyn FnMut(ProgressEvent),
+) -> Result<Vec<Action>, ExecError> {
+    let mut r = Reporter {
+        app_id: app_id.to_string(),
+        last: Stage::Plan,
+        emit,
+    };
+    let result = run(runtime, images, app_id, target, recorded, &mut r);
+    match &result {
+        Ok(actions) if actions.is_empty() => r.stage(Stage::Done, 0, 0, "nothing to do"),
+        Ok(actions) => r.stage(Stage::Done, 0, 0, format!("{actions:?}")),
+        Err(e) => r.stage(Stage::Failed, 0, 0, e.to_string()),
+    }
+    result
+}
+
+fn run(
+    runtime: &dyn Runtime,
+    images: &dyn ImageSource,
+    app_id: &str,
+    target: Option<&AppTarget>,
+    recorded: bool,
+    r: &mut Reporter<'_>,
+) -> Result<Vec<Action>, ExecError> {
+    let container = runtime.list()?.into_iter().find(|c| c.app_id == app_id);
+    let image_loaded = match target {
+        Some(t) => runtime.image_loaded(&t.spec.image)?,
+        None => false,
+    };
+    let observed = Observed {
+        image_loaded,
+        image_fetched: false,
+        container,
+        recorded,
+    };
+    let actions = planner::plan(target.map(|t| &t.desired), &observed);
+    r.stage(Stage::Plan, 0, 0, format!("{actions:?}"));
+    let mut archive: Option<PathBuf> = None;
+    for &action in &actions {
+        match (action, target) {
+            (Action::WaitForDependencies, _) => return Err(ExecError::DependenciesNotReady),
+            (Action::FetchImage, Some(t)) | (Action::LoadImage, Some(t)) if archive.is_none() => {
+                let total = t.spec.image.size;
+                r.stage(
+                    Stage::Fetch,
+                    0,
+                    total,
+                    format!("fetching {}", t.spec.image.hash),
+                );
+                let path = images.fetch(&t.spec.image, &mut |done, total| {
+                    r.stage(Stage::Fetch, done, total, "fetching")
+                })?;
+                r.stage(
+                    Stage::Verify,
+                    total,
+                    total,
+                    "BLAKE3 and size match the catalog",
+                );
+                archive = Some(path);
+                if action == Action::LoadImage {
+                    load(runtime, t, archive.as_deref(), r)?;
+                }
+            }
+            (Action::FetchImage, _) => {}
+            (Action::LoadImage, Some(t)) => load(runtime, t, archive.as_deref(), r)?,
+            (Action::Adopt, _) => r.stage(Stage::Create, 0, 0, "adopted the existing container"),
+            (Action::Create, Some(t)) => create(runtime, t, r)?,
+            (Action::Recreate, Some(t)) => {
+                r.stage(
+                    Stage::Remove,
+                    0,
+                    0,
+                    "removing the drifted or dead container",
+                );
+                runtime.remove(app_id)?;
+                create(runtime, t, r)?;
+            }
+            (Action::Start, Some(t)) => {
+                r.stage(Stage::Start, 0, 0, "starting");
+                runtime.start(app_id)?;
+                wait_healthy(t, r)?;
+            }
+            (Action::Restart, Some(t)) => {
+                r.stage(Stage::Start, 0, 0, "restarting an unhealthy container");
+                runtime.stop(app_id)?;
+                runtime.start(app_id)?;
+                wait_healthy(t, r)?;
+            }
+            (Action::Stop, _) => {
+                r.stage(Stage::Stop, 0, 0, "stopping");
+                runtime.stop(app_id)?;
+            }
+            (Action::Remove, _) => {
+                r.stage(
+                    Stage::Remove,
+                    0,
+                    0,
+                    "removing the container (app data is kept)",
+                );
+                runtime.remove(app_id)?;
+            }
+            (
+                Action::LoadImage
+                | Action::Create
+                | Action::Recreate
+                | Action::Start
+                | Action::Restart,
+                None,
+            ) => {}
+        }
+    }
+    Ok(actions)
+}
+
+fn load(
+    runtime: &dyn Runtime,
+    t: &AppTarget,
+    archive: Option<&Path>,
+    r: &mut Reporter<'_>,
+) -> Result<(), ExecError> {
+    let archive = archive.ok_or_else(|| ExecError::Fetch("no verified archive to load".into()))?;
+    r.stage(
+        Stage::Load,
+        0,
+        0,
+        format!("loading into {}", runtime.name()),
+    );
+    runtime.load_image(archive, &t.spec.image)?;
+    Ok(())
+}
+
+fn create(runtime: &dyn Runtime, t: &AppTarget, r: &mut Reporter<'_>) -> Result<(), ExecError> {
+    r.stage(Stage::Create, 0, 0, "creating the container");
+    let mut spec = t.spec.clone();
+    spec.secrets = secrets::ensure(&spec.data_dir, &spec.manifest.generated_secrets)
+        .map_err(ExecError::Secrets)?;
+    runtime.create(&spec)?;
+    Ok(())
+}
+
+/// Probes the app's health check through its published port until it passes or the
+/// deadline (start period + retries x (interval + timeout), at most 2 min) runs out.
+fn wait_healthy(t: &AppTarget, r: &mut Reporter<'_>) -> Result<(), ExecError> {
+    let m = &t.spec.manifest;
+    let (Some(hc), Some(timing)) = (&m.health_check, m.health_timing()) else {
+        r.stage(Stage::Healthy, 0, 0, "no health check declared");
+        return Ok(());
+    };
+    let port = hc
+        .port
+        .and_then(|p| m.container.ports.iter().find(|pm| pm.container == p))
+        .map(|pm| pm.host);
+    let Some(port) = port.filter(|_| hc.kind != HealthCheckKind::Exec) else {
+        r.stage(
+            Stage::Healthy,
+            0,
+            0,
+            "health check not probed from the host (exec or unpublished port)",
+        );
+        return Ok(());
+    };
+    let addr = SocketAddr::new(t.spec.publish_ip, port);
+    let budget = (timing.start_period + (timing.interval + timing.timeout) * timing.retries)
+        .min(Duration::from_secs(120));
+    let started = Instant::now();
+    let mut last = String::new();
+    while started.elapsed() < budget {
+        let probe = match hc.kind {
+            HealthCheckKind::Http => {
+                health::http(addr, hc.path.as_deref().unwrap_or("/"), timing.timeout)
+            }
+            _ => health::tcp(addr, timing.timeout),
+        };
+        match probe {
+            health::Probe::Healthy => {
+                r.stage(
+                    Stage::Healthy,
+                    0,
+                    0,
+                    format!(
+                        "healthy at {addr} after {:.1} s",
+                        started.elapsed().as_secs_f64()
+                    ),
+                );
+                return Ok(());
+            }
+            health::Probe::Unhealthy(why) => last = why,
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    Err(ExecError::Unhealthy {
+        seconds: budget.as_secs(),
+        reason: last,
+    })
+}
