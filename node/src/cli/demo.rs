@@ -22,6 +22,11 @@ use archy_catalog::{
     keys::{KeyMap, SecretKey},
     oci, Limits, TrustedState,
 };
+use archy_node::{
+    executor::{reconcile, AppTarget, DirImageSource, ProgressEvent},
+    planner::DesiredApp,
+    runtime::{podman::Podman, ContainerSpec, Runtime},
+};
 use chrono::{Duration, Utc};
 
 /// Options of `archy demo`.
@@ -54,6 +59,19 @@ struct Ctx {
     relay_url: Option<String>,
     operator_npub: Option<String>,
     market_handle: Option<String>,
+    /// Apps installed on the demo's nodes, uninstalled when the demo ends.
+    installed: Vec<(Podman, String)>,
+    /// The market app found by search: its announced manifest and image.
+    market_app: Option<serde_json::Value>,
+}
+
+impl Drop for Ctx {
+    fn drop(&mut self) {
+        for (rt, app_id) in self.installed.drain(..) {
+            let _ = rt.remove(&app_id);
+            eprintln!("    removed {app_id} from {}", rt.node());
+        }
+    }
 }
 
 struct Demo {
@@ -124,6 +142,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         relay_url: None,
         operator_npub: None,
         market_handle: None,
+        installed: Vec::new(),
+        market_app: None,
     };
     let mut demo = Demo {
         ctx,
@@ -138,9 +158,20 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         build_and_sign_catalog(&c.dir)
     }) && demo.step("node: verify head as a node does", |c| {
         verify_as_node(&c.dir)
-    }) && demo.step("relay: embedded Nostr relay", start_relay)
+    }) && demo.step("runtime: podman", |_| check_podman())
+        && demo.step("node 1: install org.example.hello", |c| {
+            install_catalog_app(c, 1)
+        })
+        && demo.step("node 2: install org.example.hello", |c| {
+            install_catalog_app(c, 2)
+        })
+        && demo.step("node 3: install org.example.hello", |c| {
+            install_catalog_app(c, 3)
+        })
+        && demo.step("relay: embedded Nostr relay", start_relay)
         && demo.step("developer: publish third-party app", publish_market_app)
-        && demo.step("operator: market search", search_market);
+        && demo.step("operator: market search", search_market)
+        && demo.step("node 1: install the market app", install_market_app);
 
     let ok = demo.summary();
     if ok && !args.once {
@@ -477,6 +508,7 @@ fn search_market(c: &mut Ctx) -> anyhow::Result<String> {
         .iter()
         .find(|a| a["handle"].as_str() == c.market_handle.as_deref())
         .context("the published app was not found by the search")?;
+    c.market_app = Some(hit.clone());
     Ok(format!(
         "found {} {}: score {}, tier {}",
         hit["app_id"].as_str().unwrap_or("?"),
@@ -484,4 +516,137 @@ fn search_market(c: &mut Ctx) -> anyhow::Result<String> {
         hit["trust"]["score"],
         hit["trust"]["tier"].as_str().unwrap_or("?")
     ))
+}
+
+/// Each demo node publishes its apps on its own loopback address (127.0.0.2, .3, .4), so
+/// three nodes on one machine can run the same app on the same port.
+fn node_ip(n: u8) -> std::net::IpAddr {
+    std::net::IpAddr::from([127, 0, 0, n + 1])
+}
+
+/// Installs `manifest` (whose image is `image`, found in `blobs`) on demo node `n` and
+/// checks it answers over HTTP.
+fn install_on_node(
+    c: &mut Ctx,
+    n: u8,
+    manifest: &archy_catalog::AppManifest,
+    image: &archy_catalog::ImageRef,
+    blobs: PathBuf,
+) -> anyhow::Result<String> {
+    let node_dir = c.dir.join(format!("node{n}"));
+    let m = manifest.normalized();
+    let rt = Podman::new(format!("demo{}-n{n}", std::process::id()));
+    let target = AppTarget {
+        desired: DesiredApp {
+            app_id: m.id.clone(),
+            manifest_hash: m.manifest_hash(),
+            image: image.hash,
+            running: true,
+            dependencies_ready: true,
+        },
+        spec: ContainerSpec {
+            manifest_hash: m.manifest_hash(),
+            manifest: m.clone(),
+            image: image.clone(),
+            publish_ip: node_ip(n),
+            data_dir: node_dir.join("apps").join(&m.id),
+            secrets: Default::default(),
+        },
+    };
+    c.installed.push((rt.clone(), m.id.clone()));
+    let mut stages = Vec::new();
+    let mut on_event = |e: ProgressEvent| {
+        eprintln!("    [{:?}] {}", e.stage, e.message);
+        stages.push(e.stage);
+    };
+    reconcile(
+        &rt,
+        &DirImageSource { dir: blobs },
+        &m.id,
+        Some(&target),
+        false,
+        &mut on_event,
+    )?;
+    let port = m
+        .container
+        .ports
+        .first()
+        .context("the app publishes no port")?
+        .host;
+    let addr = std::net::SocketAddr::new(node_ip(n), port);
+    let body = http_get(addr)?;
+    Ok(format!(
+        "{} healthy on http://{addr}/ ({} bytes), {} stages",
+        m.id,
+        body.len(),
+        stages.len()
+    ))
+}
+
+fn http_get(addr: std::net::SocketAddr) -> anyhow::Result<String> {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect_timeout(&addr, std::time::Duration::from_secs(3))?;
+    s.set_read_timeout(Some(std::time::Duration::from_secs(3)))?;
+    write!(s, "GET / HTTP/1.0\r\nHost: {addr}\r\n\r\n")?;
+    let mut out = String::new();
+    s.read_to_string(&mut out)?;
+    if !out.starts_with("HTTP/1.0 200") && !out.starts_with("HTTP/1.1 200") {
+        bail!("{addr} answered {:?}", out.lines().next().unwrap_or(""));
+    }
+    Ok(out)
+}
+
+/// A node syncs the head (here from the origin's publish dir), verifies it, checks the
+/// release against the policy, and installs it.
+fn install_catalog_app(c: &mut Ctx, n: u8) -> anyhow::Result<String> {
+    let publish = c.dir.join("publish");
+    let read = |f: &str| fs::read(publish.join(f)).with_context(|| format!("read {f}"));
+    let limits = Limits::default();
+    let mut state = TrustedState::bootstrap(&read("root.json")?, &limits)?;
+    let ts = state.verify_timestamp(&read("timestamp.json")?, Utc::now(), &limits)?;
+    let catalog = state.verify_catalog(&read("catalog.json")?, Some(&ts), Utc::now(), &limits)?;
+    let release = catalog
+        .release("org.example.hello", None)
+        .context("not in the catalog")?
+        .clone();
+    release.check().map_err(anyhow::Error::msg)?;
+    install_on_node(
+        c,
+        n,
+        &release.manifest,
+        &release.image,
+        publish.join("blobs"),
+    )
+}
+
+/// The operator installs the app found on the marketplace: its manifest is validated
+/// again and its image verified against the announced BLAKE3 hash. The app is in the
+/// "unverified" tier (nobody the operator trusts vouches for it), so this is the
+/// equivalent of `--allow-unverified`.
+fn install_market_app(c: &mut Ctx) -> anyhow::Result<String> {
+    let app = c.market_app.clone().context("no market app found")?;
+    let manifest: archy_catalog::AppManifest = serde_json::from_value(app["manifest"].clone())?;
+    manifest
+        .validate_with(archy_catalog::manifest::ImageField::Hash)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let image: archy_catalog::ImageRef = serde_json::from_value(app["image"].clone())?;
+    // The developer's archive stands in for their providers until the swarm serves it.
+    let blobs = c.dir.join("developer/blobs");
+    fs::create_dir_all(&blobs)?;
+    fs::copy(
+        c.dir.join("developer/notes.oci.tar"),
+        blobs.join(image.hash.to_hex()),
+    )?;
+    let tier = app["trust"]["tier"].as_str().unwrap_or("?").to_string();
+    let done = install_on_node(c, 1, &manifest, &image, blobs)?;
+    Ok(format!(
+        "{done} (tier {tier}, allowed as --allow-unverified)"
+    ))
+}
+
+fn check_podman() -> anyhow::Result<String> {
+    Podman::check().map_err(|why| {
+        anyhow::anyhow!("podman does not work here ({why}); install podman and runc")
+    })?;
+    Ok("podman (--runtime runc); each node publishes on its own loopback address".into())
 }

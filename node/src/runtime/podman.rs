@@ -68,6 +68,11 @@ impl Podman {
         }
     }
 
+    /// The node name this runtime manages containers for.
+    pub fn node(&self) -> &str {
+        &self.node
+    }
+
     fn container_name(&self, app_id: &str) -> String {
         format!("archy-{}-{}", self.node, app_id)
     }
