@@ -13,7 +13,7 @@ use std::{
 };
 
 use archy_catalog::{manifest::HealthCheckKind, oci, ImageRef};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::{
     planner::{self, Action, DesiredApp, Observed},
@@ -22,7 +22,7 @@ use crate::{
 };
 
 /// Named stages, in the order an install passes them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Stage {
     Plan,
@@ -39,7 +39,7 @@ pub enum Stage {
 }
 
 /// One progress report. `bytes_*` are set during fetch.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressEvent {
     pub app_id: String,
     pub stage: Stage,

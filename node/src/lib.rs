@@ -4,7 +4,11 @@
 //! takes part in the swarm, reconciles desired apps onto a container runtime and serves a
 //! local API, plus the library code the `archy` CLI uses to talk to it.
 
+pub mod client;
+pub mod config;
+pub mod daemon;
 pub mod executor;
 pub mod planner;
 pub mod runtime;
 pub mod secrets;
+pub mod state;

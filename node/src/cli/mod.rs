@@ -3,6 +3,7 @@
 mod demo;
 mod dev;
 mod key;
+mod lifecycle;
 mod market;
 mod publish;
 mod relay;
@@ -13,7 +14,7 @@ use clap::{Parser, Subcommand};
 
 /// Archy: a peer-to-peer app registry and distribution network for self-hosted nodes.
 #[derive(Debug, Parser)]
-#[command(name = "archy", version, about, long_about = None, propagate_version = true)]
+#[command(name = "archy", version, about, long_about = None)]
 pub struct Cli {
     /// More log output (repeat for more); `RUST_LOG` overrides.
     #[arg(short, long, action = clap::ArgAction::Count, global = true)]
@@ -27,6 +28,9 @@ pub enum Command {
     /// Run the whole system on this machine: publisher, origin, relay, three nodes and a
     /// container runtime, with no configuration and no network.
     Demo(demo::DemoArgs),
+    /// The node daemon: run it, or ask it how it is.
+    #[command(subcommand)]
+    Node(lifecycle::NodeCommand),
     /// Apps: validate, render and pack manifests and images; publish and retract them on
     /// the Nostr marketplace (developer tools).
     #[command(subcommand)]
@@ -87,6 +91,64 @@ pub enum AppCommand {
     /// Withdraw an app from the Nostr marketplace: delete (NIP-09) its app and release
     /// announcements on every relay.
     Retract(publish::RetractArgs),
+    /// Install an app from the signed catalog (the node verifies, fetches, runs and
+    /// health-checks it; progress is shown until it is healthy or has failed).
+    Install {
+        app_id: String,
+        /// Install this version instead of the latest.
+        #[arg(long)]
+        version: Option<String>,
+        #[command(flatten)]
+        follow: lifecycle::FollowArgs,
+    },
+    /// Uninstall an app: its container goes; its data stays unless --purge.
+    Uninstall {
+        app_id: String,
+        /// Also delete the app's data and secrets.
+        #[arg(long)]
+        purge: bool,
+        #[command(flatten)]
+        follow: lifecycle::FollowArgs,
+    },
+    /// Start a stopped app.
+    Start {
+        app_id: String,
+        #[command(flatten)]
+        follow: lifecycle::FollowArgs,
+    },
+    /// Stop an app (it stays installed and stopped across restarts).
+    Stop {
+        app_id: String,
+        #[command(flatten)]
+        follow: lifecycle::FollowArgs,
+    },
+    /// Restart an app's container.
+    Restart {
+        app_id: String,
+        #[command(flatten)]
+        data: lifecycle::DataArg,
+    },
+    /// List installed apps with their phase and version.
+    List {
+        #[command(flatten)]
+        data: lifecycle::DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show one app: phase, version, last error.
+    Status {
+        app_id: String,
+        #[command(flatten)]
+        data: lifecycle::DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an app's recent log lines.
+    Logs {
+        app_id: String,
+        #[command(flatten)]
+        data: lifecycle::DataArg,
+    },
 }
 
 /// Sets up logging: `RUST_LOG` if set, else warnings (info with -v, debug with -vv).
@@ -118,7 +180,26 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             } => dev::pack(&dir, &out, cmd, json),
             AppCommand::Publish(args) => publish::run(args),
             AppCommand::Retract(args) => publish::retract(args),
+            AppCommand::Install {
+                app_id,
+                version,
+                follow,
+            } => lifecycle::install(&app_id, version, &follow),
+            AppCommand::Uninstall {
+                app_id,
+                purge,
+                follow,
+            } => lifecycle::uninstall(&app_id, purge, &follow),
+            AppCommand::Start { app_id, follow } => {
+                lifecycle::set_running(&app_id, "start", &follow)
+            }
+            AppCommand::Stop { app_id, follow } => lifecycle::set_running(&app_id, "stop", &follow),
+            AppCommand::Restart { app_id, data } => lifecycle::restart(&app_id, &data),
+            AppCommand::List { data, json } => lifecycle::list(&data, json),
+            AppCommand::Status { app_id, data, json } => lifecycle::status(&app_id, &data, json),
+            AppCommand::Logs { app_id, data } => lifecycle::logs(&app_id, &data),
         },
+        Command::Node(cmd) => lifecycle::node(cmd),
         Command::Key(cmd) => key::run(cmd),
         Command::Relay(cmd) => relay::run(cmd),
         Command::Market(cmd) => market::run(cmd),

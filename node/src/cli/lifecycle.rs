@@ -1,0 +1,264 @@
+//! Node operator commands: `archy node run|status` and the app lifecycle
+//! (`install`, `uninstall`, `start`, `stop`, `restart`, `list`, `status`, `logs`), which
+//! talk to the daemon over its local API and follow its progress events.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use archy_node::{
+    client::ApiClient,
+    config::NodeConfig,
+    daemon,
+    executor::{ProgressEvent, Stage},
+};
+use clap::{Args, Subcommand};
+use serde_json::json;
+
+/// The node's data directory.
+#[derive(Debug, Clone, Args)]
+pub struct DataArg {
+    /// The node's data directory (state, secrets, app data, API address and token).
+    #[arg(long, env = "ARCHY_DATA", default_value = ".archy")]
+    pub data: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum NodeCommand {
+    /// Run the node daemon: catalog sync, reconciler, local API. Stops on Ctrl-C/SIGTERM.
+    ///
+    /// Settings come from <data>/config.toml; flags override them for this run.
+    Run {
+        #[command(flatten)]
+        data: DataArg,
+        /// Node name (container names and labels).
+        #[arg(long)]
+        name: Option<String>,
+        /// Local API address (loopback only; port 0 picks one).
+        #[arg(long)]
+        api: Option<SocketAddr>,
+        /// Origin publish dir (root.json, timestamp.json, catalog.json, blobs/).
+        #[arg(long)]
+        origin_dir: Option<PathBuf>,
+        /// Trust anchor: the publisher's root.json (copied into the data dir once).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// Host address app ports are published on.
+        #[arg(long)]
+        publish_ip: Option<IpAddr>,
+        /// Container runtime.
+        #[arg(long, value_parser = ["podman"])]
+        runtime: Option<String>,
+    },
+    /// Show the node: catalog version and age, trusted versions, apps and phases.
+    Status {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        NodeCommand::Run {
+            data,
+            name,
+            api,
+            origin_dir,
+            root,
+            publish_ip,
+            runtime,
+        } => {
+            let mut cfg = NodeConfig::load(&data.data)?;
+            if let Some(v) = name {
+                cfg.name = v;
+            }
+            if let Some(v) = api {
+                cfg.api = v;
+            }
+            if origin_dir.is_some() {
+                cfg.origin_dir = origin_dir;
+            }
+            if root.is_some() {
+                cfg.root = root;
+            }
+            if let Some(v) = publish_ip {
+                cfg.publish_ip = v;
+            }
+            if let Some(v) = runtime {
+                cfg.runtime = v;
+            }
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(daemon::run(data.data, cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        NodeCommand::Status { data, json } => {
+            let v = ApiClient::from_data_dir(&data.data)?.get_json("/v1/status")?;
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "node     {}  (runtime {})",
+                    v["name"].as_str().unwrap_or("?"),
+                    v["runtime"].as_str().unwrap_or("?")
+                );
+                match v["catalog"].as_object() {
+                    Some(c) => println!(
+                        "catalog  v{} with {} app(s), verified {} s ago",
+                        c["version"], c["apps"], c["age_seconds"]
+                    ),
+                    None => println!("catalog  none verified yet"),
+                }
+                for (id, phase) in v["apps"].as_object().into_iter().flatten() {
+                    println!("app      {id:<32} {}", phase.as_str().unwrap_or("?"));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Args)]
+pub struct FollowArgs {
+    #[command(flatten)]
+    pub data: DataArg,
+    /// Print the event stream as JSON lines instead of a progress display.
+    #[arg(long)]
+    pub json: bool,
+    /// Give up waiting after this many seconds (the daemon carries on).
+    #[arg(long, default_value_t = 600)]
+    pub timeout: u64,
+}
+
+/// Sends a request, then follows the app's events until a terminal one.
+fn follow(
+    args: &FollowArgs,
+    app_id: &str,
+    path: &str,
+    body: serde_json::Value,
+) -> anyhow::Result<ExitCode> {
+    let api = ApiClient::from_data_dir(&args.data.data)?;
+    let events = api.events()?; // subscribe first: no event can be missed
+    let accepted = api.post(path, body)?;
+    if !args.json {
+        eprintln!("{app_id}: accepted ({accepted})");
+    }
+    let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let e: ProgressEvent = events.recv_timeout(left).with_context(|| {
+            format!(
+                "no result within {} s; see `archy app status {app_id}`",
+                args.timeout
+            )
+        })?;
+        if e.app_id != app_id {
+            continue;
+        }
+        if args.json {
+            println!("{}", serde_json::to_string(&e)?);
+        } else {
+            let bytes = if e.bytes_total > 0 {
+                format!(" {}/{} bytes", e.bytes_done, e.bytes_total)
+            } else {
+                String::new()
+            };
+            eprintln!(
+                "  {:<8}{bytes} {}",
+                format!("{:?}", e.stage).to_lowercase(),
+                e.message
+            );
+        }
+        match e.stage {
+            Stage::Done => return Ok(ExitCode::SUCCESS),
+            Stage::Failed => {
+                if !args.json {
+                    eprintln!("{app_id}: failed: {}", e.message);
+                }
+                return Ok(ExitCode::FAILURE);
+            }
+            _ => {}
+        }
+    }
+}
+
+pub fn install(id: &str, version: Option<String>, args: &FollowArgs) -> anyhow::Result<ExitCode> {
+    follow(
+        args,
+        id,
+        &format!("/v1/apps/{id}/install"),
+        json!({"version": version}),
+    )
+}
+
+pub fn uninstall(id: &str, purge: bool, args: &FollowArgs) -> anyhow::Result<ExitCode> {
+    follow(
+        args,
+        id,
+        &format!("/v1/apps/{id}/uninstall"),
+        json!({"purge": purge}),
+    )
+}
+
+pub fn set_running(id: &str, action: &str, args: &FollowArgs) -> anyhow::Result<ExitCode> {
+    follow(args, id, &format!("/v1/apps/{id}/{action}"), json!({}))
+}
+
+pub fn restart(id: &str, data: &DataArg) -> anyhow::Result<ExitCode> {
+    let v =
+        ApiClient::from_data_dir(&data.data)?.post(&format!("/v1/apps/{id}/restart"), json!({}))?;
+    println!("{v}");
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn list(data: &DataArg, json: bool) -> anyhow::Result<ExitCode> {
+    let v = ApiClient::from_data_dir(&data.data)?.get_json("/v1/apps")?;
+    if json {
+        println!("{v}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let apps = v.as_array().cloned().unwrap_or_default();
+    if apps.is_empty() {
+        println!("no apps installed");
+    }
+    for a in apps {
+        println!(
+            "{:<32} {:<12} {:<10} {}",
+            a["id"].as_str().unwrap_or("?"),
+            a["phase"].as_str().unwrap_or("?"),
+            a["version"].as_str().unwrap_or("-"),
+            a["last_error"].as_str().unwrap_or("")
+        );
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn status(id: &str, data: &DataArg, json: bool) -> anyhow::Result<ExitCode> {
+    let v = ApiClient::from_data_dir(&data.data)?.get_json(&format!("/v1/apps/{id}"))?;
+    if json {
+        println!("{v}");
+    } else {
+        println!(
+            "{id}: {} (version {})",
+            v["phase"].as_str().unwrap_or("?"),
+            v["version"].as_str().unwrap_or("-")
+        );
+        if let Some(e) = v["last_error"].as_str() {
+            println!("  last error: {e}");
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub fn logs(id: &str, data: &DataArg) -> anyhow::Result<ExitCode> {
+    print!(
+        "{}",
+        ApiClient::from_data_dir(&data.data)?.get_text(&format!("/v1/apps/{id}/logs"))?
+    );
+    Ok(ExitCode::SUCCESS)
+}

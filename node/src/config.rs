@@ -1,0 +1,166 @@
+//! The node's configuration: `<data>/config.toml`, overridable by flags.
+//!
+//! ```toml
+//! name = "node1"               # container names and labels; several nodes may share an engine
+//! api = "127.0.0.1:7420"       # local API, loopback only
+//! runtime = "podman"
+//! publish_ip = "127.0.0.1"     # host address app ports are published on
+//! origin_dir = "/srv/publish"  # a publish dir (root.json, timestamp.json, catalog.json, blobs/)
+//! root = "/etc/archy/root.json" # trust anchor, copied to <data>/root.json on first start
+//! relays = ["ws://127.0.0.1:7447"]
+//! me = "npub1..."              # the operator's key, for marketplace trust scores
+//! ```
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::{Path, PathBuf},
+};
+
+use serde::{Deserialize, Serialize};
+
+/// Default local API address.
+pub const DEFAULT_API: &str = "127.0.0.1:7420";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NodeConfig {
+    #[serde(default = "default_name")]
+    pub name: String,
+    #[serde(default = "default_api")]
+    pub api: SocketAddr,
+    #[serde(default = "default_runtime")]
+    pub runtime: String,
+    #[serde(default = "default_publish_ip")]
+    pub publish_ip: IpAddr,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin_dir: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub root: Option<PathBuf>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub relays: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub me: Option<String>,
+}
+
+fn default_name() -> String {
+    "node".into()
+}
+fn default_api() -> SocketAddr {
+    DEFAULT_API
+        .parse()
+        .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7420)))
+}
+fn default_runtime() -> String {
+    "podman".into()
+}
+fn default_publish_ip() -> IpAddr {
+    IpAddr::from([127, 0, 0, 1])
+}
+
+impl Default for NodeConfig {
+    fn default() -> Self {
+        Self {
+            name: default_name(),
+            api: default_api(),
+            runtime: default_runtime(),
+            publish_ip: default_publish_ip(),
+            origin_dir: None,
+            root: None,
+            relays: Vec::new(),
+            me: None,
+        }
+    }
+}
+
+/// Why the configuration is unusable.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{path}: {message}")]
+    Invalid { path: PathBuf, message: String },
+}
+
+impl NodeConfig {
+    /// Reads `<data>/config.toml`, or the defaults if there is none.
+    pub fn load(data: &Path) -> Result<Self, ConfigError> {
+        let path = data.join("config.toml");
+        let cfg: NodeConfig = match std::fs::read_to_string(&path) {
+            Ok(text) => toml::from_str(&text).map_err(|e| ConfigError::Invalid {
+                path: path.clone(),
+                message: e.to_string(),
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => NodeConfig::default(),
+            Err(source) => return Err(ConfigError::Io { path, source }),
+        };
+        cfg.check()
+            .map_err(|message| ConfigError::Invalid { path, message })?;
+        Ok(cfg)
+    }
+
+    /// Writes `<data>/config.toml` atomically.
+    pub fn save(&self, data: &Path) -> Result<(), ConfigError> {
+        let path = data.join("config.toml");
+        let text = toml::to_string_pretty(self).map_err(|e| ConfigError::Invalid {
+            path: path.clone(),
+            message: e.to_string(),
+        })?;
+        archy_catalog::fsutil::write_atomic(&path, text.as_bytes())
+            .map_err(|source| ConfigError::Io { path, source })
+    }
+
+    /// The API must stay on loopback; names must be usable in container names.
+    pub fn check(&self) -> Result<(), String> {
+        if !self.api.ip().is_loopback() {
+            return Err(format!(
+                "api = {}: the local API only listens on loopback addresses",
+                self.api
+            ));
+        }
+        if self.name.is_empty()
+            || !self
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return Err(format!(
+                "name = {:?}: letters, digits, '-' and '_' only",
+                self.name
+            ));
+        }
+        if self.runtime != "podman" {
+            return Err(format!(
+                "runtime = {:?}: only \"podman\" is available in this build",
+                self.runtime
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_round_trip_and_bad_values_are_named() {
+        let d = tempfile::tempdir().unwrap();
+        assert_eq!(NodeConfig::load(d.path()).unwrap(), NodeConfig::default());
+        let mut c = NodeConfig::default();
+        c.name = "n1".into();
+        c.relays = vec!["ws://127.0.0.1:7447".into()];
+        c.save(d.path()).unwrap();
+        assert_eq!(NodeConfig::load(d.path()).unwrap(), c);
+        std::fs::write(d.path().join("config.toml"), "api = \"0.0.0.0:7420\"\n").unwrap();
+        let e = NodeConfig::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("config.toml") && e.contains("loopback"), "{e}");
+        std::fs::write(d.path().join("config.toml"), "colour = 1\n").unwrap();
+        assert!(NodeConfig::load(d.path())
+            .unwrap_err()
+            .to_string()
+            .contains("colour"));
+    }
+}

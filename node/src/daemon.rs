@@ -1,0 +1,809 @@
+//! `archy node run`: the node daemon.
+//!
+//! It keeps the verified catalog fresh (from the origin), runs the level-triggered
+//! reconciler (on start, every 30 s, and whenever the operator changes something) and
+//! serves the local API. The API listens on loopback only and every request needs the
+//! bearer token stored in `<data>/api.token` (mode 0600); the bound address is written to
+//! `<data>/api.addr` for the CLI.
+//!
+//! Routes (all JSON unless noted):
+//!
+//! | method | path | what |
+//! |---|---|---|
+//! | GET | `/v1/status` | node name, runtime, catalog version and age, apps |
+//! | GET | `/v1/apps` | every app with its phase |
+//! | GET | `/v1/apps/{id}` | one app (404 once uninstalled: no ghosts) |
+//! | POST | `/v1/apps/{id}/install` | `{"version": "1.0.0"?}` or `{"market": {...}}` |
+//! | POST | `/v1/apps/{id}/uninstall` | `{"purge": false}` |
+//! | POST | `/v1/apps/{id}/start`, `/stop`, `/restart` | |
+//! | GET | `/v1/apps/{id}/logs` | text |
+//! | GET | `/v1/events` | server-sent events, one [`ProgressEvent`] per `data:` line |
+//! | GET | `/metrics` | Prometheus text format |
+
+use std::{
+    collections::{BTreeMap, BTreeSet},
+    convert::Infallible,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use anyhow::Context;
+use archy_catalog::{Catalog, Limits, TrustedState};
+use axum::{
+    extract::{Path as UrlPath, State},
+    http::{HeaderMap, StatusCode},
+    response::{
+        sse::{Event, KeepAlive, Sse},
+        IntoResponse, Response,
+    },
+    routing::{get, post},
+    Json, Router,
+};
+use serde::Deserialize;
+use serde_json::json;
+use tokio::sync::{broadcast, Mutex, Notify};
+
+use crate::{
+    config::NodeConfig,
+    executor::{self, AppTarget, DirImageSource, ProgressEvent, Stage},
+    planner::{self, DesiredApp},
+    runtime::{podman::Podman, ContainerSpec, Runtime},
+    state::{self, AppSource, Condition, DesiredRecord, Phase, StateStore},
+};
+
+/// How often the reconciler runs without being woken.
+pub const RESYNC: Duration = Duration::from_secs(30);
+
+struct Node {
+    data: PathBuf,
+    cfg: NodeConfig,
+    store: Mutex<StateStore>,
+    runtime: Arc<Podman>,
+    catalog: Mutex<Option<(Catalog, u64)>>,
+    events: broadcast::Sender<ProgressEvent>,
+    wake: Notify,
+    token: String,
+    metrics: Metrics,
+}
+
+#[derive(Default)]
+struct Metrics {
+    reconcile_passes: AtomicU64,
+    actions: AtomicU64,
+    failures: AtomicU64,
+    verification_failures: AtomicU64,
+}
+
+/// Runs the daemon until Ctrl-C or SIGTERM.
+pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
+    std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    cfg.check().map_err(anyhow::Error::msg)?;
+    Podman::check().map_err(|why| anyhow::anyhow!("podman does not work here: {why}"))?;
+    let token = load_or_create_token(&data)?;
+    let mut store = StateStore::open(&data)?;
+    let anchor = data.join("root.json");
+    if !anchor.exists() {
+        if let Some(root) = &cfg.root {
+            std::fs::copy(root, &anchor)
+                .with_context(|| format!("cannot copy the trust anchor {}", root.display()))?;
+        }
+    }
+    if store.state.trusted.is_none() && anchor.exists() {
+        let bytes = std::fs::read(&anchor)?;
+        store.state.trusted = Some(
+            TrustedState::bootstrap(&bytes, &Limits::default())
+                .context("trust anchor root.json")?,
+        );
+        store.save()?;
+    }
+    let listener = tokio::net::TcpListener::bind(cfg.api)
+        .await
+        .with_context(|| format!("cannot listen on {}", cfg.api))?;
+    let addr = listener.local_addr()?;
+    archy_catalog::fsutil::write_atomic(&data.join("api.addr"), addr.to_string().as_bytes())?;
+    let (events, _) = broadcast::channel(1024);
+    let node = Arc::new(Node {
+        runtime: Arc::new(Podman::new(cfg.name.clone())),
+        data,
+        cfg,
+        store: Mutex::new(store),
+        catalog: Mutex::new(None),
+        events,
+        wake: Notify::new(),
+        token,
+        metrics: Metrics::default(),
+    });
+    tracing::info!(%addr, node = %node.cfg.name, "local API listening");
+    println!(
+        "archy node {} listening on http://{addr} (token in {})",
+        node.cfg.name,
+        node.data.join("api.token").display()
+    );
+
+    let reconciler = tokio::spawn(reconcile_loop(node.clone()));
+    let app = Router::new()
+        .route("/v1/status", get(status))
+        .route("/v1/apps", get(list_apps))
+        .route("/v1/apps/{id}", get(get_app))
+        .route("/v1/apps/{id}/install", post(install))
+        .route("/v1/apps/{id}/uninstall", post(uninstall))
+        .route("/v1/apps/{id}/start", post(|s, p| set_running(s, p, true)))
+        .route("/v1/apps/{id}/stop", post(|s, p| set_running(s, p, false)))
+        .route("/v1/apps/{id}/restart", post(restart))
+        .route("/v1/apps/{id}/logs", get(logs))
+        .route("/v1/events", get(event_stream))
+        .route("/metrics", get(metrics))
+        .layer(axum::middleware::from_fn_with_state(node.clone(), auth))
+        .with_state(node.clone());
+    axum::serve(listener, app)
+        .with_graceful_shutdown(shutdown_signal())
+        .await?;
+    reconciler.abort();
+    Ok(())
+}
+
+fn load_or_create_token(data: &Path) -> anyhow::Result<String> {
+    let path = data.join("api.token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        if t.trim().len() >= 32 {
+            return Ok(t.trim().to_string());
+        }
+    }
+    let mut b = [0u8; 32];
+    getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
+    let token = hex::encode(b);
+    archy_catalog::fsutil::write_atomic_mode(&path, token.as_bytes(), Some(0o600))?;
+    Ok(token)
+}
+
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}
+
+async fn auth(
+    State(node): State<Arc<Node>>,
+    headers: HeaderMap,
+    req: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let ok = headers
+        .get("authorization")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "))
+        .is_some_and(|t| constant_time_eq(t.as_bytes(), node.token.as_bytes()));
+    if ok {
+        next.run(req).await
+    } else {
+        (
+            StatusCode::UNAUTHORIZED,
+            Json(json!({"error": "missing or wrong bearer token (see <data>/api.token)"})),
+        )
+            .into_response()
+    }
+}
+
+fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+fn error(code: StatusCode, msg: impl Into<String>) -> Response {
+    (code, Json(json!({"error": msg.into()}))).into_response()
+}
+
+async fn status(State(node): State<Arc<Node>>) -> Response {
+    let catalog = node.catalog.lock().await.as_ref().map(|(c, at)| json!({"version": c.version, "apps": c.apps.len(), "age_seconds": state::now().saturating_sub(*at)}));
+    let store = node.store.lock().await;
+    let apps: BTreeMap<_, _> = store
+        .state
+        .conditions
+        .iter()
+        .map(|(k, c)| (k.clone(), c.phase))
+        .collect();
+    Json(json!({
+        "name": node.cfg.name,
+        "runtime": node.runtime.name(),
+        "catalog": catalog,
+        "trusted_versions": store.state.trusted.as_ref().map(|t| json!({"root": t.root_version, "timestamp": t.timestamp_version, "catalog": t.catalog_version})),
+        "apps": apps,
+    }))
+    .into_response()
+}
+
+fn app_json(
+    id: &str,
+    desired: Option<&DesiredRecord>,
+    cond: Option<&Condition>,
+) -> serde_json::Value {
+    json!({
+        "id": id,
+        "desired": desired.map(|d| json!({"running": d.running, "generation": d.generation, "source": match &d.source {
+            AppSource::Catalog { version } => json!({"kind": "catalog", "version": version}),
+            AppSource::Market { handle, .. } => json!({"kind": "market", "handle": handle}),
+        }})),
+        "phase": cond.map(|c| c.phase).unwrap_or(Phase::Pending),
+        "version": cond.and_then(|c| c.version.clone()),
+        "last_error": cond.and_then(|c| c.last_error.clone()),
+        "observed_generation": cond.map(|c| c.observed_generation),
+        "failures": cond.map(|c| c.failures),
+    })
+}
+
+async fn list_apps(State(node): State<Arc<Node>>) -> Response {
+    let store = node.store.lock().await;
+    let s = &store.state;
+    let ids: BTreeSet<&String> = s.desired.keys().chain(s.conditions.keys()).collect();
+    Json(
+        ids.into_iter()
+            .map(|id| app_json(id, s.desired.get(id), s.conditions.get(id)))
+            .collect::<Vec<_>>(),
+    )
+    .into_response()
+}
+
+async fn get_app(State(node): State<Arc<Node>>, UrlPath(id): UrlPath<String>) -> Response {
+    let store = node.store.lock().await;
+    let s = &store.state;
+    if !s.desired.contains_key(&id) && !s.conditions.contains_key(&id) {
+        return error(StatusCode::NOT_FOUND, format!("{id} is not installed"));
+    }
+    Json(app_json(&id, s.desired.get(&id), s.conditions.get(&id))).into_response()
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+struct InstallBody {
+    version: Option<String>,
+    market: Option<MarketInstall>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MarketInstall {
+    handle: String,
+    manifest: archy_catalog::AppManifest,
+    image: archy_catalog::ImageRef,
+}
+
+async fn install(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    body: Option<Json<InstallBody>>,
+) -> Response {
+    let body = body.map(|Json(b)| b).unwrap_or_default();
+    let source = match body.market {
+        Some(m) => {
+            if m.manifest.id != id {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!("the announced manifest is {} not {id}", m.manifest.id),
+                );
+            }
+            if let Err(e) = m
+                .manifest
+                .validate_with(archy_catalog::manifest::ImageField::Hash)
+            {
+                return error(StatusCode::BAD_REQUEST, e.to_string());
+            }
+            if m.manifest.image_hash() != Some(m.image.hash) {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    "the manifest does not name the announced image",
+                );
+            }
+            AppSource::Market {
+                handle: m.handle,
+                manifest: Box::new(m.manifest),
+                image: m.image,
+            }
+        }
+        None => {
+            if let Err(e) = sync_catalog(&node).await {
+                tracing::warn!(error = %e, "catalog sync failed; using the last verified catalog");
+            }
+            let catalog = node.catalog.lock().await;
+            let Some((c, _)) = catalog.as_ref() else {
+                return error(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    "no verified catalog yet (is origin_dir configured and reachable?)",
+                );
+            };
+            match c.release(&id, body.version.as_deref()) {
+                Some(r) => {
+                    if let Err(e) = r.check() {
+                        return error(
+                            StatusCode::UNPROCESSABLE_ENTITY,
+                            format!("{id}: refused by policy: {e}"),
+                        );
+                    }
+                }
+                None => {
+                    return error(
+                        StatusCode::NOT_FOUND,
+                        format!(
+                            "{id}{} is not in the signed catalog v{}",
+                            body.version
+                                .as_ref()
+                                .map(|v| format!("@{v}"))
+                                .unwrap_or_default(),
+                            c.version
+                        ),
+                    )
+                }
+            }
+            AppSource::Catalog {
+                version: body.version,
+            }
+        }
+    };
+    let mut store = node.store.lock().await;
+    let generation = store
+        .state
+        .desired
+        .get(&id)
+        .map(|d| d.generation + 1)
+        .unwrap_or(1);
+    store.state.uninstalling.remove(&id);
+    store.state.desired.insert(
+        id.clone(),
+        DesiredRecord {
+            source,
+            running: true,
+            generation,
+        },
+    );
+    let cond = store
+        .state
+        .conditions
+        .entry(id.clone())
+        .or_insert(Condition {
+            phase: Phase::Pending,
+            version: None,
+            last_error: None,
+            observed_generation: 0,
+            failures: 0,
+            retry_at: 0,
+            updated_at: state::now(),
+        });
+    cond.retry_at = 0;
+    cond.failures = 0;
+    if let Err(e) = store.save() {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot save state: {e}"),
+        );
+    }
+    drop(store);
+    node.wake.notify_one();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "generation": generation})),
+    )
+        .into_response()
+}
+
+#[derive(Deserialize, Default)]
+struct UninstallBody {
+    #[serde(default)]
+    purge: bool,
+}
+
+async fn uninstall(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    body: Option<Json<UninstallBody>>,
+) -> Response {
+    let purge = body.map(|Json(b)| b.purge).unwrap_or(false);
+    let mut store = node.store.lock().await;
+    if !store.state.desired.contains_key(&id) && !store.state.conditions.contains_key(&id) {
+        return error(StatusCode::NOT_FOUND, format!("{id} is not installed"));
+    }
+    store.state.desired.remove(&id);
+    store.state.uninstalling.insert(id.clone(), purge);
+    if let Some(c) = store.state.conditions.get_mut(&id) {
+        c.phase = Phase::Uninstalling;
+        c.retry_at = 0;
+    }
+    if let Err(e) = store.save() {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot save state: {e}"),
+        );
+    }
+    drop(store);
+    node.wake.notify_one();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "purge": purge})),
+    )
+        .into_response()
+}
+
+async fn set_running(
+    State(node): State<Arc<Node>>,
+    UrlPath(id): UrlPath<String>,
+    running: bool,
+) -> Response {
+    let mut store = node.store.lock().await;
+    let Some(d) = store.state.desired.get_mut(&id) else {
+        return error(StatusCode::NOT_FOUND, format!("{id} is not installed"));
+    };
+    d.running = running;
+    d.generation += 1;
+    let generation = d.generation;
+    if let Err(e) = store.save() {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot save state: {e}"),
+        );
+    }
+    drop(store);
+    node.wake.notify_one();
+    (
+        StatusCode::ACCEPTED,
+        Json(json!({"id": id, "generation": generation, "running": running})),
+    )
+        .into_response()
+}
+
+async fn restart(State(node): State<Arc<Node>>, UrlPath(id): UrlPath<String>) -> Response {
+    if !node.store.lock().await.state.desired.contains_key(&id) {
+        return error(StatusCode::NOT_FOUND, format!("{id} is not installed"));
+    }
+    let rt = node.runtime.clone();
+    let app = id.clone();
+    match tokio::task::spawn_blocking(move || rt.stop(&app).and_then(|_| rt.start(&app))).await {
+        Ok(Ok(())) => Json(json!({"id": id, "restarted": true})).into_response(),
+        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn logs(State(node): State<Arc<Node>>, UrlPath(id): UrlPath<String>) -> Response {
+    let rt = node.runtime.clone();
+    match tokio::task::spawn_blocking(move || rt.logs(&id, 200)).await {
+        Ok(Ok(text)) => text.into_response(),
+        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e.to_string()),
+        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
+async fn event_stream(
+    State(node): State<Arc<Node>>,
+) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+    let rx = node.events.subscribe();
+    let stream = futures_util::stream::unfold(rx, |mut rx| async move {
+        loop {
+            match rx.recv().await {
+                Ok(e) => {
+                    let ev = Event::default().data(serde_json::to_string(&e).unwrap_or_default());
+                    return Some((Ok(ev), rx));
+                }
+                Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                Err(broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    Sse::new(stream).keep_alive(KeepAlive::default())
+}
+
+async fn metrics(State(node): State<Arc<Node>>) -> Response {
+    let store = node.store.lock().await;
+    let mut out = String::new();
+    let m = &node.metrics;
+    for (name, help, v) in [
+        (
+            "archy_reconcile_passes_total",
+            "Reconcile passes run.",
+            m.reconcile_passes.load(Ordering::Relaxed),
+        ),
+        (
+            "archy_reconcile_actions_total",
+            "Actions performed by the reconciler.",
+            m.actions.load(Ordering::Relaxed),
+        ),
+        (
+            "archy_reconcile_failures_total",
+            "App reconciles that failed.",
+            m.failures.load(Ordering::Relaxed),
+        ),
+        (
+            "archy_verification_failures_total",
+            "Documents or images refused by verification.",
+            m.verification_failures.load(Ordering::Relaxed),
+        ),
+    ] {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
+        ));
+    }
+    out.push_str("# HELP archy_app_phase Apps by phase.\n# TYPE archy_app_phase gauge\n");
+    let mut by_phase: BTreeMap<String, u64> = BTreeMap::new();
+    for c in store.state.conditions.values() {
+        *by_phase
+            .entry(format!("{:?}", c.phase).to_lowercase())
+            .or_default() += 1;
+    }
+    for (p, n) in by_phase {
+        out.push_str(&format!("archy_app_phase{{phase=\"{p}\"}} {n}\n"));
+    }
+    if let Some(t) = &store.state.trusted {
+        out.push_str(&format!("# HELP archy_catalog_version Highest accepted catalog version.\n# TYPE archy_catalog_version gauge\narchy_catalog_version {}\n", t.catalog_version));
+    }
+    ([("content-type", "text/plain; version=0.0.4")], out).into_response()
+}
+
+/// Pulls and verifies the head from the origin dir; keeps the last verified catalog on
+/// failure (and says why).
+async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
+    let Some(dir) = node.cfg.origin_dir.clone() else {
+        anyhow::bail!("no origin configured");
+    };
+    let ts = tokio::fs::read(dir.join("timestamp.json"))
+        .await
+        .context("origin timestamp.json")?;
+    let cat = tokio::fs::read(dir.join("catalog.json"))
+        .await
+        .context("origin catalog.json")?;
+    let mut store = node.store.lock().await;
+    let Some(trusted) = store.state.trusted.clone() else {
+        anyhow::bail!("no trust anchor: put the publisher's root.json in the data dir or set `root` in config.toml");
+    };
+    let mut next = trusted;
+    let now = chrono::Utc::now();
+    let limits = Limits::default();
+    let verified = next
+        .verify_timestamp(&ts, now, &limits)
+        .and_then(|t| next.verify_catalog(&cat, Some(&t), now, &limits));
+    match verified {
+        Ok(catalog) => {
+            store.state.trusted = Some(next);
+            store.save()?;
+            *node.catalog.lock().await = Some((catalog, state::now()));
+            Ok(())
+        }
+        Err(e) => {
+            node.metrics
+                .verification_failures
+                .fetch_add(1, Ordering::Relaxed);
+            Err(anyhow::anyhow!("origin head refused: {e}"))
+        }
+    }
+}
+
+async fn reconcile_loop(node: Arc<Node>) {
+    loop {
+        if let Err(e) = sync_catalog(&node).await {
+            tracing::warn!(error = %e, "catalog sync");
+        }
+        reconcile_all(&node).await;
+        node.metrics
+            .reconcile_passes
+            .fetch_add(1, Ordering::Relaxed);
+        let _ = tokio::time::timeout(RESYNC, node.wake.notified()).await;
+    }
+}
+
+/// One level-triggered pass over every app we want, are removing, or still find in the
+/// runtime.
+async fn reconcile_all(node: &Arc<Node>) {
+    let observed: Vec<String> = {
+        let rt = node.runtime.clone();
+        tokio::task::spawn_blocking(move || {
+            rt.list()
+                .map(|l| l.into_iter().map(|c| c.app_id).collect())
+                .unwrap_or_default()
+        })
+        .await
+        .unwrap_or_default()
+    };
+    let ids: BTreeSet<String> = {
+        let s = &node.store.lock().await.state;
+        s.desired
+            .keys()
+            .chain(s.uninstalling.keys())
+            .cloned()
+            .chain(observed)
+            .collect()
+    };
+    for id in ids {
+        reconcile_one(node, &id).await;
+    }
+}
+
+async fn reconcile_one(node: &Arc<Node>, id: &str) {
+    let (record, recorded, purge, retry_at) = {
+        let s = &node.store.lock().await.state;
+        (
+            s.desired.get(id).cloned(),
+            s.conditions.contains_key(id),
+            s.uninstalling.get(id).copied(),
+            s.conditions.get(id).map(|c| c.retry_at).unwrap_or(0),
+        )
+    };
+    if retry_at > state::now() {
+        return;
+    }
+    let target = match &record {
+        Some(r) => match build_target(node, id, r).await {
+            Ok(t) => Some(t),
+            Err(e) => {
+                record_result(node, id, record.as_ref(), None, Err(e.to_string())).await;
+                return;
+            }
+        },
+        None => None,
+    };
+    let images = DirImageSource {
+        dir: node
+            .cfg
+            .origin_dir
+            .clone()
+            .unwrap_or_default()
+            .join("blobs"),
+    };
+    let rt = node.runtime.clone();
+    let events = node.events.clone();
+    let app = id.to_string();
+    let t = target.clone();
+    // The terminal event is held back until the state (and, on purge, the data dir)
+    // reflects the outcome, so a client that sees `done` sees the finished result.
+    let (result, terminal) = tokio::task::spawn_blocking(move || {
+        let mut terminal = None;
+        let r = executor::reconcile(
+            rt.as_ref(),
+            &images,
+            &app,
+            t.as_ref().map(|(t, _)| t),
+            recorded,
+            &mut |e| {
+                if is_terminal(e.stage) {
+                    terminal = Some(e);
+                } else {
+                    let _ = events.send(e);
+                }
+            },
+        );
+        (r.map_err(|e| e.to_string()), terminal)
+    })
+    .await
+    .unwrap_or_else(|e| (Err(e.to_string()), None));
+    let finish = |node: &Arc<Node>| {
+        if let Some(e) = terminal {
+            let _ = node.events.send(e);
+        }
+    };
+    if let Ok(actions) = &result {
+        node.metrics
+            .actions
+            .fetch_add(actions.len() as u64, Ordering::Relaxed);
+    }
+    if record.is_none() && result.is_ok() {
+        // Uninstalled: nothing of it stays in state; data stays unless purged.
+        let mut store = node.store.lock().await;
+        store.state.conditions.remove(id);
+        store.state.uninstalling.remove(id);
+        let _ = store.save();
+        if purge == Some(true) {
+            let _ = std::fs::remove_dir_all(node.data.join("apps").join(id));
+        }
+        drop(store);
+        finish(node);
+        return;
+    }
+    let version = target.map(|(_, v)| v);
+    record_result(node, id, record.as_ref(), version, result.map(|_| ())).await;
+    finish(node);
+}
+
+async fn record_result(
+    node: &Arc<Node>,
+    id: &str,
+    record: Option<&DesiredRecord>,
+    version: Option<String>,
+    result: Result<(), String>,
+) {
+    let mut store = node.store.lock().await;
+    let cond = store
+        .state
+        .conditions
+        .entry(id.to_string())
+        .or_insert(Condition {
+            phase: Phase::Pending,
+            version: None,
+            last_error: None,
+            observed_generation: 0,
+            failures: 0,
+            retry_at: 0,
+            updated_at: 0,
+        });
+    cond.updated_at = state::now();
+    match result {
+        Ok(()) => {
+            cond.phase = if record.is_some_and(|r| r.running) {
+                Phase::Running
+            } else {
+                Phase::Stopped
+            };
+            cond.last_error = None;
+            cond.failures = 0;
+            cond.retry_at = 0;
+            if let Some(r) = record {
+                cond.observed_generation = r.generation;
+            }
+            if version.is_some() {
+                cond.version = version;
+            }
+        }
+        Err(e) => {
+            node.metrics.failures.fetch_add(1, Ordering::Relaxed);
+            cond.phase = Phase::Failed;
+            cond.failures = planner::next_failures(cond.failures, true, None);
+            cond.retry_at = state::now() + planner::backoff(cond.failures).as_secs();
+            cond.last_error = Some(e);
+        }
+    }
+    let _ = store.save();
+}
+
+/// The executor's target for a desired app: its release from the verified catalog (or
+/// the stored market announcement), policy-checked, and the container spec.
+async fn build_target(
+    node: &Node,
+    id: &str,
+    r: &DesiredRecord,
+) -> anyhow::Result<(AppTarget, String)> {
+    let (manifest, image) = match &r.source {
+        AppSource::Catalog { version } => {
+            let catalog = node.catalog.lock().await;
+            let (c, _) = catalog.as_ref().context("no verified catalog yet")?;
+            let rel = c
+                .release(id, version.as_deref())
+                .with_context(|| format!("{id} is not in catalog v{}", c.version))?;
+            rel.check()
+                .map_err(|e| anyhow::anyhow!("{id}: refused by policy: {e}"))?;
+            (rel.manifest.clone(), rel.image.clone())
+        }
+        AppSource::Market {
+            manifest, image, ..
+        } => ((**manifest).clone(), image.clone()),
+    };
+    let m = manifest.normalized();
+    let version = m.version.clone();
+    let desired = DesiredApp {
+        app_id: id.to_string(),
+        manifest_hash: m.manifest_hash(),
+        image: image.hash,
+        running: r.running,
+        dependencies_ready: true,
+    };
+    let spec = ContainerSpec {
+        manifest_hash: m.manifest_hash(),
+        manifest: m,
+        image,
+        publish_ip: node.cfg.publish_ip,
+        data_dir: node.data.join("apps").join(id),
+        secrets: Default::default(),
+    };
+    Ok((AppTarget { desired, spec }, version))
+}
+
+/// Terminal stages, for clients following the event stream.
+pub fn is_terminal(stage: Stage) -> bool {
+    matches!(stage, Stage::Done | Stage::Failed)
+}

@@ -1,0 +1,137 @@
+//! The node's persistent state: what the operator asked for and what happened.
+//!
+//! One JSON document, `<data>/state.json`, replaced atomically (write, fsync, rename) on
+//! every change, so a daemon killed at any point restarts from the last complete state.
+//! It holds the accepted trust state (document versions), desired apps with a generation
+//! counter, and per-app conditions (phase, last error, observed generation, backoff).
+
+use std::{
+    collections::BTreeMap,
+    path::{Path, PathBuf},
+};
+
+use archy_catalog::{AppManifest, ImageRef, TrustedState};
+use serde::{Deserialize, Serialize};
+
+/// Where a desired app comes from.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum AppSource {
+    /// The signed catalog (optionally pinned to a version).
+    Catalog { version: Option<String> },
+    /// A marketplace announcement, resolved at install time and kept here.
+    Market {
+        handle: String,
+        manifest: Box<AppManifest>,
+        image: ImageRef,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DesiredRecord {
+    pub source: AppSource,
+    /// Started (true) or installed but stopped (false).
+    pub running: bool,
+    /// Bumped on every change the operator makes.
+    pub generation: u64,
+}
+
+/// Where an app stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Phase {
+    Pending,
+    Installing,
+    Running,
+    Stopped,
+    Failed,
+    Uninstalling,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Condition {
+    pub phase: Phase,
+    pub version: Option<String>,
+    pub last_error: Option<String>,
+    /// The desired generation the last successful reconcile applied.
+    pub observed_generation: u64,
+    /// Consecutive failures (drives the backoff).
+    pub failures: u32,
+    /// Unix seconds before which the app is not retried.
+    pub retry_at: u64,
+    pub updated_at: u64,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct NodeState {
+    pub trusted: Option<TrustedState>,
+    pub desired: BTreeMap<String, DesiredRecord>,
+    pub conditions: BTreeMap<String, Condition>,
+    /// Apps being uninstalled, with whether their data is purged.
+    #[serde(default)]
+    pub uninstalling: BTreeMap<String, bool>,
+}
+
+/// The state file and its in-memory copy.
+#[derive(Debug)]
+pub struct StateStore {
+    path: PathBuf,
+    pub state: NodeState,
+}
+
+impl StateStore {
+    /// Opens `<data>/state.json` (empty state if missing). A corrupt file is an error,
+    /// never silently replaced.
+    pub fn open(data: &Path) -> Result<Self, std::io::Error> {
+        let path = data.join("state.json");
+        let state = match std::fs::read(&path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| {
+                std::io::Error::other(format!("{}: corrupt state: {e}", path.display()))
+            })?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => NodeState::default(),
+            Err(e) => return Err(e),
+        };
+        Ok(Self { path, state })
+    }
+
+    /// Writes the state atomically.
+    pub fn save(&self) -> Result<(), std::io::Error> {
+        let bytes = serde_json::to_vec_pretty(&self.state).map_err(std::io::Error::other)?;
+        archy_catalog::fsutil::write_atomic_mode(&self.path, &bytes, Some(0o600))
+    }
+}
+
+/// Unix seconds now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn state_survives_reopen_and_corruption_is_an_error() {
+        let d = tempfile::tempdir().unwrap();
+        let mut s = StateStore::open(d.path()).unwrap();
+        s.state.desired.insert(
+            "org.example.hello".into(),
+            DesiredRecord {
+                source: AppSource::Catalog { version: None },
+                running: true,
+                generation: 3,
+            },
+        );
+        s.save().unwrap();
+        let again = StateStore::open(d.path()).unwrap();
+        assert_eq!(again.state, s.state);
+        std::fs::write(d.path().join("state.json"), b"{torn").unwrap();
+        assert!(StateStore::open(d.path())
+            .unwrap_err()
+            .to_string()
+            .contains("corrupt state"));
+    }
+}
