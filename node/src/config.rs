@@ -149,9 +149,11 @@ mod tests {
     fn defaults_round_trip_and_bad_values_are_named() {
         let d = tempfile::tempdir().unwrap();
         assert_eq!(NodeConfig::load(d.path()).unwrap(), NodeConfig::default());
-        let mut c = NodeConfig::default();
-        c.name = "n1".into();
-        c.relays = vec!["ws://127.0.0.1:7447".into()];
+        let c = NodeConfig {
+            name: "n1".into(),
+            relays: vec!["ws://127.0.0.1:7447".into()],
+            ..NodeConfig::default()
+        };
         c.save(d.path()).unwrap();
         assert_eq!(NodeConfig::load(d.path()).unwrap(), c);
         std::fs::write(d.path().join("config.toml"), "api = \"0.0.0.0:7420\"\n").unwrap();
