@@ -621,12 +621,35 @@ async fn reconcile_all(node: &Arc<Node>) {
             .chain(observed)
             .collect()
     };
+    // Apps waiting for a dependency get another go once something else has come up.
+    let mut waiting: Vec<String> = Vec::new();
     for id in ids {
-        reconcile_one(node, &id).await;
+        if reconcile_one(node, &id).await == Outcome::Waiting {
+            waiting.push(id);
+        }
+    }
+    for _ in 0..3 {
+        let before = waiting.len();
+        let mut still = Vec::new();
+        for id in waiting {
+            if reconcile_one(node, &id).await == Outcome::Waiting {
+                still.push(id);
+            }
+        }
+        waiting = still;
+        if waiting.is_empty() || waiting.len() == before {
+            break;
+        }
     }
 }
 
-async fn reconcile_one(node: &Arc<Node>, id: &str) {
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Outcome {
+    Done,
+    Waiting,
+}
+
+async fn reconcile_one(node: &Arc<Node>, id: &str) -> Outcome {
     let (record, recorded, purge, retry_at) = {
         let s = &node.store.lock().await.state;
         (
@@ -637,26 +660,41 @@ async fn reconcile_one(node: &Arc<Node>, id: &str) {
         )
     };
     if retry_at > state::now() {
-        return;
+        return Outcome::Done;
     }
     let target = match &record {
         Some(r) => match build_target(node, id, r).await {
             Ok(t) => Some(t),
             Err(e) => {
                 record_result(node, id, record.as_ref(), None, Err(e.to_string())).await;
-                return;
+                return Outcome::Done;
             }
         },
         None => None,
     };
-    let images = DirImageSource {
-        dir: node
-            .cfg
-            .origin_dir
-            .clone()
-            .unwrap_or_default()
-            .join("blobs"),
-    };
+    if let Some((t, _)) = &target {
+        if let Some(missing) = unmet_dependency(node, &t.spec.manifest).await {
+            let mut store = node.store.lock().await;
+            if let Some(c) = store.state.conditions.get_mut(id) {
+                c.phase = Phase::Pending;
+                c.last_error = Some(format!("waiting for {missing}"));
+                c.updated_at = state::now();
+            }
+            let _ = store.save();
+            let _ = node.events.send(ProgressEvent {
+                app_id: id.to_string(),
+                stage: Stage::Plan,
+                bytes_done: 0,
+                bytes_total: 0,
+                message: format!("waiting for {missing}"),
+            });
+            return Outcome::Waiting;
+        }
+    }
+    // Local blobs first (delivered out of band or by an earlier fetch), then the origin's.
+    let mut dirs = vec![node.data.join("blobs")];
+    dirs.extend(node.cfg.origin_dir.as_ref().map(|d| d.join("blobs")));
+    let images = DirImageSource { dirs };
     let rt = node.runtime.clone();
     let events = node.events.clone();
     let app = id.to_string();
@@ -704,11 +742,31 @@ async fn reconcile_one(node: &Arc<Node>, id: &str) {
         }
         drop(store);
         finish(node);
-        return;
+        return Outcome::Done;
     }
     let version = target.map(|(_, v)| v);
     record_result(node, id, record.as_ref(), version, result.map(|_| ())).await;
     finish(node);
+    Outcome::Done
+}
+
+/// The first dependency that is not installed and running in a matching version.
+async fn unmet_dependency(node: &Node, m: &archy_catalog::AppManifest) -> Option<String> {
+    let store = node.store.lock().await;
+    for d in &m.dependencies {
+        let req = d.version_req.as_deref().unwrap_or("*");
+        let ok = store.state.conditions.get(&d.app_id).is_some_and(|c| {
+            c.phase == Phase::Running
+                && c.version
+                    .as_deref()
+                    .and_then(|v| semver::Version::parse(v).ok())
+                    .is_some_and(|v| semver::VersionReq::parse(req).is_ok_and(|r| r.matches(&v)))
+        });
+        if !ok {
+            return Some(format!("{} {req}", d.app_id));
+        }
+    }
+    None
 }
 
 async fn record_result(

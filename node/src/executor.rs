@@ -76,11 +76,12 @@ pub trait ImageSource {
     ) -> Result<PathBuf, ExecError>;
 }
 
-/// Archives in a directory, named by their BLAKE3 hex (what `catalog-signer catalog build
-/// --blobs DIR` writes and an origin serves).
+/// Archives in local directories, named by their BLAKE3 hex (what `catalog-signer catalog
+/// build --blobs DIR` writes and an origin serves). Directories are tried in order; a file
+/// that fails verification is skipped (and named in the error if nothing verifies).
 #[derive(Debug, Clone)]
 pub struct DirImageSource {
-    pub dir: PathBuf,
+    pub dirs: Vec<PathBuf>,
 }
 
 impl ImageSource for DirImageSource {
@@ -89,10 +90,30 @@ impl ImageSource for DirImageSource {
         image: &ImageRef,
         progress: &mut dyn FnMut(u64, u64),
     ) -> Result<PathBuf, ExecError> {
-        let path = self.dir.join(image.hash.to_hex());
-        verify_archive(&path, image)?;
-        progress(image.size, image.size);
-        Ok(path)
+        let mut problems = Vec::new();
+        for dir in &self.dirs {
+            let path = dir.join(image.hash.to_hex());
+            if !path.exists() {
+                continue;
+            }
+            match verify_archive(&path, image) {
+                Ok(()) => {
+                    progress(image.size, image.size);
+                    return Ok(path);
+                }
+                Err(e) => problems.push(format!("{}: {e}", path.display())),
+            }
+        }
+        match problems.is_empty() {
+            true => Err(ExecError::Fetch(format!(
+                "{} is in none of {:?}",
+                image.hash, self.dirs
+            ))),
+            false => Err(ExecError::Verify {
+                expected: format!("{} ({} bytes)", image.hash, image.size),
+                actual: problems.join("; "),
+            }),
+        }
     }
 }
 

@@ -126,7 +126,9 @@ fn executor_installs_converges_repairs_drift_and_uninstalls() {
     let blobs = d.path().join("blobs");
     fs::create_dir_all(&blobs).unwrap();
     fs::copy(&archive, blobs.join(image.hash.to_hex())).unwrap();
-    let source = DirImageSource { dir: blobs.clone() };
+    let source = DirImageSource {
+        dirs: vec![blobs.clone()],
+    };
     let node = format!("e{}", std::process::id());
     let rt = Podman::new(&node);
     let target = |m: &archy_catalog::AppManifest| {

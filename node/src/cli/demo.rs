@@ -22,11 +22,7 @@ use archy_catalog::{
     keys::{KeyMap, SecretKey},
     oci, Limits, TrustedState,
 };
-use archy_node::{
-    executor::{reconcile, AppTarget, DirImageSource, ProgressEvent},
-    planner::DesiredApp,
-    runtime::{podman::Podman, ContainerSpec, Runtime},
-};
+use archy_node::runtime::{podman::Podman, Runtime};
 use chrono::{Duration, Utc};
 
 /// Options of `archy demo`.
@@ -59,19 +55,32 @@ struct Ctx {
     relay_url: Option<String>,
     operator_npub: Option<String>,
     market_handle: Option<String>,
-    /// Apps installed on the demo's nodes, uninstalled when the demo ends.
-    installed: Vec<(Podman, String)>,
+    /// The demo's node daemons (index 0 is node 1), cleaned up when the demo ends.
+    nodes: Vec<DemoNode>,
     /// The market app found by search: its announced manifest and image.
     market_app: Option<serde_json::Value>,
 }
 
 impl Drop for Ctx {
     fn drop(&mut self) {
-        for (rt, app_id) in self.installed.drain(..) {
-            let _ = rt.remove(&app_id);
-            eprintln!("    removed {app_id} from {}", rt.node());
+        // Daemons first, so nothing recreates what is removed next.
+        self.services.clear();
+        for node in &self.nodes {
+            let rt = Podman::new(node.name.clone());
+            for c in rt.list().unwrap_or_default() {
+                let _ = rt.remove(&c.app_id);
+                eprintln!("    removed {} from {}", c.app_id, node.name);
+            }
         }
     }
+}
+
+/// One node of the demo: its data dir, engine name and the loopback address its apps
+/// publish on (127.0.0.2, .3, .4), so three nodes on one machine can run the same app.
+struct DemoNode {
+    data: PathBuf,
+    name: String,
+    ip: std::net::IpAddr,
 }
 
 struct Demo {
@@ -142,7 +151,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         relay_url: None,
         operator_npub: None,
         market_handle: None,
-        installed: Vec::new(),
+        nodes: Vec::new(),
         market_app: None,
     };
     let mut demo = Demo {
@@ -156,18 +165,26 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         make_keys_and_root(&c.dir)
     }) && demo.step("publisher: build + sign catalog", |c| {
         build_and_sign_catalog(&c.dir)
-    }) && demo.step("node: verify head as a node does", |c| {
+    }) && demo.step("publisher: verify as a node does", |c| {
         verify_as_node(&c.dir)
     }) && demo.step("runtime: podman", |_| check_podman())
+        && demo.step("nodes: start 3 daemons", start_nodes)
         && demo.step("node 1: install org.example.hello", |c| {
-            install_catalog_app(c, 1)
+            install_catalog_app(c, 1, "org.example.hello")
         })
         && demo.step("node 2: install org.example.hello", |c| {
-            install_catalog_app(c, 2)
+            install_catalog_app(c, 2, "org.example.hello")
         })
         && demo.step("node 3: install org.example.hello", |c| {
-            install_catalog_app(c, 3)
+            install_catalog_app(c, 3, "org.example.hello")
         })
+        && demo.step("node 1: install org.example.notes", |c| {
+            install_catalog_app(c, 1, "org.example.notes")
+        })
+        && demo.step("node 1: install org.example.status", |c| {
+            install_catalog_app(c, 1, "org.example.status")
+        })
+        && demo.step("nodes: same catalog everywhere", check_convergence)
         && demo.step("relay: embedded Nostr relay", start_relay)
         && demo.step("developer: publish third-party app", publish_market_app)
         && demo.step("operator: market search", search_market)
@@ -197,51 +214,51 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
 
 const BUSYBOX: &str = "/bin/busybox";
 
-/// The demo app: busybox httpd serving one page. Its image is packed here from the host's
-/// static busybox, so no registry is needed.
+/// The example apps shipped in the repository's `examples/`.
+const EXAMPLES: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/../examples");
+
+/// Packs each example's image (the host's static busybox plus the example's `www/`) and
+/// copies its manifest next to it, so no registry and no engine is needed.
 fn make_example_images(dir: &Path) -> anyhow::Result<String> {
     if !Path::new(BUSYBOX).exists() {
         bail!("{BUSYBOX} not found: install it with `apt-get install busybox-static`");
     }
-    let apps = dir.join("apps");
-    let rootfs = dir.join("rootfs/hello");
-    fs::create_dir_all(rootfs.join("bin"))?;
-    fs::create_dir_all(rootfs.join("www"))?;
-    fs::create_dir_all(&apps)?;
-    fs::copy(BUSYBOX, rootfs.join("bin/busybox")).context("copy busybox")?;
-    fs::write(rootfs.join("www/index.html"), "<h1>Hello from Archy</h1>\n")?;
-    let opts = oci::PackOptions {
-        config: oci::RuntimeConfig {
-            cmd: Some(vec![
-                "/bin/busybox".into(),
-                "httpd".into(),
-                "-f".into(),
-                "-p".into(),
-                "8080".into(),
-                "-h".into(),
-                "/www".into(),
-            ]),
-            ..Default::default()
-        },
-        ref_name: None,
-    };
-    let packed = oci::pack_rootfs(&rootfs, &apps.join("hello.oci.tar"), &opts)?;
-    fs::write(
-        apps.join("hello.yaml"),
-        r#"app:
-  id: org.example.hello
-  name: Hello
-  version: 1.0.0
-  category: demo
-  description: { short: "A tiny web server" }
-  container:
-    image: ./hello.oci.tar
-    cmd: ["/bin/busybox", "httpd", "-f", "-p", "8080", "-h", "/www"]
-    ports: [{ host: 18080, container: 8080 }]
-  health_check: { type: http, port: 8080, path: / }
-"#,
-    )?;
-    Ok(format!("hello.oci.tar, {} bytes", packed.size))
+    let examples = Path::new(EXAMPLES);
+    let mut made = Vec::new();
+    for entry in fs::read_dir(examples)
+        .with_context(|| format!("cannot read the examples in {}", examples.display()))?
+    {
+        let src = entry?.path();
+        if !src.join("app.yaml").exists() {
+            continue;
+        }
+        let name = src
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("app")
+            .to_string();
+        let out = dir.join("apps").join(&name);
+        let rootfs = dir.join("rootfs").join(&name);
+        fs::create_dir_all(rootfs.join("bin"))?;
+        fs::create_dir_all(rootfs.join("www"))?;
+        fs::create_dir_all(&out)?;
+        fs::copy(BUSYBOX, rootfs.join("bin/busybox")).context("copy busybox")?;
+        for f in fs::read_dir(src.join("www"))? {
+            let f = f?.path();
+            if let Some(n) = f.file_name() {
+                fs::copy(&f, rootfs.join("www").join(n))?;
+            }
+        }
+        let packed = oci::pack_rootfs(
+            &rootfs,
+            &out.join("image.oci.tar"),
+            &oci::PackOptions::default(),
+        )?;
+        fs::copy(src.join("app.yaml"), out.join("app.yaml"))?;
+        made.push(format!("{name} ({} KiB)", packed.size / 1024));
+    }
+    made.sort();
+    Ok(made.join(", "))
 }
 
 fn write_signed<T: serde::Serialize>(
@@ -333,17 +350,27 @@ fn verify_as_node(dir: &Path) -> anyhow::Result<String> {
     let mut state = TrustedState::bootstrap(&read("root.json")?, &limits)?;
     let ts = state.verify_timestamp(&read("timestamp.json")?, Utc::now(), &limits)?;
     let catalog = state.verify_catalog(&read("catalog.json")?, Some(&ts), Utc::now(), &limits)?;
-    let release = catalog
-        .release("org.example.hello", None)
-        .context("hello is in the catalog")?;
-    release.check().map_err(anyhow::Error::msg)?;
-    let (hash, size) = oci::hash_file(&publish.join("blobs").join(release.image.hash.to_hex()))?;
-    if hash != release.image.hash || size != release.image.size {
-        bail!("image blob does not match the catalog");
+    let problems = catalog.check_releases();
+    if let Some((at, why)) = problems.first() {
+        bail!("{at}: {why}");
+    }
+    for entry in catalog.apps.values() {
+        for release in entry.releases.values() {
+            let (hash, size) =
+                oci::hash_file(&publish.join("blobs").join(release.image.hash.to_hex()))?;
+            if hash != release.image.hash || size != release.image.size {
+                bail!(
+                    "image blob of {} does not match the catalog",
+                    release.manifest.id
+                );
+            }
+        }
     }
     Ok(format!(
-        "timestamp v{}, catalog v{}, image {} verified",
-        ts.version, catalog.version, hash
+        "timestamp v{}, catalog v{}: {} apps, every image verified",
+        ts.version,
+        catalog.version,
+        catalog.apps.len()
     ))
 }
 
@@ -518,69 +545,103 @@ fn search_market(c: &mut Ctx) -> anyhow::Result<String> {
     ))
 }
 
-/// Each demo node publishes its apps on its own loopback address (127.0.0.2, .3, .4), so
-/// three nodes on one machine can run the same app on the same port.
-fn node_ip(n: u8) -> std::net::IpAddr {
-    std::net::IpAddr::from([127, 0, 0, n + 1])
+fn path_str(p: &Path) -> String {
+    p.to_string_lossy().into_owned()
 }
 
-/// Installs `manifest` (whose image is `image`, found in `blobs`) on demo node `n` and
-/// checks it answers over HTTP.
-fn install_on_node(
-    c: &mut Ctx,
-    n: u8,
-    manifest: &archy_catalog::AppManifest,
-    image: &archy_catalog::ImageRef,
-    blobs: PathBuf,
-) -> anyhow::Result<String> {
-    let node_dir = c.dir.join(format!("node{n}"));
-    let m = manifest.normalized();
-    let rt = Podman::new(format!("demo{}-n{n}", std::process::id()));
-    let target = AppTarget {
-        desired: DesiredApp {
-            app_id: m.id.clone(),
-            manifest_hash: m.manifest_hash(),
-            image: image.hash,
-            running: true,
-            dependencies_ready: true,
-        },
-        spec: ContainerSpec {
-            manifest_hash: m.manifest_hash(),
-            manifest: m.clone(),
-            image: image.clone(),
-            publish_ip: node_ip(n),
-            data_dir: node_dir.join("apps").join(&m.id),
-            secrets: Default::default(),
-        },
-    };
-    c.installed.push((rt.clone(), m.id.clone()));
-    let mut stages = Vec::new();
-    let mut on_event = |e: ProgressEvent| {
-        eprintln!("    [{:?}] {}", e.stage, e.message);
-        stages.push(e.stage);
-    };
-    reconcile(
-        &rt,
-        &DirImageSource { dir: blobs },
-        &m.id,
-        Some(&target),
-        false,
-        &mut on_event,
+/// Three `archy node run` daemons, each with its own data dir, trust anchor copy and
+/// loopback address, all pointed at the origin's publish dir.
+fn start_nodes(c: &mut Ctx) -> anyhow::Result<String> {
+    let publish = c.dir.join("publish");
+    let mut seen = Vec::new();
+    for n in 1..=3u8 {
+        let data = c.dir.join(format!("node{n}"));
+        let name = format!("demo{}-n{n}", std::process::id());
+        let ip = std::net::IpAddr::from([127, 0, 0, n + 1]);
+        let args = [
+            "node".to_string(),
+            "run".into(),
+            "--data".into(),
+            path_str(&data),
+            "--name".into(),
+            name.clone(),
+            "--api".into(),
+            "127.0.0.1:0".into(),
+            "--origin-dir".into(),
+            path_str(&publish),
+            "--root".into(),
+            path_str(&publish.join("root.json")),
+            "--publish-ip".into(),
+            ip.to_string(),
+        ];
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let label = ["node 1", "node 2", "node 3"][usize::from(n - 1)];
+        let (svc, line) = spawn_service(label, &args, "archy node ")?;
+        c.services.push(svc);
+        seen.push(
+            line.split(" listening on ")
+                .nth(1)
+                .unwrap_or("?")
+                .split_whitespace()
+                .next()
+                .unwrap_or("?")
+                .to_string(),
+        );
+        c.nodes.push(DemoNode { data, name, ip });
+    }
+    Ok(format!("APIs on {}", seen.join(", ")))
+}
+
+/// `archy app install ID` on a node, following its progress; then the app must answer.
+fn install_catalog_app(c: &mut Ctx, n: u8, app_id: &str) -> anyhow::Result<String> {
+    let node = c
+        .nodes
+        .get(usize::from(n - 1))
+        .context("node not started")?;
+    let data = path_str(&node.data);
+    let events = archy_events(&["app", "install", app_id, "--data", &data, "--json"])?;
+    let manifest = fs::read_to_string(
+        c.dir
+            .join("apps")
+            .join(app_id.rsplit('.').next().unwrap_or(""))
+            .join("app.yaml"),
     )?;
-    let port = m
-        .container
-        .ports
-        .first()
-        .context("the app publishes no port")?
-        .host;
-    let addr = std::net::SocketAddr::new(node_ip(n), port);
-    let body = http_get(addr)?;
+    let m =
+        archy_catalog::manifest::parse(&manifest, archy_catalog::manifest::ManifestFormat::Yaml)
+            .map_err(|e| anyhow::anyhow!("{e}"))?;
+    let port = m.container.ports.first().context("no port")?.host;
+    let addr = std::net::SocketAddr::new(node.ip, port);
+    http_get(addr)?;
     Ok(format!(
-        "{} healthy on http://{addr}/ ({} bytes), {} stages",
-        m.id,
-        body.len(),
-        stages.len()
+        "healthy on http://{addr}/; stages: {}",
+        events.join(" > ")
     ))
+}
+
+/// Runs an `archy ... --json` command that prints one event per line; returns the stages.
+fn archy_events(args: &[&str]) -> anyhow::Result<Vec<String>> {
+    let exe = std::env::current_exe().context("cannot find the archy binary")?;
+    let out = Command::new(exe)
+        .args(args)
+        .stderr(Stdio::inherit())
+        .output()?;
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let mut stages: Vec<String> = Vec::new();
+    for line in stdout.lines() {
+        let v: serde_json::Value =
+            serde_json::from_str(line).with_context(|| format!("not an event: {line}"))?;
+        let stage = v["stage"].as_str().unwrap_or("?").to_string();
+        if stage == "failed" {
+            bail!("{}", v["message"].as_str().unwrap_or("failed"));
+        }
+        if stages.last() != Some(&stage) {
+            stages.push(stage);
+        }
+    }
+    if !out.status.success() {
+        bail!("archy {} failed ({})", args.join(" "), out.status);
+    }
+    Ok(stages)
 }
 
 fn http_get(addr: std::net::SocketAddr) -> anyhow::Result<String> {
@@ -596,51 +657,76 @@ fn http_get(addr: std::net::SocketAddr) -> anyhow::Result<String> {
     Ok(out)
 }
 
-/// A node syncs the head (here from the origin's publish dir), verifies it, checks the
-/// release against the policy, and installs it.
-fn install_catalog_app(c: &mut Ctx, n: u8) -> anyhow::Result<String> {
-    let publish = c.dir.join("publish");
-    let read = |f: &str| fs::read(publish.join(f)).with_context(|| format!("read {f}"));
-    let limits = Limits::default();
-    let mut state = TrustedState::bootstrap(&read("root.json")?, &limits)?;
-    let ts = state.verify_timestamp(&read("timestamp.json")?, Utc::now(), &limits)?;
-    let catalog = state.verify_catalog(&read("catalog.json")?, Some(&ts), Utc::now(), &limits)?;
-    let release = catalog
-        .release("org.example.hello", None)
-        .context("not in the catalog")?
-        .clone();
-    release.check().map_err(anyhow::Error::msg)?;
-    install_on_node(
-        c,
-        n,
-        &release.manifest,
-        &release.image,
-        publish.join("blobs"),
-    )
+/// Every node has verified the same catalog version.
+fn check_convergence(c: &mut Ctx) -> anyhow::Result<String> {
+    let mut versions = Vec::new();
+    for node in &c.nodes {
+        let v = archy_json(&["node", "status", "--data", &path_str(&node.data), "--json"])?;
+        versions.push(
+            v["catalog"]["version"]
+                .as_u64()
+                .context("a node has no verified catalog")?,
+        );
+    }
+    if versions.windows(2).any(|w| w[0] != w[1]) {
+        bail!("nodes disagree on the catalog version: {versions:?}");
+    }
+    Ok(format!(
+        "catalog v{} on all {} nodes",
+        versions[0],
+        versions.len()
+    ))
 }
 
-/// The operator installs the app found on the marketplace: its manifest is validated
-/// again and its image verified against the announced BLAKE3 hash. The app is in the
-/// "unverified" tier (nobody the operator trusts vouches for it), so this is the
-/// equivalent of `--allow-unverified`.
+/// The operator installs the app found on the marketplace: `archy app install
+/// PUBKEY/APP_ID` shows its trust score and, since it is "unverified", needs
+/// `--allow-unverified`. The image is handed to node 1 out of band (as if fetched from the
+/// developer's provider); the node verifies it against the announced BLAKE3 hash.
 fn install_market_app(c: &mut Ctx) -> anyhow::Result<String> {
     let app = c.market_app.clone().context("no market app found")?;
-    let manifest: archy_catalog::AppManifest = serde_json::from_value(app["manifest"].clone())?;
-    manifest
-        .validate_with(archy_catalog::manifest::ImageField::Hash)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    let image: archy_catalog::ImageRef = serde_json::from_value(app["image"].clone())?;
-    // The developer's archive stands in for their providers until the swarm serves it.
-    let blobs = c.dir.join("developer/blobs");
-    fs::create_dir_all(&blobs)?;
+    let handle = app["handle"].as_str().context("no handle")?.to_string();
+    let hash = app["image"]["hash"]
+        .as_str()
+        .context("no image hash")?
+        .trim_start_matches("blake3:")
+        .to_string();
+    let node = c.nodes.first().context("node not started")?;
+    let data = path_str(&node.data);
+    fs::create_dir_all(node.data.join("blobs"))?;
     fs::copy(
         c.dir.join("developer/notes.oci.tar"),
-        blobs.join(image.hash.to_hex()),
+        node.data.join("blobs").join(&hash),
     )?;
-    let tier = app["trust"]["tier"].as_str().unwrap_or("?").to_string();
-    let done = install_on_node(c, 1, &manifest, &image, blobs)?;
+    let relay = c.relay_url.clone().context("no relay")?;
+    let me = c.operator_npub.clone().context("no operator key")?;
+    let refused = Command::new(std::env::current_exe()?)
+        .args([
+            "app", "install", &handle, "--data", &data, "--relay", &relay, "--me", &me, "--yes",
+        ])
+        .output()?;
+    if refused.status.success() {
+        bail!("an unverified app was installed without --allow-unverified");
+    }
+    let stages = archy_events(&[
+        "app",
+        "install",
+        &handle,
+        "--data",
+        &data,
+        "--relay",
+        &relay,
+        "--me",
+        &me,
+        "--allow-unverified",
+        "--yes",
+        "--json",
+    ])?;
+    let addr = std::net::SocketAddr::new(node.ip, 18081);
+    http_get(addr)?;
     Ok(format!(
-        "{done} (tier {tier}, allowed as --allow-unverified)"
+        "refused without --allow-unverified (tier {}), then healthy on http://{addr}/; stages: {}",
+        app["trust"]["tier"].as_str().unwrap_or("?"),
+        stages.join(" > ")
     ))
 }
 

@@ -187,13 +187,107 @@ fn follow(
     }
 }
 
-pub fn install(id: &str, version: Option<String>, args: &FollowArgs) -> anyhow::Result<ExitCode> {
+/// How a marketplace app is chosen: where to look, whose trust counts, what to accept.
+#[derive(Debug, Clone, Args)]
+pub struct MarketChoice {
+    /// Relay to resolve PUBKEY/APP_ID on (repeat; default: `relays` in config.toml).
+    #[arg(long = "relay")]
+    pub relays: Vec<String>,
+    /// Your public key, the root of your web of trust (default: `me` in config.toml).
+    #[arg(long)]
+    pub me: Option<String>,
+    /// Install even if the app's trust tier is "unverified".
+    #[arg(long)]
+    pub allow_unverified: bool,
+    /// Do not ask for confirmation.
+    #[arg(long, short = 'y')]
+    pub yes: bool,
+}
+
+pub fn install(
+    id: &str,
+    version: Option<String>,
+    market: &MarketChoice,
+    args: &FollowArgs,
+) -> anyhow::Result<ExitCode> {
+    if id.contains('/') {
+        return install_from_market(id, version, market, args);
+    }
     follow(
         args,
         id,
         &format!("/v1/apps/{id}/install"),
         json!({"version": version}),
     )
+}
+
+/// `archy app install PUBKEY/APP_ID`: resolve on the marketplace, show the trust score,
+/// refuse "unverified" unless allowed, confirm, then hand the announcement to the daemon
+/// (which validates the manifest again and verifies the image by its hash).
+fn install_from_market(
+    handle: &str,
+    version: Option<String>,
+    choice: &MarketChoice,
+    args: &FollowArgs,
+) -> anyhow::Result<ExitCode> {
+    let cfg = NodeConfig::load(&args.data.data)?;
+    let relays = if choice.relays.is_empty() {
+        cfg.relays.clone()
+    } else {
+        choice.relays.clone()
+    };
+    anyhow::ensure!(
+        !relays.is_empty(),
+        "no relays: pass --relay URL or set `relays` in config.toml"
+    );
+    let sync = super::market::SyncArgs {
+        relays,
+        me: choice.me.clone().or(cfg.me.clone()),
+        timeout: 10,
+        json: false,
+    };
+    let (developer, app_id) =
+        archy_discovery::market::parse_handle(handle).map_err(anyhow::Error::msg)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let result = rt.block_on(super::market::fetch(&sync))?;
+    let app = result
+        .view
+        .resolve(&developer, &app_id)
+        .with_context(|| format!("{handle}: not found on any reachable relay"))?;
+    let release = app
+        .release(version.as_deref())
+        .with_context(|| format!("{handle}: no such release"))?;
+    let tier = app.trust.tier;
+    eprintln!(
+        "{app_id} {} ({}): trust score {}, tier {tier:?}",
+        release.manifest.version,
+        app.handle(),
+        app.trust.score
+    );
+    for r in &app.trust.reasons {
+        eprintln!("  {:>+4}  {}", r.points, r.text);
+    }
+    if tier == archy_discovery::trust::Tier::Unverified && !choice.allow_unverified {
+        anyhow::bail!("{handle} is unverified: nobody you trust vouches for it; pass --allow-unverified to install it anyway");
+    }
+    if !choice.yes {
+        use std::io::IsTerminal;
+        anyhow::ensure!(
+            std::io::stdin().is_terminal(),
+            "confirmation needed: pass --yes to install without asking"
+        );
+        eprint!("install it? [y/N] ");
+        let mut answer = String::new();
+        std::io::stdin().read_line(&mut answer)?;
+        if !matches!(answer.trim(), "y" | "Y" | "yes") {
+            eprintln!("not installed");
+            return Ok(ExitCode::FAILURE);
+        }
+    }
+    let body = json!({"market": {"handle": app.handle(), "manifest": release.manifest, "image": release.image}});
+    follow(args, &app_id, &format!("/v1/apps/{app_id}/install"), body)
 }
 
 pub fn uninstall(id: &str, purge: bool, args: &FollowArgs) -> anyhow::Result<ExitCode> {

@@ -144,7 +144,7 @@ async fn sign_off(args: &SendArgs, label: String, event: Event) -> anyhow::Resul
     Ok(sent.exit_code())
 }
 
-async fn fetch(args: &SyncArgs) -> anyhow::Result<SyncResult> {
+pub(super) async fn fetch(args: &SyncArgs) -> anyhow::Result<SyncResult> {
     let operator = args
         .me
         .as_deref()

@@ -91,13 +91,17 @@ pub enum AppCommand {
     /// Withdraw an app from the Nostr marketplace: delete (NIP-09) its app and release
     /// announcements on every relay.
     Retract(publish::RetractArgs),
-    /// Install an app from the signed catalog (the node verifies, fetches, runs and
-    /// health-checks it; progress is shown until it is healthy or has failed).
+    /// Install an app: APP_ID from the signed catalog, or PUBKEY/APP_ID from the Nostr
+    /// marketplace (shown with its trust score; "unverified" apps need
+    /// --allow-unverified). The node verifies, fetches, runs and health-checks it;
+    /// progress is shown until it is healthy or has failed.
     Install {
         app_id: String,
         /// Install this version instead of the latest.
         #[arg(long)]
         version: Option<String>,
+        #[command(flatten)]
+        market: lifecycle::MarketChoice,
         #[command(flatten)]
         follow: lifecycle::FollowArgs,
     },
@@ -183,8 +187,9 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             AppCommand::Install {
                 app_id,
                 version,
+                market,
                 follow,
-            } => lifecycle::install(&app_id, version, &follow),
+            } => lifecycle::install(&app_id, version, &market, &follow),
             AppCommand::Uninstall {
                 app_id,
                 purge,
