@@ -81,6 +81,11 @@ struct Metrics {
 /// Runs the daemon until Ctrl-C or SIGTERM.
 pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    // Volume paths handed to the engine must be absolute (podman reads a relative one as
+    // the name of a named volume).
+    let data = data
+        .canonicalize()
+        .with_context(|| format!("cannot resolve {}", data.display()))?;
     cfg.check().map_err(anyhow::Error::msg)?;
     Podman::check().map_err(|why| anyhow::anyhow!("podman does not work here: {why}"))?;
     let token = load_or_create_token(&data)?;

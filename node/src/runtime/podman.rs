@@ -241,6 +241,12 @@ impl Runtime for Podman {
     }
 
     fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        if !spec.data_dir.is_absolute() {
+            return Err(RuntimeError::Parse(format!(
+                "app data dir {} must be an absolute path",
+                spec.data_dir.display()
+            )));
+        }
         for v in &spec.manifest.container.volumes {
             std::fs::create_dir_all(spec.data_dir.join("volumes").join(&v.name))?;
         }
