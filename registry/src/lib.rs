@@ -1,2 +1,14 @@
-//! Swarm distribution (placeholder until the swarm issue lands).
-pub use archy_catalog as catalog;
+//! # archy-registry
+//!
+//! The swarm: every node (and the origin) runs a [`SwarmNode`], an iroh endpoint with a
+//! persistent iroh-blobs store that serves everything it holds, and fetches a blob from
+//! several providers at once by splitting its chunk ranges. Every range is verified
+//! against the BLAKE3 hash as it streams in (BAO), so a provider that sends bad bytes is
+//! detected and its share goes to the others.
+//!
+//! The endpoint is offline by construction: no relays, no DNS or pkarr address lookup,
+//! no port mapping; peers are dialled by [`PeerAddr`] (`<endpoint id>@<ip:port>`).
+
+mod node;
+
+pub use node::{FetchReport, PeerAddr, SwarmError, SwarmNode};
