@@ -7,6 +7,8 @@
 //! publish_ip = "127.0.0.1"     # host address app ports are published on
 //! origin_dir = "/srv/publish"  # a publish dir (root.json, timestamp.json, catalog.json, blobs/)
 //! root = "/etc/archy/root.json" # trust anchor, copied to <data>/root.json on first start
+//! origin = "<endpoint id>@127.0.0.1:4433"  # the origin's swarm address
+//! peers = ["<endpoint id>@127.0.0.1:4434"] # other nodes to fetch from
 //! relays = ["ws://127.0.0.1:7447"]
 //! me = "npub1..."              # the operator's key, for marketplace trust scores
 //! ```
@@ -36,6 +38,15 @@ pub struct NodeConfig {
     pub origin_dir: Option<PathBuf>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
+    /// The origin's swarm address, `<endpoint id>@<ip:port>`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub origin: Option<String>,
+    /// Other nodes to fetch from, same syntax.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub peers: Vec<String>,
+    /// UDP address of this node's swarm endpoint.
+    #[serde(default = "default_swarm_listen")]
+    pub swarm_listen: SocketAddr,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -49,6 +60,9 @@ fn default_api() -> SocketAddr {
     DEFAULT_API
         .parse()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7420)))
+}
+fn default_swarm_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 0))
 }
 fn default_runtime() -> String {
     "podman".into()
@@ -66,6 +80,9 @@ impl Default for NodeConfig {
             publish_ip: default_publish_ip(),
             origin_dir: None,
             root: None,
+            origin: None,
+            peers: Vec::new(),
+            swarm_listen: default_swarm_listen(),
             relays: Vec::new(),
             me: None,
         }
@@ -130,6 +147,10 @@ impl NodeConfig {
                 "name = {:?}: letters, digits, '-' and '_' only",
                 self.name
             ));
+        }
+        for p in self.origin.iter().chain(&self.peers) {
+            p.parse::<archy_registry::PeerAddr>()
+                .map_err(|e| e.to_string())?;
         }
         if self.runtime != "podman" {
             return Err(format!(

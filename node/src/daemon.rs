@@ -49,7 +49,7 @@ use tokio::sync::{broadcast, Mutex, Notify};
 
 use crate::{
     config::NodeConfig,
-    executor::{self, AppTarget, DirImageSource, ProgressEvent, Stage},
+    executor::{self, AppTarget, ProgressEvent, Stage},
     planner::{self, DesiredApp},
     runtime::{podman::Podman, ContainerSpec, Runtime},
     state::{self, AppSource, Condition, DesiredRecord, Phase, StateStore},
@@ -60,6 +60,7 @@ pub const RESYNC: Duration = Duration::from_secs(30);
 
 struct Node {
     data: PathBuf,
+    swarm: Arc<archy_registry::SwarmNode>,
     cfg: NodeConfig,
     store: Mutex<StateStore>,
     runtime: Arc<Podman>,
@@ -110,8 +111,19 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.api))?;
     let addr = listener.local_addr()?;
     archy_catalog::fsutil::write_atomic(&data.join("api.addr"), addr.to_string().as_bytes())?;
+    let swarm = Arc::new(
+        archy_registry::SwarmNode::spawn(&data, cfg.swarm_listen)
+            .await
+            .context("swarm endpoint")?,
+    );
+    let swarm_addr = swarm.addr();
+    archy_catalog::fsutil::write_atomic(
+        &data.join("swarm.addr"),
+        swarm_addr.to_string().as_bytes(),
+    )?;
     let (events, _) = broadcast::channel(1024);
     let node = Arc::new(Node {
+        swarm,
         runtime: Arc::new(Podman::new(cfg.name.clone())),
         data,
         cfg,
@@ -124,7 +136,7 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     });
     tracing::info!(%addr, node = %node.cfg.name, "local API listening");
     println!(
-        "archy node {} listening on http://{addr} (token in {})",
+        "archy node {} listening on http://{addr} (token in {}), swarm {swarm_addr}",
         node.cfg.name,
         node.data.join("api.token").display()
     );
@@ -696,10 +708,27 @@ async fn reconcile_one(node: &Arc<Node>, id: &str) -> Outcome {
             return Outcome::Waiting;
         }
     }
-    // Local blobs first (delivered out of band or by an earlier fetch), then the origin's.
-    let mut dirs = vec![node.data.join("blobs")];
-    dirs.extend(node.cfg.origin_dir.as_ref().map(|d| d.join("blobs")));
-    let images = DirImageSource { dirs };
+    // Local blobs first (delivered out of band or by an earlier fetch), then the swarm
+    // (origin and peers at once), then the origin's publish dir as a last resort.
+    let providers: Vec<archy_registry::PeerAddr> = node
+        .cfg
+        .origin
+        .iter()
+        .chain(&node.cfg.peers)
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let images = crate::swarm_source::SwarmImageSource {
+        node: node.swarm.clone(),
+        providers,
+        blobs_dir: node.data.join("blobs"),
+        fallback_dirs: node
+            .cfg
+            .origin_dir
+            .iter()
+            .map(|d| d.join("blobs"))
+            .collect(),
+        handle: tokio::runtime::Handle::current(),
+    };
     let rt = node.runtime.clone();
     let events = node.events.clone();
     let app = id.to_string();

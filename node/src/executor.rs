@@ -65,15 +65,25 @@ pub enum ExecError {
     DependenciesNotReady,
 }
 
+/// A verified archive on local disk, and where its bytes came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchedImage {
+    pub path: PathBuf,
+    /// Human-readable origin of the bytes, e.g. "origin 1.9 MB, peer 3f2a 0.4 MB".
+    pub source: String,
+}
+
 /// Where verified image archives come from (a local directory, the swarm, ...).
 pub trait ImageSource {
-    /// Returns a local path of the archive, verified against `image` (BLAKE3 + size).
+    /// Returns a local copy of the archive, verified against `image` (BLAKE3 + size).
     /// `progress(done, total)` may be called while bytes arrive.
     fn fetch(
         &self,
         image: &ImageRef,
         progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<PathBuf, ExecError>;
+    ) -> Result<FetchedImage, ExecError>;
+    /// Whether the node already holds the archive (a cheap check; `fetch` verifies).
+    fn holds(&self, image: &ImageRef) -> bool;
 }
 
 /// Archives in local directories, named by their BLAKE3 hex (what `catalog-signer catalog
@@ -85,11 +95,17 @@ pub struct DirImageSource {
 }
 
 impl ImageSource for DirImageSource {
+    fn holds(&self, image: &ImageRef) -> bool {
+        self.dirs
+            .iter()
+            .any(|d| d.join(image.hash.to_hex()).is_file())
+    }
+
     fn fetch(
         &self,
         image: &ImageRef,
         progress: &mut dyn FnMut(u64, u64),
-    ) -> Result<PathBuf, ExecError> {
+    ) -> Result<FetchedImage, ExecError> {
         let mut problems = Vec::new();
         for dir in &self.dirs {
             let path = dir.join(image.hash.to_hex());
@@ -99,7 +115,10 @@ impl ImageSource for DirImageSource {
             match verify_archive(&path, image) {
                 Ok(()) => {
                     progress(image.size, image.size);
-                    return Ok(path);
+                    return Ok(FetchedImage {
+                        source: format!("local file {}", path.display()),
+                        path,
+                    });
                 }
                 Err(e) => problems.push(format!("{}: {e}", path.display())),
             }
@@ -196,9 +215,10 @@ fn run(
         Some(t) => runtime.image_loaded(&t.spec.image)?,
         None => false,
     };
+    let image_fetched = target.is_some_and(|t| images.holds(&t.spec.image));
     let observed = Observed {
         image_loaded,
-        image_fetched: false,
+        image_fetched,
         container,
         recorded,
     };
@@ -216,16 +236,19 @@ fn run(
                     total,
                     format!("fetching {}", t.spec.image.hash),
                 );
-                let path = images.fetch(&t.spec.image, &mut |done, total| {
+                let fetched = images.fetch(&t.spec.image, &mut |done, total| {
                     r.stage(Stage::Fetch, done, total, "fetching")
                 })?;
                 r.stage(
                     Stage::Verify,
                     total,
                     total,
-                    "BLAKE3 and size match the catalog",
+                    format!(
+                        "BLAKE3 and size match the catalog; bytes from {}",
+                        fetched.source
+                    ),
                 );
-                archive = Some(path);
+                archive = Some(fetched.path);
                 if action == Action::LoadImage {
                     load(runtime, t, archive.as_deref(), r)?;
                 }

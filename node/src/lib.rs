@@ -12,3 +12,4 @@ pub mod planner;
 pub mod runtime;
 pub mod secrets;
 pub mod state;
+pub mod swarm_source;

@@ -59,7 +59,7 @@ pub struct ObservedContainer {
 pub struct Observed {
     /// The image is loaded in the runtime.
     pub image_loaded: bool,
-    /// The image archive is in the local store (verified).
+    /// The node holds the image archive itself (verified), so it can seed it.
     pub image_fetched: bool,
     pub container: Option<ObservedContainer>,
     /// The node's state records this container as its own (false after a restart with
@@ -105,11 +105,14 @@ pub fn plan(desired: Option<&DesiredApp>, observed: &Observed) -> Vec<Action> {
         .container
         .as_ref()
         .is_some_and(|c| c.manifest_hash != d.manifest_hash || c.image != d.image);
+    // A node holds (and so seeds) the archive of everything it runs, even when the
+    // engine already has the image loaded (another node on the same engine may have
+    // loaded it).
+    if !observed.image_fetched {
+        actions.push(FetchImage);
+    }
     let needs_image = observed.container.is_none() || drifted;
     if needs_image && !observed.image_loaded {
-        if !observed.image_fetched {
-            actions.push(FetchImage);
-        }
         actions.push(LoadImage);
     }
     match &observed.container {

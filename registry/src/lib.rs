@@ -10,5 +10,7 @@
 //! no port mapping; peers are dialled by [`PeerAddr`] (`<endpoint id>@<ip:port>`).
 
 mod node;
+pub mod origin;
 
-pub use node::{FetchReport, PeerAddr, SwarmError, SwarmNode};
+pub use node::{node_key, FetchReport, PeerAddr, SwarmError, SwarmNode};
+pub use origin::Origin;

@@ -57,6 +57,8 @@ struct Ctx {
     market_handle: Option<String>,
     /// The demo's node daemons (index 0 is node 1), cleaned up when the demo ends.
     nodes: Vec<DemoNode>,
+    /// The origin's swarm address.
+    origin_addr: Option<String>,
     /// The market app found by search: its announced manifest and image.
     market_app: Option<serde_json::Value>,
 }
@@ -152,6 +154,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         operator_npub: None,
         market_handle: None,
         nodes: Vec::new(),
+        origin_addr: None,
         market_app: None,
     };
     let mut demo = Demo {
@@ -168,6 +171,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }) && demo.step("publisher: verify as a node does", |c| {
         verify_as_node(&c.dir)
     }) && demo.step("runtime: podman", |_| check_podman())
+        && demo.step("origin: serve the images to the swarm", start_origin)
         && demo.step("nodes: start 3 daemons", start_nodes)
         && demo.step("node 1: install org.example.hello", |c| {
             install_catalog_app(c, 1, "org.example.hello")
@@ -554,11 +558,12 @@ fn path_str(p: &Path) -> String {
 fn start_nodes(c: &mut Ctx) -> anyhow::Result<String> {
     let publish = c.dir.join("publish");
     let mut seen = Vec::new();
+    let mut swarm_addrs: Vec<String> = Vec::new();
     for n in 1..=3u8 {
         let data = c.dir.join(format!("node{n}"));
         let name = format!("demo{}-n{n}", std::process::id());
         let ip = std::net::IpAddr::from([127, 0, 0, n + 1]);
-        let args = [
+        let mut args = vec![
             "node".to_string(),
             "run".into(),
             "--data".into(),
@@ -574,17 +579,28 @@ fn start_nodes(c: &mut Ctx) -> anyhow::Result<String> {
             "--publish-ip".into(),
             ip.to_string(),
         ];
+        if let Some(o) = &c.origin_addr {
+            args.extend(["--origin".to_string(), o.clone()]);
+        }
+        // Each node also fetches from the nodes started before it.
+        for peer in &swarm_addrs {
+            args.extend(["--peer".to_string(), peer.clone()]);
+        }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let label = ["node 1", "node 2", "node 3"][usize::from(n - 1)];
         let (svc, line) = spawn_service(label, &args, "archy node ")?;
         c.services.push(svc);
-        seen.push(
-            line.split(" listening on ")
-                .nth(1)
-                .unwrap_or("?")
-                .split_whitespace()
+        let api = line
+            .split(" listening on ")
+            .nth(1)
+            .and_then(|r| r.split_whitespace().next())
+            .unwrap_or("?");
+        seen.push(api.to_string());
+        swarm_addrs.push(
+            line.rsplit("swarm ")
                 .next()
-                .unwrap_or("?")
+                .unwrap_or("")
+                .trim()
                 .to_string(),
         );
         c.nodes.push(DemoNode { data, name, ip });
@@ -599,27 +615,27 @@ fn install_catalog_app(c: &mut Ctx, n: u8, app_id: &str) -> anyhow::Result<Strin
         .get(usize::from(n - 1))
         .context("node not started")?;
     let data = path_str(&node.data);
-    let events = archy_events(&["app", "install", app_id, "--data", &data, "--json"])?;
-    let manifest = fs::read_to_string(
-        c.dir
-            .join("apps")
-            .join(app_id.rsplit('.').next().unwrap_or(""))
-            .join("app.yaml"),
-    )?;
+    let (events, from) = archy_events(&["app", "install", app_id, "--data", &data, "--json"])?;
+    let example = app_id.rsplit('.').next().unwrap_or("");
+    let manifest = fs::read_to_string(c.dir.join("apps").join(example).join("app.yaml"))?;
     let m =
         archy_catalog::manifest::parse(&manifest, archy_catalog::manifest::ManifestFormat::Yaml)
             .map_err(|e| anyhow::anyhow!("{e}"))?;
     let port = m.container.ports.first().context("no port")?.host;
     let addr = std::net::SocketAddr::new(node.ip, port);
     http_get(addr)?;
+    let from = from
+        .map(|f| format!("; bytes from {f}"))
+        .unwrap_or_else(|| "; image already loaded in the engine".into());
     Ok(format!(
-        "healthy on http://{addr}/; stages: {}",
+        "healthy on http://{addr}/{from}; stages: {}",
         events.join(" > ")
     ))
 }
 
-/// Runs an `archy ... --json` command that prints one event per line; returns the stages.
-fn archy_events(args: &[&str]) -> anyhow::Result<Vec<String>> {
+/// Runs an `archy ... --json` command that prints one event per line; returns the stages
+/// and where the image bytes came from (the `verify` event), if fetched.
+fn archy_events(args: &[&str]) -> anyhow::Result<(Vec<String>, Option<String>)> {
     let exe = std::env::current_exe().context("cannot find the archy binary")?;
     let out = Command::new(exe)
         .args(args)
@@ -627,10 +643,17 @@ fn archy_events(args: &[&str]) -> anyhow::Result<Vec<String>> {
         .output()?;
     let stdout = String::from_utf8_lossy(&out.stdout);
     let mut stages: Vec<String> = Vec::new();
+    let mut from = None;
     for line in stdout.lines() {
         let v: serde_json::Value =
             serde_json::from_str(line).with_context(|| format!("not an event: {line}"))?;
         let stage = v["stage"].as_str().unwrap_or("?").to_string();
+        if stage == "verify" {
+            from = v["message"]
+                .as_str()
+                .and_then(|m| m.split("bytes from ").nth(1))
+                .map(str::to_string);
+        }
         if stage == "failed" {
             bail!("{}", v["message"].as_str().unwrap_or("failed"));
         }
@@ -641,7 +664,7 @@ fn archy_events(args: &[&str]) -> anyhow::Result<Vec<String>> {
     if !out.status.success() {
         bail!("archy {} failed ({})", args.join(" "), out.status);
     }
-    Ok(stages)
+    Ok((stages, from))
 }
 
 fn http_get(addr: std::net::SocketAddr) -> anyhow::Result<String> {
@@ -707,7 +730,7 @@ fn install_market_app(c: &mut Ctx) -> anyhow::Result<String> {
     if refused.status.success() {
         bail!("an unverified app was installed without --allow-unverified");
     }
-    let stages = archy_events(&[
+    let (stages, _) = archy_events(&[
         "app",
         "install",
         &handle,
@@ -735,4 +758,23 @@ fn check_podman() -> anyhow::Result<String> {
         anyhow::anyhow!("podman does not work here ({why}); install podman and runc")
     })?;
     Ok("podman (--runtime runc); each node publishes on its own loopback address".into())
+}
+
+/// The origin operator serves the signed publish dir to the swarm.
+fn start_origin(c: &mut Ctx) -> anyhow::Result<String> {
+    let publish = path_str(&c.dir.join("publish"));
+    let data = path_str(&c.dir.join("origin"));
+    let (svc, line) = spawn_service(
+        "origin",
+        &["origin", "serve", "--publish", &publish, "--data", &data],
+        "origin ",
+    )?;
+    c.services.push(svc);
+    let addr = line
+        .split_whitespace()
+        .nth(1)
+        .context("origin printed no address")?
+        .to_string();
+    c.origin_addr = Some(addr.clone());
+    Ok(line.trim_start_matches("origin ").to_string())
 }

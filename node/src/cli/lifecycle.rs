@@ -47,6 +47,12 @@ pub enum NodeCommand {
         /// Trust anchor: the publisher's root.json (copied into the data dir once).
         #[arg(long)]
         root: Option<PathBuf>,
+        /// The origin's swarm address, `<endpoint id>@<ip:port>`.
+        #[arg(long)]
+        origin: Option<String>,
+        /// Another node to fetch from (repeat).
+        #[arg(long = "peer")]
+        peers: Vec<String>,
         /// Host address app ports are published on.
         #[arg(long)]
         publish_ip: Option<IpAddr>,
@@ -71,6 +77,8 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             api,
             origin_dir,
             root,
+            origin,
+            peers,
             publish_ip,
             runtime,
         } => {
@@ -86,6 +94,12 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             }
             if root.is_some() {
                 cfg.root = root;
+            }
+            if origin.is_some() {
+                cfg.origin = origin;
+            }
+            if !peers.is_empty() {
+                cfg.peers = peers;
             }
             if let Some(v) = publish_ip {
                 cfg.publish_ip = v;
@@ -355,4 +369,43 @@ pub fn logs(id: &str, data: &DataArg) -> anyhow::Result<ExitCode> {
         ApiClient::from_data_dir(&data.data)?.get_text(&format!("/v1/apps/{id}/logs"))?
     );
     Ok(ExitCode::SUCCESS)
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OriginCommand {
+    /// Serve a publish dir to the swarm (the same as `archy-registry serve`): verify the
+    /// signed documents, import every referenced image, serve until Ctrl-C. Prints
+    /// `origin <endpoint id>@<ip:port> ...`; nodes take that address as `--origin`.
+    Serve {
+        /// Publish dir: root.json, timestamp.json, catalog.json, blobs/<blake3 hex>.
+        #[arg(long)]
+        publish: PathBuf,
+        /// The origin's data dir (node key, blob store, origin.json).
+        #[arg(long)]
+        data: PathBuf,
+        /// UDP address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: SocketAddr,
+    },
+}
+
+pub fn origin(cmd: OriginCommand) -> anyhow::Result<ExitCode> {
+    let OriginCommand::Serve {
+        publish,
+        data,
+        listen,
+    } = cmd;
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let origin = archy_registry::Origin::start(&publish, &data, listen).await?;
+        println!(
+            "origin {} serving catalog v{} ({} image(s))",
+            origin.addr(),
+            origin.catalog_version,
+            origin.blobs
+        );
+        tokio::signal::ctrl_c().await?;
+        origin.node.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
 }

@@ -31,6 +31,9 @@ pub enum Command {
     /// The node daemon: run it, or ask it how it is.
     #[command(subcommand)]
     Node(lifecycle::NodeCommand),
+    /// The origin: serve a signed publish dir to the swarm.
+    #[command(subcommand)]
+    Origin(lifecycle::OriginCommand),
     /// Apps: validate, render and pack manifests and images; publish and retract them on
     /// the Nostr marketplace (developer tools).
     #[command(subcommand)]
@@ -205,6 +208,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             AppCommand::Logs { app_id, data } => lifecycle::logs(&app_id, &data),
         },
         Command::Node(cmd) => lifecycle::node(cmd),
+        Command::Origin(cmd) => lifecycle::origin(cmd),
         Command::Key(cmd) => key::run(cmd),
         Command::Relay(cmd) => relay::run(cmd),
         Command::Market(cmd) => market::run(cmd),
