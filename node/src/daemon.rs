@@ -710,16 +710,15 @@ async fn reconcile_one(node: &Arc<Node>, id: &str) -> Outcome {
     }
     // Local blobs first (delivered out of band or by an earlier fetch), then the swarm
     // (origin and peers at once), then the origin's publish dir as a last resort.
-    let providers: Vec<archy_registry::PeerAddr> = node
-        .cfg
-        .origin
-        .iter()
-        .chain(&node.cfg.peers)
-        .filter_map(|p| p.parse().ok())
-        .collect();
     let images = crate::swarm_source::SwarmImageSource {
         node: node.swarm.clone(),
-        providers,
+        origin: node.cfg.origin.as_ref().and_then(|p| p.parse().ok()),
+        peers: node
+            .cfg
+            .peers
+            .iter()
+            .filter_map(|p| p.parse().ok())
+            .collect(),
         blobs_dir: node.data.join("blobs"),
         fallback_dirs: node
             .cfg

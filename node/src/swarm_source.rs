@@ -14,8 +14,8 @@ use crate::executor::{verify_archive, DirImageSource, ExecError, FetchedImage, I
 #[derive(Debug, Clone)]
 pub struct SwarmImageSource {
     pub node: Arc<SwarmNode>,
-    /// The origin first, then peers.
-    pub providers: Vec<PeerAddr>,
+    pub origin: Option<PeerAddr>,
+    pub peers: Vec<PeerAddr>,
     /// Where fetched archives are exported for the runtime to load.
     pub blobs_dir: PathBuf,
     pub fallback_dirs: Vec<PathBuf>,
@@ -45,7 +45,11 @@ impl ImageSource for SwarmImageSource {
         let fetched = self.handle.block_on(async {
             let report = self
                 .node
-                .fetch(&image.hash, image.size, &self.providers)
+                .fetch(image.hash)
+                .size(image.size)
+                .origin(self.origin.clone())
+                .peers(self.peers.iter().cloned())
+                .run()
                 .await?;
             std::fs::create_dir_all(&self.blobs_dir)?;
             let path = self.blobs_dir.join(image.hash.to_hex());
@@ -56,7 +60,7 @@ impl ImageSource for SwarmImageSource {
             Ok((report, path)) => {
                 verify_archive(&path, image)?;
                 progress(image.size, image.size);
-                let origin = self.providers.first().map(|p| p.to_string());
+                let origin = self.origin.as_ref().map(|p| p.to_string());
                 let parts: Vec<String> = report
                     .bytes_by_provider
                     .iter()

@@ -9,8 +9,11 @@
 //! The endpoint is offline by construction: no relays, no DNS or pkarr address lookup,
 //! no port mapping; peers are dialled by [`PeerAddr`] (`<endpoint id>@<ip:port>`).
 
+mod fetch;
 mod node;
 pub mod origin;
+pub mod schedule;
 
-pub use node::{node_key, FetchReport, PeerAddr, SwarmError, SwarmNode};
+pub use fetch::{Fetch, FetchOptions, FetchReport, FetchStatus};
+pub use node::{node_key, PeerAddr, SwarmError, SwarmNode, SwarmNodeBuilder};
 pub use origin::Origin;

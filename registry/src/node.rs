@@ -1,7 +1,8 @@
-//! One swarm participant: identity, endpoint, blob store, and the parallel fetch.
+//! One swarm participant: identity, endpoint, blob store. It serves everything its
+//! store holds, including blobs still downloading (per verified range), and starts
+//! fetches (see `fetch.rs`).
 
 use std::{
-    collections::BTreeMap,
     fmt,
     net::SocketAddr,
     path::{Path, PathBuf},
@@ -10,18 +11,15 @@ use std::{
 };
 
 use archy_catalog::ContentHash;
-use bao_tree::{ChunkNum, ChunkRanges};
+use bao_tree::ChunkRanges;
 use iroh::{
-    endpoint::{presets, RelayMode},
-    protocol::Router,
+    endpoint::{presets, Connection, RelayMode},
+    protocol::{ProtocolHandler, Router, RouterBuilder},
     Endpoint, EndpointAddr, EndpointId, SecretKey,
 };
-use iroh_blobs::{protocol::GetRequest, store::fs::FsStore, BlobsProtocol, Hash};
+use iroh_blobs::{store::fs::FsStore, BlobsProtocol, Hash};
 
-/// BLAKE3 chunk size: ranges are split on multiples of it.
-const CHUNK: u64 = 1024;
-/// How long one provider may take to connect.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+use crate::fetch::Fetch;
 
 /// Why a swarm operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -73,21 +71,12 @@ impl PeerAddr {
     }
 }
 
-/// What a fetch did: bytes from each provider, and which ones failed and why.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct FetchReport {
-    pub bytes_by_provider: BTreeMap<String, u64>,
-    pub failed_providers: BTreeMap<String, String>,
-    /// Bytes already held before the fetch started (resume).
-    pub already_held: u64,
-}
-
 /// A running swarm participant.
 #[derive(Debug)]
 pub struct SwarmNode {
     endpoint: Endpoint,
     router: Router,
-    store: FsStore,
+    pub(crate) store: FsStore,
     data: PathBuf,
 }
 
@@ -112,32 +101,19 @@ pub fn node_key(data: &Path) -> Result<[u8; 32], SwarmError> {
 }
 
 impl SwarmNode {
-    /// Starts a node with its store under `data` and its endpoint bound to `bind`.
+    /// Starts a node with its store under `data` and its endpoint bound to `bind`,
+    /// serving blobs only.
     pub async fn spawn(data: &Path, bind: SocketAddr) -> Result<Self, SwarmError> {
-        let secret = SecretKey::from_bytes(&node_key(data)?);
-        let endpoint = Endpoint::builder(presets::Minimal)
-            .secret_key(secret)
-            .relay_mode(RelayMode::Disabled)
-            .clear_address_lookup()
-            .portmapper_config(iroh::endpoint::PortmapperConfig::Disabled)
-            .bind_addr(bind)
-            .map_err(|e| SwarmError::Endpoint(e.to_string()))?
-            .bind()
-            .await
-            .map_err(|e| SwarmError::Endpoint(e.to_string()))?;
-        let store = FsStore::load(data.join("blob-store"))
-            .await
-            .map_err(|e| SwarmError::Store(e.to_string()))?;
-        let blobs = BlobsProtocol::new(&store, None);
-        let router = Router::builder(endpoint.clone())
-            .accept(iroh_blobs::ALPN, blobs)
-            .spawn();
-        Ok(Self {
-            endpoint,
-            router,
-            store,
+        Self::builder(data, bind).spawn().await
+    }
+
+    /// A node that also serves other protocols (the catalog head, say).
+    pub fn builder(data: &Path, bind: SocketAddr) -> SwarmNodeBuilder {
+        SwarmNodeBuilder {
             data: data.to_path_buf(),
-        })
+            bind,
+            protocols: Vec::new(),
+        }
     }
 
     /// Where others dial this node.
@@ -190,112 +166,56 @@ impl SwarmNode {
         Ok(())
     }
 
-    /// Fetches `hash` (`size` bytes) from `providers` in parallel: the chunk ranges are
-    /// split into one contiguous share per provider; a share whose provider fails is
-    /// handed to the next provider that has not failed. Verified ranges already held are
-    /// not fetched again.
-    pub async fn fetch(
-        &self,
-        hash: &ContentHash,
-        size: u64,
-        providers: &[PeerAddr],
-    ) -> Result<FetchReport, SwarmError> {
-        let mut report = FetchReport::default();
-        if self.has(hash).await? {
-            report.already_held = size;
-            return Ok(report);
-        }
-        if providers.is_empty() {
-            return Err(SwarmError::Fetch {
-                hash: *hash,
-                reasons: "no providers".into(),
-            });
-        }
-        let chunks = size.div_ceil(CHUNK).max(1);
-        let n = (providers.len() as u64).min(chunks);
-        let shares: Vec<ChunkRanges> = (0..n)
-            .map(|i| {
-                let start = chunks * i / n;
-                let end = if i + 1 == n {
-                    u64::MAX
-                } else {
-                    chunks * (i + 1) / n
-                };
-                if end == u64::MAX {
-                    ChunkRanges::from(ChunkNum(start)..)
-                } else {
-                    ChunkRanges::from(ChunkNum(start)..ChunkNum(end))
-                }
-            })
-            .collect();
-        let mut pending: Vec<(usize, ChunkRanges)> = shares.into_iter().enumerate().collect();
-        let mut alive: Vec<bool> = vec![true; providers.len()];
-        // Rounds: every pending share goes to a live provider; failed shares move on.
-        for _round in 0..providers.len() {
-            if pending.is_empty() {
-                break;
-            }
-            let live: Vec<usize> = (0..providers.len()).filter(|i| alive[*i]).collect();
-            if live.is_empty() {
-                break;
-            }
-            let tasks = pending.iter().enumerate().map(|(k, (_, ranges))| {
-                let p = live[k % live.len()];
-                let provider = providers[p].clone();
-                let request = GetRequest::builder()
-                    .root(ranges.clone())
-                    .build(to_hash(hash));
-                async move {
-                    let r = self.get_from(&provider, request).await;
-                    (p, r)
-                }
-            });
-            let results = futures_join_all(tasks).await;
-            let mut next = Vec::new();
-            for ((share, ranges), (p, r)) in pending.into_iter().zip(results) {
-                let name = providers[p].to_string();
-                match r {
-                    Ok(bytes) => *report.bytes_by_provider.entry(name).or_default() += bytes,
-                    Err(e) => {
-                        tracing::warn!(provider = %name, error = %e, "provider failed; its share moves on");
-                        alive[p] = false;
-                        report.failed_providers.insert(name, e);
-                        next.push((share, ranges));
-                    }
-                }
-            }
-            pending = next;
-        }
-        if !self.has(hash).await? {
-            let reasons: Vec<String> = report
-                .failed_providers
-                .iter()
-                .map(|(k, v)| format!("{k}: {v}"))
-                .collect();
-            return Err(SwarmError::Fetch {
-                hash: *hash,
-                reasons: reasons.join("; "),
-            });
-        }
-        Ok(report)
+    /// Starts setting up a fetch of `hash` from the origin and peers at once.
+    pub fn fetch(&self, hash: ContentHash) -> Fetch<'_> {
+        Fetch::new(self, hash)
     }
 
-    async fn get_from(&self, provider: &PeerAddr, request: GetRequest) -> Result<u64, String> {
-        let addr = provider.endpoint_addr().map_err(|e| e.to_string())?;
-        let conn = tokio::time::timeout(
-            CONNECT_TIMEOUT,
-            self.endpoint.connect(addr, iroh_blobs::ALPN),
-        )
-        .await
-        .map_err(|_| "connect timed out".to_string())?
-        .map_err(|e| format!("connect: {e}"))?;
-        let stats = self
+    /// Verified chunk ranges held of `hash`, and the blob's size once verified.
+    pub async fn held_ranges(
+        &self,
+        hash: &ContentHash,
+    ) -> Result<(ChunkRanges, Option<u64>), SwarmError> {
+        let b = self
             .store
-            .remote()
-            .execute_get(conn, request)
+            .blobs()
+            .observe(to_hash(hash))
             .await
-            .map_err(|e| format!("get: {e}"))?;
-        Ok(stats.payload_bytes_read)
+            .map_err(|e| SwarmError::Store(e.to_string()))?;
+        Ok((b.ranges.clone(), b.validated_size()))
+    }
+
+    pub(crate) async fn held_ranges_raw(&self, hash: Hash) -> Result<ChunkRanges, String> {
+        let b = self
+            .store
+            .blobs()
+            .observe(hash)
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(b.ranges)
+    }
+
+    /// Opens a connection to `peer` for iroh-blobs.
+    pub(crate) async fn connect(
+        &self,
+        peer: &PeerAddr,
+        timeout: Duration,
+    ) -> Result<Connection, String> {
+        self.connect_alpn(peer, iroh_blobs::ALPN, timeout).await
+    }
+
+    /// Opens a connection to `peer` for protocol `alpn`.
+    pub async fn connect_alpn(
+        &self,
+        peer: &PeerAddr,
+        alpn: &[u8],
+        timeout: Duration,
+    ) -> Result<Connection, String> {
+        let addr = peer.endpoint_addr().map_err(|e| e.to_string())?;
+        tokio::time::timeout(timeout, self.endpoint.connect(addr, alpn))
+            .await
+            .map_err(|_| format!("connect timed out after {timeout:?}"))?
+            .map_err(|e| format!("connect: {e}"))
     }
 
     /// Stops serving and closes the endpoint.
@@ -305,9 +225,58 @@ impl SwarmNode {
     }
 }
 
-/// Runs futures concurrently and collects their outputs in order.
-async fn futures_join_all<F: std::future::Future>(
-    futs: impl IntoIterator<Item = F>,
-) -> Vec<F::Output> {
-    futures_util::future::join_all(futs).await
+/// Sets up a [`SwarmNode`] with extra protocols.
+#[derive(Debug)]
+pub struct SwarmNodeBuilder {
+    data: PathBuf,
+    bind: SocketAddr,
+    protocols: Vec<(&'static [u8], Box<dyn DynProtocol>)>,
+}
+
+/// A protocol handler waiting to be added to the router.
+trait DynProtocol: std::fmt::Debug + Send {
+    fn add(self: Box<Self>, alpn: &'static [u8], router: RouterBuilder) -> RouterBuilder;
+}
+
+impl<P: ProtocolHandler> DynProtocol for P {
+    fn add(self: Box<Self>, alpn: &'static [u8], router: RouterBuilder) -> RouterBuilder {
+        router.accept(alpn, *self)
+    }
+}
+
+impl SwarmNodeBuilder {
+    /// Serves `handler` on `alpn` next to iroh-blobs.
+    pub fn accept(mut self, alpn: &'static [u8], handler: impl ProtocolHandler) -> Self {
+        self.protocols.push((alpn, Box::new(handler)));
+        self
+    }
+
+    pub async fn spawn(self) -> Result<SwarmNode, SwarmError> {
+        let data = self.data;
+        let secret = SecretKey::from_bytes(&node_key(&data)?);
+        let endpoint = Endpoint::builder(presets::Minimal)
+            .secret_key(secret)
+            .relay_mode(RelayMode::Disabled)
+            .clear_address_lookup()
+            .portmapper_config(iroh::endpoint::PortmapperConfig::Disabled)
+            .bind_addr(self.bind)
+            .map_err(|e| SwarmError::Endpoint(e.to_string()))?
+            .bind()
+            .await
+            .map_err(|e| SwarmError::Endpoint(e.to_string()))?;
+        let store = FsStore::load(data.join("blob-store"))
+            .await
+            .map_err(|e| SwarmError::Store(e.to_string()))?;
+        let blobs = BlobsProtocol::new(&store, None);
+        let mut router = Router::builder(endpoint.clone()).accept(iroh_blobs::ALPN, blobs);
+        for (alpn, handler) in self.protocols {
+            router = handler.add(alpn, router);
+        }
+        Ok(SwarmNode {
+            endpoint,
+            router: router.spawn(),
+            store,
+            data,
+        })
+    }
 }

@@ -1,12 +1,13 @@
 //! Real iroh endpoints on 127.0.0.1: one blob fetched from several providers at once,
-//! verified, with a dead provider's share moved to the others.
+//! verified, with a dead provider's share moved to the others. Hostile providers are
+//! in `faults.rs`.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::net::SocketAddr;
 
 use archy_catalog::oci::hash_file;
-use archy_registry::{PeerAddr, SwarmNode};
+use archy_registry::{FetchOptions, PeerAddr, SwarmNode};
 
 fn random_file(dir: &std::path::Path, size: usize) -> std::path::PathBuf {
     let mut bytes = vec![0u8; size];
@@ -37,7 +38,18 @@ async fn one_blob_from_three_providers_at_once() {
     let fetcher = SwarmNode::spawn(&tmp.path().join("f"), local())
         .await
         .unwrap();
-    let report = fetcher.fetch(&want, size, &addrs).await.unwrap();
+    let small_pieces = FetchOptions {
+        piece_bytes: 256 << 10,
+        ..FetchOptions::default()
+    };
+    let report = fetcher
+        .fetch(want)
+        .size(size)
+        .peers(addrs.clone())
+        .options(small_pieces)
+        .run()
+        .await
+        .unwrap();
     assert_eq!(
         report.bytes_by_provider.len(),
         3,
@@ -54,15 +66,28 @@ async fn one_blob_from_three_providers_at_once() {
     );
 
     // Fetching again costs nothing: the verified blob is held.
-    let again = fetcher.fetch(&want, size, &addrs).await.unwrap();
+    let again = fetcher
+        .fetch(want)
+        .size(size)
+        .peers(addrs)
+        .run()
+        .await
+        .unwrap();
     assert_eq!(again.already_held, size);
     assert!(again.bytes_by_provider.is_empty());
 
-    // The fetcher now serves it too.
+    // The fetcher now serves it too; without a size given, the provider tells it and
+    // the bytes prove it.
     let second = SwarmNode::spawn(&tmp.path().join("g"), local())
         .await
         .unwrap();
-    let r = second.fetch(&want, size, &[fetcher.addr()]).await.unwrap();
+    let r = second
+        .fetch(want)
+        .peers([fetcher.addr()])
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(r.size, size);
     assert_eq!(r.bytes_by_provider.len(), 1);
     assert!(second.has(&want).await.unwrap());
 }
@@ -85,21 +110,38 @@ async fn a_dead_provider_share_goes_to_the_others() {
     let fetcher = SwarmNode::spawn(&tmp.path().join("f"), local())
         .await
         .unwrap();
+    // Alone, the dead provider fails the fetch within the connect timeout, named.
     let t = std::time::Instant::now();
-    let report = fetcher
-        .fetch(&want, size, &[dead_addr.clone(), good.addr()])
+    let e = fetcher
+        .fetch(want)
+        .size(size)
+        .peers([dead_addr.clone()])
+        .run()
         .await
-        .unwrap();
+        .unwrap_err()
+        .to_string();
     assert!(
         t.elapsed() < std::time::Duration::from_secs(10),
-        "dead provider skipped quickly: {:?}",
+        "dead provider given up quickly: {:?}",
         t.elapsed()
     );
     assert!(
-        report.failed_providers.contains_key(&dead_addr.to_string()),
+        e.contains(&dead_addr.to_string()) && e.contains("connect"),
+        "{e}"
+    );
+    // With a live one beside it, the live one serves everything.
+    let report = fetcher
+        .fetch(want)
+        .size(size)
+        .peers([dead_addr.clone(), good.addr()])
+        .run()
+        .await
+        .unwrap();
+    assert_eq!(
+        report.bytes_by_provider.keys().collect::<Vec<_>>(),
+        vec![&good.addr().to_string()],
         "{report:?}"
     );
-    assert_eq!(report.bytes_by_provider.len(), 1);
     assert!(fetcher.has(&want).await.unwrap());
 }
 
@@ -113,11 +155,22 @@ async fn nobody_has_it_is_a_clear_error() {
         .await
         .unwrap();
     let missing = archy_catalog::ContentHash::of(b"nobody has this");
+    let quick = FetchOptions {
+        idle_timeout: std::time::Duration::from_secs(2),
+        ..FetchOptions::default()
+    };
     let e = fetcher
-        .fetch(&missing, 15, &[empty.addr()])
+        .fetch(missing)
+        .size(15)
+        .peers([empty.addr()])
+        .options(quick.clone())
+        .run()
         .await
         .unwrap_err();
     assert!(e.to_string().contains("could not fetch"), "{e}");
+    assert!(e.to_string().contains("no provider had"), "{e}");
+    let e = fetcher.fetch(missing).run().await.unwrap_err();
+    assert!(e.to_string().contains("no provider"), "{e}");
     assert!("nonsense".parse::<PeerAddr>().is_err());
     let a = empty.addr();
     assert_eq!(a.to_string().parse::<PeerAddr>().unwrap(), a);

@@ -1,0 +1,556 @@
+//! One blob from many providers at once: the I/O half of the swarm fetch.
+//!
+//! Every provider gets a worker with one QUIC connection. A peer's worker also follows
+//! the peer's bitfield (iroh-blobs' observe request), so pieces a peer is still
+//! downloading become available from it as soon as it has verified them. Workers ask
+//! the [`PieceBoard`] for their next piece and fetch it with an iroh-blobs GET for just
+//! that chunk range; every chunk is BLAKE3-verified as it streams in and written to the
+//! store, so nothing verified is ever fetched twice, not after a provider dies mid-piece
+//! and not after the whole fetch is interrupted and started again (resume).
+//!
+//! A provider is dropped for good when it cannot be reached, sends bytes that fail
+//! verification, closes the connection, or stalls three times; its pieces go back to
+//! the others. A stalled piece (no bytes for `stall_timeout`) goes back at once, so a
+//! slow peer ends up with few pieces and the endgame duplicates the last ones.
+
+use std::{
+    collections::BTreeMap,
+    sync::Mutex,
+    time::{Duration, Instant},
+};
+
+use archy_catalog::ContentHash;
+use bao_tree::{ChunkNum, ChunkRanges};
+use futures_util::{stream::FuturesUnordered, StreamExt};
+use iroh::endpoint::Connection;
+use iroh_blobs::{
+    api::remote::GetProgressItem,
+    get::{fsm::DecodeError, GetError},
+    protocol::{GetRequest, ObserveRequest},
+    Hash,
+};
+use tokio::sync::{mpsc, watch, Notify};
+use tracing::Instrument;
+
+use crate::{
+    schedule::{PieceBoard, ProviderView, CHUNK},
+    PeerAddr, SwarmError, SwarmNode,
+};
+
+/// Knobs of one fetch; the defaults suit images of a few MiB to a few GiB.
+#[derive(Debug, Clone)]
+pub struct FetchOptions {
+    /// Size of the pieces handed to providers.
+    pub piece_bytes: u64,
+    /// Longest a provider may take to accept a connection.
+    pub connect_timeout: Duration,
+    /// A piece with no bytes for this long goes to someone else.
+    pub stall_timeout: Duration,
+    /// The fetch fails when no verified byte arrives for this long.
+    pub idle_timeout: Duration,
+}
+
+impl Default for FetchOptions {
+    fn default() -> Self {
+        Self {
+            piece_bytes: 1 << 20,
+            connect_timeout: Duration::from_secs(3),
+            stall_timeout: Duration::from_secs(5),
+            idle_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
+/// Where a fetch stands, published while it runs.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchStatus {
+    pub size: u64,
+    /// Verified bytes held (including what was held before the fetch).
+    pub verified: u64,
+    /// Payload bytes received from each provider so far.
+    pub received: BTreeMap<String, u64>,
+    /// Providers dropped, with the reason.
+    pub failed: BTreeMap<String, String>,
+}
+
+/// What a fetch did: bytes from each provider, and which ones failed and why.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FetchReport {
+    pub size: u64,
+    pub bytes_by_provider: BTreeMap<String, u64>,
+    pub failed_providers: BTreeMap<String, String>,
+    /// Bytes already held before the fetch started (resume).
+    pub already_held: u64,
+    pub elapsed: Duration,
+}
+
+/// A fetch being set up: `node.fetch(hash).size(n).origin(a).peers(ps).run().await`.
+#[derive(Debug)]
+pub struct Fetch<'a> {
+    node: &'a SwarmNode,
+    hash: ContentHash,
+    size: Option<u64>,
+    origin: Option<PeerAddr>,
+    peers: Vec<PeerAddr>,
+    more_peers: Option<mpsc::Receiver<PeerAddr>>,
+    progress: Option<watch::Sender<FetchStatus>>,
+    options: FetchOptions,
+}
+
+impl<'a> Fetch<'a> {
+    pub(crate) fn new(node: &'a SwarmNode, hash: ContentHash) -> Self {
+        Self {
+            node,
+            hash,
+            size: None,
+            origin: None,
+            peers: Vec::new(),
+            more_peers: None,
+            progress: None,
+            options: FetchOptions::default(),
+        }
+    }
+
+    /// The blob's size as the signed catalog gives it (asked from a provider otherwise;
+    /// either way the bytes are verified against the hash).
+    pub fn size(mut self, size: u64) -> Self {
+        self.size = Some(size);
+        self
+    }
+
+    /// The origin: holds everything, used for pieces no peer can give.
+    pub fn origin(mut self, origin: Option<PeerAddr>) -> Self {
+        self.origin = origin;
+        self
+    }
+
+    pub fn peers(mut self, peers: impl IntoIterator<Item = PeerAddr>) -> Self {
+        self.peers.extend(peers);
+        self
+    }
+
+    /// Providers learned while the fetch runs (from the DHT, say) join it.
+    pub fn more_peers(mut self, rx: mpsc::Receiver<PeerAddr>) -> Self {
+        self.more_peers = Some(rx);
+        self
+    }
+
+    pub fn progress(mut self, tx: watch::Sender<FetchStatus>) -> Self {
+        self.progress = Some(tx);
+        self
+    }
+
+    pub fn options(mut self, options: FetchOptions) -> Self {
+        self.options = options;
+        self
+    }
+
+    /// Runs the fetch to a complete, verified blob in the store, or an error naming
+    /// every provider that failed and why.
+    pub async fn run(self) -> Result<FetchReport, SwarmError> {
+        let span = tracing::info_span!("fetch", hash = %self.hash.to_hex().get(..12).unwrap_or(""));
+        self.run_inner().instrument(span).await
+    }
+
+    async fn run_inner(self) -> Result<FetchReport, SwarmError> {
+        let started = Instant::now();
+        let hash = self.hash;
+        let fail = |reasons: String| SwarmError::Fetch { hash, reasons };
+        let local = self.node.held_ranges(&hash).await?;
+        let mut providers: Vec<(PeerAddr, bool)> = Vec::new();
+        if let Some(o) = &self.origin {
+            providers.push((o.clone(), true));
+        }
+        for p in &self.peers {
+            if !providers.iter().any(|(q, _)| q == p) && p.id != self.node.addr().id {
+                providers.push((p.clone(), false));
+            }
+        }
+        let size = match (self.size, local.1) {
+            (Some(s), _) => s,
+            (None, Some(s)) => s,
+            (None, None) => self.ask_size(&providers).await.map_err(fail)?,
+        };
+        let missing = ChunkRanges::all().difference(&local.0);
+        let seed = self.node.addr().id;
+        let start = f64::from(u16::from_le_bytes([seed[0], seed[1]])) / 65536.0;
+        let board = PieceBoard::new(size, &missing, self.options.piece_bytes, start);
+        let already_held = size - board.remaining_bytes(size);
+        if board.is_complete() && self.node.has(&hash).await? {
+            return Ok(FetchReport {
+                size,
+                already_held: size,
+                elapsed: started.elapsed(),
+                ..FetchReport::default()
+            });
+        }
+        if providers.is_empty() && self.more_peers.is_none() {
+            return Err(fail("no providers".into()));
+        }
+        let ctx = Ctx {
+            node: self.node,
+            hash: Hash::from_bytes(*hash.as_bytes()),
+            size,
+            total_chunks: size.div_ceil(CHUNK).max(1),
+            options: self.options.clone(),
+            shared: Mutex::new(Shared {
+                board,
+                views: Vec::new(),
+                names: Vec::new(),
+                received: Vec::new(),
+                failed: BTreeMap::new(),
+            }),
+            changed: Notify::new(),
+            progress: self.progress,
+        };
+        let mut workers = FuturesUnordered::new();
+        for (addr, origin) in providers {
+            workers.push(ctx.worker(ctx.add_provider(&addr, origin), addr));
+        }
+        let mut more = self.more_peers;
+        let mut last_verified = (already_held, Instant::now());
+        loop {
+            if ctx.lock().board.is_complete() {
+                break;
+            }
+            let verified = ctx.status().verified;
+            if verified > last_verified.0 {
+                last_verified = (verified, Instant::now());
+            } else if last_verified.1.elapsed() > ctx.options.idle_timeout {
+                break;
+            }
+            tokio::select! {
+                Some(()) = workers.next() => {}
+                Some(addr) = async { match more.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
+                    let known = ctx.lock().names.contains(&addr.to_string());
+                    if !known && addr.id != self.node.addr().id {
+                        workers.push(ctx.worker(ctx.add_provider(&addr, false), addr));
+                    }
+                }
+                _ = ctx.changed.notified() => {}
+                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+            }
+            if workers.is_empty() && more.is_none() {
+                break;
+            }
+        }
+        drop(workers);
+        let status = ctx.status();
+        let complete = self.node.has(&hash).await?;
+        let shared = ctx.lock();
+        let report = FetchReport {
+            size,
+            bytes_by_provider: status
+                .received
+                .into_iter()
+                .filter(|(_, b)| *b > 0)
+                .collect(),
+            failed_providers: status.failed,
+            already_held,
+            elapsed: started.elapsed(),
+        };
+        if complete {
+            tracing::info!(elapsed = ?report.elapsed, providers = shared.names.len(), "fetched and verified");
+            return Ok(report);
+        }
+        let mut reasons: Vec<String> = report
+            .failed_providers
+            .iter()
+            .map(|(k, v)| format!("{k}: {v}"))
+            .collect();
+        if reasons.is_empty() {
+            reasons.push(format!(
+                "no provider had the missing pieces ({} of {size} bytes verified)",
+                status.verified
+            ));
+        }
+        Err(fail(reasons.join("; ")))
+    }
+
+    /// The blob's size as a provider reports it (verified later with the bytes).
+    async fn ask_size(&self, providers: &[(PeerAddr, bool)]) -> Result<u64, String> {
+        let mut why = Vec::new();
+        for (p, _) in providers {
+            let r = async {
+                let conn = self.node.connect(p, self.options.connect_timeout).await?;
+                let mut s = self
+                    .node
+                    .store
+                    .remote()
+                    .observe(
+                        conn,
+                        ObserveRequest::new(Hash::from_bytes(*self.hash.as_bytes())),
+                    )
+                    .boxed();
+                match tokio::time::timeout(self.options.connect_timeout, s.next()).await {
+                    Ok(Some(Ok(b))) if b.size() > 0 => Ok(b.size()),
+                    Ok(Some(Err(e))) => Err(format!("observe: {e}")),
+                    _ => Err("does not know the blob".to_string()),
+                }
+            }
+            .await;
+            match r {
+                Ok(s) => return Ok(s),
+                Err(e) => why.push(format!("{p}: {e}")),
+            }
+        }
+        Err(format!("no provider told the size: {}", why.join("; ")))
+    }
+}
+
+struct Shared {
+    board: PieceBoard,
+    views: Vec<ProviderView>,
+    names: Vec<String>,
+    received: Vec<u64>,
+    failed: BTreeMap<String, String>,
+}
+
+struct Ctx<'a> {
+    node: &'a SwarmNode,
+    hash: Hash,
+    size: u64,
+    total_chunks: u64,
+    options: FetchOptions,
+    shared: Mutex<Shared>,
+    /// Woken on every change of the board or of a provider's bitfield.
+    changed: Notify,
+    progress: Option<watch::Sender<FetchStatus>>,
+}
+
+/// How one piece request ended.
+enum PieceEnd {
+    Got,
+    /// Another worker finished the piece first (endgame).
+    Cancelled,
+    /// The provider sent bytes that failed BLAKE3 verification.
+    BadData(String),
+    Stalled,
+    Failed(String),
+}
+
+/// Consecutive stalls or failures after which a provider is dropped.
+const MAX_STRIKES: u32 = 3;
+
+impl Ctx<'_> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Shared> {
+        // A poisoned lock means a worker panicked; the data is still consistent
+        // (every update is a single assignment), so keep going.
+        self.shared.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn add_provider(&self, addr: &PeerAddr, origin: bool) -> usize {
+        let mut s = self.lock();
+        s.views.push(ProviderView {
+            // A peer's bitfield arrives by observe; until then it is assumed to hold
+            // nothing. The origin holds everything.
+            has: if origin {
+                ChunkRanges::all()
+            } else {
+                ChunkRanges::empty()
+            },
+            origin,
+            alive: true,
+        });
+        s.names.push(addr.to_string());
+        s.received.push(0);
+        s.views.len() - 1
+    }
+
+    fn status(&self) -> FetchStatus {
+        let s = self.lock();
+        FetchStatus {
+            size: self.size,
+            verified: self.size - s.board.remaining_bytes(self.size),
+            received: s
+                .names
+                .iter()
+                .cloned()
+                .zip(s.received.iter().copied())
+                .collect(),
+            failed: s.failed.clone(),
+        }
+    }
+
+    fn publish(&self) {
+        if let Some(tx) = &self.progress {
+            tx.send_replace(self.status());
+        }
+        self.changed.notify_waiters();
+    }
+
+    fn drop_provider(&self, i: usize, why: String) {
+        let mut s = self.lock();
+        s.views[i].alive = false;
+        let name = s.names[i].clone();
+        tracing::warn!(provider = %name, reason = %why, "provider dropped");
+        s.failed.insert(name, why);
+        drop(s);
+        self.publish();
+    }
+
+    /// Fetches pieces from provider `i` until the blob is complete or the provider is
+    /// dropped.
+    async fn worker(&self, i: usize, addr: PeerAddr) {
+        let span = tracing::debug_span!("provider", %addr);
+        self.worker_inner(i, addr).instrument(span).await
+    }
+
+    async fn worker_inner(&self, i: usize, addr: PeerAddr) {
+        let conn = match self.node.connect(&addr, self.options.connect_timeout).await {
+            Ok(c) => c,
+            Err(e) => return self.drop_provider(i, e),
+        };
+        let origin = self.lock().views[i].origin;
+        let observe = async {
+            if origin {
+                return std::future::pending::<()>().await;
+            }
+            let mut updates = self
+                .node
+                .store
+                .remote()
+                .observe(conn.clone(), ObserveRequest::new(self.hash))
+                .boxed();
+            while let Some(Ok(bitfield)) = updates.next().await {
+                self.lock().views[i].has = bitfield.ranges.clone();
+                self.changed.notify_waiters();
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            () = self.work(i, &conn) => {}
+            () = observe => {}
+        }
+    }
+
+    async fn work(&self, i: usize, conn: &Connection) {
+        let mut strikes = 0;
+        loop {
+            let next = {
+                let mut s = self.lock();
+                if s.board.is_complete() || !s.views[i].alive {
+                    return;
+                }
+                let Shared { board, views, .. } = &mut *s;
+                board.next_for(i, views, Instant::now())
+            };
+            let Some(piece) = next else {
+                // Nothing for this provider now: wait for a bitfield update or a
+                // released piece.
+                let _ =
+                    tokio::time::timeout(Duration::from_millis(250), self.changed.notified()).await;
+                if conn.close_reason().is_some() {
+                    return self.drop_provider(i, "connection closed".into());
+                }
+                continue;
+            };
+            let end = self.fetch_piece(i, conn, piece).await;
+            let mut s = self.lock();
+            match end {
+                PieceEnd::Got => {
+                    strikes = 0;
+                    s.board.complete(piece);
+                }
+                PieceEnd::Cancelled => s.board.release(piece, i),
+                PieceEnd::BadData(why) => {
+                    s.board.release(piece, i);
+                    drop(s);
+                    return self.drop_provider(i, format!("sent bad data: {why}"));
+                }
+                PieceEnd::Stalled | PieceEnd::Failed(_) => {
+                    s.board.release(piece, i);
+                    strikes += 1;
+                    let closed = conn.close_reason().is_some();
+                    if strikes >= MAX_STRIKES || closed {
+                        drop(s);
+                        let why = match end {
+                            PieceEnd::Failed(e) => e,
+                            _ => format!("stalled {strikes} times"),
+                        };
+                        return self.drop_provider(i, why);
+                    }
+                }
+            }
+            drop(s);
+            self.publish();
+        }
+    }
+
+    /// Fetches what is still missing of `piece` from provider `i`.
+    async fn fetch_piece(&self, i: usize, conn: &Connection, piece: usize) -> PieceEnd {
+        let wanted = self.lock().board.request_ranges(piece, self.total_chunks);
+        let held = match self.node.held_ranges_raw(self.hash).await {
+            Ok(h) => h,
+            Err(e) => return PieceEnd::Failed(format!("local store: {e}")),
+        };
+        let ranges = wanted.difference(&held);
+        if self.piece_held(&wanted, &held) {
+            return PieceEnd::Got;
+        }
+        let request = GetRequest::builder().root(ranges).build(self.hash);
+        let mut stream = self
+            .node
+            .store
+            .remote()
+            .execute_get(conn.clone(), request)
+            .stream()
+            .boxed();
+        let mut seen = 0u64;
+        let end = loop {
+            let item = tokio::select! {
+                item = tokio::time::timeout(self.options.stall_timeout, stream.next()) => item,
+                _ = self.changed.notified() => {
+                    if self.lock().board.is_done(piece) {
+                        break PieceEnd::Cancelled;
+                    }
+                    continue;
+                }
+            };
+            match item {
+                Err(_) => break PieceEnd::Stalled,
+                Ok(None) => break PieceEnd::Failed("stream ended without a result".into()),
+                Ok(Some(GetProgressItem::Progress(n))) => {
+                    let delta = n.saturating_sub(seen);
+                    seen = n;
+                    self.lock().received[i] += delta;
+                    if let Some(tx) = &self.progress {
+                        tx.send_replace(self.status());
+                    }
+                }
+                Ok(Some(GetProgressItem::Done(stats))) => {
+                    let delta = stats.payload_bytes_read.saturating_sub(seen);
+                    self.lock().received[i] += delta;
+                    break PieceEnd::Got;
+                }
+                Ok(Some(GetProgressItem::Error(e))) => break classify(e),
+            }
+        };
+        if !matches!(end, PieceEnd::Got) {
+            return end;
+        }
+        // A peer that is still downloading may have sent less than asked: only what is
+        // verified in the store counts.
+        match self.node.held_ranges_raw(self.hash).await {
+            Ok(h) if self.piece_held(&wanted, &h) => PieceEnd::Got,
+            Ok(_) => PieceEnd::Failed("sent less than the piece".into()),
+            Err(e) => PieceEnd::Failed(format!("local store: {e}")),
+        }
+    }
+
+    fn piece_held(&self, wanted: &ChunkRanges, held: &ChunkRanges) -> bool {
+        let within = ChunkRanges::from(..ChunkNum(self.total_chunks));
+        held.is_superset(&(wanted & &within))
+    }
+}
+
+/// Tells bad data (a verification failure: drop the provider) from other failures.
+fn classify(e: GetError) -> PieceEnd {
+    match &e {
+        GetError::Decode {
+            source: DecodeError::LeafHashMismatch { .. } | DecodeError::ParentHashMismatch { .. },
+            ..
+        } => PieceEnd::BadData(e.to_string()),
+        _ => PieceEnd::Failed(e.to_string()),
+    }
+}

@@ -1,0 +1,397 @@
+//! Which piece of a blob to ask which provider for: the pure half of the swarm fetch.
+//!
+//! A blob is cut into pieces (whole BLAKE3 chunk groups). Every provider has a worker
+//! that asks this board for its next piece, given what that provider holds. The rules:
+//!
+//! - **own order**: each fetcher walks the pieces starting at its own offset (derived
+//!   from its node id), so nodes that start together pull *different* pieces from the
+//!   origin and can then trade them with each other;
+//! - **peers before the origin**: the origin's worker skips pieces that a live peer
+//!   already holds (the peer serves them), so the origin's uplink goes to pieces nobody
+//!   else has; the origin still takes everything no live peer can give, and joins the
+//!   endgame;
+//! - **endgame**: once nothing is pending, an idle worker duplicates the in-flight piece
+//!   that has been running longest (at most two workers per piece), so one slow
+//!   provider cannot hold the last piece hostage;
+//! - a failed piece goes back to pending unless another worker still has it in flight.
+//!
+//! No I/O here: [`PieceBoard`] is driven by `fetch.rs` and tested exhaustively below.
+
+use std::{ops::Range, time::Instant};
+
+use bao_tree::{ChunkNum, ChunkRanges};
+
+/// BLAKE3 chunk size.
+pub const CHUNK: u64 = 1024;
+/// iroh-blobs stores and verifies chunk groups of 16 chunks; pieces are cut on those.
+pub const CHUNK_GROUP: u64 = 16;
+
+/// What one provider looks like to the scheduler.
+#[derive(Debug, Clone)]
+pub struct ProviderView {
+    /// Chunk ranges the provider says it holds (its bitfield; everything for the origin
+    /// or when it does not say).
+    pub has: ChunkRanges,
+    pub origin: bool,
+    /// False once the provider failed for good (dead, bad data, too many stalls).
+    pub alive: bool,
+}
+
+impl ProviderView {
+    pub fn full(origin: bool) -> Self {
+        Self {
+            has: ChunkRanges::all(),
+            origin,
+            alive: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum PieceState {
+    Pending,
+    InFlight { workers: Vec<usize>, since: Instant },
+    Done,
+}
+
+/// The pieces of one blob and who is fetching which.
+#[derive(Debug, Clone)]
+pub struct PieceBoard {
+    /// Chunk range of each piece; the last one is open-ended on the wire.
+    ranges: Vec<Range<u64>>,
+    state: Vec<PieceState>,
+    /// Piece indices in this fetcher's walking order.
+    order: Vec<usize>,
+}
+
+/// At most this many workers fetch one piece at once (endgame duplicates).
+const MAX_WORKERS_PER_PIECE: usize = 2;
+
+impl PieceBoard {
+    /// Cuts `missing` (chunk ranges not held yet, within a blob of `size` bytes) into
+    /// pieces of about `piece_bytes`, walked from `start_fraction` (0..1) of the list.
+    pub fn new(size: u64, missing: &ChunkRanges, piece_bytes: u64, start_fraction: f64) -> Self {
+        let total_chunks = size.div_ceil(CHUNK).max(1);
+        let piece_chunks = (piece_bytes / CHUNK)
+            .div_ceil(CHUNK_GROUP)
+            .max(1)
+            .saturating_mul(CHUNK_GROUP);
+        let mut ranges = Vec::new();
+        // Boundaries alternate start, end, start, ...; an odd count leaves the last
+        // range open-ended.
+        let bounds = missing.boundaries();
+        for pair in bounds.chunks(2) {
+            let start = pair[0].0;
+            let end = pair.get(1).map_or(total_chunks, |e| e.0.min(total_chunks));
+            let mut s = start;
+            while s < end {
+                // Cut on piece boundaries of the whole blob so every fetcher's pieces line up.
+                let boundary = (s / piece_chunks + 1) * piece_chunks;
+                let e = boundary.min(end);
+                ranges.push(s..e);
+                s = e;
+            }
+        }
+        let n = ranges.len();
+        let first = if n == 0 {
+            0
+        } else {
+            ((start_fraction.clamp(0.0, 1.0) * n as f64) as usize).min(n - 1)
+        };
+        let order = (0..n).map(|i| (first + i) % n).collect();
+        Self {
+            state: vec![PieceState::Pending; n],
+            ranges,
+            order,
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.ranges.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.ranges.is_empty()
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.state.iter().all(|s| *s == PieceState::Done)
+    }
+
+    pub fn is_done(&self, piece: usize) -> bool {
+        self.state[piece] == PieceState::Done
+    }
+
+    /// The chunk ranges to request for `piece` (the blob's last piece reaches to the end).
+    pub fn request_ranges(&self, piece: usize, total_chunks: u64) -> ChunkRanges {
+        let r = &self.ranges[piece];
+        if r.end >= total_chunks {
+            ChunkRanges::from(ChunkNum(r.start)..)
+        } else {
+            ChunkRanges::from(ChunkNum(r.start)..ChunkNum(r.end))
+        }
+    }
+
+    fn holds(view: &ProviderView, r: &Range<u64>) -> bool {
+        view.has
+            .is_superset(&ChunkRanges::from(ChunkNum(r.start)..ChunkNum(r.end)))
+    }
+
+    /// The next piece for `worker` (an index into `providers`), marked in flight; `None`
+    /// when it has nothing to do right now.
+    pub fn next_for(
+        &mut self,
+        worker: usize,
+        providers: &[ProviderView],
+        now: Instant,
+    ) -> Option<usize> {
+        let me = providers.get(worker)?;
+        if !me.alive {
+            return None;
+        }
+        let served_by_peer = |r: &Range<u64>| {
+            providers
+                .iter()
+                .enumerate()
+                .any(|(i, p)| i != worker && p.alive && !p.origin && Self::holds(p, r))
+        };
+        let pending = self.order.iter().copied().find(|&i| {
+            self.state[i] == PieceState::Pending
+                && Self::holds(me, &self.ranges[i])
+                && !(me.origin && served_by_peer(&self.ranges[i]))
+        });
+        if let Some(i) = pending {
+            self.state[i] = PieceState::InFlight {
+                workers: vec![worker],
+                since: now,
+            };
+            return Some(i);
+        }
+        if self.state.contains(&PieceState::Pending) {
+            return None;
+        }
+        // Endgame: duplicate the longest-running piece this provider can serve.
+        let mut best: Option<(usize, Instant)> = None;
+        for (i, s) in self.state.iter().enumerate() {
+            if let PieceState::InFlight { workers, since } = s {
+                if workers.len() < MAX_WORKERS_PER_PIECE
+                    && !workers.contains(&worker)
+                    && Self::holds(me, &self.ranges[i])
+                    && best.is_none_or(|(_, t)| *since < t)
+                {
+                    best = Some((i, *since));
+                }
+            }
+        }
+        let (i, _) = best?;
+        if let PieceState::InFlight { workers, .. } = &mut self.state[i] {
+            workers.push(worker);
+        }
+        Some(i)
+    }
+
+    /// `piece` is verified and stored.
+    pub fn complete(&mut self, piece: usize) {
+        self.state[piece] = PieceState::Done;
+    }
+
+    /// `worker` gave up on `piece`: it goes back to pending unless another worker
+    /// still has it in flight.
+    pub fn release(&mut self, piece: usize, worker: usize) {
+        if let PieceState::InFlight { workers, .. } = &mut self.state[piece] {
+            workers.retain(|w| *w != worker);
+            if workers.is_empty() {
+                self.state[piece] = PieceState::Pending;
+            }
+        }
+    }
+
+    /// Bytes in pieces not yet done (the last piece counted up to `size`).
+    pub fn remaining_bytes(&self, size: u64) -> u64 {
+        self.ranges
+            .iter()
+            .zip(&self.state)
+            .filter(|(_, s)| **s != PieceState::Done)
+            .map(|(r, _)| (r.end * CHUNK).min(size).saturating_sub(r.start * CHUNK))
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    const MIB: u64 = 1 << 20;
+
+    fn all_missing() -> ChunkRanges {
+        ChunkRanges::all()
+    }
+
+    fn chunks(a: u64, b: u64) -> ChunkRanges {
+        ChunkRanges::from(ChunkNum(a)..ChunkNum(b))
+    }
+
+    #[test]
+    fn pieces_cover_exactly_what_is_missing_on_group_boundaries() {
+        let b = PieceBoard::new(10 * MIB + 5, &all_missing(), MIB, 0.0);
+        assert_eq!(b.len(), 11);
+        assert_eq!(b.ranges[0], 0..1024);
+        assert_eq!(b.ranges[10], 10240..10241);
+        // Resume: held ranges are not pieces; cuts stay on the blob's piece grid.
+        let missing = ChunkRanges::all().difference(&chunks(0, 1500));
+        let b = PieceBoard::new(4 * MIB, &missing, MIB, 0.0);
+        assert_eq!(b.ranges[0], 1500..2048);
+        assert_eq!(b.len(), 3);
+        assert_eq!(b.remaining_bytes(4 * MIB), 4 * MIB - 1500 * CHUNK);
+        // A piece size that is not a multiple of a chunk group is rounded up to one.
+        let b = PieceBoard::new(MIB, &all_missing(), 1000, 0.0);
+        assert!(b.ranges.iter().all(|r| r.start % CHUNK_GROUP == 0));
+        // Nothing missing, nothing to do.
+        let b = PieceBoard::new(MIB, &ChunkRanges::empty(), MIB, 0.5);
+        assert!(b.is_empty() && b.is_complete());
+    }
+
+    #[test]
+    fn the_last_piece_reaches_to_the_end_on_the_wire() {
+        let b = PieceBoard::new(3 * MIB, &all_missing(), MIB, 0.0);
+        let total = (3 * MIB).div_ceil(CHUNK);
+        assert_eq!(b.request_ranges(0, total), chunks(0, 1024));
+        assert_eq!(
+            b.request_ranges(2, total),
+            ChunkRanges::from(ChunkNum(2048)..)
+        );
+    }
+
+    #[test]
+    fn fetchers_start_at_their_own_offset() {
+        let now = Instant::now();
+        let p = vec![ProviderView::full(true)];
+        let mut a = PieceBoard::new(8 * MIB, &all_missing(), MIB, 0.0);
+        let mut b = PieceBoard::new(8 * MIB, &all_missing(), MIB, 0.5);
+        assert_eq!(a.next_for(0, &p, now), Some(0));
+        assert_eq!(b.next_for(0, &p, now), Some(4));
+        assert_eq!(b.next_for(0, &p, now), Some(5));
+        // It wraps around.
+        let mut c = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.99);
+        assert_eq!(c.next_for(0, &p, now), Some(1));
+        assert_eq!(c.next_for(0, &p, now), Some(0));
+    }
+
+    #[test]
+    fn the_origin_leaves_pieces_a_free_peer_holds() {
+        let now = Instant::now();
+        let mut b = PieceBoard::new(4 * MIB, &all_missing(), MIB, 0.0);
+        let peer_has = ProviderView {
+            has: chunks(0, 2048),
+            origin: false,
+            alive: true,
+        };
+        let p = vec![ProviderView::full(true), peer_has];
+        assert_eq!(b.next_for(0, &p, now), Some(2), "origin skips pieces 0,1");
+        assert_eq!(b.next_for(1, &p, now), Some(0));
+        assert_eq!(b.next_for(0, &p, now), Some(3));
+        // Piece 1 waits for the peer, even while the peer is busy.
+        assert_eq!(b.next_for(0, &p, now), None);
+        assert_eq!(b.next_for(1, &p, now), Some(1));
+        // Endgame: with nothing pending, the origin may duplicate the peer's oldest piece.
+        assert_eq!(b.next_for(0, &p, now), Some(0));
+    }
+
+    #[test]
+    fn a_peer_only_gets_pieces_it_holds_and_dead_providers_get_nothing() {
+        let now = Instant::now();
+        let mut b = PieceBoard::new(4 * MIB, &all_missing(), MIB, 0.0);
+        let mut p = vec![ProviderView {
+            has: chunks(2048, 3072),
+            origin: false,
+            alive: true,
+        }];
+        assert_eq!(b.next_for(0, &p, now), Some(2));
+        assert_eq!(b.next_for(0, &p, now), None, "nothing else it holds");
+        p[0].alive = false;
+        b.release(2, 0);
+        assert_eq!(b.next_for(0, &p, now), None);
+        assert_eq!(b.next_for(5, &p, now), None, "unknown worker");
+    }
+
+    #[test]
+    fn released_pieces_go_back_and_endgame_duplicates_the_oldest() {
+        let t0 = Instant::now();
+        let t1 = t0 + std::time::Duration::from_secs(1);
+        let p = vec![
+            ProviderView::full(true),
+            ProviderView::full(false),
+            ProviderView::full(false),
+        ];
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
+        assert_eq!(b.next_for(1, &p, t0), Some(0));
+        assert_eq!(b.next_for(2, &p, t1), Some(1));
+        // Nothing pending: the origin duplicates the piece in flight longest.
+        assert_eq!(b.next_for(0, &p, t1), Some(0));
+        // Two workers on piece 0 already; worker 1 is on 0; piece 1 has one worker.
+        assert_eq!(b.next_for(1, &p, t1), Some(1));
+        assert_eq!(b.next_for(2, &p, t1), None, "every piece has two workers");
+        // Worker 1 fails piece 0: worker 0 still has it, so it is not pending again.
+        b.release(0, 1);
+        assert!(!b.state.contains(&PieceState::Pending));
+        b.release(0, 0);
+        assert_eq!(b.state[0], PieceState::Pending);
+        b.complete(1);
+        assert_eq!(b.next_for(2, &p, t1), Some(0));
+        b.complete(0);
+        assert!(b.is_complete());
+        assert_eq!(b.remaining_bytes(2 * MIB), 0);
+        assert_eq!(b.next_for(0, &p, t1), None);
+    }
+
+    #[test]
+    fn every_piece_is_handed_out_until_done_whatever_fails() {
+        // Exhaustive-ish: random failures and completions always end complete while one
+        // full provider stays alive.
+        let now = Instant::now();
+        for seed in 0..200u64 {
+            let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
+            let mut next = || {
+                rng = rng
+                    .wrapping_mul(6364136223846793005)
+                    .wrapping_add(1442695040888963407);
+                rng >> 33
+            };
+            let mut p = vec![
+                ProviderView::full(true),
+                ProviderView {
+                    has: chunks(0, 3000),
+                    origin: false,
+                    alive: true,
+                },
+                ProviderView::full(false),
+            ];
+            let mut b = PieceBoard::new(5 * MIB, &all_missing(), MIB, (seed % 7) as f64 / 7.0);
+            let mut inflight: Vec<(usize, usize)> = Vec::new();
+            for _step in 0..10_000 {
+                if b.is_complete() {
+                    break;
+                }
+                let w = (next() % 3) as usize;
+                if next() % 2 == 0 {
+                    if let Some(piece) = b.next_for(w, &p, now) {
+                        inflight.push((w, piece));
+                    }
+                } else if !inflight.is_empty() {
+                    let k = (next() as usize) % inflight.len();
+                    let (w, piece) = inflight.swap_remove(k);
+                    match next() % 4 {
+                        0 => b.release(piece, w),
+                        1 if w == 2 && seed % 3 == 0 => {
+                            p[2].alive = false;
+                            b.release(piece, w);
+                        }
+                        _ => b.complete(piece),
+                    }
+                }
+            }
+            assert!(b.is_complete(), "seed {seed} did not finish");
+        }
+    }
+}

@@ -1,0 +1,371 @@
+//! Hostile and failing providers, on real iroh endpoints on 127.0.0.1.
+//!
+//! A [`Proxy`] is a real iroh endpoint that speaks for a real provider: it forwards
+//! every stream of the iroh-blobs protocol, and misbehaves on the way back: it flips a
+//! byte (bad data), dies after a byte budget (killed mid-transfer), or trickles (slow).
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    sync::{
+        atomic::{AtomicBool, AtomicU64, Ordering},
+        Arc,
+    },
+    time::Duration,
+};
+
+use archy_catalog::{oci::hash_file, ContentHash};
+use archy_registry::{FetchOptions, PeerAddr, SwarmNode};
+use iroh::{
+    endpoint::{presets, Connection, RelayMode},
+    protocol::{AcceptError, ProtocolHandler, Router},
+    Endpoint, EndpointAddr, EndpointId,
+};
+
+const MIB: u64 = 1 << 20;
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn random_file(dir: &Path, size: u64) -> (PathBuf, ContentHash, u64) {
+    let mut bytes = vec![0u8; size as usize];
+    getrandom::fill(&mut bytes).unwrap();
+    let p = dir.join("blob.bin");
+    std::fs::write(&p, bytes).unwrap();
+    let (h, s) = hash_file(&p).unwrap();
+    (p, h, s)
+}
+
+async fn provider(dir: &Path, name: &str, file: &Path) -> SwarmNode {
+    let n = SwarmNode::spawn(&dir.join(name), local()).await.unwrap();
+    n.import(file).await.unwrap();
+    n
+}
+
+fn pieces(kib: u64) -> FetchOptions {
+    FetchOptions {
+        piece_bytes: kib << 10,
+        stall_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(10),
+        ..FetchOptions::default()
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Mischief {
+    /// Flip one byte at this offset of every response stream.
+    Corrupt { at: u64 },
+    /// Close everything once this many response bytes went out, and refuse from then on.
+    DieAfter { bytes: u64 },
+    /// Send at most this many bytes per second.
+    Throttle { bytes_per_sec: u64 },
+}
+
+#[derive(Debug, Clone)]
+struct Proxy {
+    endpoint: Endpoint,
+    upstream: EndpointAddr,
+    mischief: Mischief,
+    sent: Arc<AtomicU64>,
+    dead: Arc<AtomicBool>,
+}
+
+/// Starts a proxy in front of `upstream`; returns its address and the router to keep it alive.
+async fn proxy(upstream: &SwarmNode, mischief: Mischief) -> (PeerAddr, Router, Arc<AtomicU64>) {
+    let endpoint = Endpoint::builder(presets::Minimal)
+        .relay_mode(RelayMode::Disabled)
+        .clear_address_lookup()
+        .portmapper_config(iroh::endpoint::PortmapperConfig::Disabled)
+        .bind_addr(local())
+        .unwrap()
+        .bind()
+        .await
+        .unwrap();
+    let up = upstream.addr();
+    let sent = Arc::new(AtomicU64::new(0));
+    let p = Proxy {
+        endpoint: endpoint.clone(),
+        upstream: EndpointAddr::new(EndpointId::from_bytes(&up.id).unwrap())
+            .with_ip_addr(up.socket),
+        mischief,
+        sent: sent.clone(),
+        dead: Arc::new(AtomicBool::new(false)),
+    };
+    let router = Router::builder(endpoint.clone())
+        .accept(iroh_blobs::ALPN, p)
+        .spawn();
+    let addr = PeerAddr {
+        id: *endpoint.id().as_bytes(),
+        socket: endpoint.bound_sockets()[0],
+    };
+    (addr, router, sent)
+}
+
+impl ProtocolHandler for Proxy {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        if self.dead.load(Ordering::SeqCst) {
+            conn.close(1u32.into(), b"dead");
+            return Ok(());
+        }
+        let up = self
+            .endpoint
+            .connect(self.upstream.clone(), iroh_blobs::ALPN)
+            .await
+            .map_err(AcceptError::from_err)?;
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let (mut usend, mut urecv) = up.open_bi().await.map_err(AcceptError::from_err)?;
+            let this = self.clone();
+            let conn = conn.clone();
+            tokio::spawn(async move {
+                let request = async {
+                    let mut buf = vec![0u8; 4096];
+                    while let Ok(Some(n)) = recv.read(&mut buf).await {
+                        if usend.write_all(&buf[..n]).await.is_err() {
+                            break;
+                        }
+                    }
+                    let _ = usend.finish();
+                };
+                let response = async {
+                    let mut buf = vec![0u8; 16 << 10];
+                    let mut offset = 0u64;
+                    while let Ok(Some(n)) = urecv.read(&mut buf).await {
+                        let chunk = &mut buf[..n];
+                        match this.mischief {
+                            Mischief::Corrupt { at } => {
+                                if (offset..offset + n as u64).contains(&at) {
+                                    chunk[(at - offset) as usize] ^= 0xff;
+                                }
+                            }
+                            Mischief::DieAfter { bytes } => {
+                                let before = this.sent.fetch_add(n as u64, Ordering::SeqCst);
+                                if before + n as u64 > bytes {
+                                    this.dead.store(true, Ordering::SeqCst);
+                                    conn.close(1u32.into(), b"killed");
+                                    return;
+                                }
+                            }
+                            Mischief::Throttle { bytes_per_sec } => {
+                                tokio::time::sleep(Duration::from_secs_f64(
+                                    n as f64 / bytes_per_sec as f64,
+                                ))
+                                .await;
+                            }
+                        }
+                        this.sent.fetch_add(
+                            if matches!(this.mischief, Mischief::DieAfter { .. }) {
+                                0
+                            } else {
+                                n as u64
+                            },
+                            Ordering::SeqCst,
+                        );
+                        offset += n as u64;
+                        if send.write_all(chunk).await.is_err() {
+                            return;
+                        }
+                    }
+                    let _ = send.finish();
+                };
+                tokio::join!(request, response);
+            });
+        }
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_sending_bad_bytes_is_dropped_and_the_blob_still_verifies() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, want, size) = random_file(tmp.path(), 4 * MIB);
+    let origin = provider(tmp.path(), "origin", &file).await;
+    let honest = provider(tmp.path(), "honest", &file).await;
+    let (liar, _r, _) = proxy(&honest, Mischief::Corrupt { at: 20_000 }).await;
+    let fetcher = SwarmNode::spawn(&tmp.path().join("f"), local())
+        .await
+        .unwrap();
+    // The liar is a peer, so it gets pieces before the origin does.
+    let report = fetcher
+        .fetch(want)
+        .size(size)
+        .origin(Some(origin.addr()))
+        .peers([liar.clone()])
+        .options(pieces(256))
+        .run()
+        .await
+        .unwrap();
+    let why = report.failed_providers.get(&liar.to_string());
+    assert!(
+        why.is_some_and(|w| w.contains("bad data") && w.contains("mismatch")),
+        "{report:?}"
+    );
+    let out = tmp.path().join("out.bin");
+    fetcher.export(&want, &out).await.unwrap();
+    assert_eq!(hash_file(&out).unwrap(), (want, size));
+
+    // Nobody but liars: the fetch fails, says why, and nothing unverified is held.
+    let (liar2, _r2, _) = proxy(&honest, Mischief::Corrupt { at: 20_000 }).await;
+    let victim = SwarmNode::spawn(&tmp.path().join("v"), local())
+        .await
+        .unwrap();
+    let e = victim
+        .fetch(want)
+        .size(size)
+        .peers([liar.clone(), liar2])
+        .options(pieces(256))
+        .run()
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("bad data"), "{e}");
+    assert!(!victim.has(&want).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_provider_killed_mid_transfer_costs_no_verified_range_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, want, size) = random_file(tmp.path(), 8 * MIB);
+    let origin = provider(tmp.path(), "origin", &file).await;
+    let peer = provider(tmp.path(), "peer", &file).await;
+    // Dies in the middle of its third 1 MiB piece.
+    let (doomed, _r, _) = proxy(
+        &peer,
+        Mischief::DieAfter {
+            bytes: 2 * MIB + MIB / 2,
+        },
+    )
+    .await;
+    let fetcher = SwarmNode::spawn(&tmp.path().join("f"), local())
+        .await
+        .unwrap();
+    let report = fetcher
+        .fetch(want)
+        .size(size)
+        .origin(Some(origin.addr()))
+        .peers([doomed.clone()])
+        .options(pieces(1024))
+        .run()
+        .await
+        .unwrap();
+    assert!(
+        report.failed_providers.contains_key(&doomed.to_string()),
+        "{report:?}"
+    );
+    let from_doomed = report.bytes_by_provider.get(&doomed.to_string()).copied();
+    assert!(
+        from_doomed.unwrap_or(0) >= MIB,
+        "it served before dying: {report:?}"
+    );
+    let total: u64 = report.bytes_by_provider.values().sum();
+    assert!(
+        total <= size + 64 * 1024,
+        "verified ranges were fetched again: {total} bytes for a {size}-byte blob: {report:?}"
+    );
+    assert!(fetcher.has(&want).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_interrupted_fetch_resumes_and_a_partial_holder_serves_what_it_has() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, want, size) = random_file(tmp.path(), 6 * MIB);
+    let origin = provider(tmp.path(), "origin", &file).await;
+    let (dying, _r, _) = proxy(&origin, Mischief::DieAfter { bytes: 3 * MIB }).await;
+    let fetcher = SwarmNode::spawn(&tmp.path().join("f"), local())
+        .await
+        .unwrap();
+    // Only the dying provider: the fetch fails, with what it got kept.
+    let e = fetcher
+        .fetch(want)
+        .size(size)
+        .origin(Some(dying))
+        .options(pieces(512))
+        .run()
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("could not fetch"), "{e}");
+    let (held, _) = fetcher.held_ranges(&want).await.unwrap();
+    assert!(!held.is_empty(), "the verified part is kept");
+
+    // A third node fetches while the fetcher still holds only part: the fetcher serves
+    // the pieces it has (it is a peer), the origin the rest.
+    let third = SwarmNode::spawn(&tmp.path().join("t"), local())
+        .await
+        .unwrap();
+    let r3 = third
+        .fetch(want)
+        .size(size)
+        .origin(Some(origin.addr()))
+        .peers([fetcher.addr()])
+        .options(pieces(512))
+        .run()
+        .await
+        .unwrap();
+    assert!(
+        r3.bytes_by_provider
+            .get(&fetcher.addr().to_string())
+            .copied()
+            .unwrap_or(0)
+            > 0,
+        "the partial holder served its pieces: {r3:?}"
+    );
+    assert!(third.has(&want).await.unwrap());
+
+    // The fetcher resumes: only the missing part crosses the wire.
+    let report = fetcher
+        .fetch(want)
+        .size(size)
+        .origin(Some(origin.addr()))
+        .options(pieces(512))
+        .run()
+        .await
+        .unwrap();
+    assert!(report.already_held >= 2 * MIB, "{report:?}");
+    let fetched: u64 = report.bytes_by_provider.values().sum();
+    assert!(
+        fetched <= size - report.already_held + 64 * 1024,
+        "resume fetched {fetched} bytes with {} held: {report:?}",
+        report.already_held
+    );
+    assert!(fetcher.has(&want).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_peer_gets_little_work_and_does_not_hold_the_fetch_back() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, want, size) = random_file(tmp.path(), 8 * MIB);
+    let origin = provider(tmp.path(), "origin", &file).await;
+    let peer = provider(tmp.path(), "peer", &file).await;
+    let (slow, _r, _) = proxy(
+        &peer,
+        Mischief::Throttle {
+            bytes_per_sec: 64 << 10,
+        },
+    )
+    .await;
+    let fast = provider(tmp.path(), "fast", &file).await;
+    let fetcher = SwarmNode::spawn(&tmp.path().join("f"), local())
+        .await
+        .unwrap();
+    let report = fetcher
+        .fetch(want)
+        .size(size)
+        .origin(Some(origin.addr()))
+        .peers([slow.clone(), fast.addr()])
+        .options(pieces(256))
+        .run()
+        .await
+        .unwrap();
+    let from_slow = report
+        .bytes_by_provider
+        .get(&slow.to_string())
+        .copied()
+        .unwrap_or(0);
+    assert!(
+        from_slow < size / 4,
+        "the slow peer carried {from_slow} of {size} bytes: {report:?}"
+    );
+    assert!(fetcher.has(&want).await.unwrap());
+}
