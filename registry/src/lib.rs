@@ -13,7 +13,9 @@ mod fetch;
 mod node;
 pub mod origin;
 pub mod schedule;
+mod swarm;
 
 pub use fetch::{Fetch, FetchOptions, FetchReport, FetchStatus};
 pub use node::{node_key, PeerAddr, SwarmError, SwarmNode, SwarmNodeBuilder};
 pub use origin::Origin;
+pub use swarm::{DhtSettings, FetchPlan, Multiaddr, Swarm};

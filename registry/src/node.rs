@@ -155,6 +155,25 @@ impl SwarmNode {
             .map_err(|e| SwarmError::Store(e.to_string()))
     }
 
+    /// Every blob held whole.
+    pub async fn list_complete(&self) -> Result<Vec<ContentHash>, SwarmError> {
+        let hashes = self
+            .store
+            .blobs()
+            .list()
+            .hashes()
+            .await
+            .map_err(|e| SwarmError::Store(e.to_string()))?;
+        let mut out = Vec::new();
+        for h in hashes {
+            let h = ContentHash(*h.as_bytes());
+            if self.has(&h).await? {
+                out.push(h);
+            }
+        }
+        Ok(out)
+    }
+
     /// Writes a held blob to `path`.
     pub async fn export(&self, hash: &ContentHash, path: &Path) -> Result<(), SwarmError> {
         let abs = std::path::absolute(path)?;

@@ -11,8 +11,8 @@
 //!   else has; the origin still takes everything no live peer can give, and joins the
 //!   endgame;
 //! - **endgame**: once nothing is pending, an idle worker duplicates the in-flight piece
-//!   that has been running longest (at most two workers per piece), so one slow
-//!   provider cannot hold the last piece hostage;
+//!   that has been running longest, if it has run for [`ENDGAME_AFTER`] (at most two
+//!   workers per piece), so one slow provider cannot hold the last piece hostage;
 //! - a failed piece goes back to pending unless another worker still has it in flight.
 //!
 //! No I/O here: [`PieceBoard`] is driven by `fetch.rs` and tested exhaustively below.
@@ -66,6 +66,9 @@ pub struct PieceBoard {
 
 /// At most this many workers fetch one piece at once (endgame duplicates).
 const MAX_WORKERS_PER_PIECE: usize = 2;
+/// Endgame only duplicates pieces in flight at least this long: a piece about to
+/// arrive is not worth its bytes twice.
+pub const ENDGAME_AFTER: std::time::Duration = std::time::Duration::from_millis(750);
 
 impl PieceBoard {
     /// Cuts `missing` (chunk ranges not held yet, within a blob of `size` bytes) into
@@ -175,6 +178,7 @@ impl PieceBoard {
         for (i, s) in self.state.iter().enumerate() {
             if let PieceState::InFlight { workers, since } = s {
                 if workers.len() < MAX_WORKERS_PER_PIECE
+                    && now.saturating_duration_since(*since) >= ENDGAME_AFTER
                     && !workers.contains(&worker)
                     && Self::holds(me, &self.ranges[i])
                     && best.is_none_or(|(_, t)| *since < t)
@@ -295,7 +299,7 @@ mod tests {
         assert_eq!(b.next_for(0, &p, now), None);
         assert_eq!(b.next_for(1, &p, now), Some(1));
         // Endgame: with nothing pending, the origin may duplicate the peer's oldest piece.
-        assert_eq!(b.next_for(0, &p, now), Some(0));
+        assert_eq!(b.next_for(0, &p, now + ENDGAME_AFTER), Some(0));
     }
 
     #[test]
@@ -318,7 +322,7 @@ mod tests {
     #[test]
     fn released_pieces_go_back_and_endgame_duplicates_the_oldest() {
         let t0 = Instant::now();
-        let t1 = t0 + std::time::Duration::from_secs(1);
+        let t1 = t0 + ENDGAME_AFTER;
         let p = vec![
             ProviderView::full(true),
             ProviderView::full(false),
@@ -327,11 +331,14 @@ mod tests {
         let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
         assert_eq!(b.next_for(1, &p, t0), Some(0));
         assert_eq!(b.next_for(2, &p, t1), Some(1));
-        // Nothing pending: the origin duplicates the piece in flight longest.
+        // Nothing pending: the origin duplicates the piece in flight longest, once it
+        // has been in flight long enough.
+        assert_eq!(b.next_for(0, &p, t0), None);
         assert_eq!(b.next_for(0, &p, t1), Some(0));
         // Two workers on piece 0 already; worker 1 is on 0; piece 1 has one worker.
-        assert_eq!(b.next_for(1, &p, t1), Some(1));
-        assert_eq!(b.next_for(2, &p, t1), None, "every piece has two workers");
+        let t2 = t1 + ENDGAME_AFTER;
+        assert_eq!(b.next_for(1, &p, t2), Some(1));
+        assert_eq!(b.next_for(2, &p, t2), None, "every piece has two workers");
         // Worker 1 fails piece 0: worker 0 still has it, so it is not pending again.
         b.release(0, 1);
         assert!(!b.state.contains(&PieceState::Pending));
@@ -349,7 +356,7 @@ mod tests {
     fn every_piece_is_handed_out_until_done_whatever_fails() {
         // Exhaustive-ish: random failures and completions always end complete while one
         // full provider stays alive.
-        let now = Instant::now();
+        let now = Instant::now() + ENDGAME_AFTER;
         for seed in 0..200u64 {
             let mut rng = seed.wrapping_mul(6364136223846793005).wrapping_add(1);
             let mut next = || {

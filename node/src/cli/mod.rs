@@ -7,6 +7,7 @@ mod lifecycle;
 mod market;
 mod publish;
 mod relay;
+mod swarm;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -47,6 +48,11 @@ pub enum Command {
     /// Browse the Nostr marketplace with trust scores; endorse or report apps.
     #[command(subcommand)]
     Market(market::MarketCommand),
+    /// Fetch one blob from the origin and peers at once, verifying every byte
+    /// (progress with bytes, rate and each provider's share; --json for scripts).
+    Fetch(swarm::FetchArgs),
+    /// Serve and announce every blob a data dir's store holds, until Ctrl-C.
+    Seed(swarm::SeedArgs),
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,5 +218,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(cmd) => key::run(cmd),
         Command::Relay(cmd) => relay::run(cmd),
         Command::Market(cmd) => market::run(cmd),
+        Command::Fetch(args) => swarm::fetch(args),
+        Command::Seed(args) => swarm::seed(args),
     }
 }

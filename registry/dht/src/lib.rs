@@ -35,6 +35,7 @@ use std::{
 
 use archy_catalog::ContentHash;
 use futures_util::StreamExt;
+pub use libp2p::Multiaddr;
 use libp2p::{
     identify, identity,
     kad::{
@@ -44,7 +45,7 @@ use libp2p::{
     multiaddr::Protocol,
     noise,
     swarm::{NetworkBehaviour, SwarmEvent},
-    tcp, yamux, Multiaddr, PeerId, Swarm,
+    tcp, yamux, PeerId, Swarm,
 };
 pub use record::{AddressRecord, RecordError};
 use tokio::sync::{mpsc, oneshot};

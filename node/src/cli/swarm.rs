@@ -1,0 +1,310 @@
+//! The swarm by hand: `archy fetch` pulls one blob from the origin and peers at once
+//! (every byte BLAKE3-verified), `archy seed` serves and announces what a store holds.
+//! Both use the same node key, store and DHT as the daemon, so a data dir can be
+//! inspected or pre-seeded with them.
+
+use std::{
+    io::{IsTerminal, Write},
+    net::SocketAddr,
+    path::PathBuf,
+    process::ExitCode,
+    time::{Duration, Instant},
+};
+
+use anyhow::Context;
+use archy_catalog::ContentHash;
+use archy_registry::{
+    DhtSettings, FetchOptions, FetchPlan, FetchStatus, Multiaddr, PeerAddr, Swarm, SwarmNode,
+};
+use clap::Args;
+use serde_json::json;
+
+/// Where this swarm node keeps its key and store, and how it reaches the others.
+#[derive(Debug, Clone, Args)]
+pub struct SwarmArgs {
+    /// Data dir: node key (`node.key`, 0600) and blob store.
+    #[arg(long)]
+    pub data: PathBuf,
+    /// UDP address of the iroh endpoint (port 0 picks one).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Join the DHT through this node (`/ip4/IP/tcp/PORT/p2p/PEER_ID`, repeat); the
+    /// DHT then names more providers and learns what this node holds.
+    #[arg(long = "bootstrap")]
+    pub bootstrap: Vec<Multiaddr>,
+    /// TCP address of the DHT node (used with --bootstrap or --dht).
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub dht_listen: SocketAddr,
+    /// Run a DHT node even without --bootstrap (others bootstrap through it).
+    #[arg(long)]
+    pub dht: bool,
+}
+
+impl SwarmArgs {
+    async fn start(&self) -> anyhow::Result<Swarm> {
+        let dht = (self.dht || !self.bootstrap.is_empty()).then(|| DhtSettings {
+            listen: self.dht_listen,
+            bootstrap: self.bootstrap.clone(),
+        });
+        Swarm::start(SwarmNode::builder(&self.data, self.listen), dht)
+            .await
+            .with_context(|| format!("cannot start the swarm node in {}", self.data.display()))
+    }
+}
+
+#[derive(Debug, Args)]
+pub struct FetchArgs {
+    /// BLAKE3 hash of the blob (`blake3:<hex>` or `<hex>`).
+    pub hash: ContentHash,
+    #[command(flatten)]
+    pub swarm: SwarmArgs,
+    /// Its size in bytes, as the catalog gives it (asked from a provider otherwise).
+    #[arg(long)]
+    pub size: Option<u64>,
+    /// The origin, `<endpoint id>@<ip:port>`: it holds everything and takes the pieces
+    /// no peer can give.
+    #[arg(long)]
+    pub origin: Option<PeerAddr>,
+    /// Another provider (repeat).
+    #[arg(long = "peer")]
+    pub peers: Vec<PeerAddr>,
+    /// Also write the verified blob to this file.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+    /// Piece size in KiB.
+    #[arg(long, default_value_t = 1024)]
+    pub piece_kib: u64,
+    /// After the fetch, keep serving (and announcing) until Ctrl-C or SIGTERM.
+    #[arg(long)]
+    pub seed: bool,
+    /// Print a JSON summary instead of the progress bar.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Debug, Args)]
+pub struct SeedArgs {
+    #[command(flatten)]
+    pub swarm: SwarmArgs,
+    /// Import this file into the store first (repeat).
+    #[arg(long = "import")]
+    pub imports: Vec<PathBuf>,
+    /// Print this node's endpoint id (creating its key if needed) and exit.
+    #[arg(long)]
+    pub print_id: bool,
+    /// Print the ready line as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let swarm = args.swarm.start().await?;
+        let plan = FetchPlan {
+            size: args.size,
+            origin: args.origin.clone(),
+            peers: args.peers.clone(),
+            options: FetchOptions {
+                piece_bytes: args.piece_kib.max(16) << 10,
+                ..FetchOptions::default()
+            },
+        };
+        let (tx, rx) = tokio::sync::watch::channel(FetchStatus::default());
+        let bar = (!args.json).then(|| tokio::spawn(progress_bar(rx, args.origin.clone())));
+        let started = Instant::now();
+        let result = swarm.fetch(args.hash, plan, Some(tx)).await;
+        if let Some(bar) = bar {
+            let _ = bar.await;
+        }
+        let report = match result {
+            Ok(r) => r,
+            Err(e) => {
+                if args.json {
+                    println!(
+                        "{}",
+                        json!({"hash": args.hash.to_string(), "verified": false, "error": e.to_string()})
+                    );
+                    return Ok(ExitCode::FAILURE);
+                }
+                return Err(e).context("fetch failed");
+            }
+        };
+        let seconds = started.elapsed().as_secs_f64();
+        if let Some(out) = &args.out {
+            swarm
+                .node
+                .export(&args.hash, out)
+                .await
+                .with_context(|| format!("cannot write {}", out.display()))?;
+        }
+        let fetched: u64 = report.bytes_by_provider.values().sum();
+        if args.json {
+            println!(
+                "{}",
+                json!({
+                    "hash": args.hash.to_string(),
+                    "size": report.size,
+                    "verified": true,
+                    "seconds": seconds,
+                    "already_held": report.already_held,
+                    "bytes_by_provider": report.bytes_by_provider,
+                    "failed_providers": report.failed_providers,
+                    "addr": swarm.node.addr().to_string(),
+                })
+            );
+        } else {
+            eprintln!(
+                "verified {} ({}) in {seconds:.2} s: {} fetched{}",
+                args.hash,
+                mib(report.size),
+                mib(fetched),
+                if report.already_held > 0 {
+                    format!(", {} already held", mib(report.already_held))
+                } else {
+                    String::new()
+                }
+            );
+            for (p, b) in &report.bytes_by_provider {
+                let who = label(p, args.origin.as_ref());
+                eprintln!("  {who:<28} {:>10}", mib(*b));
+            }
+            for (p, why) in &report.failed_providers {
+                eprintln!("  dropped {}: {why}", label(p, args.origin.as_ref()));
+            }
+        }
+        std::io::stdout().flush()?;
+        if args.seed {
+            eprintln!("seeding {} until Ctrl-C", swarm.node.addr());
+            shutdown_signal().await;
+        }
+        swarm.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+pub fn seed(args: SeedArgs) -> anyhow::Result<ExitCode> {
+    if args.print_id {
+        let key = archy_registry::node_key(&args.swarm.data)?;
+        let id = iroh_id(&key);
+        println!("{id}");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let rt = tokio::runtime::Runtime::new()?;
+    rt.block_on(async {
+        let swarm = args.swarm.start().await?;
+        for f in &args.imports {
+            swarm
+                .import(f)
+                .await
+                .with_context(|| format!("cannot import {}", f.display()))?;
+        }
+        let held = swarm.announce_held().await?;
+        let addr = swarm.node.addr();
+        archy_catalog::fsutil::write_atomic(
+            &args.swarm.data.join("swarm.addr"),
+            addr.to_string().as_bytes(),
+        )?;
+        let dht: Vec<String> = swarm.dht_addrs().iter().map(|a| a.to_string()).collect();
+        if args.json {
+            println!(
+                "{}",
+                json!({"addr": addr.to_string(), "dht": dht, "blobs": held.iter().map(|h| h.to_string()).collect::<Vec<_>>()})
+            );
+        } else {
+            println!("seeding {} blob(s) at {addr}", held.len());
+            for d in &dht {
+                println!("dht {d}");
+            }
+            for h in &held {
+                println!("  {h}");
+            }
+        }
+        std::io::stdout().flush()?;
+        shutdown_signal().await;
+        swarm.shutdown().await;
+        Ok(ExitCode::SUCCESS)
+    })
+}
+
+/// The endpoint id (ed25519 public key, hex) of a node key.
+fn iroh_id(secret: &[u8; 32]) -> String {
+    hex::encode(iroh::SecretKey::from_bytes(secret).public().as_bytes())
+}
+
+async fn shutdown_signal() {
+    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+    {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = term.recv() => {}
+        }
+    } else {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
+
+fn mib(b: u64) -> String {
+    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
+}
+
+fn label(p: &str, origin: Option<&PeerAddr>) -> String {
+    if origin.is_some_and(|o| o.to_string() == p) {
+        "origin".into()
+    } else {
+        format!("peer {}", p.get(..10).unwrap_or(p))
+    }
+}
+
+/// Draws `[=====>    ] 45.2/128.0 MiB 12.3 MiB/s  origin 40% · peer 3f2a… 60%` on stderr
+/// until the fetch ends (one line per second when stderr is not a terminal).
+async fn progress_bar(mut rx: tokio::sync::watch::Receiver<FetchStatus>, origin: Option<PeerAddr>) {
+    let tty = std::io::stderr().is_terminal();
+    let started = Instant::now();
+    let mut last_print = Instant::now() - Duration::from_secs(2);
+    while rx.changed().await.is_ok() {
+        let s = rx.borrow_and_update().clone();
+        let every = if tty {
+            Duration::from_millis(100)
+        } else {
+            Duration::from_secs(1)
+        };
+        if last_print.elapsed() < every || s.size == 0 {
+            continue;
+        }
+        last_print = Instant::now();
+        let received: u64 = s.received.values().sum();
+        let width = 30usize;
+        let filled = ((s.verified as f64 / s.size as f64) * width as f64) as usize;
+        let rate = received as f64 / started.elapsed().as_secs_f64().max(0.001);
+        let shares: Vec<String> = s
+            .received
+            .iter()
+            .filter(|(_, b)| **b > 0)
+            .map(|(p, b)| {
+                format!(
+                    "{} {:.0}%",
+                    label(p, origin.as_ref()),
+                    100.0 * *b as f64 / received.max(1) as f64
+                )
+            })
+            .collect();
+        let line = format!(
+            "[{}>{}] {}/{} {}/s  {}",
+            "=".repeat(filled.min(width)),
+            " ".repeat(width - filled.min(width)),
+            mib(s.verified),
+            mib(s.size),
+            mib(rate as u64),
+            shares.join(" · ")
+        );
+        if tty {
+            eprint!("\r{line}\x1b[K");
+        } else {
+            eprintln!("{line}");
+        }
+    }
+    if tty {
+        eprintln!();
+    }
+}

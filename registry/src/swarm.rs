@@ -1,0 +1,223 @@
+//! A [`SwarmNode`] that knows who has what: blobs over iroh, provider records in the
+//! libp2p Kademlia DHT, one node key for both.
+//!
+//! [`Swarm::fetch`] asks the DHT for holders before and while it fetches (a holder that
+//! appears mid-fetch joins it), announces the blob as soon as the first piece is
+//! verified (so others can fetch the pieces it already has), and keeps announcing it
+//! while it is held. Without a DHT, the same calls work with the origin and the
+//! configured peers only.
+
+use std::{net::SocketAddr, sync::Arc, time::Duration};
+
+use archy_catalog::ContentHash;
+pub use archy_dht::Multiaddr;
+use archy_dht::{Dht, DhtConfig};
+use tokio::sync::{mpsc, watch};
+
+use crate::{
+    FetchOptions, FetchReport, FetchStatus, PeerAddr, SwarmError, SwarmNode, SwarmNodeBuilder,
+};
+
+/// How often a running fetch asks the DHT for new holders.
+const FOLLOW_EVERY: Duration = Duration::from_secs(2);
+
+/// Where the DHT node listens and whom it joins through.
+#[derive(Debug, Clone)]
+pub struct DhtSettings {
+    /// TCP address (port 0 picks one).
+    pub listen: SocketAddr,
+    /// `/ip4/IP/tcp/PORT/p2p/PEER_ID` of nodes already in the DHT (the origin's, say).
+    pub bootstrap: Vec<Multiaddr>,
+}
+
+/// A swarm participant with optional DHT membership.
+#[derive(Debug, Clone)]
+pub struct Swarm {
+    pub node: Arc<SwarmNode>,
+    dht: Option<Arc<Dht>>,
+}
+
+/// One fetch through the swarm.
+#[derive(Debug, Clone, Default)]
+pub struct FetchPlan {
+    pub size: Option<u64>,
+    pub origin: Option<PeerAddr>,
+    pub peers: Vec<PeerAddr>,
+    pub options: FetchOptions,
+}
+
+impl Swarm {
+    /// Starts the iroh node (as `builder` says) and, with `dht`, a DHT node with the
+    /// same key that publishes this node's iroh address.
+    pub async fn start(
+        builder: SwarmNodeBuilder,
+        dht: Option<DhtSettings>,
+    ) -> Result<Self, SwarmError> {
+        let node = Arc::new(builder.spawn().await?);
+        let dht = match dht {
+            None => None,
+            Some(s) => {
+                let mut cfg = DhtConfig::new(crate::node_key(node.data_dir())?, s.listen);
+                cfg.bootstrap = s.bootstrap;
+                cfg.iroh_addrs = vec![node.addr().socket];
+                let dht = Dht::start(cfg)
+                    .await
+                    .map_err(|e| SwarmError::Endpoint(format!("dht: {e}")))?;
+                Some(Arc::new(dht))
+            }
+        };
+        Ok(Self { node, dht })
+    }
+
+    /// Where others join the DHT through this node.
+    pub fn dht_addrs(&self) -> Vec<Multiaddr> {
+        self.dht
+            .as_ref()
+            .map(|d| d.listen_addrs().to_vec())
+            .unwrap_or_default()
+    }
+
+    /// Imports a file, serves it and announces it.
+    pub async fn import(&self, path: &std::path::Path) -> Result<ContentHash, SwarmError> {
+        let hash = self.node.import(path).await?;
+        self.announce(hash).await;
+        Ok(hash)
+    }
+
+    /// Announces every blob the store holds whole; returns them.
+    pub async fn announce_held(&self) -> Result<Vec<ContentHash>, SwarmError> {
+        let held = self.node.list_complete().await?;
+        for h in &held {
+            self.announce(*h).await;
+        }
+        Ok(held)
+    }
+
+    /// Tells the DHT this node holds (part of) `hash`. A lone node or a DHT error only
+    /// costs others a way to find it, so it is logged, not returned.
+    pub async fn announce(&self, hash: ContentHash) {
+        if let Some(dht) = &self.dht {
+            if let Err(e) = dht.announce(hash).await {
+                tracing::warn!(%hash, error = %e, "cannot announce");
+            }
+        }
+    }
+
+    /// Holders of `hash` the DHT knows, other than this node.
+    pub async fn providers(&self, hash: ContentHash) -> Vec<PeerAddr> {
+        let Some(dht) = &self.dht else {
+            return Vec::new();
+        };
+        let me = self.node.addr().id;
+        match dht.find_providers(hash).await {
+            Ok(found) => found
+                .into_iter()
+                .filter(|p| p.endpoint_id != me)
+                .filter_map(|p| {
+                    p.addrs.first().map(|a| PeerAddr {
+                        id: p.endpoint_id,
+                        socket: *a,
+                    })
+                })
+                .collect(),
+            Err(e) => {
+                tracing::warn!(%hash, error = %e, "provider lookup failed");
+                Vec::new()
+            }
+        }
+    }
+
+    /// Fetches `hash` from the origin, the given peers and every holder the DHT names,
+    /// announcing it from the first verified piece on.
+    pub async fn fetch(
+        &self,
+        hash: ContentHash,
+        plan: FetchPlan,
+        progress: Option<watch::Sender<FetchStatus>>,
+    ) -> Result<FetchReport, SwarmError> {
+        let (status_tx, mut status_rx) = watch::channel(FetchStatus::default());
+        let (more_tx, more_rx) = mpsc::channel(64);
+        let mut fetch = self
+            .node
+            .fetch(hash)
+            .origin(plan.origin)
+            .peers(plan.peers)
+            .options(plan.options)
+            .progress(status_tx);
+        if let Some(size) = plan.size {
+            fetch = fetch.size(size);
+        }
+        if self.dht.is_none() {
+            return self.run_plain(fetch, &mut status_rx, progress).await;
+        }
+        fetch = fetch.peers(self.providers(hash).await).more_peers(more_rx);
+        let follow = async {
+            let mut announced = false;
+            let mut tick = tokio::time::interval(FOLLOW_EVERY);
+            loop {
+                tokio::select! {
+                    changed = status_rx.changed() => {
+                        if changed.is_err() {
+                            break;
+                        }
+                        let status = status_rx.borrow_and_update().clone();
+                        if !announced && status.verified > 0 {
+                            announced = true;
+                            self.announce(hash).await;
+                        }
+                        if let Some(tx) = &progress {
+                            tx.send_replace(status);
+                        }
+                    }
+                    _ = tick.tick() => {
+                        for p in self.providers(hash).await {
+                            let _ = more_tx.send(p).await;
+                        }
+                    }
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        let report = tokio::select! {
+            r = fetch.run() => r,
+            () = follow => unreachable_follow(),
+        }?;
+        self.announce(hash).await;
+        Ok(report)
+    }
+
+    async fn run_plain(
+        &self,
+        fetch: crate::Fetch<'_>,
+        status_rx: &mut watch::Receiver<FetchStatus>,
+        progress: Option<watch::Sender<FetchStatus>>,
+    ) -> Result<FetchReport, SwarmError> {
+        let forward = async {
+            while status_rx.changed().await.is_ok() {
+                if let Some(tx) = &progress {
+                    tx.send_replace(status_rx.borrow_and_update().clone());
+                }
+            }
+            std::future::pending::<()>().await
+        };
+        tokio::select! {
+            r = fetch.run() => r,
+            () = forward => unreachable_follow(),
+        }
+    }
+
+    /// Stops serving and leaves the DHT.
+    pub async fn shutdown(self) {
+        drop(self.dht);
+        if let Ok(node) = Arc::try_unwrap(self.node) {
+            node.shutdown().await;
+        }
+    }
+}
+
+/// The follower loops only end when the fetch ends first.
+fn unreachable_follow() -> Result<FetchReport, SwarmError> {
+    Err(SwarmError::Endpoint(
+        "fetch progress stopped before the fetch".into(),
+    ))
+}
