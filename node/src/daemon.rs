@@ -61,6 +61,8 @@ pub const RESYNC: Duration = Duration::from_secs(30);
 struct Node {
     data: PathBuf,
     swarm: Arc<archy_registry::SwarmNode>,
+    /// The head this node last accepted, served to peers (ALPN archy/head/1).
+    head: archy_registry::head::HeadServer,
     cfg: NodeConfig,
     store: Mutex<StateStore>,
     runtime: Arc<Podman>,
@@ -111,11 +113,28 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.api))?;
     let addr = listener.local_addr()?;
     archy_catalog::fsutil::write_atomic(&data.join("api.addr"), addr.to_string().as_bytes())?;
+    let head = archy_registry::head::HeadServer::default();
     let swarm = Arc::new(
-        archy_registry::SwarmNode::spawn(&data, cfg.swarm_listen)
+        archy_registry::SwarmNode::builder(&data, cfg.swarm_listen)
+            .accept(archy_registry::head::HEAD_ALPN, head.clone())
+            .spawn()
             .await
             .context("swarm endpoint")?,
     );
+    let mut catalog = None;
+    if let (Some(saved), Some(trusted)) = (load_head(&data), store.state.trusted.as_ref()) {
+        // The head accepted before the restart: served to peers at once, and the
+        // catalog is usable before the first sync if it has not expired meanwhile.
+        if let Ok((_, c)) = archy_registry::head::verify_head(
+            trusted,
+            &saved,
+            chrono::Utc::now(),
+            &Limits::default(),
+        ) {
+            catalog = Some((c, state::now()));
+        }
+        head.set(saved);
+    }
     let swarm_addr = swarm.addr();
     archy_catalog::fsutil::write_atomic(
         &data.join("swarm.addr"),
@@ -124,11 +143,12 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     let (events, _) = broadcast::channel(1024);
     let node = Arc::new(Node {
         swarm,
+        head,
         runtime: Arc::new(Podman::new(cfg.name.clone())),
         data,
         cfg,
         store: Mutex::new(store),
-        catalog: Mutex::new(None),
+        catalog: Mutex::new(catalog),
         events,
         wake: Notify::new(),
         token,
@@ -565,42 +585,112 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
-/// Pulls and verifies the head from the origin dir; keeps the last verified catalog on
-/// failure (and says why).
+/// The accepted head's documents under `<data>/head/`, if any.
+fn load_head(data: &Path) -> Option<archy_registry::head::SignedHead> {
+    let dir = data.join("head");
+    let mut roots = Vec::new();
+    for entry in std::fs::read_dir(dir.join("roots")).ok()?.flatten() {
+        roots.push(std::fs::read(entry.path()).ok()?);
+    }
+    Some(archy_registry::head::SignedHead::new(
+        roots,
+        std::fs::read(dir.join("timestamp.json")).ok()?,
+        std::fs::read(dir.join("catalog.json")).ok()?,
+    ))
+}
+
+/// Writes an accepted head under `<data>/head/` (each file atomically; the catalog
+/// before the timestamp that pins it).
+fn save_head(data: &Path, head: &archy_registry::head::SignedHead) -> std::io::Result<()> {
+    let dir = data.join("head");
+    std::fs::create_dir_all(dir.join("roots"))?;
+    for (v, r) in &head.roots {
+        archy_catalog::fsutil::write_atomic(&dir.join("roots").join(format!("{v}.json")), r)?;
+    }
+    archy_catalog::fsutil::write_atomic(&dir.join("catalog.json"), &head.catalog)?;
+    archy_catalog::fsutil::write_atomic(&dir.join("timestamp.json"), &head.timestamp)
+}
+
+/// Gets and verifies the newest head: over the swarm from the origin (which wins when
+/// it answers) or, when it does not, from peers; else from a local publish dir. Keeps
+/// the last verified catalog on failure (and says why).
 async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
-    let Some(dir) = node.cfg.origin_dir.clone() else {
-        anyhow::bail!("no origin configured");
-    };
-    let ts = tokio::fs::read(dir.join("timestamp.json"))
-        .await
-        .context("origin timestamp.json")?;
-    let cat = tokio::fs::read(dir.join("catalog.json"))
-        .await
-        .context("origin catalog.json")?;
-    let mut store = node.store.lock().await;
-    let Some(trusted) = store.state.trusted.clone() else {
+    let Some(trusted) = node.store.lock().await.state.trusted.clone() else {
         anyhow::bail!("no trust anchor: put the publisher's root.json in the data dir or set `root` in config.toml");
     };
-    let mut next = trusted;
-    let now = chrono::Utc::now();
     let limits = Limits::default();
-    let verified = next
-        .verify_timestamp(&ts, now, &limits)
-        .and_then(|t| next.verify_catalog(&cat, Some(&t), now, &limits));
-    match verified {
-        Ok(catalog) => {
-            store.state.trusted = Some(next);
-            store.save()?;
-            *node.catalog.lock().await = Some((catalog, state::now()));
-            Ok(())
+    let origin: Option<archy_registry::PeerAddr> =
+        node.cfg.origin.as_ref().and_then(|p| p.parse().ok());
+    let peers: Vec<archy_registry::PeerAddr> = node
+        .cfg
+        .peers
+        .iter()
+        .filter_map(|p| p.parse().ok())
+        .collect();
+    let mut why = Vec::new();
+    let mut got = None;
+    if origin.is_some() || !peers.is_empty() {
+        match archy_registry::head::sync_head(
+            &node.swarm,
+            origin.as_ref(),
+            &peers,
+            &trusted,
+            &limits,
+            Duration::from_secs(3),
+        )
+        .await
+        {
+            Ok((t, c, h, source)) => got = Some((t, c, h, format!("{source:?}"))),
+            Err(e) => why.push(e.to_string()),
         }
-        Err(e) => {
+    }
+    if got.is_none() {
+        if let Some(dir) = node.cfg.origin_dir.clone() {
+            let read = |f: &str| std::fs::read(dir.join(f));
+            match (read("timestamp.json"), read("catalog.json")) {
+                (Ok(ts), Ok(cat)) => {
+                    let head = archy_registry::head::SignedHead::new(Vec::new(), ts, cat);
+                    match archy_registry::head::verify_head(
+                        &trusted,
+                        &head,
+                        chrono::Utc::now(),
+                        &limits,
+                    ) {
+                        Ok((t, c)) => got = Some((t, c, head, "publish dir".into())),
+                        Err(e) => why.push(format!("{}: head refused: {e}", dir.display())),
+                    }
+                }
+                (Err(e), _) | (_, Err(e)) => why.push(format!("{}: {e}", dir.display())),
+            }
+        }
+    }
+    let Some((next, catalog, mut head, source)) = got else {
+        if why.iter().any(|w| w.contains("refused")) {
             node.metrics
                 .verification_failures
                 .fetch_add(1, Ordering::Relaxed);
-            Err(anyhow::anyhow!("origin head refused: {e}"))
         }
+        if why.is_empty() {
+            anyhow::bail!("no origin configured");
+        }
+        anyhow::bail!("{}", why.join("; "));
+    };
+    tracing::debug!(%source, version = catalog.version, "head verified");
+    // Peers that trust an older root need the chain: keep the roots we know.
+    if head.roots.is_empty() || head.roots.iter().all(|(v, _)| *v != next.root_version) {
+        head.roots
+            .push((next.root_version, next.root.as_bytes().to_vec()));
     }
+    let mut store = node.store.lock().await;
+    store.state.trusted = Some(next);
+    store.save()?;
+    drop(store);
+    if let Err(e) = save_head(&node.data, &head) {
+        tracing::warn!(error = %e, "cannot keep the head for peers");
+    }
+    node.head.set(head);
+    *node.catalog.lock().await = Some((catalog, state::now()));
+    Ok(())
 }
 
 async fn reconcile_loop(node: Arc<Node>) {

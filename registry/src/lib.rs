@@ -10,6 +10,7 @@
 //! no port mapping; peers are dialled by [`PeerAddr`] (`<endpoint id>@<ip:port>`).
 
 mod fetch;
+pub mod head;
 mod node;
 pub mod origin;
 pub mod schedule;

@@ -1,69 +1,223 @@
-//! The origin: a [`SwarmNode`] that holds every image the signed catalog references.
+//! The origin: a swarm node that holds every image the signed catalog references and
+//! answers the head protocol authoritatively.
 //!
-//! It reads the publish dir (`root.json`, `timestamp.json`, `catalog.json`, `blobs/<hex>`)
-//! that `catalog-signer` writes, verifies the documents exactly as a node would, imports
-//! every referenced image (refusing one whose bytes do not hash to its name) and serves
-//! them. Its address goes to stdout and to `<data>/origin.json`. Nodes still read the
-//! signed head from the publish dir; serving it over its own ALPN comes next.
+//! It reads the publish dir that `catalog-signer` writes (`root.json`, optional older
+//! roots as `roots/<version>.json`, `timestamp.json`, `catalog.json`, `blobs/<hex>`),
+//! verifies the documents exactly as a node would, imports every referenced image
+//! (refusing one whose bytes do not hash to its name) and serves them and the head. It
+//! is always a provider: it announces every image in the DHT when it runs one. Its
+//! address goes to stdout and to `<data>/origin.json`. [`Origin::watch`] reloads the
+//! publish dir when it gets a newer signed timestamp; a publish dir that does not
+//! verify is refused and the previous head stays served.
 
-use std::{net::SocketAddr, path::Path};
+use std::{
+    net::SocketAddr,
+    path::{Path, PathBuf},
+    time::Duration,
+};
 
 use archy_catalog::{Limits, TrustedState};
 
-use crate::{PeerAddr, SwarmError, SwarmNode};
+use crate::{
+    head::{HeadServer, SignedHead, HEAD_ALPN},
+    DhtSettings, PeerAddr, Swarm, SwarmError, SwarmNode,
+};
 
 /// A running origin and what it serves.
 #[derive(Debug)]
 pub struct Origin {
-    pub node: SwarmNode,
+    pub swarm: Swarm,
     pub catalog_version: u64,
     pub blobs: usize,
+    head: HeadServer,
+    publish: PathBuf,
+    data: PathBuf,
+    trusted: TrustedState,
+}
+
+fn fail(reasons: String) -> SwarmError {
+    SwarmError::Fetch {
+        hash: archy_catalog::ContentHash([0; 32]),
+        reasons,
+    }
+}
+
+/// The publish dir's documents, read and verified against `trusted` (which is
+/// advanced on success).
+fn read_publish(
+    publish: &Path,
+    trusted: &mut TrustedState,
+) -> Result<(SignedHead, archy_catalog::Catalog), SwarmError> {
+    let read = |f: &str| {
+        std::fs::read(publish.join(f))
+            .map_err(|e| fail(format!("{}: {e}", publish.join(f).display())))
+    };
+    let mut roots = Vec::new();
+    if let Ok(dir) = std::fs::read_dir(publish.join("roots")) {
+        for entry in dir.flatten() {
+            roots.push(std::fs::read(entry.path())?);
+        }
+    }
+    roots.push(read("root.json")?);
+    let head = SignedHead::new(roots, read("timestamp.json")?, read("catalog.json")?);
+    let (next, catalog) =
+        crate::head::verify_head(trusted, &head, chrono::Utc::now(), &Limits::default())
+            .map_err(|e| fail(format!("{}: {e}", publish.display())))?;
+    *trusted = next;
+    Ok((head, catalog))
 }
 
 impl Origin {
-    /// Verifies the publish dir, imports its images and starts serving.
-    pub async fn start(publish: &Path, data: &Path, bind: SocketAddr) -> Result<Self, SwarmError> {
-        let read = |f: &str| std::fs::read(publish.join(f));
-        let limits = Limits::default();
-        let fail = |e: String| SwarmError::Fetch {
-            hash: archy_catalog::ContentHash([0; 32]),
-            reasons: e,
-        };
-        let mut trust = TrustedState::bootstrap(&read("root.json")?, &limits)
+    /// Verifies the publish dir, imports its images and starts serving them and the
+    /// head; with `dht`, also joins the DHT and announces every image.
+    pub async fn start(
+        publish: &Path,
+        data: &Path,
+        bind: SocketAddr,
+        dht: Option<DhtSettings>,
+    ) -> Result<Self, SwarmError> {
+        let mut roots: Vec<Vec<u8>> = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(publish.join("roots")) {
+            for entry in dir.flatten() {
+                roots.push(std::fs::read(entry.path())?);
+            }
+        }
+        roots.push(std::fs::read(publish.join("root.json"))?);
+        let head_roots = SignedHead::new(roots, Vec::new(), Vec::new()).roots;
+        let first = head_roots
+            .first()
+            .map(|(_, r)| r.clone())
+            .unwrap_or_default();
+        let mut trusted = TrustedState::bootstrap(&first, &Limits::default())
             .map_err(|e| fail(format!("root.json: {e}")))?;
-        let now = chrono::Utc::now();
-        let ts = trust
-            .verify_timestamp(&read("timestamp.json")?, now, &limits)
-            .map_err(|e| fail(format!("timestamp.json: {e}")))?;
-        let catalog = trust
-            .verify_catalog(&read("catalog.json")?, Some(&ts), now, &limits)
-            .map_err(|e| fail(format!("catalog.json: {e}")))?;
-        let node = SwarmNode::spawn(data, bind).await?;
+        let (head, catalog) = read_publish(publish, &mut trusted)?;
+        let server = HeadServer::default();
+        let swarm = Swarm::start(
+            SwarmNode::builder(data, bind).accept(HEAD_ALPN, server.clone()),
+            dht,
+        )
+        .await?;
+        let mut origin = Self {
+            swarm,
+            catalog_version: 0,
+            blobs: 0,
+            head: server,
+            publish: publish.to_path_buf(),
+            data: data.to_path_buf(),
+            trusted,
+        };
+        origin.serve(head, &catalog).await?;
+        Ok(origin)
+    }
+
+    /// Imports the catalog's images, then serves `head`.
+    async fn serve(
+        &mut self,
+        head: SignedHead,
+        catalog: &archy_catalog::Catalog,
+    ) -> Result<(), SwarmError> {
         let mut blobs = 0;
         for entry in catalog.apps.values() {
             for release in entry.releases.values() {
-                let path = publish.join("blobs").join(release.image.hash.to_hex());
-                let got = node.import(&path).await?;
-                if got != release.image.hash {
-                    return Err(fail(format!("{}: bytes hash to {got}", path.display())));
+                let hash = release.image.hash;
+                if !self.swarm.node.has(&hash).await? {
+                    let path = self.publish.join("blobs").join(hash.to_hex());
+                    let got = self.swarm.import(&path).await?;
+                    if got != hash {
+                        return Err(fail(format!("{}: bytes hash to {got}", path.display())));
+                    }
+                } else {
+                    self.swarm.announce(hash).await;
                 }
                 blobs += 1;
             }
         }
-        let addr = node.addr();
+        self.head.set(head);
+        self.catalog_version = catalog.version;
+        self.blobs = blobs;
+        let dht: Vec<String> = self
+            .swarm
+            .dht_addrs()
+            .iter()
+            .map(|a| format!("\"{a}\""))
+            .collect();
         let info = format!(
-            "{{\"addr\": \"{addr}\", \"catalog_version\": {}, \"blobs\": {blobs}}}\n",
+            "{{\"addr\": \"{}\", \"dht\": [{}], \"catalog_version\": {}, \"blobs\": {blobs}}}\n",
+            self.addr(),
+            dht.join(", "),
             catalog.version
         );
-        archy_catalog::fsutil::write_atomic(&data.join("origin.json"), info.as_bytes())?;
-        Ok(Self {
-            node,
-            catalog_version: catalog.version,
-            blobs,
-        })
+        archy_catalog::fsutil::write_atomic(&self.data.join("origin.json"), info.as_bytes())?;
+        Ok(())
+    }
+
+    /// Checks the publish dir every `every`; a newer signed timestamp that verifies is
+    /// imported and served; one that does not is logged and the old head stays.
+    pub async fn watch(&mut self, every: Duration) {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let Ok(ts) = std::fs::read(self.publish.join("timestamp.json")) else {
+                continue;
+            };
+            if self.head.get().is_some_and(|h| h.timestamp == ts) {
+                continue;
+            }
+            let mut next = self.trusted.clone();
+            match read_publish(&self.publish, &mut next) {
+                Ok((head, catalog)) => match self.serve(head, &catalog).await {
+                    Ok(()) => {
+                        self.trusted = next;
+                        tracing::info!(version = catalog.version, "publish dir reloaded");
+                        println!(
+                            "origin reloaded: catalog v{} ({} image(s))",
+                            catalog.version, self.blobs
+                        );
+                    }
+                    Err(e) => tracing::warn!(error = %e, "new catalog refused; old head stays"),
+                },
+                Err(e) => tracing::warn!(error = %e, "publish dir refused; old head stays"),
+            }
+        }
     }
 
     pub fn addr(&self) -> PeerAddr {
-        self.node.addr()
+        self.swarm.node.addr()
     }
+
+    /// The head being served.
+    pub fn head(&self) -> Option<SignedHead> {
+        self.head.get()
+    }
+}
+
+/// Runs an origin until Ctrl-C or SIGTERM, reloading the publish dir every 2 s: what
+/// `archy-registry serve` and `archy origin serve` do. Prints the address line nodes
+/// take as `--origin` (and the DHT address they take as `--bootstrap`).
+pub async fn serve_until_stopped(
+    publish: &Path,
+    data: &Path,
+    listen: SocketAddr,
+    dht: Option<DhtSettings>,
+) -> Result<(), SwarmError> {
+    let mut origin = Origin::start(publish, data, listen, dht).await?;
+    println!(
+        "origin {} serving catalog v{} ({} image(s))",
+        origin.addr(),
+        origin.catalog_version,
+        origin.blobs
+    );
+    for a in origin.swarm.dht_addrs() {
+        println!("dht {a}");
+    }
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+        () = origin.watch(Duration::from_secs(2)) => {}
+    }
+    origin.swarm.shutdown().await;
+    Ok(())
 }

@@ -396,16 +396,8 @@ pub fn origin(cmd: OriginCommand) -> anyhow::Result<ExitCode> {
         listen,
     } = cmd;
     let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async {
-        let origin = archy_registry::Origin::start(&publish, &data, listen).await?;
-        println!(
-            "origin {} serving catalog v{} ({} image(s))",
-            origin.addr(),
-            origin.catalog_version,
-            origin.blobs
-        );
-        tokio::signal::ctrl_c().await?;
-        origin.node.shutdown().await;
-        Ok(ExitCode::SUCCESS)
-    })
+    rt.block_on(archy_registry::origin::serve_until_stopped(
+        &publish, &data, listen, None,
+    ))?;
+    Ok(ExitCode::SUCCESS)
 }

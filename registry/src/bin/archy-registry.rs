@@ -2,9 +2,10 @@
 
 use std::{net::SocketAddr, path::PathBuf};
 
+use archy_registry::{DhtSettings, Multiaddr};
 use clap::{Parser, Subcommand};
 
-/// The Archy origin registry: serves a signed catalog's images to the swarm.
+/// The Archy origin registry: serves a signed catalog's head and images to the swarm.
 #[derive(Debug, Parser)]
 #[command(name = "archy-registry", version)]
 struct Cli {
@@ -15,10 +16,13 @@ struct Cli {
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Verify the publish dir, import every image the catalog references and serve them
-    /// until Ctrl-C. Prints the origin's address (`<endpoint id>@<ip:port>`), which nodes
-    /// take as `--origin`.
+    /// and the signed head (ALPN archy/head/1) until Ctrl-C. Prints the origin's address
+    /// (`<endpoint id>@<ip:port>`), which nodes take as `--origin`, and writes it to
+    /// `<data>/origin.json`. A newer signed timestamp in the publish dir is picked up
+    /// within 2 s; one that does not verify is refused and the old head stays.
     Serve {
-        /// Publish dir: root.json, timestamp.json, catalog.json and blobs/<blake3 hex>.
+        /// Publish dir: root.json (older roots as roots/<version>.json), timestamp.json,
+        /// catalog.json and blobs/<blake3 hex>.
         #[arg(long)]
         publish: PathBuf,
         /// The origin's own data dir (node key, blob store, origin.json).
@@ -27,6 +31,13 @@ enum Command {
         /// UDP address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Run a DHT node on this TCP address (nodes bootstrap through it) and announce
+        /// every image.
+        #[arg(long)]
+        dht_listen: Option<SocketAddr>,
+        /// Join an existing DHT through this node (repeat).
+        #[arg(long = "bootstrap")]
+        bootstrap: Vec<Multiaddr>,
     },
 }
 
@@ -36,15 +47,10 @@ async fn main() -> anyhow::Result<()> {
         publish,
         data,
         listen,
+        dht_listen,
+        bootstrap,
     } = Cli::parse().command;
-    let origin = archy_registry::Origin::start(&publish, &data, listen).await?;
-    println!(
-        "origin {} serving catalog v{} ({} image(s))",
-        origin.addr(),
-        origin.catalog_version,
-        origin.blobs
-    );
-    tokio::signal::ctrl_c().await?;
-    origin.node.shutdown().await;
+    let dht = dht_listen.map(|listen| DhtSettings { listen, bootstrap });
+    archy_registry::origin::serve_until_stopped(&publish, &data, listen, dht).await?;
     Ok(())
 }

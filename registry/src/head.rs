@@ -1,0 +1,289 @@
+//! The catalog head protocol (ALPN `archy/head/1`): "give me the newest signed head".
+//!
+//! A client sends the root version it trusts; the server answers with the signed roots
+//! newer than that (so the client can walk a key rotation one version at a time), the
+//! signed timestamp and the catalog it pins. Any peer may answer, since the documents
+//! verify themselves: the client checks them with its [`TrustedState`] (thresholds,
+//! expiry, rollback, mix-and-match) before using anything. The origin answers
+//! authoritatively; nodes serve the head they last accepted, so the swarm keeps
+//! working while the origin is down.
+//!
+//! Wire format, one bi-directional stream per request:
+//! request: JSON `{"root_version": N}` (at most 1 KiB), then the client finishes;
+//! response: frames `kind (1 byte: b'R' root, b'T' timestamp, b'C' catalog) | len (u32
+//! big-endian) | bytes`, roots in ascending version, then T, then C. Every frame is
+//! bounded by [`Limits`] and at most [`MAX_ROOTS`] roots are sent.
+
+use std::{
+    sync::{Arc, RwLock},
+    time::Duration,
+};
+
+use archy_catalog::{Catalog, Limits, TrustError, TrustedState};
+use iroh::{
+    endpoint::Connection,
+    protocol::{AcceptError, ProtocolHandler},
+};
+use serde::{Deserialize, Serialize};
+
+use crate::{PeerAddr, SwarmNode};
+
+/// The head protocol's ALPN.
+pub const HEAD_ALPN: &[u8] = b"archy/head/1";
+/// Most roots one answer carries.
+pub const MAX_ROOTS: usize = 64;
+
+/// A signed head: the documents a node needs to move to the newest catalog.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SignedHead {
+    /// Signed roots with their versions, ascending.
+    pub roots: Vec<(u64, Vec<u8>)>,
+    pub timestamp: Vec<u8>,
+    pub catalog: Vec<u8>,
+}
+
+/// Why a head could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadError {
+    #[error("{peer}: {reason}")]
+    Peer { peer: String, reason: String },
+    #[error("{peer}: head refused: {source}")]
+    Refused { peer: String, source: TrustError },
+    #[error("no head from the origin or any peer: {0}")]
+    Nobody(String),
+}
+
+#[derive(Serialize, Deserialize)]
+struct HeadRequest {
+    root_version: u64,
+}
+
+/// Serves the current head; [`HeadServer::set`] replaces it (origin reload, a node
+/// accepting a newer head).
+#[derive(Debug, Clone, Default)]
+pub struct HeadServer {
+    head: Arc<RwLock<Option<SignedHead>>>,
+}
+
+/// The version a signed document's header claims (0 if it has none: verification
+/// refuses such a document later anyway).
+pub fn document_version(bytes: &[u8]) -> u64 {
+    archy_catalog::documents::EnvelopeRef::parse(bytes)
+        .ok()
+        .and_then(|e| e.header().ok())
+        .map_or(0, |h| h.version)
+}
+
+impl SignedHead {
+    /// A head from its documents; roots are sorted by their version.
+    pub fn new(roots: Vec<Vec<u8>>, timestamp: Vec<u8>, catalog: Vec<u8>) -> Self {
+        let mut roots: Vec<(u64, Vec<u8>)> = roots
+            .into_iter()
+            .map(|r| (document_version(&r), r))
+            .collect();
+        roots.sort_by_key(|(v, _)| *v);
+        roots.dedup_by_key(|(v, _)| *v);
+        Self {
+            roots,
+            timestamp,
+            catalog,
+        }
+    }
+}
+
+impl HeadServer {
+    pub fn set(&self, head: SignedHead) {
+        *self.head.write().unwrap_or_else(|e| e.into_inner()) = Some(head);
+    }
+
+    pub fn get(&self) -> Option<SignedHead> {
+        self.head.read().unwrap_or_else(|e| e.into_inner()).clone()
+    }
+}
+
+impl ProtocolHandler for HeadServer {
+    async fn accept(&self, conn: Connection) -> Result<(), AcceptError> {
+        while let Ok((mut send, mut recv)) = conn.accept_bi().await {
+            let req = recv
+                .read_to_end(1024)
+                .await
+                .map_err(AcceptError::from_err)?;
+            let Ok(req) = serde_json::from_slice::<HeadRequest>(&req) else {
+                conn.close(2u32.into(), b"bad request");
+                return Ok(());
+            };
+            let Some(head) = self.get() else {
+                let _ = send.finish();
+                continue;
+            };
+            let mut out = Vec::new();
+            let newer = head.roots.iter().filter(|(v, _)| *v > req.root_version);
+            for (_, r) in newer.take(MAX_ROOTS) {
+                frame(&mut out, b'R', r);
+            }
+            frame(&mut out, b'T', &head.timestamp);
+            frame(&mut out, b'C', &head.catalog);
+            send.write_all(&out).await.map_err(AcceptError::from_err)?;
+            let _ = send.finish();
+        }
+        Ok(())
+    }
+}
+
+fn frame(out: &mut Vec<u8>, kind: u8, bytes: &[u8]) {
+    out.push(kind);
+    out.extend_from_slice(&(bytes.len() as u32).to_be_bytes());
+    out.extend_from_slice(bytes);
+}
+
+/// Asks `peer` for its head, reading no more than `limits` allow.
+pub async fn fetch_head(
+    node: &SwarmNode,
+    peer: &PeerAddr,
+    root_version: u64,
+    limits: &Limits,
+    timeout: Duration,
+) -> Result<SignedHead, HeadError> {
+    let err = |reason: String| HeadError::Peer {
+        peer: peer.to_string(),
+        reason,
+    };
+    let work = async {
+        let conn = node.connect_alpn(peer, HEAD_ALPN, timeout).await?;
+        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let req = serde_json::to_vec(&HeadRequest { root_version }).map_err(|e| e.to_string())?;
+        send.write_all(&req).await.map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())?;
+        let most = limits.root as usize * MAX_ROOTS
+            + limits.timestamp as usize
+            + limits.catalog as usize
+            + 5 * (MAX_ROOTS + 2);
+        let bytes = recv.read_to_end(most).await.map_err(|e| e.to_string())?;
+        parse_frames(&bytes, limits)
+    };
+    tokio::time::timeout(timeout * 4, work)
+        .await
+        .map_err(|_| err(format!("no answer within {:?}", timeout * 4)))?
+        .map_err(err)
+}
+
+fn parse_frames(mut bytes: &[u8], limits: &Limits) -> Result<SignedHead, String> {
+    let mut head = SignedHead::default();
+    let (mut got_t, mut got_c) = (false, false);
+    while !bytes.is_empty() {
+        let [kind, a, b, c, d, rest @ ..] = bytes else {
+            return Err("truncated frame header".into());
+        };
+        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
+        let limit = match kind {
+            b'R' => limits.root,
+            b'T' => limits.timestamp,
+            b'C' => limits.catalog,
+            other => return Err(format!("unknown frame kind {other:#x}")),
+        };
+        if len as u64 > limit || len > rest.len() {
+            return Err(format!(
+                "frame {} of {len} bytes: over its limit of {limit} or truncated",
+                *kind as char
+            ));
+        }
+        let (doc, tail) = rest.split_at(len);
+        match kind {
+            b'R' => {
+                if head.roots.len() >= MAX_ROOTS {
+                    return Err(format!("more than {MAX_ROOTS} roots"));
+                }
+                head.roots.push((document_version(doc), doc.to_vec()));
+            }
+            b'T' => {
+                head.timestamp = doc.to_vec();
+                got_t = true;
+            }
+            _ => {
+                head.catalog = doc.to_vec();
+                got_c = true;
+            }
+        }
+        bytes = tail;
+    }
+    if !got_t || !got_c {
+        return Err("the peer has no head".into());
+    }
+    Ok(head)
+}
+
+/// Verifies `head` against `trusted` (roots walked one version at a time, then the
+/// timestamp and the catalog it pins); returns the new trusted state and the catalog.
+/// `trusted` itself is untouched: nothing is accepted until everything verified.
+pub fn verify_head(
+    trusted: &TrustedState,
+    head: &SignedHead,
+    now: chrono::DateTime<chrono::Utc>,
+    limits: &Limits,
+) -> Result<(TrustedState, Catalog), TrustError> {
+    let mut next = trusted.clone();
+    for (_, root) in &head.roots {
+        next.update_root(root, limits)?;
+    }
+    let ts = next.verify_timestamp(&head.timestamp, now, limits)?;
+    let catalog = next.verify_catalog(&head.catalog, Some(&ts), now, limits)?;
+    Ok((next, catalog))
+}
+
+/// Where a head came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HeadSource {
+    Origin,
+    Peer(String),
+}
+
+/// Gets a verified head: the origin's when it answers (origin always wins), else the
+/// newest one any peer offers that verifies. Refusals (rollback, expired, bad
+/// signatures) are reported with the peer that offered them.
+pub async fn sync_head(
+    node: &SwarmNode,
+    origin: Option<&PeerAddr>,
+    peers: &[PeerAddr],
+    trusted: &TrustedState,
+    limits: &Limits,
+    timeout: Duration,
+) -> Result<(TrustedState, Catalog, SignedHead, HeadSource), HeadError> {
+    let now = chrono::Utc::now();
+    let mut why = Vec::new();
+    if let Some(o) = origin {
+        match fetch_head(node, o, trusted.root_version, limits, timeout).await {
+            Ok(head) => {
+                return match verify_head(trusted, &head, now, limits) {
+                    Ok((t, c)) => Ok((t, c, head, HeadSource::Origin)),
+                    Err(source) => Err(HeadError::Refused {
+                        peer: format!("origin {o}"),
+                        source,
+                    }),
+                };
+            }
+            Err(e) => why.push(format!("origin {e}")),
+        }
+    }
+    let answers = futures_util::future::join_all(
+        peers
+            .iter()
+            .map(|p| fetch_head(node, p, trusted.root_version, limits, timeout)),
+    )
+    .await;
+    let mut best: Option<(TrustedState, Catalog, SignedHead, HeadSource)> = None;
+    for (p, answer) in peers.iter().zip(answers) {
+        match answer.map(|h| (verify_head(trusted, &h, now, limits), h)) {
+            Ok((Ok((t, c)), h)) => {
+                if best
+                    .as_ref()
+                    .is_none_or(|(b, ..)| t.timestamp_version > b.timestamp_version)
+                {
+                    best = Some((t, c, h, HeadSource::Peer(p.to_string())));
+                }
+            }
+            Ok((Err(e), _)) => why.push(format!("{p}: head refused: {e}")),
+            Err(e) => why.push(e.to_string()),
+        }
+    }
+    best.ok_or_else(|| HeadError::Nobody(why.join("; ")))
+}

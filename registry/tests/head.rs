@@ -1,0 +1,199 @@
+//! The catalog head protocol on real endpoints: the origin serves its publish dir and
+//! reloads it, a node gets the head from peers when the origin is down, and a stale
+//! head offered by a peer is refused.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
+
+use archy_catalog::{
+    documents::{Envelope, RoleKeys, Roles, SPEC_VERSION},
+    keys::{KeyMap, SecretKey},
+    Catalog, Limits, Role, Root, Timestamp, TrustedState,
+};
+use archy_registry::{
+    head::{fetch_head, sync_head, HeadServer, HeadSource, HEAD_ALPN},
+    Origin, SwarmNode,
+};
+use chrono::{Duration as Days, Utc};
+
+fn local() -> SocketAddr {
+    "127.0.0.1:0".parse().unwrap()
+}
+
+fn signed<T: serde::Serialize>(body: &T, key: &SecretKey) -> Vec<u8> {
+    let mut env = Envelope::new_unsigned(body).unwrap();
+    env.sign(key);
+    env.to_bytes()
+}
+
+/// A publisher with one key per role, writing a publish dir with an empty catalog.
+struct Publisher {
+    root_doc: Vec<u8>,
+    root: SecretKey,
+    catalog: SecretKey,
+    timestamp: SecretKey,
+}
+
+impl Publisher {
+    fn new() -> Self {
+        let mut p = Self {
+            root_doc: Vec::new(),
+            root: SecretKey::from_seed(&[1; 32]),
+            catalog: SecretKey::from_seed(&[2; 32]),
+            timestamp: SecretKey::from_seed(&[3; 32]),
+        };
+        p.root_doc = p.sign_root();
+        p
+    }
+
+    fn root(&self) -> Vec<u8> {
+        self.root_doc.clone()
+    }
+
+    fn sign_root(&self) -> Vec<u8> {
+        let mut keys = KeyMap::new();
+        for k in [&self.root, &self.catalog, &self.timestamp] {
+            keys.insert(k.key_id(), k.public());
+        }
+        let one = |k: &SecretKey| RoleKeys {
+            keyids: vec![k.key_id()],
+            threshold: 1,
+        };
+        let root = Root {
+            role: Role::Root,
+            spec_version: SPEC_VERSION,
+            version: 1,
+            expires: Utc::now() + Days::days(365),
+            keys,
+            roles: Roles {
+                root: one(&self.root),
+                catalog: one(&self.catalog),
+                timestamp: one(&self.timestamp),
+            },
+        };
+        signed(&root, &self.root)
+    }
+
+    /// Writes root, catalog v`version` and its timestamp into `dir`.
+    fn publish(&self, dir: &Path, version: u64) {
+        std::fs::create_dir_all(dir.join("blobs")).unwrap();
+        let catalog = Catalog {
+            role: Role::Catalog,
+            spec_version: SPEC_VERSION,
+            version,
+            expires: Utc::now() + Days::days(30),
+            apps: BTreeMap::new(),
+        };
+        let cat = signed(&catalog, &self.catalog);
+        let ts = Timestamp::for_catalog(&cat, version, Utc::now() + Days::days(1)).unwrap();
+        std::fs::write(dir.join("root.json"), self.root()).unwrap();
+        std::fs::write(dir.join("catalog.json"), &cat).unwrap();
+        std::fs::write(dir.join("timestamp.json"), signed(&ts, &self.timestamp)).unwrap();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let publish = tmp.path().join("publish");
+    let p = Publisher::new();
+    p.publish(&publish, 1);
+    let limits = Limits::default();
+    let anchor = TrustedState::bootstrap(&p.root(), &limits).unwrap();
+    let t = Duration::from_secs(3);
+
+    let mut origin = Origin::start(&publish, &tmp.path().join("o"), local(), None)
+        .await
+        .unwrap();
+    let oaddr = origin.addr();
+    let node = SwarmNode::spawn(&tmp.path().join("n"), local())
+        .await
+        .unwrap();
+    let (trusted, catalog, head_v1, source) =
+        sync_head(&node, Some(&oaddr), &[], &anchor, &limits, t)
+            .await
+            .unwrap();
+    assert_eq!((catalog.version, source), (1, HeadSource::Origin));
+    assert!(std::fs::read_to_string(tmp.path().join("o/origin.json"))
+        .unwrap()
+        .contains(&oaddr.to_string()));
+
+    // The publisher signs v2; the origin picks it up by itself.
+    p.publish(&publish, 2);
+    let _ = tokio::time::timeout(
+        Duration::from_millis(1500),
+        origin.watch(Duration::from_millis(200)),
+    )
+    .await;
+    let (trusted, catalog, head_v2, _) = sync_head(&node, Some(&oaddr), &[], &trusted, &limits, t)
+        .await
+        .unwrap();
+    assert_eq!(catalog.version, 2);
+
+    // A broken publish dir is refused; the origin keeps serving v2.
+    std::fs::write(publish.join("timestamp.json"), b"{not signed").unwrap();
+    let _ = tokio::time::timeout(
+        Duration::from_millis(600),
+        origin.watch(Duration::from_millis(200)),
+    )
+    .await;
+    assert!(
+        origin.head().unwrap().timestamp == head_v2.timestamp,
+        "still serving v2"
+    );
+
+    // Two peers serve heads: one current, one stale (v1). The origin goes down.
+    let peer_server = |head| {
+        let s = HeadServer::default();
+        s.set(head);
+        s
+    };
+    let good = SwarmNode::builder(&tmp.path().join("good"), local())
+        .accept(HEAD_ALPN, peer_server(head_v2.clone()))
+        .spawn()
+        .await
+        .unwrap();
+    let stale = SwarmNode::builder(&tmp.path().join("stale"), local())
+        .accept(HEAD_ALPN, peer_server(head_v1.clone()))
+        .spawn()
+        .await
+        .unwrap();
+    origin.swarm.shutdown().await;
+
+    // A fresh node (trusting only the anchor) gets the newest head from the peers.
+    let (_, c, _, source) = sync_head(
+        &node,
+        Some(&oaddr),
+        &[stale.addr(), good.addr()],
+        &anchor,
+        &limits,
+        t,
+    )
+    .await
+    .unwrap();
+    assert_eq!(c.version, 2);
+    assert_eq!(source, HeadSource::Peer(good.addr().to_string()));
+
+    // A node that accepted v2 is offered only the stale head: refused as a rollback.
+    let e = sync_head(&node, Some(&oaddr), &[stale.addr()], &trusted, &limits, t)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        e.contains("rollback") && e.contains(&stale.addr().to_string()),
+        "{e}"
+    );
+
+    // A peer with no head says so.
+    let empty = SwarmNode::builder(&tmp.path().join("empty"), local())
+        .accept(HEAD_ALPN, HeadServer::default())
+        .spawn()
+        .await
+        .unwrap();
+    let e = fetch_head(&node, &empty.addr(), 1, &limits, t)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("no head"), "{e}");
+}
