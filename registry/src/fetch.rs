@@ -412,8 +412,10 @@ impl Ctx<'_> {
                 .remote()
                 .observe(conn.clone(), ObserveRequest::new(self.hash))
                 .boxed();
+            // The first item is the peer's whole bitfield, later ones only what it
+            // has added since: merge them.
             while let Some(Ok(bitfield)) = updates.next().await {
-                self.lock().views[i].has = bitfield.ranges.clone();
+                self.lock().views[i].has |= bitfield.ranges.clone();
                 self.changed.notify_waiters();
             }
             std::future::pending::<()>().await
