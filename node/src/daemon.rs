@@ -640,7 +640,7 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
         )
         .await
         {
-            Ok((t, c, h, source)) => got = Some((t, c, h, format!("{source:?}"))),
+            Ok(s) => got = Some((s.trusted, s.catalog, s.head, format!("{:?}", s.source))),
             Err(e) => why.push(e.to_string()),
         }
     }
@@ -677,7 +677,7 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
     };
     tracing::debug!(%source, version = catalog.version, "head verified");
     // Peers that trust an older root need the chain: keep the roots we know.
-    if head.roots.is_empty() || head.roots.iter().all(|(v, _)| *v != next.root_version) {
+    if head.roots.iter().all(|(v, _)| *v != next.root_version) {
         head.roots
             .push((next.root_version, next.root.as_bytes().to_vec()));
     }

@@ -189,6 +189,7 @@ impl<'a> Fetch<'a> {
         }
         let ctx = Ctx {
             node: self.node,
+            content: hash,
             hash: Hash::from_bytes(*hash.as_bytes()),
             size,
             total_chunks: size.div_ceil(CHUNK).max(1),
@@ -201,6 +202,7 @@ impl<'a> Fetch<'a> {
                 failed: BTreeMap::new(),
             }),
             changed: Notify::new(),
+            offered: Notify::new(),
             progress: self.progress,
         };
         let mut workers = FuturesUnordered::new();
@@ -213,7 +215,11 @@ impl<'a> Fetch<'a> {
             if ctx.lock().board.is_complete() {
                 break;
             }
-            let verified = ctx.status().verified;
+            let status = ctx.status();
+            if let Some(tx) = &ctx.progress {
+                tx.send_replace(status.clone());
+            }
+            let verified = status.verified;
             if verified > last_verified.0 {
                 last_verified = (verified, Instant::now());
             } else if last_verified.1.elapsed() > ctx.options.idle_timeout {
@@ -228,7 +234,8 @@ impl<'a> Fetch<'a> {
                     }
                 }
                 _ = ctx.changed.notified() => {}
-                _ = tokio::time::sleep(Duration::from_millis(500)) => {}
+                // Also the progress tick: bytes in flight are reported from here.
+                _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
             if workers.is_empty() && more.is_none() {
                 break;
@@ -308,13 +315,17 @@ struct Shared {
 
 struct Ctx<'a> {
     node: &'a SwarmNode,
+    content: ContentHash,
+    /// The same hash, as iroh-blobs names it.
     hash: Hash,
     size: u64,
     total_chunks: u64,
     options: FetchOptions,
     shared: Mutex<Shared>,
-    /// Woken on every change of the board or of a provider's bitfield.
+    /// Woken when a piece completes or goes back, or a provider is dropped.
     changed: Notify,
+    /// Woken when a peer's bitfield grows (idle workers may find work).
+    offered: Notify,
     progress: Option<watch::Sender<FetchStatus>>,
 }
 
@@ -416,7 +427,7 @@ impl Ctx<'_> {
             // has added since: merge them.
             while let Some(Ok(bitfield)) = updates.next().await {
                 self.lock().views[i].has |= bitfield.ranges.clone();
-                self.changed.notify_waiters();
+                self.offered.notify_waiters();
             }
             std::future::pending::<()>().await
         };
@@ -440,8 +451,13 @@ impl Ctx<'_> {
             let Some(piece) = next else {
                 // Nothing for this provider now: wait for a bitfield update or a
                 // released piece.
-                let _ =
-                    tokio::time::timeout(Duration::from_millis(250), self.changed.notified()).await;
+                let _ = tokio::time::timeout(Duration::from_millis(250), async {
+                    tokio::select! {
+                        () = self.changed.notified() => {}
+                        () = self.offered.notified() => {}
+                    }
+                })
+                .await;
                 if conn.close_reason().is_some() {
                     return self.drop_provider(i, "connection closed".into());
                 }
@@ -482,8 +498,8 @@ impl Ctx<'_> {
     /// Fetches what is still missing of `piece` from provider `i`.
     async fn fetch_piece(&self, i: usize, conn: &Connection, piece: usize) -> PieceEnd {
         let wanted = self.lock().board.request_ranges(piece, self.total_chunks);
-        let held = match self.node.held_ranges_raw(self.hash).await {
-            Ok(h) => h,
+        let held = match self.node.held_ranges(&self.content).await {
+            Ok((h, _)) => h,
             Err(e) => return PieceEnd::Failed(format!("local store: {e}")),
         };
         let ranges = wanted.difference(&held);
@@ -516,9 +532,6 @@ impl Ctx<'_> {
                     let delta = n.saturating_sub(seen);
                     seen = n;
                     self.lock().received[i] += delta;
-                    if let Some(tx) = &self.progress {
-                        tx.send_replace(self.status());
-                    }
                 }
                 Ok(Some(GetProgressItem::Done(stats))) => {
                     let delta = stats.payload_bytes_read.saturating_sub(seen);
@@ -533,8 +546,8 @@ impl Ctx<'_> {
         }
         // A peer that is still downloading may have sent less than asked: only what is
         // verified in the store counts.
-        match self.node.held_ranges_raw(self.hash).await {
-            Ok(h) if self.piece_held(&wanted, &h) => PieceEnd::Got,
+        match self.node.held_ranges(&self.content).await {
+            Ok((h, _)) if self.piece_held(&wanted, &h) => PieceEnd::Got,
             Ok(_) => PieceEnd::Failed("sent less than the piece".into()),
             Err(e) => PieceEnd::Failed(format!("local store: {e}")),
         }

@@ -237,6 +237,16 @@ pub enum HeadSource {
     Peer(String),
 }
 
+/// A head that verified, and what accepting it means.
+#[derive(Debug, Clone)]
+pub struct SyncedHead {
+    /// The trusted state after accepting it (persist this).
+    pub trusted: TrustedState,
+    pub catalog: Catalog,
+    pub head: SignedHead,
+    pub source: HeadSource,
+}
+
 /// Gets a verified head: the origin's when it answers (origin always wins), else the
 /// newest one any peer offers that verifies. Refusals (rollback, expired, bad
 /// signatures) are reported with the peer that offered them.
@@ -247,14 +257,19 @@ pub async fn sync_head(
     trusted: &TrustedState,
     limits: &Limits,
     timeout: Duration,
-) -> Result<(TrustedState, Catalog, SignedHead, HeadSource), HeadError> {
+) -> Result<SyncedHead, HeadError> {
     let now = chrono::Utc::now();
     let mut why = Vec::new();
     if let Some(o) = origin {
         match fetch_head(node, o, trusted.root_version, limits, timeout).await {
             Ok(head) => {
                 return match verify_head(trusted, &head, now, limits) {
-                    Ok((t, c)) => Ok((t, c, head, HeadSource::Origin)),
+                    Ok((trusted, catalog)) => Ok(SyncedHead {
+                        trusted,
+                        catalog,
+                        head,
+                        source: HeadSource::Origin,
+                    }),
                     Err(source) => Err(HeadError::Refused {
                         peer: format!("origin {o}"),
                         source,
@@ -270,15 +285,20 @@ pub async fn sync_head(
             .map(|p| fetch_head(node, p, trusted.root_version, limits, timeout)),
     )
     .await;
-    let mut best: Option<(TrustedState, Catalog, SignedHead, HeadSource)> = None;
+    let mut best: Option<SyncedHead> = None;
     for (p, answer) in peers.iter().zip(answers) {
         match answer.map(|h| (verify_head(trusted, &h, now, limits), h)) {
-            Ok((Ok((t, c)), h)) => {
+            Ok((Ok((t, catalog)), head)) => {
                 if best
                     .as_ref()
-                    .is_none_or(|(b, ..)| t.timestamp_version > b.timestamp_version)
+                    .is_none_or(|b| t.timestamp_version > b.trusted.timestamp_version)
                 {
-                    best = Some((t, c, h, HeadSource::Peer(p.to_string())));
+                    best = Some(SyncedHead {
+                        trusted: t,
+                        catalog,
+                        head,
+                        source: HeadSource::Peer(p.to_string()),
+                    });
                 }
             }
             Ok((Err(e), _)) => why.push(format!("{p}: head refused: {e}")),

@@ -204,16 +204,6 @@ impl SwarmNode {
         Ok((b.ranges.clone(), b.validated_size()))
     }
 
-    pub(crate) async fn held_ranges_raw(&self, hash: Hash) -> Result<ChunkRanges, String> {
-        let b = self
-            .store
-            .blobs()
-            .observe(hash)
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(b.ranges)
-    }
-
     /// Opens a connection to `peer` for iroh-blobs.
     pub(crate) async fn connect(
         &self,

@@ -42,29 +42,32 @@ fn fail(reasons: String) -> SwarmError {
     }
 }
 
-/// The publish dir's documents, read and verified against `trusted` (which is
-/// advanced on success).
-fn read_publish(
-    publish: &Path,
-    trusted: &mut TrustedState,
-) -> Result<(SignedHead, archy_catalog::Catalog), SwarmError> {
-    let read = |f: &str| {
-        std::fs::read(publish.join(f))
-            .map_err(|e| fail(format!("{}: {e}", publish.join(f).display())))
-    };
+/// The publish dir's signed documents, as they are on disk (not verified yet).
+fn read_publish(publish: &Path) -> Result<SignedHead, SwarmError> {
+    let read =
+        |path: PathBuf| std::fs::read(&path).map_err(|e| fail(format!("{}: {e}", path.display())));
     let mut roots = Vec::new();
     if let Ok(dir) = std::fs::read_dir(publish.join("roots")) {
         for entry in dir.flatten() {
-            roots.push(std::fs::read(entry.path())?);
+            roots.push(read(entry.path())?);
         }
     }
-    roots.push(read("root.json")?);
-    let head = SignedHead::new(roots, read("timestamp.json")?, read("catalog.json")?);
-    let (next, catalog) =
-        crate::head::verify_head(trusted, &head, chrono::Utc::now(), &Limits::default())
-            .map_err(|e| fail(format!("{}: {e}", publish.display())))?;
-    *trusted = next;
-    Ok((head, catalog))
+    roots.push(read(publish.join("root.json"))?);
+    Ok(SignedHead::new(
+        roots,
+        read(publish.join("timestamp.json"))?,
+        read(publish.join("catalog.json"))?,
+    ))
+}
+
+/// Verifies `head` as a node would, from `trusted`.
+fn verify(
+    publish: &Path,
+    trusted: &TrustedState,
+    head: &SignedHead,
+) -> Result<(TrustedState, archy_catalog::Catalog), SwarmError> {
+    crate::head::verify_head(trusted, head, chrono::Utc::now(), &Limits::default())
+        .map_err(|e| fail(format!("{}: {e}", publish.display())))
 }
 
 impl Origin {
@@ -76,21 +79,17 @@ impl Origin {
         bind: SocketAddr,
         dht: Option<DhtSettings>,
     ) -> Result<Self, SwarmError> {
-        let mut roots: Vec<Vec<u8>> = Vec::new();
-        if let Ok(dir) = std::fs::read_dir(publish.join("roots")) {
-            for entry in dir.flatten() {
-                roots.push(std::fs::read(entry.path())?);
-            }
-        }
-        roots.push(std::fs::read(publish.join("root.json"))?);
-        let head_roots = SignedHead::new(roots, Vec::new(), Vec::new()).roots;
-        let first = head_roots
+        let head = read_publish(publish)?;
+        // Trust starts at the oldest root on hand, which must sign itself; the newer
+        // ones are walked from it like a node does.
+        let oldest = head
+            .roots
             .first()
-            .map(|(_, r)| r.clone())
+            .map(|(_, r)| r.as_slice())
             .unwrap_or_default();
-        let mut trusted = TrustedState::bootstrap(&first, &Limits::default())
-            .map_err(|e| fail(format!("root.json: {e}")))?;
-        let (head, catalog) = read_publish(publish, &mut trusted)?;
+        let anchor = TrustedState::bootstrap(oldest, &Limits::default())
+            .map_err(|e| fail(format!("{}: {e}", publish.join("root.json").display())))?;
+        let (trusted, catalog) = verify(publish, &anchor, &head)?;
         let server = HeadServer::default();
         let swarm = Swarm::start(
             SwarmNode::builder(data, bind).accept(HEAD_ALPN, server.clone()),
@@ -139,15 +138,18 @@ impl Origin {
             .swarm
             .dht_addrs()
             .iter()
-            .map(|a| format!("\"{a}\""))
+            .map(|a| a.to_string())
             .collect();
-        let info = format!(
-            "{{\"addr\": \"{}\", \"dht\": [{}], \"catalog_version\": {}, \"blobs\": {blobs}}}\n",
-            self.addr(),
-            dht.join(", "),
-            catalog.version
-        );
-        archy_catalog::fsutil::write_atomic(&self.data.join("origin.json"), info.as_bytes())?;
+        let info = serde_json::json!({
+            "addr": self.addr().to_string(),
+            "dht": dht,
+            "catalog_version": catalog.version,
+            "blobs": blobs,
+        });
+        archy_catalog::fsutil::write_atomic(
+            &self.data.join("origin.json"),
+            info.to_string().as_bytes(),
+        )?;
         Ok(())
     }
 
@@ -163,9 +165,10 @@ impl Origin {
             if self.head.get().is_some_and(|h| h.timestamp == ts) {
                 continue;
             }
-            let mut next = self.trusted.clone();
-            match read_publish(&self.publish, &mut next) {
-                Ok((head, catalog)) => match self.serve(head, &catalog).await {
+            let loaded = read_publish(&self.publish)
+                .and_then(|head| Ok((verify(&self.publish, &self.trusted, &head)?, head)));
+            match loaded {
+                Ok(((next, catalog), head)) => match self.serve(head, &catalog).await {
                     Ok(()) => {
                         self.trusted = next;
                         tracing::info!(version = catalog.version, "publish dir reloaded");

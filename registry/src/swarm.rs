@@ -7,7 +7,7 @@
 //! while it is held. Without a DHT, the same calls work with the origin and the
 //! configured peers only.
 
-use std::{net::SocketAddr, sync::Arc, time::Duration};
+use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use archy_catalog::ContentHash;
 pub use archy_dht::Multiaddr;
@@ -135,7 +135,7 @@ impl Swarm {
         plan: FetchPlan,
         progress: Option<watch::Sender<FetchStatus>>,
     ) -> Result<FetchReport, SwarmError> {
-        let (status_tx, mut status_rx) = watch::channel(FetchStatus::default());
+        let (status_tx, status_rx) = watch::channel(FetchStatus::default());
         let (more_tx, more_rx) = mpsc::channel(64);
         let mut fetch = self
             .node
@@ -147,62 +147,49 @@ impl Swarm {
         if let Some(size) = plan.size {
             fetch = fetch.size(size);
         }
-        if self.dht.is_none() {
-            return self.run_plain(fetch, &mut status_rx, progress).await;
+        if self.dht.is_some() {
+            fetch = fetch.peers(self.providers(hash).await).more_peers(more_rx);
         }
-        fetch = fetch.peers(self.providers(hash).await).more_peers(more_rx);
-        let follow = async {
-            let mut announced = false;
-            let mut tick = tokio::time::interval(FOLLOW_EVERY);
-            loop {
-                tokio::select! {
-                    changed = status_rx.changed() => {
-                        if changed.is_err() {
-                            break;
-                        }
-                        let status = status_rx.borrow_and_update().clone();
-                        if !announced && status.verified > 0 {
-                            announced = true;
-                            self.announce(hash).await;
-                        }
-                        if let Some(tx) = &progress {
-                            tx.send_replace(status);
-                        }
-                    }
-                    _ = tick.tick() => {
-                        for p in self.providers(hash).await {
-                            let _ = more_tx.send(p).await;
-                        }
-                    }
-                }
-            }
-            std::future::pending::<()>().await
-        };
         let report = tokio::select! {
-            r = fetch.run() => r,
-            () = follow => unreachable_follow(),
-        }?;
+            r = fetch.run() => r?,
+            never = self.follow(hash, status_rx, progress, more_tx) => match never {},
+        };
         self.announce(hash).await;
         Ok(report)
     }
 
-    async fn run_plain(
+    /// Forwards a fetch's progress, announces `hash` from the first verified piece and,
+    /// with a DHT, feeds holders that appear to the fetch. It never ends by itself: the
+    /// fetch ending ends it.
+    async fn follow(
         &self,
-        fetch: crate::Fetch<'_>,
-        status_rx: &mut watch::Receiver<FetchStatus>,
+        hash: ContentHash,
+        mut status_rx: watch::Receiver<FetchStatus>,
         progress: Option<watch::Sender<FetchStatus>>,
-    ) -> Result<FetchReport, SwarmError> {
-        let forward = async {
-            while status_rx.changed().await.is_ok() {
-                if let Some(tx) = &progress {
-                    tx.send_replace(status_rx.borrow_and_update().clone());
+        more_tx: mpsc::Sender<PeerAddr>,
+    ) -> Infallible {
+        let mut announced = false;
+        let mut lookup = tokio::time::interval(FOLLOW_EVERY);
+        loop {
+            tokio::select! {
+                Ok(()) = status_rx.changed() => {
+                    let status = status_rx.borrow_and_update().clone();
+                    if !announced && status.verified > 0 {
+                        announced = true;
+                        self.announce(hash).await;
+                    }
+                    if let Some(tx) = &progress {
+                        tx.send_replace(status);
+                    }
                 }
+                _ = lookup.tick(), if self.dht.is_some() => {
+                    for p in self.providers(hash).await {
+                        let _ = more_tx.send(p).await;
+                    }
+                }
+                // The fetch has ended (its progress sender is gone).
+                else => std::future::pending::<()>().await,
             }
-            std::future::pending::<()>().await
-        };
-        tokio::select! {
-            r = fetch.run() => r,
-            () = forward => unreachable_follow(),
         }
     }
 
@@ -213,11 +200,4 @@ impl Swarm {
             node.shutdown().await;
         }
     }
-}
-
-/// The follower loops only end when the fetch ends first.
-fn unreachable_follow() -> Result<FetchReport, SwarmError> {
-    Err(SwarmError::Endpoint(
-        "fetch progress stopped before the fetch".into(),
-    ))
 }

@@ -17,7 +17,7 @@ use std::{
 };
 
 use archy_catalog::{oci::hash_file, ContentHash};
-use archy_registry::{FetchOptions, PeerAddr, SwarmNode};
+use archy_registry::{FetchOptions, FetchReport, PeerAddr, SwarmError, SwarmNode};
 use iroh::{
     endpoint::{presets, Connection, RelayMode},
     protocol::{AcceptError, ProtocolHandler, Router},
@@ -45,13 +45,27 @@ async fn provider(dir: &Path, name: &str, file: &Path) -> SwarmNode {
     n
 }
 
-fn pieces(kib: u64) -> FetchOptions {
-    FetchOptions {
-        piece_bytes: kib << 10,
-        stall_timeout: Duration::from_secs(2),
-        idle_timeout: Duration::from_secs(10),
-        ..FetchOptions::default()
-    }
+/// Fetches `want` into `fetcher` from `origin` and `peers`, in pieces of `kib` KiB.
+async fn fetch(
+    fetcher: &SwarmNode,
+    (want, size): (ContentHash, u64),
+    origin: Option<PeerAddr>,
+    peers: &[PeerAddr],
+    kib: u64,
+) -> Result<FetchReport, SwarmError> {
+    fetcher
+        .fetch(want)
+        .size(size)
+        .origin(origin)
+        .peers(peers.iter().cloned())
+        .options(FetchOptions {
+            piece_bytes: kib << 10,
+            stall_timeout: Duration::from_secs(2),
+            idle_timeout: Duration::from_secs(10),
+            ..FetchOptions::default()
+        })
+        .run()
+        .await
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -177,6 +191,18 @@ impl ProtocolHandler for Proxy {
     }
 }
 
+async fn node(dir: &Path, name: &str) -> SwarmNode {
+    SwarmNode::spawn(&dir.join(name), local()).await.unwrap()
+}
+
+fn bytes_from(report: &FetchReport, provider: &PeerAddr) -> u64 {
+    report
+        .bytes_by_provider
+        .get(&provider.to_string())
+        .copied()
+        .unwrap_or(0)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_sending_bad_bytes_is_dropped_and_the_blob_still_verifies() {
     let tmp = tempfile::tempdir().unwrap();
@@ -184,19 +210,18 @@ async fn a_provider_sending_bad_bytes_is_dropped_and_the_blob_still_verifies() {
     let origin = provider(tmp.path(), "origin", &file).await;
     let honest = provider(tmp.path(), "honest", &file).await;
     let (liar, _r, _) = proxy(&honest, Mischief::Corrupt { at: 20_000 }).await;
-    let fetcher = SwarmNode::spawn(&tmp.path().join("f"), local())
-        .await
-        .unwrap();
+    let fetcher = node(tmp.path(), "f").await;
     // The liar is a peer, so it gets pieces before the origin does.
-    let report = fetcher
-        .fetch(want)
-        .size(size)
-        .origin(Some(origin.addr()))
-        .peers([liar.clone()])
-        .options(pieces(256))
-        .run()
-        .await
-        .unwrap();
+    let blob = (want, size);
+    let report = fetch(
+        &fetcher,
+        blob,
+        Some(origin.addr()),
+        std::slice::from_ref(&liar),
+        256,
+    )
+    .await
+    .unwrap();
     let why = report.failed_providers.get(&liar.to_string());
     assert!(
         why.is_some_and(|w| w.contains("bad data") && w.contains("mismatch")),
@@ -208,15 +233,8 @@ async fn a_provider_sending_bad_bytes_is_dropped_and_the_blob_still_verifies() {
 
     // Nobody but liars: the fetch fails, says why, and nothing unverified is held.
     let (liar2, _r2, _) = proxy(&honest, Mischief::Corrupt { at: 20_000 }).await;
-    let victim = SwarmNode::spawn(&tmp.path().join("v"), local())
-        .await
-        .unwrap();
-    let e = victim
-        .fetch(want)
-        .size(size)
-        .peers([liar.clone(), liar2])
-        .options(pieces(256))
-        .run()
+    let victim = node(tmp.path(), "v").await;
+    let e = fetch(&victim, blob, None, &[liar.clone(), liar2], 256)
         .await
         .unwrap_err()
         .to_string();
@@ -231,32 +249,26 @@ async fn a_provider_killed_mid_transfer_costs_no_verified_range_twice() {
     let origin = provider(tmp.path(), "origin", &file).await;
     let peer = provider(tmp.path(), "peer", &file).await;
     // Dies in the middle of its third 1 MiB piece.
-    let (doomed, _r, _) = proxy(
-        &peer,
-        Mischief::DieAfter {
-            bytes: 2 * MIB + MIB / 2,
-        },
+    let dies = Mischief::DieAfter {
+        bytes: 2 * MIB + MIB / 2,
+    };
+    let (doomed, _r, _) = proxy(&peer, dies).await;
+    let fetcher = node(tmp.path(), "f").await;
+    let report = fetch(
+        &fetcher,
+        (want, size),
+        Some(origin.addr()),
+        std::slice::from_ref(&doomed),
+        1024,
     )
-    .await;
-    let fetcher = SwarmNode::spawn(&tmp.path().join("f"), local())
-        .await
-        .unwrap();
-    let report = fetcher
-        .fetch(want)
-        .size(size)
-        .origin(Some(origin.addr()))
-        .peers([doomed.clone()])
-        .options(pieces(1024))
-        .run()
-        .await
-        .unwrap();
+    .await
+    .unwrap();
     assert!(
         report.failed_providers.contains_key(&doomed.to_string()),
         "{report:?}"
     );
-    let from_doomed = report.bytes_by_provider.get(&doomed.to_string()).copied();
     assert!(
-        from_doomed.unwrap_or(0) >= MIB,
+        bytes_from(&report, &doomed) >= MIB,
         "it served before dying: {report:?}"
     );
     let total: u64 = report.bytes_by_provider.values().sum();
@@ -271,18 +283,12 @@ async fn a_provider_killed_mid_transfer_costs_no_verified_range_twice() {
 async fn an_interrupted_fetch_resumes_and_a_partial_holder_serves_what_it_has() {
     let tmp = tempfile::tempdir().unwrap();
     let (file, want, size) = random_file(tmp.path(), 6 * MIB);
+    let blob = (want, size);
     let origin = provider(tmp.path(), "origin", &file).await;
     let (dying, _r, _) = proxy(&origin, Mischief::DieAfter { bytes: 3 * MIB }).await;
-    let fetcher = SwarmNode::spawn(&tmp.path().join("f"), local())
-        .await
-        .unwrap();
+    let fetcher = node(tmp.path(), "f").await;
     // Only the dying provider: the fetch fails, with what it got kept.
-    let e = fetcher
-        .fetch(want)
-        .size(size)
-        .origin(Some(dying))
-        .options(pieces(512))
-        .run()
+    let e = fetch(&fetcher, blob, Some(dying), &[], 512)
         .await
         .unwrap_err();
     assert!(e.to_string().contains("could not fetch"), "{e}");
@@ -291,35 +297,18 @@ async fn an_interrupted_fetch_resumes_and_a_partial_holder_serves_what_it_has() 
 
     // A third node fetches while the fetcher still holds only part: the fetcher serves
     // the pieces it has (it is a peer), the origin the rest.
-    let third = SwarmNode::spawn(&tmp.path().join("t"), local())
-        .await
-        .unwrap();
-    let r3 = third
-        .fetch(want)
-        .size(size)
-        .origin(Some(origin.addr()))
-        .peers([fetcher.addr()])
-        .options(pieces(512))
-        .run()
+    let third = node(tmp.path(), "t").await;
+    let r3 = fetch(&third, blob, Some(origin.addr()), &[fetcher.addr()], 512)
         .await
         .unwrap();
     assert!(
-        r3.bytes_by_provider
-            .get(&fetcher.addr().to_string())
-            .copied()
-            .unwrap_or(0)
-            > 0,
+        bytes_from(&r3, &fetcher.addr()) > 0,
         "the partial holder served its pieces: {r3:?}"
     );
     assert!(third.has(&want).await.unwrap());
 
     // The fetcher resumes: only the missing part crosses the wire.
-    let report = fetcher
-        .fetch(want)
-        .size(size)
-        .origin(Some(origin.addr()))
-        .options(pieces(512))
-        .run()
+    let report = fetch(&fetcher, blob, Some(origin.addr()), &[], 512)
         .await
         .unwrap();
     assert!(report.already_held >= 2 * MIB, "{report:?}");
@@ -333,39 +322,60 @@ async fn an_interrupted_fetch_resumes_and_a_partial_holder_serves_what_it_has() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_still_downloading_serves_pieces_as_it_gets_them() {
+    // The peer starts empty, at the same moment as the fetcher, from a faster origin
+    // link than the fetcher's: everything the fetcher gets from it was announced by
+    // bitfield updates after the fetcher connected (which add to what it had).
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, want, size) = random_file(tmp.path(), 4 * MIB);
+    let blob = (want, size);
+    let origin = provider(tmp.path(), "origin", &file).await;
+    let throttle = |kib: u64| Mischief::Throttle {
+        bytes_per_sec: kib << 10,
+    };
+    let (peers_link, _r1, _) = proxy(&origin, throttle(2048)).await;
+    let (fetchers_link, _r2, _) = proxy(&origin, throttle(256)).await;
+    let peer = node(tmp.path(), "p").await;
+    let fetcher = node(tmp.path(), "f").await;
+    let from_peer = [peer.addr()];
+    let (from_origin, report) = tokio::join!(
+        fetch(&peer, blob, Some(peers_link), &[], 256),
+        fetch(&fetcher, blob, Some(fetchers_link), &from_peer, 256),
+    );
+    from_origin.unwrap();
+    let report = report.unwrap();
+    assert!(
+        bytes_from(&report, &peer.addr()) >= size / 2,
+        "the downloading peer served too little: {report:?}"
+    );
+    assert!(fetcher.has(&want).await.unwrap());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_peer_gets_little_work_and_does_not_hold_the_fetch_back() {
     let tmp = tempfile::tempdir().unwrap();
     let (file, want, size) = random_file(tmp.path(), 8 * MIB);
     let origin = provider(tmp.path(), "origin", &file).await;
     let peer = provider(tmp.path(), "peer", &file).await;
-    let (slow, _r, _) = proxy(
-        &peer,
-        Mischief::Throttle {
-            bytes_per_sec: 64 << 10,
-        },
-    )
-    .await;
+    // Alone, one 256 KiB piece from it would take 16 s.
+    let trickle = Mischief::Throttle {
+        bytes_per_sec: 16 << 10,
+    };
+    let (slow, _r, _) = proxy(&peer, trickle).await;
     let fast = provider(tmp.path(), "fast", &file).await;
-    let fetcher = SwarmNode::spawn(&tmp.path().join("f"), local())
+    let fetcher = node(tmp.path(), "f").await;
+    let peers = [slow.clone(), fast.addr()];
+    let report = fetch(&fetcher, (want, size), Some(origin.addr()), &peers, 256)
         .await
         .unwrap();
-    let report = fetcher
-        .fetch(want)
-        .size(size)
-        .origin(Some(origin.addr()))
-        .peers([slow.clone(), fast.addr()])
-        .options(pieces(256))
-        .run()
-        .await
-        .unwrap();
-    let from_slow = report
-        .bytes_by_provider
-        .get(&slow.to_string())
-        .copied()
-        .unwrap_or(0);
+    let from_slow = bytes_from(&report, &slow);
     assert!(
         from_slow < size / 4,
         "the slow peer carried {from_slow} of {size} bytes: {report:?}"
+    );
+    assert!(
+        report.elapsed < Duration::from_secs(8),
+        "the slow peer's piece was not taken over (endgame): {report:?}"
     );
     assert!(fetcher.has(&want).await.unwrap());
 }

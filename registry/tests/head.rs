@@ -7,8 +7,8 @@
 use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
 
 use archy_catalog::{
-    documents::{Envelope, RoleKeys, Roles, SPEC_VERSION},
-    keys::{KeyMap, SecretKey},
+    documents::{Envelope, SPEC_VERSION},
+    keys::SecretKey,
     Catalog, Limits, Role, Root, Timestamp, TrustedState,
 };
 use archy_registry::{
@@ -52,26 +52,13 @@ impl Publisher {
     }
 
     fn sign_root(&self) -> Vec<u8> {
-        let mut keys = KeyMap::new();
-        for k in [&self.root, &self.catalog, &self.timestamp] {
-            keys.insert(k.key_id(), k.public());
-        }
-        let one = |k: &SecretKey| RoleKeys {
-            keyids: vec![k.key_id()],
-            threshold: 1,
-        };
-        let root = Root {
-            role: Role::Root,
-            spec_version: SPEC_VERSION,
-            version: 1,
-            expires: Utc::now() + Days::days(365),
-            keys,
-            roles: Roles {
-                root: one(&self.root),
-                catalog: one(&self.catalog),
-                timestamp: one(&self.timestamp),
-            },
-        };
+        let root = Root::for_keys(
+            1,
+            Utc::now() + Days::days(365),
+            (&[&self.root], 1),
+            &self.catalog,
+            &self.timestamp,
+        );
         signed(&root, &self.root)
     }
 
@@ -110,11 +97,10 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
     let node = SwarmNode::spawn(&tmp.path().join("n"), local())
         .await
         .unwrap();
-    let (trusted, catalog, head_v1, source) =
-        sync_head(&node, Some(&oaddr), &[], &anchor, &limits, t)
-            .await
-            .unwrap();
-    assert_eq!((catalog.version, source), (1, HeadSource::Origin));
+    let v1 = sync_head(&node, Some(&oaddr), &[], &anchor, &limits, t)
+        .await
+        .unwrap();
+    assert_eq!((v1.catalog.version, v1.source), (1, HeadSource::Origin));
     assert!(std::fs::read_to_string(tmp.path().join("o/origin.json"))
         .unwrap()
         .contains(&oaddr.to_string()));
@@ -126,10 +112,11 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
         origin.watch(Duration::from_millis(200)),
     )
     .await;
-    let (trusted, catalog, head_v2, _) = sync_head(&node, Some(&oaddr), &[], &trusted, &limits, t)
+    let v2 = sync_head(&node, Some(&oaddr), &[], &v1.trusted, &limits, t)
         .await
         .unwrap();
-    assert_eq!(catalog.version, 2);
+    assert_eq!(v2.catalog.version, 2);
+    let (trusted, head_v1, head_v2) = (v2.trusted, v1.head, v2.head);
 
     // A broken publish dir is refused; the origin keeps serving v2.
     std::fs::write(publish.join("timestamp.json"), b"{not signed").unwrap();
@@ -162,7 +149,7 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
     origin.swarm.shutdown().await;
 
     // A fresh node (trusting only the anchor) gets the newest head from the peers.
-    let (_, c, _, source) = sync_head(
+    let fresh = sync_head(
         &node,
         Some(&oaddr),
         &[stale.addr(), good.addr()],
@@ -172,8 +159,8 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
     )
     .await
     .unwrap();
-    assert_eq!(c.version, 2);
-    assert_eq!(source, HeadSource::Peer(good.addr().to_string()));
+    assert_eq!(fresh.catalog.version, 2);
+    assert_eq!(fresh.source, HeadSource::Peer(good.addr().to_string()));
 
     // A node that accepted v2 is offered only the stale head: refused as a rollback.
     let e = sync_head(&node, Some(&oaddr), &[stale.addr()], &trusted, &limits, t)

@@ -14,8 +14,8 @@ use anyhow::Context;
 use archy_bench::{machine, max_rss, peak_heap, reset_peak, write_section, PeakAlloc};
 use archy_catalog::{
     build::build_catalog,
-    documents::{Envelope, Role, RoleKeys, Roles, Root, Timestamp, SPEC_VERSION},
-    keys::{KeyMap, SecretKey},
+    documents::{Envelope, Root, Timestamp},
+    keys::SecretKey,
     oci, Limits, TrustedState,
 };
 use chrono::{Duration, Utc};
@@ -103,25 +103,13 @@ fn main() -> anyhow::Result<()> {
     let keys: Vec<SecretKey> = (0..3)
         .map(|_| SecretKey::generate())
         .collect::<Result<_, _>>()?;
-    let one = |k: &SecretKey| RoleKeys {
-        keyids: vec![k.key_id()],
-        threshold: 1,
-    };
-    let root = Root {
-        role: Role::Root,
-        spec_version: SPEC_VERSION,
-        version: 1,
-        expires: Utc::now() + Duration::days(365),
-        keys: keys
-            .iter()
-            .map(|k| (k.key_id(), k.public()))
-            .collect::<KeyMap>(),
-        roles: Roles {
-            root: one(&keys[0]),
-            catalog: one(&keys[1]),
-            timestamp: one(&keys[2]),
-        },
-    };
+    let root = Root::for_keys(
+        1,
+        Utc::now() + Duration::days(365),
+        (&[&keys[0]], 1),
+        &keys[1],
+        &keys[2],
+    );
     let mut root_env = Envelope::new_unsigned(&root)?;
     root_env.sign(&keys[0]);
     let root_bytes = root_env.to_bytes();

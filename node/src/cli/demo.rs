@@ -18,8 +18,8 @@ use std::{
 use anyhow::{bail, Context};
 use archy_catalog::{
     build::build_catalog,
-    documents::{Envelope, Role, RoleKeys, Roles, Root, Timestamp, SPEC_VERSION},
-    keys::{KeyMap, SecretKey},
+    documents::{Envelope, Root, Timestamp},
+    keys::SecretKey,
     oci, Limits, TrustedState,
 };
 use archy_node::runtime::{podman::Podman, Runtime};
@@ -288,28 +288,13 @@ fn make_keys_and_root(dir: &Path) -> anyhow::Result<String> {
         k.write_pair(&keys_dir.join(name))?;
         keys.insert(name, k);
     }
-    let one = |k: &SecretKey| RoleKeys {
-        keyids: vec![k.key_id()],
-        threshold: 1,
-    };
-    let root = Root {
-        role: Role::Root,
-        spec_version: SPEC_VERSION,
-        version: 1,
-        expires: Utc::now() + Duration::days(365),
-        keys: keys
-            .values()
-            .map(|k| (k.key_id(), k.public()))
-            .collect::<KeyMap>(),
-        roles: Roles {
-            root: RoleKeys {
-                keyids: vec![keys["root1"].key_id(), keys["root2"].key_id()],
-                threshold: 2,
-            },
-            catalog: one(&keys["catalog"]),
-            timestamp: one(&keys["timestamp"]),
-        },
-    };
+    let root = Root::for_keys(
+        1,
+        Utc::now() + Duration::days(365),
+        (&[&keys["root1"], &keys["root2"]], 2),
+        &keys["catalog"],
+        &keys["timestamp"],
+    );
     fs::create_dir_all(dir.join("publish"))?;
     write_signed(
         &dir.join("publish/root.json"),

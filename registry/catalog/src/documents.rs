@@ -193,6 +193,43 @@ pub struct Root {
 }
 
 impl Root {
+    /// A root for a machine that holds every secret key itself (the demo, benchmarks,
+    /// tests): `threshold` of `root_keys` sign roots, one key each signs catalogs and
+    /// timestamps, and the key map holds exactly these keys. Publishers build roots
+    /// from public keys with `catalog-signer root init`.
+    pub fn for_keys(
+        version: u64,
+        expires: DateTime<Utc>,
+        (root_keys, threshold): (&[&SecretKey], u32),
+        catalog: &SecretKey,
+        timestamp: &SecretKey,
+    ) -> Self {
+        let one = |k: &SecretKey| RoleKeys {
+            keyids: vec![k.key_id()],
+            threshold: 1,
+        };
+        Self {
+            role: Role::Root,
+            spec_version: SPEC_VERSION,
+            version,
+            expires,
+            keys: root_keys
+                .iter()
+                .copied()
+                .chain([catalog, timestamp])
+                .map(|k| (k.key_id(), k.public()))
+                .collect(),
+            roles: Roles {
+                root: RoleKeys {
+                    keyids: root_keys.iter().map(|k| k.key_id()).collect(),
+                    threshold,
+                },
+                catalog: one(catalog),
+                timestamp: one(timestamp),
+            },
+        }
+    }
+
     /// Structural checks: thresholds between 1 and the number of distinct listed keys,
     /// every key id present in `keys` and matching its key.
     pub fn check(&self) -> Result<(), String> {
