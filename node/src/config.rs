@@ -3,7 +3,7 @@
 //! ```toml
 //! name = "node1"               # container names and labels; several nodes may share an engine
 //! api = "127.0.0.1:7420"       # local API, loopback only
-//! runtime = "podman"
+//! runtime = "podman"          # or "process" (no engine; needs root)
 //! publish_ip = "127.0.0.1"     # host address app ports are published on
 //! origin_dir = "/srv/publish"  # a publish dir (root.json, timestamp.json, catalog.json, blobs/)
 //! root = "/etc/archy/root.json" # trust anchor, copied to <data>/root.json on first start
@@ -152,10 +152,11 @@ impl NodeConfig {
             p.parse::<archy_registry::PeerAddr>()
                 .map_err(|e| e.to_string())?;
         }
-        if self.runtime != "podman" {
+        if !crate::runtime::RUNTIMES.contains(&self.runtime.as_str()) {
             return Err(format!(
-                "runtime = {:?}: only \"podman\" is available in this build",
-                self.runtime
+                "runtime = {:?}: one of {}",
+                self.runtime,
+                crate::runtime::RUNTIMES.join(", ")
             ));
         }
         Ok(())

@@ -56,8 +56,8 @@ pub enum NodeCommand {
         /// Host address app ports are published on.
         #[arg(long)]
         publish_ip: Option<IpAddr>,
-        /// Container runtime.
-        #[arg(long, value_parser = ["podman"])]
+        /// Container runtime: podman (the engine) or process (no engine; root only).
+        #[arg(long, value_parser = ["podman", "process"])]
         runtime: Option<String>,
     },
     /// Show the node: catalog version and age, trusted versions, apps and phases.

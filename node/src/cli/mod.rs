@@ -47,6 +47,13 @@ pub enum Command {
     /// Browse the Nostr marketplace with trust scores; endorse or report apps.
     #[command(subcommand)]
     Market(market::MarketCommand),
+    /// Internal: the process runtime's in-namespace helpers (started by the node).
+    #[command(hide = true)]
+    ProcessHelper {
+        #[arg(value_parser = ["supervise", "exec"])]
+        role: String,
+        app_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -212,5 +219,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Key(cmd) => key::run(cmd),
         Command::Relay(cmd) => relay::run(cmd),
         Command::Market(cmd) => market::run(cmd),
+        Command::ProcessHelper { role, app_dir } => {
+            use archy_node::runtime::process::sandbox;
+            let role = match role.as_str() {
+                "supervise" => sandbox::Role::Supervise,
+                _ => sandbox::Role::Exec,
+            };
+            Ok(sandbox::main(role, &app_dir))
+        }
     }
 }
