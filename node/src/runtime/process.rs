@@ -507,6 +507,22 @@ fn open_log(path: &Path) -> Result<fs::File, ProcessError> {
         .map_err(io_at(path))
 }
 
+/// Takes a `flock` on `path` (created 0600), held until the result is dropped.
+pub(crate) fn lock(
+    path: &Path,
+    how: nix::fcntl::FlockArg,
+) -> Result<nix::fcntl::Flock<fs::File>, ProcessError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_at(path))?;
+    nix::fcntl::Flock::lock(f, how).map_err(|(_, e)| ProcessError::Sys(e))
+}
+
 fn signal(pid: u32, sig: Signal) {
     if let Ok(pid) = i32::try_from(pid) {
         let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
@@ -614,6 +630,12 @@ impl Runtime for ProcessRuntime {
             return Ok(());
         }
         let dir = self.app_dir(app_id)?;
+        // One start at a time per app (the API's restart and the reconciler may race);
+        // the supervisor's own lock makes a second one for the same app fail regardless.
+        let _guard = lock(&dir.join("start.lock"), nix::fcntl::FlockArg::LockExclusive)?;
+        if self.status_of(app_id)?.0 == ContainerStatus::Running {
+            return Ok(());
+        }
         self.launch(app_id, &dir)?;
         Ok(())
     }

@@ -81,6 +81,8 @@ enum HostSocket {
 }
 
 struct Started {
+    /// Held while the supervisor lives: a second supervisor for the app cannot start.
+    _lock: nix::fcntl::Flock<fs::File>,
     child: std::process::Child,
     app_pid: u32,
     sockets: Vec<HostSocket>,
@@ -111,6 +113,11 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
         return Err(ProcessError::NotRoot);
     }
     let app_dir = app_dir.canonicalize().map_err(io_at(app_dir))?;
+    let lock = super::lock(
+        &app_dir.join("lock"),
+        nix::fcntl::FlockArg::LockExclusiveNonblock,
+    )
+    .map_err(|_| ProcessError::Invalid("the app already has a running supervisor".into()))?;
     let spec = read_spec(&app_dir)?;
     let mut sockets = Vec::new();
     for p in &spec.ports {
@@ -181,6 +188,7 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
     let bytes = serde_json::to_vec(&record).map_err(|e| ProcessError::Invalid(e.to_string()))?;
     archy_catalog::fsutil::write_atomic_mode(&path, &bytes, Some(0o600)).map_err(io_at(&path))?;
     Ok(Started {
+        _lock: lock,
         child,
         app_pid,
         sockets,
@@ -427,6 +435,7 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, ProcessError>
 /// The forwarder and supervisor loop; returns when the app has exited.
 fn serve(started: Started) -> ExitCode {
     let Started {
+        _lock,
         mut child,
         app_pid,
         sockets,
