@@ -181,6 +181,11 @@ mod tests {
         std::fs::write(d.path().join("config.toml"), "api = \"0.0.0.0:7420\"\n").unwrap();
         let e = NodeConfig::load(d.path()).unwrap_err().to_string();
         assert!(e.contains("config.toml") && e.contains("loopback"), "{e}");
+        std::fs::write(d.path().join("config.toml"), "runtime = \"process\"\n").unwrap();
+        assert_eq!(NodeConfig::load(d.path()).unwrap().runtime, "process");
+        std::fs::write(d.path().join("config.toml"), "runtime = \"docker\"\n").unwrap();
+        let e = NodeConfig::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("podman, process"), "{e}");
         std::fs::write(d.path().join("config.toml"), "colour = 1\n").unwrap();
         assert!(NodeConfig::load(d.path())
             .unwrap_err()

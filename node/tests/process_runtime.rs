@@ -8,6 +8,8 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod common;
+
 use std::{
     fs,
     net::SocketAddr,
@@ -15,7 +17,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use archy_catalog::{build::resolve_image, manifest, oci, AppManifest, ImageRef};
+use archy_catalog::{manifest, oci, AppManifest, ImageRef};
 use archy_node::{
     executor::{reconcile, AppTarget, DirImageSource},
     planner::{Action, ContainerStatus, DesiredApp, Liveness},
@@ -48,37 +50,32 @@ fn port(k: u16) -> u16 {
 /// A busybox image with a page in /www, and a manifest for `id` around it.
 struct App {
     dir: tempfile::TempDir,
+    /// The published (host) port.
+    port: u16,
     archive: PathBuf,
     image: ImageRef,
     manifest: AppManifest,
 }
 
-fn app(id: &str, host_port: u16, cmd: &str, extra: &str) -> App {
+/// `None` (after saying why) when this host cannot run the process runtime.
+fn app(id: &str, k: u16, cmd: &str, extra: &str) -> Option<App> {
+    if skip() {
+        return None;
+    }
+    let host_port = port(k);
     let dir = tempfile::tempdir().unwrap();
-    let rootfs = dir.path().join("rootfs");
-    fs::create_dir_all(rootfs.join("bin")).unwrap();
-    fs::create_dir_all(rootfs.join("www")).unwrap();
-    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    fs::write(rootfs.join("www/index.html"), "process test page").unwrap();
-    oci::pack_rootfs(
-        &rootfs,
-        &dir.path().join("img.oci.tar"),
-        &oci::PackOptions::default(),
-    )
-    .unwrap();
+    common::busybox_image(dir.path(), "process test page");
     let text = format!(
         "app:\n  id: {id}\n  name: T\n  version: 1.0.0\n  description: {{short: t}}\n  container:\n    image: ./img.oci.tar\n    cmd: [/bin/busybox, sh, -c, {cmd:?}]\n    ports: [{{host: {host_port}, container: 8080}}]\n    volumes: [{{name: data, target: /data}}]\n{extra}"
     );
-    fs::write(dir.path().join("app.yaml"), &text).unwrap();
-    let mut m = manifest::parse_and_validate(&text, manifest::ManifestFormat::Yaml).unwrap();
-    let (archive, image) = resolve_image(&dir.path().join("app.yaml"), &m.container.image).unwrap();
-    m.container.image = image.hash.to_string();
-    App {
+    let (m, archive, image) = common::manifest_with_image(dir.path(), &text);
+    Some(App {
         dir,
+        port: host_port,
         archive,
         image,
         manifest: m.normalized(),
-    }
+    })
 }
 
 fn spec(a: &App, manifest: &AppManifest, ip: &str, data: &Path) -> ContainerSpec {
@@ -128,17 +125,16 @@ fn eventually(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn runs_adopts_stops_starts_and_removes_an_app() {
-    if skip() {
-        return;
-    }
     let id = "org.example.proctest";
-    let p = port(0);
-    let a = app(
+    let Some(a) = app(
         id,
-        p,
+        0,
         "echo kept > /data/marker; exec /bin/busybox httpd -f -p 8080 -h /www",
         "",
-    );
+    ) else {
+        return;
+    };
+    let p = a.port;
     let node = a.dir.path().join("node");
     let rt = ProcessRuntime::new("n1", node.join("process"), HELPER);
     assert!(!rt.image_loaded(&a.image).unwrap());
@@ -230,17 +226,16 @@ fn runs_adopts_stops_starts_and_removes_an_app() {
 
 #[test]
 fn two_nodes_run_the_same_app_on_the_same_ports() {
-    if skip() {
-        return;
-    }
     let id = "org.example.proctwin";
-    let p = port(1);
-    let a = app(
+    let Some(a) = app(
         id,
-        p,
+        1,
         "mkdir -p /srv; echo node-$NODE > /srv/index.html; exec /bin/busybox httpd -f -p 8080 -h /srv",
         "",
-    );
+    ) else {
+        return;
+    };
+    let p = a.port;
     let mut runtimes = Vec::new();
     for (n, ip) in [("a", "127.0.0.2"), ("b", "127.0.0.3")] {
         let mut m = a.manifest.clone();
@@ -278,17 +273,16 @@ fn target(a: &App, data: &Path) -> AppTarget {
 
 #[test]
 fn reconciler_installs_adopts_restarts_a_crash_and_uninstalls() {
-    if skip() {
-        return;
-    }
     let id = "org.example.proccrash";
-    let p = port(2);
-    let a = app(
+    let Some(a) = app(
         id,
-        p,
+        2,
         "exec /bin/busybox httpd -f -p 8080 -h /www",
         "  generated_secrets: [{name: ADMIN_TOKEN, kind: hex32}]\n  health_check: {type: http, port: 8080, path: /, interval: 1s, retries: 10}\n",
-    );
+    ) else {
+        return;
+    };
+    let p = a.port;
     let blobs = a.dir.path().join("blobs");
     fs::create_dir_all(&blobs).unwrap();
     fs::copy(&a.archive, blobs.join(a.image.hash.to_hex())).unwrap();
@@ -366,16 +360,10 @@ fn reconciler_installs_adopts_restarts_a_crash_and_uninstalls() {
 
 #[test]
 fn a_recycled_pid_is_never_adopted() {
-    if skip() {
-        return;
-    }
     let id = "org.example.procpid";
-    let a = app(
-        id,
-        port(3),
-        "exec /bin/busybox httpd -f -p 8080 -h /www",
-        "",
-    );
+    let Some(a) = app(id, 3, "exec /bin/busybox httpd -f -p 8080 -h /www", "") else {
+        return;
+    };
     let node = a.dir.path().join("node");
     let rt = ProcessRuntime::new("n1", node.join("process"), HELPER);
     rt.load_image(&a.archive, &a.image).unwrap();
@@ -423,10 +411,9 @@ fn a_recycled_pid_is_never_adopted() {
 
 #[test]
 fn a_wrong_config_digest_is_refused() {
-    if skip() {
+    let Some(a) = app("org.example.procdigest", 4, "true", "") else {
         return;
-    }
-    let a = app("org.example.procdigest", port(4), "true", "");
+    };
     let rt = ProcessRuntime::new("n1", a.dir.path().join("process"), HELPER);
     let mut wrong = a.image.clone();
     wrong.config_digest = format!("sha256:{}", "00".repeat(32));
@@ -469,19 +456,11 @@ fn podman_saved_archives_unpack_with_their_whiteouts() {
             String::from_utf8_lossy(&out.stderr)
         );
     };
-    podman(&[
-        "build",
-        "--runtime",
-        "runc",
-        "--ulimit",
-        "nofile=1024:1024",
-        "--ulimit",
-        "nproc=1024:1024",
-        "-q",
-        "-t",
-        &tag,
-        &d.path().display().to_string(),
-    ]);
+    let context = d.path().display().to_string();
+    let mut build = vec!["build"];
+    build.extend(archy_node::runtime::podman::HOST_ARGS);
+    build.extend(["-q", "-t", &tag, &context]);
+    podman(&build);
     for format in ["oci-archive", "docker-archive"] {
         let archive = d.path().join(format!("{format}.tar"));
         podman(&[
@@ -553,4 +532,45 @@ fn run_layered(rt: &ProcessRuntime, image: &ImageRef, m: &AppManifest, dir: &Pat
     let body = get(addr, Duration::from_secs(10));
     rt.remove(&m.id).unwrap();
     assert!(body.expect("image CMD serves").contains("layered"));
+}
+
+/// The API's restart and the reconciler may start an app at the same moment: one
+/// supervisor runs it, the other starts find it running.
+#[test]
+fn concurrent_starts_run_one_supervisor() {
+    let id = "org.example.procrace";
+    let Some(a) = app(id, 6, "exec /bin/busybox httpd -f -p 8080 -h /www", "") else {
+        return;
+    };
+    let root = a.dir.path().join("process");
+    let rt = ProcessRuntime::new("n1", &root, HELPER);
+    rt.load_image(&a.archive, &a.image).unwrap();
+    rt.create(&spec(
+        &a,
+        &a.manifest,
+        "127.0.0.1",
+        &a.dir.path().join("appdata"),
+    ))
+    .unwrap();
+    let starts: Vec<_> = (0..3)
+        .map(|_| {
+            let root = root.clone();
+            std::thread::spawn(move || ProcessRuntime::new("n1", root, HELPER).start(id))
+        })
+        .collect();
+    for s in starts {
+        s.join().unwrap().unwrap();
+    }
+    let app_dir = rt.app_dir(id).unwrap().canonicalize().unwrap();
+    let needle = format!("process-helper\0supervise\0{}", app_dir.display());
+    let supervisors = fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter(|e| {
+            fs::read(e.path().join("cmdline"))
+                .is_ok_and(|c| String::from_utf8_lossy(&c).contains(&needle))
+        })
+        .count();
+    rt.remove(id).unwrap();
+    assert_eq!(supervisors, 1);
 }

@@ -43,6 +43,20 @@ pub struct ContainerSpec {
     pub secrets: BTreeMap<String, String>,
 }
 
+impl ContainerSpec {
+    /// Volume paths handed to a runtime must be absolute (podman reads a relative one as
+    /// the name of a named volume; the process runtime mounts from another directory).
+    pub fn require_absolute_data_dir(&self) -> Result<(), RuntimeError> {
+        match self.data_dir.is_absolute() {
+            true => Ok(()),
+            false => Err(RuntimeError::Parse(format!(
+                "app data dir {} must be an absolute path",
+                self.data_dir.display()
+            ))),
+        }
+    }
+}
+
 /// Why a runtime operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {

@@ -589,13 +589,7 @@ impl Runtime for ProcessRuntime {
     }
 
     fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
-        if !spec.data_dir.is_absolute() {
-            return Err(ProcessError::Invalid(format!(
-                "app data dir {} must be an absolute path",
-                spec.data_dir.display()
-            ))
-            .into());
-        }
+        spec.require_absolute_data_dir()?;
         let app_id = &spec.manifest.id;
         let dir = self.app_dir(app_id)?;
         if dir.exists() {

@@ -251,6 +251,19 @@ fn mount_err(what: &str, target: &Path) -> impl FnOnce(nix::Error) -> ProcessErr
     move |e| ProcessError::Invalid(format!("cannot mount {what} on {}: {e}", target.display()))
 }
 
+/// A 64 MiB tmpfs on `target`.
+fn mount_tmpfs(target: &Path, flags: MsFlags, mode: &str) -> Result<(), ProcessError> {
+    let options = format!("{mode},size=65536k");
+    mount(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        flags,
+        Some(options.as_str()),
+    )
+    .map_err(mount_err("tmpfs", target))
+}
+
 /// Mounts the app's root at `<app dir>/merged`, in the supervisor's private mount
 /// namespace (so none of it is visible on the host, and all of it goes with the app).
 fn prepare_root(spec: &AppSpec, app_dir: &Path) -> Result<(), ProcessError> {
@@ -292,14 +305,7 @@ fn prepare_root(spec: &AppSpec, app_dir: &Path) -> Result<(), ProcessError> {
     // /dev: a small tmpfs with the usual character devices bound from the host.
     let dev = resolve_in_root(&merged, "/dev")?;
     fs::create_dir_all(&dev).map_err(io_at(&dev))?;
-    mount(
-        Some("tmpfs"),
-        &dev,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC,
-        Some("mode=755,size=65536k"),
-    )
-    .map_err(mount_err("tmpfs", &dev))?;
+    mount_tmpfs(&dev, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "mode=755")?;
     for name in ["null", "zero", "full", "random", "urandom", "tty"] {
         let target = dev.join(name);
         fs::File::create(&target).map_err(io_at(&target))?;
@@ -323,14 +329,7 @@ fn prepare_root(spec: &AppSpec, app_dir: &Path) -> Result<(), ProcessError> {
     }
     let shm = dev.join("shm");
     fs::create_dir_all(&shm).map_err(io_at(&shm))?;
-    mount(
-        Some("shm"),
-        &shm,
-        Some("tmpfs"),
-        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
-        Some("mode=1777,size=65536k"),
-    )
-    .map_err(mount_err("tmpfs", &shm))?;
+    mount_tmpfs(&shm, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=1777")?;
 
     // Mount points the exec helper fills in, and a hosts file naming the app.
     let proc_dir = resolve_in_root(&merged, "/proc")?;
@@ -364,27 +363,25 @@ fn prepare_root(spec: &AppSpec, app_dir: &Path) -> Result<(), ProcessError> {
         )
         .map_err(mount_err(&m.host.to_string_lossy(), &target))?;
         if m.readonly {
-            mount(
-                NONE,
-                &target,
-                NONE,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-                NONE,
-            )
-            .map_err(mount_err("read-only", &target))?;
+            remount_readonly(&target)?;
         }
     }
     if spec.readonly_root {
-        mount(
-            NONE,
-            &merged,
-            NONE,
-            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
-            NONE,
-        )
-        .map_err(mount_err("read-only", &merged))?;
+        remount_readonly(&merged)?;
     }
     Ok(())
+}
+
+fn remount_readonly(target: &Path) -> Result<(), ProcessError> {
+    const NONE: Option<&str> = None;
+    mount(
+        NONE,
+        target,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        NONE,
+    )
+    .map_err(mount_err("read-only", target))
 }
 
 /// `path` (absolute, as the app sees it) resolved inside `root`: symlinks are followed
@@ -736,22 +733,18 @@ mod tests {
         symlink("/etc", root.join("etc-abs")).expect("symlink");
         symlink("usr/lib", root.join("lib")).expect("symlink");
         symlink("../../../../..", root.join("up")).expect("symlink");
-        assert_eq!(
-            resolve_in_root(root, "/etc-abs/hosts").expect("r"),
-            root.join("etc/hosts")
-        );
-        assert_eq!(
-            resolve_in_root(root, "/lib/x").expect("r"),
-            root.join("usr/lib/x")
-        );
-        assert_eq!(
-            resolve_in_root(root, "/up/etc/passwd").expect("r"),
-            root.join("etc/passwd")
-        );
-        assert_eq!(
-            resolve_in_root(root, "/../../data").expect("r"),
-            root.join("data")
-        );
+        for (path, want) in [
+            ("/etc-abs/hosts", "etc/hosts"),
+            ("/lib/x", "usr/lib/x"),
+            ("/up/etc/passwd", "etc/passwd"),
+            ("/../../data", "data"),
+        ] {
+            assert_eq!(
+                resolve_in_root(root, path).expect("r"),
+                root.join(want),
+                "{path}"
+            );
+        }
         symlink("loop", root.join("loop")).expect("symlink");
         assert!(resolve_in_root(root, "/loop/x").is_err());
     }
