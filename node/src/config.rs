@@ -3,7 +3,7 @@
 //! ```toml
 //! name = "node1"               # container names and labels; several nodes may share an engine
 //! api = "127.0.0.1:7420"       # local API, loopback only
-//! runtime = "podman"
+//! runtime = "podman"          # or "process" (no engine; needs root)
 //! publish_ip = "127.0.0.1"     # host address app ports are published on
 //! origin_dir = "/srv/publish"  # a publish dir (root.json, timestamp.json, catalog.json, blobs/)
 //! root = "/etc/archy/root.json" # trust anchor, copied to <data>/root.json on first start
@@ -152,10 +152,11 @@ impl NodeConfig {
             p.parse::<archy_registry::PeerAddr>()
                 .map_err(|e| e.to_string())?;
         }
-        if self.runtime != "podman" {
+        if !crate::runtime::RUNTIMES.contains(&self.runtime.as_str()) {
             return Err(format!(
-                "runtime = {:?}: only \"podman\" is available in this build",
-                self.runtime
+                "runtime = {:?}: one of {}",
+                self.runtime,
+                crate::runtime::RUNTIMES.join(", ")
             ));
         }
         Ok(())
@@ -180,6 +181,11 @@ mod tests {
         std::fs::write(d.path().join("config.toml"), "api = \"0.0.0.0:7420\"\n").unwrap();
         let e = NodeConfig::load(d.path()).unwrap_err().to_string();
         assert!(e.contains("config.toml") && e.contains("loopback"), "{e}");
+        std::fs::write(d.path().join("config.toml"), "runtime = \"process\"\n").unwrap();
+        assert_eq!(NodeConfig::load(d.path()).unwrap().runtime, "process");
+        std::fs::write(d.path().join("config.toml"), "runtime = \"docker\"\n").unwrap();
+        let e = NodeConfig::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("podman, process"), "{e}");
         std::fs::write(d.path().join("config.toml"), "colour = 1\n").unwrap();
         assert!(NodeConfig::load(d.path())
             .unwrap_err()

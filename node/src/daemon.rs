@@ -51,7 +51,7 @@ use crate::{
     config::NodeConfig,
     executor::{self, AppTarget, ProgressEvent, Stage},
     planner::{self, DesiredApp},
-    runtime::{podman::Podman, ContainerSpec, Runtime},
+    runtime::{ContainerSpec, Runtime},
     state::{self, AppSource, Condition, DesiredRecord, Phase, StateStore},
 };
 
@@ -65,7 +65,7 @@ struct Node {
     head: archy_registry::head::HeadServer,
     cfg: NodeConfig,
     store: Mutex<StateStore>,
-    runtime: Arc<Podman>,
+    runtime: Arc<dyn Runtime>,
     catalog: Mutex<Option<(Catalog, u64)>>,
     events: broadcast::Sender<ProgressEvent>,
     wake: Notify,
@@ -90,7 +90,8 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", data.display()))?;
     cfg.check().map_err(anyhow::Error::msg)?;
-    Podman::check().map_err(|why| anyhow::anyhow!("podman does not work here: {why}"))?;
+    let runtime =
+        crate::runtime::for_node(&cfg.runtime, &cfg.name, &data).map_err(anyhow::Error::msg)?;
     let token = load_or_create_token(&data)?;
     let mut store = StateStore::open(&data)?;
     let anchor = data.join("root.json");
@@ -144,7 +145,7 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     let node = Arc::new(Node {
         swarm,
         head,
-        runtime: Arc::new(Podman::new(cfg.name.clone())),
+        runtime,
         data,
         cfg,
         store: Mutex::new(store),

@@ -4,9 +4,10 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
+mod common;
+
 use std::{fs, net::SocketAddr, time::Duration};
 
-use archy_catalog::{build::resolve_image, manifest, oci};
 use archy_node::{
     planner::{ContainerStatus, Liveness},
     runtime::{health, podman::Podman, ContainerSpec, Runtime},
@@ -19,25 +20,12 @@ fn podman_runs_adopts_and_removes_an_app() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let rootfs = d.path().join("rootfs");
-    fs::create_dir_all(rootfs.join("bin")).unwrap();
-    fs::create_dir_all(rootfs.join("www")).unwrap();
-    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    fs::write(rootfs.join("www/index.html"), "podman test page").unwrap();
-    oci::pack_rootfs(
-        &rootfs,
-        &d.path().join("img.oci.tar"),
-        &oci::PackOptions::default(),
-    )
-    .unwrap();
+    common::busybox_image(d.path(), "podman test page");
     let port = 20_000 + (std::process::id() % 20_000) as u16;
     let text = format!(
         "app:\n  id: org.example.podtest\n  name: T\n  version: 1.0.0\n  description: {{short: t}}\n  container:\n    image: ./img.oci.tar\n    cmd: [/bin/busybox, httpd, -f, -p, '8080', -h, /www]\n    ports: [{{host: {port}, container: 8080}}]\n    volumes: [{{name: data, target: /data}}]\n"
     );
-    fs::write(d.path().join("app.yaml"), &text).unwrap();
-    let mut m = manifest::parse_and_validate(&text, manifest::ManifestFormat::Yaml).unwrap();
-    let (archive, image) = resolve_image(&d.path().join("app.yaml"), &m.container.image).unwrap();
-    m.container.image = image.hash.to_string();
+    let (m, archive, image) = common::manifest_with_image(d.path(), &text);
     let m = m.normalized();
     let node = format!("t{}", std::process::id());
     let rt = Podman::new(&node);
@@ -104,25 +92,12 @@ fn executor_installs_converges_repairs_drift_and_uninstalls() {
         return;
     }
     let d = tempfile::tempdir().unwrap();
-    let rootfs = d.path().join("rootfs");
-    fs::create_dir_all(rootfs.join("bin")).unwrap();
-    fs::create_dir_all(rootfs.join("www")).unwrap();
-    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    fs::write(rootfs.join("www/index.html"), "executor test page").unwrap();
-    oci::pack_rootfs(
-        &rootfs,
-        &d.path().join("img.oci.tar"),
-        &oci::PackOptions::default(),
-    )
-    .unwrap();
+    common::busybox_image(d.path(), "executor test page");
     let port = 20_000 + (std::process::id() % 20_000) as u16 + 1;
     let text = format!(
         "app:\n  id: org.example.exectest\n  name: T\n  version: 1.0.0\n  description: {{short: t}}\n  container:\n    image: ./img.oci.tar\n    cmd: [/bin/busybox, httpd, -f, -p, '8080', -h, /www]\n    ports: [{{host: {port}, container: 8080}}]\n  generated_secrets: [{{name: ADMIN_TOKEN, kind: hex32}}]\n  health_check: {{type: http, port: 8080, path: /, interval: 1s, retries: 10}}\n"
     );
-    fs::write(d.path().join("app.yaml"), &text).unwrap();
-    let mut m = manifest::parse_and_validate(&text, manifest::ManifestFormat::Yaml).unwrap();
-    let (archive, image) = resolve_image(&d.path().join("app.yaml"), &m.container.image).unwrap();
-    m.container.image = image.hash.to_string();
+    let (m, archive, image) = common::manifest_with_image(d.path(), &text);
     let blobs = d.path().join("blobs");
     fs::create_dir_all(&blobs).unwrap();
     fs::copy(&archive, blobs.join(image.hash.to_hex())).unwrap();

@@ -2,10 +2,12 @@
 # Lifecycle gate: every example app through install, reachable, stop, start, restart,
 # daemon restart (adopted), uninstall (no ghost), reinstall (data found), purge.
 #
-#   tests/lifecycle/gate.sh --runtime podman [--iterations N]
+#   tests/lifecycle/gate.sh --runtime podman|process [--iterations N]
 #
-# Runs real `archy` processes against the real engine on 127.0.0.1 and ends with the
-# plain line `N passed, M failed`. Needs root for podman here, /bin/busybox and curl.
+# Runs real `archy` processes against the real runtime on 127.0.0.1 and ends with the
+# plain line `N passed, M failed`. Needs root (podman here; the process runtime always),
+# /bin/busybox and curl; the `process` runtime needs no podman at all. Builds into
+# $CARGO_TARGET_DIR when set.
 set -uo pipefail
 runtime=podman
 iterations=1
@@ -23,29 +25,39 @@ check() { # name, command...
   local name=$1; shift
   if "$@" >/dev/null 2>&1; then passed=$((passed+1)); echo "ok    $name"; else failed=$((failed+1)); echo "FAIL  $name"; fi
 }
-if [ "$runtime" != podman ]; then
-  echo "FAIL  runtime $runtime: only podman is built so far"
-  echo "0 passed, 1 failed"; exit 1
-fi
+case "$runtime" in
+  podman|process) ;;
+  *) echo "FAIL  runtime $runtime: podman or process"; echo "0 passed, 1 failed"; exit 1 ;;
+esac
 cargo build -q -p archy-node --bin archy --manifest-path "$root/Cargo.toml" || exit 1
-archy="$root/target/debug/archy"
+archy="${CARGO_TARGET_DIR:-$root/target}/debug/archy"
 work=$(mktemp -d)
 node="gate$$"
 daemon_pid=
 cleanup() {
   [ -n "$daemon_pid" ] && kill "$daemon_pid" 2>/dev/null && wait "$daemon_pid" 2>/dev/null
-  for c in $(podman ps -aq --filter "label=io.archy.node=$node"); do podman rm -f -t 0 "$c" >/dev/null 2>&1; done
+  if [ "$runtime" = podman ]; then
+    for c in $(podman ps -aq --filter "label=io.archy.node=$node"); do podman rm -f -t 0 "$c" >/dev/null 2>&1; done
+  else
+    # Supervisors still running (only after a failure): killing one ends its app.
+    for f in "$work"/node/process/apps/*/pid; do
+      [ -f "$f" ] || continue
+      pid=$(grep -o '"pid":[0-9]*' "$f" | cut -d: -f2)
+      start=$(grep -o '"start_time":[0-9]*' "$f" | cut -d: -f2)
+      [ -n "$pid" ] && [ "$(sed 's/.*) //' "/proc/$pid/stat" 2>/dev/null | cut -d' ' -f20)" = "$start" ] && kill -9 "$pid"
+    done
+  fi
   rm -rf "$work"
 }
 trap cleanup EXIT
 
 # A signed catalog of the examples, as the demo's publisher makes it.
-"$archy" demo --once --dir "$work/demo" >/dev/null 2>&1 || { echo "FAIL  publish the examples (archy demo)"; echo "0 passed, 1 failed"; exit 1; }
+"$archy" demo --once --publish-only --dir "$work/demo" >/dev/null 2>&1 || { echo "FAIL  publish the examples (archy demo)"; echo "0 passed, 1 failed"; exit 1; }
 publish="$work/demo/publish"
 data="$work/node"
 start_daemon() {
   rm -f "$data/api.addr"
-  "$archy" node run --data "$data" --name "$node" --api 127.0.0.1:0 --origin-dir "$publish" --root "$publish/root.json" >/dev/null 2>&1 &
+  "$archy" node run --data "$data" --name "$node" --api 127.0.0.1:0 --origin-dir "$publish" --root "$publish/root.json" --runtime "$runtime" >/dev/null 2>&1 &
   daemon_pid=$!
   for _ in $(seq 1 50); do [ -s "$data/api.addr" ] && return 0; sleep 0.1; done
   return 1
@@ -54,7 +66,11 @@ port_of() { grep -o 'host: [0-9]*' "$root/examples/$1/app.yaml" | head -1 | cut 
 reachable() { curl -fsS -m 3 "http://127.0.0.1:$(port_of "$1")/" >/dev/null; }
 unreachable() { ! reachable "$1"; }
 phase_is() { "$archy" app status "org.example.$1" --data "$data" --json | grep -q "\"phase\":\"$2\""; }
-no_ghost() { ! "$archy" app status "org.example.$1" --data "$data" && [ -z "$(podman ps -aq --filter "label=io.archy.node=$node" --filter "label=io.archy.app=org.example.$1")" ]; }
+in_runtime() { # app id: whether the runtime still has anything of it
+  if [ "$runtime" = podman ]; then [ -n "$(podman ps -aq --filter "label=io.archy.node=$node" --filter "label=io.archy.app=$1")" ]
+  else [ -e "$data/process/apps/$1" ]; fi
+}
+no_ghost() { ! "$archy" app status "org.example.$1" --data "$data" && ! in_runtime "org.example.$1"; }
 a() { "$archy" app "$@" --data "$data"; }
 
 for i in $(seq 1 "$iterations"); do

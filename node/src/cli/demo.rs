@@ -37,6 +37,10 @@ pub struct DemoArgs {
     /// Keep the work directory for inspection.
     #[arg(long)]
     pub keep: bool,
+    /// Stop after the publisher steps, leaving a signed publish dir in <dir>/publish
+    /// (no runtime, origin or nodes; what the lifecycle gate needs).
+    #[arg(long)]
+    pub publish_only: bool,
 }
 
 /// One line of the summary.
@@ -170,7 +174,8 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         build_and_sign_catalog(&c.dir)
     }) && demo.step("publisher: verify as a node does", |c| {
         verify_as_node(&c.dir)
-    }) && demo.step("runtime: podman", |_| check_podman())
+    }) && !args.publish_only
+        && demo.step("runtime: podman", |_| check_podman())
         && demo.step("origin: serve the images to the swarm", start_origin)
         && demo.step("nodes: start 3 daemons", start_nodes)
         && demo.step("node 1: install org.example.hello", |c| {

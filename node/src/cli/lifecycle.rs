@@ -56,8 +56,8 @@ pub enum NodeCommand {
         /// Host address app ports are published on.
         #[arg(long)]
         publish_ip: Option<IpAddr>,
-        /// Container runtime.
-        #[arg(long, value_parser = ["podman"])]
+        /// Container runtime: podman (the engine) or process (no engine; root only).
+        #[arg(long, value_parser = ["podman", "process"])]
         runtime: Option<String>,
     },
     /// Show the node: catalog version and age, trusted versions, apps and phases.
@@ -149,6 +149,22 @@ pub struct FollowArgs {
     pub timeout: u64,
 }
 
+/// Whether the daemon's state reflects an accepted request: the app's observed
+/// generation has reached the accepted one, or (uninstall, no generation) it is gone.
+fn settled(api: &ApiClient, app_id: &str, accepted: &serde_json::Value) -> bool {
+    let state = api.get_json(&format!("/v1/apps/{app_id}"));
+    match accepted
+        .get("generation")
+        .and_then(serde_json::Value::as_u64)
+    {
+        Some(g) => state
+            .ok()
+            .and_then(|v| v["observed_generation"].as_u64())
+            .is_some_and(|o| o >= g),
+        None => state.is_err(),
+    }
+}
+
 /// Sends a request, then follows the app's events until a terminal one.
 fn follow(
     args: &FollowArgs,
@@ -189,7 +205,9 @@ fn follow(
             );
         }
         match e.stage {
-            Stage::Done => return Ok(ExitCode::SUCCESS),
+            // A pass already under way when the request arrived also ends in `done`;
+            // only a pass that has seen the request settles it.
+            Stage::Done if settled(&api, app_id, &accepted) => return Ok(ExitCode::SUCCESS),
             Stage::Failed => {
                 if !args.json {
                     eprintln!("{app_id}: failed: {}", e.message);

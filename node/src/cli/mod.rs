@@ -53,6 +53,13 @@ pub enum Command {
     Fetch(swarm::FetchArgs),
     /// Serve and announce every blob a data dir's store holds, until Ctrl-C.
     Seed(swarm::SeedArgs),
+    /// Internal: the process runtime's in-namespace helpers (started by the node).
+    #[command(hide = true)]
+    ProcessHelper {
+        #[arg(value_parser = ["supervise", "exec"])]
+        role: String,
+        app_dir: PathBuf,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -220,5 +227,13 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Market(cmd) => market::run(cmd),
         Command::Fetch(args) => swarm::fetch(args),
         Command::Seed(args) => swarm::seed(args),
+        Command::ProcessHelper { role, app_dir } => {
+            use archy_node::runtime::process::sandbox;
+            let role = match role.as_str() {
+                "supervise" => sandbox::Role::Supervise,
+                _ => sandbox::Role::Exec,
+            };
+            Ok(sandbox::main(role, &app_dir))
+        }
     }
 }

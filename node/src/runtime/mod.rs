@@ -1,16 +1,19 @@
 //! Container runtimes behind one trait.
 //!
-//! The reconciler speaks only [`Runtime`]; `podman` drives the real engine. Containers
+//! The reconciler speaks only [`Runtime`]; `podman` drives the real engine, `process`
+//! runs apps as supervised processes in their own namespaces without one. Containers
 //! are found again by their labels (node, app, manifest hash, image), so a restarted
 //! daemon adopts what is already running instead of recreating it.
 
 pub mod health;
 pub mod podman;
+pub mod process;
 
 use std::{
     collections::BTreeMap,
     net::IpAddr,
     path::{Path, PathBuf},
+    sync::Arc,
 };
 
 use archy_catalog::{AppManifest, ContentHash, ImageRef};
@@ -40,6 +43,20 @@ pub struct ContainerSpec {
     pub secrets: BTreeMap<String, String>,
 }
 
+impl ContainerSpec {
+    /// Volume paths handed to a runtime must be absolute (podman reads a relative one as
+    /// the name of a named volume; the process runtime mounts from another directory).
+    pub fn require_absolute_data_dir(&self) -> Result<(), RuntimeError> {
+        match self.data_dir.is_absolute() {
+            true => Ok(()),
+            false => Err(RuntimeError::Parse(format!(
+                "app data dir {} must be an absolute path",
+                self.data_dir.display()
+            ))),
+        }
+    }
+}
+
 /// Why a runtime operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -60,6 +77,38 @@ pub enum RuntimeError {
     Parse(String),
     #[error("loaded image does not have the config digest the catalog names ({expected})")]
     DigestMismatch { expected: String },
+    #[error(transparent)]
+    Process(#[from] process::ProcessError),
+}
+
+/// The runtime names `NodeConfig.runtime` and `archy node run --runtime` accept.
+pub const RUNTIMES: &[&str] = &["podman", "process"];
+
+/// The runtime a node uses: `podman` (checked to work here) or `process` (its images and
+/// apps under `<data>/process`, started through this very `archy` binary). The error
+/// says why the runtime cannot be used on this host.
+pub fn for_node(kind: &str, node: &str, data: &Path) -> Result<Arc<dyn Runtime>, String> {
+    match kind {
+        "podman" => {
+            podman::Podman::check().map_err(|why| format!("podman does not work here: {why}"))?;
+            Ok(Arc::new(podman::Podman::new(node)))
+        }
+        "process" => {
+            process::ProcessRuntime::check()?;
+            let helper = std::env::current_exe().map_err(|e| {
+                format!("cannot find the archy binary for the process runtime: {e}")
+            })?;
+            Ok(Arc::new(process::ProcessRuntime::new(
+                node,
+                data.join("process"),
+                helper,
+            )))
+        }
+        other => Err(format!(
+            "runtime {other:?} is not one of {}",
+            RUNTIMES.join(", ")
+        )),
+    }
 }
 
 /// A container engine, as the reconciler sees it.

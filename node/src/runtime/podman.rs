@@ -37,6 +37,17 @@ const DEFAULT_CAPS: &[&str] = &[
     "SETUID",
 ];
 
+/// What every podman command that runs a container needs on hosts like the CI machine
+/// (Debian's podman: runc, explicit ulimits).
+pub const HOST_ARGS: &[&str] = &[
+    "--runtime",
+    "runc",
+    "--ulimit",
+    "nofile=1024:1024",
+    "--ulimit",
+    "nproc=1024:1024",
+];
+
 /// Seconds a container gets to stop before it is killed.
 const STOP_TIMEOUT: &str = "3";
 
@@ -105,17 +116,7 @@ impl Podman {
         let m = &spec.manifest;
         let c = &m.container;
         let mut a: Vec<String> = vec!["create".into(), "--name".into(), self.container_name(&m.id)];
-        a.extend(
-            [
-                "--runtime",
-                "runc",
-                "--ulimit",
-                "nofile=1024:1024",
-                "--ulimit",
-                "nproc=1024:1024",
-            ]
-            .map(String::from),
-        );
+        a.extend(HOST_ARGS.iter().map(|s| s.to_string()));
         a.extend(["--security-opt", "no-new-privileges", "--cap-drop", "ALL"].map(String::from));
         let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
         caps.extend(c.capabilities_add.iter().cloned());
@@ -241,12 +242,7 @@ impl Runtime for Podman {
     }
 
     fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
-        if !spec.data_dir.is_absolute() {
-            return Err(RuntimeError::Parse(format!(
-                "app data dir {} must be an absolute path",
-                spec.data_dir.display()
-            )));
-        }
+        spec.require_absolute_data_dir()?;
         for v in &spec.manifest.container.volumes {
             std::fs::create_dir_all(spec.data_dir.join("volumes").join(&v.name))?;
         }

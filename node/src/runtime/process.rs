@@ -1,0 +1,728 @@
+//! The `process` runtime: apps as plain supervised processes, no container engine.
+//!
+//! It exists so a node runs apps on hosts without podman (and as the embedded runtime for
+//! demos), with the same contract the reconciler relies on: adoption after a daemon
+//! restart, drift found by labels, dead processes reported so the planner restarts them.
+//!
+//! Layout under the runtime's root (`<node data>/process`):
+//!
+//! - `images/<config hex>/rootfs` and `config.json`: an image unpacked from its verified
+//!   archive (layers applied in order, OCI whiteouts honoured, layer digests and the
+//!   config digest checked). Unpacking goes to a temp dir renamed into place, so an image
+//!   dir is either complete or absent.
+//! - `apps/<app id>/` (0700): `spec.json` (what `create` decided: argv, env without
+//!   secret values, workdir, user, mounts, ports, labels), `app.log`, `pid`, `exit`, and
+//!   the app's writable layer (`upper/`, `work/`; `merged/` is its root while it runs).
+//!
+//! `start` runs `archy process-helper supervise <app dir>` (see [`sandbox`]), which
+//! detaches (`setsid`), binds the published ports on the host, enters new mount,
+//! network, PID, UTS and IPC namespaces, mounts an overlay of the image rootfs with the
+//! app's writable layer, the volumes, `/dev`, `/proc` and `/run/secrets`, brings `lo` up
+//! and starts the entrypoint chrooted into that root as PID 1 of its PID namespace. The
+//! supervisor then stays, in the app's network namespace, as the port forwarder
+//! (`publish_ip:host` to `127.0.0.1:container` inside) and exits when the app exits; the
+//! app is killed if the supervisor dies. Because each app has its own network namespace,
+//! several nodes on one host (each with its own `publish_ip`) run the same app on the
+//! same container port, as with podman. Nothing the app mounts is visible on the host.
+//!
+//! The `pid` file records the supervisor's and the app's PIDs with their start times
+//! (`/proc/PID/stat` field 22). [`Runtime::list`] reports an app as running only when the
+//! supervisor's PID is alive and has the recorded start time, so a recycled PID is never
+//! adopted; a dead or recycled one is reported as exited and the planner starts it again
+//! (restart on crash, with the executor's per-app backoff). Status that cannot be read
+//! counts as alive.
+//!
+//! Not provided (unlike podman): capability dropping and seccomp (the app runs as root
+//! unless the manifest or image names a user; `no_new_privs` is set), memory and CPU
+//! limits, and any network beyond the app's own loopback (no outbound connections).
+//! Needs root and overlayfs.
+
+mod image;
+pub mod sandbox;
+
+use std::{
+    collections::BTreeMap,
+    fs,
+    io::{BufRead, BufReader, Read, Seek, SeekFrom},
+    net::SocketAddr,
+    path::{Component, Path, PathBuf},
+    process::{Command, Stdio},
+    sync::mpsc,
+    time::{Duration, Instant},
+};
+
+use archy_catalog::{manifest::Protocol, oci::RuntimeConfig, ContentHash, ImageRef};
+use nix::{sys::signal::Signal, unistd::Pid};
+use serde::{Deserialize, Serialize};
+
+use super::{ContainerSpec, Runtime, RuntimeError};
+use crate::planner::{ContainerStatus, Liveness, ObservedContainer};
+
+/// Seconds an app gets to stop after SIGTERM before it is killed (as podman's `-t 3`).
+const STOP_TIMEOUT: Duration = Duration::from_secs(3);
+/// How long `start` waits for the supervisor to report the app started.
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+/// A log bigger than this is rotated to `app.log.1` when the app starts.
+const LOG_ROTATE_BYTES: u64 = 8 << 20;
+/// The PATH an app gets when neither the image nor the manifest sets one.
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Why the process runtime could not do something.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("the process runtime needs root (it mounts and enters namespaces); run the node as root or use --runtime podman")]
+    NotRoot,
+    #[error("{path}: {source}")]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("cannot read image archive: {0}")]
+    Archive(#[from] archy_catalog::oci::OciError),
+    #[error("image layer {layer}: {message}")]
+    Layer { layer: String, message: String },
+    #[error("image {0} is not loaded")]
+    ImageNotLoaded(String),
+    #[error("no app {0} in this runtime")]
+    NoSuchApp(String),
+    #[error("{0:?} is not a usable app id")]
+    BadAppId(String),
+    #[error("app {0} is running; stop it first")]
+    Running(String),
+    #[error("the image and manifest give no command to run")]
+    NoCommand,
+    #[error("{0}")]
+    Invalid(String),
+    #[error("cannot run the helper {program}: {source}")]
+    Helper {
+        program: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("app {app} did not start: {reason}")]
+    StartFailed { app: String, reason: String },
+    #[error("app {0} did not stop within its deadline")]
+    StopTimeout(String),
+    #[error("{0}")]
+    Sys(#[from] nix::Error),
+}
+
+/// Attaches the path to an I/O error.
+pub(crate) fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ProcessError + '_ {
+    move |source| ProcessError::Io {
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// What `create` decides for an app, stored as `spec.json`; the helpers act on it.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct AppSpec {
+    pub node: String,
+    pub app_id: String,
+    pub manifest_hash: ContentHash,
+    pub image: ContentHash,
+    pub config_digest: String,
+    /// The image's unpacked root filesystem (the overlay's lower layer).
+    pub rootfs: PathBuf,
+    pub argv: Vec<String>,
+    /// Without secret values: those are read from `secrets_dir` when the app starts.
+    pub env: BTreeMap<String, String>,
+    pub secrets_dir: Option<PathBuf>,
+    pub secret_names: Vec<String>,
+    pub workdir: String,
+    pub user: Option<String>,
+    pub hostname: String,
+    pub mounts: Vec<MountSpec>,
+    pub ports: Vec<PortSpec>,
+    pub readonly_root: bool,
+}
+
+/// A host directory (or file) bind-mounted into the app's root.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct MountSpec {
+    pub host: PathBuf,
+    pub target: String,
+    pub readonly: bool,
+}
+
+/// `host` (on the node's publish address) forwarded to `container` on the app's loopback.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PortSpec {
+    pub host: SocketAddr,
+    pub container: u16,
+    pub protocol: Protocol,
+}
+
+/// The `pid` file: supervisor and app, each with its start time (clock ticks since boot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PidRecord {
+    pub pid: u32,
+    pub start_time: u64,
+    pub app_pid: u32,
+    pub app_start_time: u64,
+}
+
+/// What /proc says about a PID.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcState {
+    /// Alive (not a zombie) with this start time.
+    Alive { start_time: u64 },
+    /// No such process, or a zombie.
+    Gone,
+    /// /proc could not be read.
+    Unknown,
+}
+
+/// Reads `/proc/PID/stat`: state (field 3) and start time (field 22).
+pub fn proc_state(pid: u32) -> ProcState {
+    if pid == 0 {
+        return ProcState::Gone;
+    }
+    let text = match fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ProcState::Gone,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => return ProcState::Gone,
+        Err(_) => return ProcState::Unknown,
+    };
+    // `comm` (field 2) is in parentheses and may itself contain spaces and ')'.
+    let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else {
+        return ProcState::Unknown;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    match (
+        fields.first(),
+        fields.get(19).and_then(|s| s.parse::<u64>().ok()),
+    ) {
+        (Some(&"Z") | Some(&"X") | Some(&"x"), _) => ProcState::Gone,
+        (Some(_), Some(start_time)) => ProcState::Alive { start_time },
+        _ => ProcState::Unknown,
+    }
+}
+
+/// Whether `pid` is still the process that had `start_time`: `Some(false)` when it is
+/// gone or the PID now belongs to another process, `None` when it cannot be told.
+pub fn same_process(pid: u32, start_time: u64) -> Option<bool> {
+    match proc_state(pid) {
+        ProcState::Alive { start_time: s } => Some(s == start_time),
+        ProcState::Gone => Some(false),
+        ProcState::Unknown => None,
+    }
+}
+
+/// The process runtime for one node.
+#[derive(Debug, Clone)]
+pub struct ProcessRuntime {
+    node: String,
+    root: PathBuf,
+    helper: PathBuf,
+}
+
+impl ProcessRuntime {
+    /// `root` holds images and apps (the daemon uses `<data>/process`); `helper` is the
+    /// `archy` binary, run as `archy process-helper ...` to start apps.
+    pub fn new(
+        node: impl Into<String>,
+        root: impl Into<PathBuf>,
+        helper: impl Into<PathBuf>,
+    ) -> Self {
+        Self {
+            node: node.into(),
+            root: root.into(),
+            helper: helper.into(),
+        }
+    }
+
+    /// Whether this host can run the process runtime: root and overlayfs.
+    pub fn check() -> Result<(), String> {
+        if !nix::unistd::geteuid().is_root() {
+            return Err(ProcessError::NotRoot.to_string());
+        }
+        let fs = fs::read_to_string("/proc/filesystems").unwrap_or_default();
+        if !fs.lines().any(|l| l.trim_end().ends_with("overlay")) {
+            // The module may still load on first mount; say so rather than refuse.
+            tracing::warn!("overlay is not listed in /proc/filesystems; app starts may fail");
+        }
+        Ok(())
+    }
+
+    /// The runtime's root directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    fn image_dir(&self, image: &ImageRef) -> Result<PathBuf, ProcessError> {
+        let hex = image
+            .config_digest
+            .strip_prefix("sha256:")
+            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
+            .ok_or_else(|| {
+                ProcessError::Invalid(format!(
+                    "unsupported config digest {:?}",
+                    image.config_digest
+                ))
+            })?;
+        Ok(self.root.join("images").join(hex))
+    }
+
+    /// `<root>/apps/<id>`, refusing ids that could name anything else.
+    pub fn app_dir(&self, app_id: &str) -> Result<PathBuf, ProcessError> {
+        let ok = !app_id.is_empty()
+            && !app_id.starts_with('.')
+            && app_id.len() <= 200
+            && app_id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"._-".contains(&b));
+        match ok {
+            true => Ok(self.root.join("apps").join(app_id)),
+            false => Err(ProcessError::BadAppId(app_id.to_string())),
+        }
+    }
+
+    fn read_spec(&self, app_id: &str) -> Result<AppSpec, ProcessError> {
+        let path = self.app_dir(app_id)?.join("spec.json");
+        match fs::read(&path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| ProcessError::Invalid(format!("{}: {e}", path.display()))),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                Err(ProcessError::NoSuchApp(app_id.to_string()))
+            }
+            Err(e) => Err(io_at(&path)(e)),
+        }
+    }
+
+    fn read_pid(&self, app_id: &str) -> Result<Option<PidRecord>, ProcessError> {
+        let path = self.app_dir(app_id)?.join("pid");
+        match fs::read(&path) {
+            Ok(b) => Ok(serde_json::from_slice(&b).ok()),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(io_at(&path)(e)),
+        }
+    }
+
+    /// The app's state from its pid file (see the module doc).
+    fn status_of(&self, app_id: &str) -> Result<(ContainerStatus, Liveness), ProcessError> {
+        Ok(match self.read_pid(app_id)? {
+            None => (ContainerStatus::Created, Liveness::Dead),
+            Some(p) => match same_process(p.pid, p.start_time) {
+                Some(true) => (ContainerStatus::Running, Liveness::Alive),
+                Some(false) => (ContainerStatus::Exited, Liveness::Dead),
+                None => (ContainerStatus::Running, Liveness::Unknown),
+            },
+        })
+    }
+
+    /// Builds the stored spec from the reconciler's container spec and the image config.
+    fn app_spec(&self, spec: &ContainerSpec) -> Result<AppSpec, ProcessError> {
+        let m = &spec.manifest;
+        let c = &m.container;
+        let image_dir = self.image_dir(&spec.image)?;
+        let config_path = image_dir.join("config.json");
+        let config: RuntimeConfig = match fs::read(&config_path) {
+            Ok(b) => serde_json::from_slice(&b)
+                .map_err(|e| ProcessError::Invalid(format!("{}: {e}", config_path.display())))?,
+            Err(_) => {
+                return Err(ProcessError::ImageNotLoaded(
+                    spec.image.config_digest.clone(),
+                ))
+            }
+        };
+        // Docker semantics: an entrypoint from the manifest replaces the image's command too.
+        let (entrypoint, cmd) = match &c.entrypoint {
+            Some(ep) => (ep.clone(), c.cmd.clone().unwrap_or_default()),
+            None => (
+                config.entrypoint.clone().unwrap_or_default(),
+                c.cmd.clone().or(config.cmd.clone()).unwrap_or_default(),
+            ),
+        };
+        let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
+        if argv.is_empty() {
+            return Err(ProcessError::NoCommand);
+        }
+        let mut env: BTreeMap<String, String> = config
+            .env
+            .iter()
+            .flatten()
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        env.extend(c.env.clone());
+        env.entry("PATH".into())
+            .or_insert_with(|| DEFAULT_PATH.into());
+        let hostname: String = m.id.chars().take(63).collect();
+        env.insert("HOSTNAME".into(), hostname.clone());
+        let mut mounts = Vec::new();
+        for v in &c.volumes {
+            let root = spec.data_dir.join("volumes").join(&v.name);
+            fs::create_dir_all(&root).map_err(io_at(&root))?;
+            let mut host = root;
+            if let Some(src) = &v.source {
+                let rel = Path::new(src);
+                if !rel
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
+                {
+                    return Err(ProcessError::Invalid(format!(
+                        "volume {}: source {src:?} must stay inside the volume",
+                        v.name
+                    )));
+                }
+                host = host.join(rel);
+            }
+            mounts.push(MountSpec {
+                host,
+                target: v.target.clone(),
+                readonly: v.readonly == Some(true),
+            });
+        }
+        let secrets_dir = (!spec.secrets.is_empty()).then(|| spec.data_dir.join("secrets"));
+        if let Some(dir) = &secrets_dir {
+            mounts.push(MountSpec {
+                host: dir.clone(),
+                target: "/run/secrets".into(),
+                readonly: true,
+            });
+        }
+        Ok(AppSpec {
+            node: self.node.clone(),
+            app_id: m.id.clone(),
+            manifest_hash: spec.manifest_hash,
+            image: spec.image.hash,
+            config_digest: spec.image.config_digest.clone(),
+            rootfs: image_dir.join("rootfs"),
+            argv,
+            env,
+            secrets_dir,
+            secret_names: spec.secrets.keys().cloned().collect(),
+            workdir: c
+                .workdir
+                .clone()
+                .or(config.working_dir.clone())
+                .filter(|w| !w.is_empty())
+                .unwrap_or_else(|| "/".into()),
+            user: c
+                .user
+                .clone()
+                .or(config.user.clone())
+                .filter(|u| !u.is_empty()),
+            hostname,
+            mounts,
+            ports: c
+                .ports
+                .iter()
+                .map(|p| PortSpec {
+                    host: SocketAddr::new(spec.publish_ip, p.host),
+                    container: p.container,
+                    protocol: p.protocol,
+                })
+                .collect(),
+            readonly_root: c.readonly_root == Some(true),
+        })
+    }
+
+    /// Starts the supervisor and waits for its `ready` (or the reason it failed).
+    fn launch(&self, app_id: &str, dir: &Path) -> Result<(), ProcessError> {
+        let log_path = dir.join("app.log");
+        if fs::metadata(&log_path).is_ok_and(|m| m.len() > LOG_ROTATE_BYTES) {
+            let _ = fs::rename(&log_path, dir.join("app.log.1"));
+        }
+        let log = open_log(&log_path)?;
+        let _ = fs::remove_file(dir.join("exit"));
+        let mut child = Command::new(&self.helper)
+            .arg("process-helper")
+            .arg("supervise")
+            .arg(dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .map_err(|source| ProcessError::Helper {
+                program: self.helper.clone(),
+                source,
+            })?;
+        let (tx, rx) = mpsc::channel();
+        if let Some(out) = child.stdout.take() {
+            std::thread::spawn(move || {
+                let mut line = String::new();
+                let _ = BufReader::new(out).read_line(&mut line);
+                let _ = tx.send(line);
+            });
+        }
+        let line = rx.recv_timeout(START_TIMEOUT).unwrap_or_default();
+        if line.trim() == "ready" {
+            // Reap the supervisor whenever it exits while this process lives.
+            std::thread::spawn(move || child.wait());
+            return Ok(());
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+        let reason = match line.trim() {
+            "" => format!("the supervisor gave no answer (see {})", log_path.display()),
+            l => l.trim_start_matches("error: ").to_string(),
+        };
+        Err(ProcessError::StartFailed {
+            app: app_id.to_string(),
+            reason,
+        })
+    }
+
+    fn stop_app(&self, app_id: &str) -> Result<(), ProcessError> {
+        let Some(p) = self.read_pid(app_id)? else {
+            return Ok(());
+        };
+        let alive = |pid, start| same_process(pid, start) != Some(false);
+        if same_process(p.pid, p.start_time) == Some(true) {
+            // The supervisor passes SIGTERM on to the app.
+            signal(p.pid, Signal::SIGTERM);
+            if wait_gone(p.pid, p.start_time, STOP_TIMEOUT) {
+                return Ok(());
+            }
+        }
+        if same_process(p.app_pid, p.app_start_time) == Some(true) {
+            // PID 1 of the app's PID namespace: killing it ends every process in there.
+            signal(p.app_pid, Signal::SIGKILL);
+        }
+        if same_process(p.pid, p.start_time) == Some(true) {
+            signal(p.pid, Signal::SIGKILL);
+        }
+        let deadline = Duration::from_secs(5);
+        if wait_gone(p.pid, p.start_time, deadline)
+            && wait_gone(p.app_pid, p.app_start_time, deadline)
+        {
+            return Ok(());
+        }
+        match alive(p.pid, p.start_time) || alive(p.app_pid, p.app_start_time) {
+            true => Err(ProcessError::StopTimeout(app_id.to_string())),
+            false => Ok(()),
+        }
+    }
+}
+
+fn open_log(path: &Path) -> Result<fs::File, ProcessError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_at(path))
+}
+
+/// Takes a `flock` on `path` (created 0600), held until the result is dropped.
+pub(crate) fn lock(
+    path: &Path,
+    how: nix::fcntl::FlockArg,
+) -> Result<nix::fcntl::Flock<fs::File>, ProcessError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_at(path))?;
+    nix::fcntl::Flock::lock(f, how).map_err(|(_, e)| ProcessError::Sys(e))
+}
+
+fn signal(pid: u32, sig: Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
+    }
+}
+
+/// Waits until `pid` no longer is the process with `start_time`; false on timeout.
+fn wait_gone(pid: u32, start_time: u64, timeout: Duration) -> bool {
+    let started = Instant::now();
+    loop {
+        if same_process(pid, start_time) == Some(false) {
+            return true;
+        }
+        if started.elapsed() >= timeout {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(25));
+    }
+}
+
+/// The last `n` lines of a file, reading at most its last 1 MiB.
+fn tail(path: &Path, n: usize) -> Result<String, ProcessError> {
+    let mut f = match fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
+        Err(e) => return Err(io_at(path)(e)),
+    };
+    let len = f.metadata().map_err(io_at(path))?.len();
+    let from = len.saturating_sub(1 << 20);
+    f.seek(SeekFrom::Start(from)).map_err(io_at(path))?;
+    let mut buf = Vec::new();
+    f.read_to_end(&mut buf).map_err(io_at(path))?;
+    let text = String::from_utf8_lossy(&buf);
+    let lines: Vec<&str> = text.lines().collect();
+    let mut out = lines[lines.len().saturating_sub(n)..].join("\n");
+    if !out.is_empty() {
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+impl Runtime for ProcessRuntime {
+    fn name(&self) -> &'static str {
+        "process"
+    }
+
+    fn image_loaded(&self, image: &ImageRef) -> Result<bool, RuntimeError> {
+        let dir = self.image_dir(image)?;
+        Ok(dir.join("rootfs").is_dir() && dir.join("config.json").is_file())
+    }
+
+    fn load_image(&self, archive: &Path, image: &ImageRef) -> Result<(), RuntimeError> {
+        let info = archy_catalog::oci::inspect(archive).map_err(ProcessError::from)?;
+        if info.config_digest != image.config_digest {
+            return Err(RuntimeError::DigestMismatch {
+                expected: image.config_digest.clone(),
+            });
+        }
+        if self.image_loaded(image)? {
+            return Ok(());
+        }
+        image::unpack(archive, &info, &self.image_dir(image)?)?;
+        Ok(())
+    }
+
+    fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
+        spec.require_absolute_data_dir()?;
+        let app_id = &spec.manifest.id;
+        let dir = self.app_dir(app_id)?;
+        if dir.exists() {
+            if self
+                .status_of(app_id)
+                .is_ok_and(|(s, _)| s == ContainerStatus::Running)
+            {
+                return Err(ProcessError::Running(app_id.clone()).into());
+            }
+            fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
+        }
+        let app = self.app_spec(spec)?;
+        {
+            use std::os::unix::fs::DirBuilderExt;
+            fs::DirBuilder::new()
+                .recursive(true)
+                .mode(0o700)
+                .create(&dir)
+                .map_err(io_at(&dir))?;
+        }
+        let path = dir.join("spec.json");
+        let bytes = serde_json::to_vec_pretty(&app)
+            .map_err(|e| ProcessError::Invalid(format!("spec: {e}")))?;
+        archy_catalog::fsutil::write_atomic_mode(&path, &bytes, Some(0o600))
+            .map_err(io_at(&path))?;
+        Ok(())
+    }
+
+    fn start(&self, app_id: &str) -> Result<(), RuntimeError> {
+        self.read_spec(app_id)?;
+        if self.status_of(app_id)?.0 == ContainerStatus::Running {
+            return Ok(());
+        }
+        let dir = self.app_dir(app_id)?;
+        // One start at a time per app (the API's restart and the reconciler may race);
+        // the supervisor's own lock makes a second one for the same app fail regardless.
+        let _guard = lock(&dir.join("start.lock"), nix::fcntl::FlockArg::LockExclusive)?;
+        if self.status_of(app_id)?.0 == ContainerStatus::Running {
+            return Ok(());
+        }
+        self.launch(app_id, &dir)?;
+        Ok(())
+    }
+
+    fn stop(&self, app_id: &str) -> Result<(), RuntimeError> {
+        self.read_spec(app_id)?;
+        Ok(self.stop_app(app_id)?)
+    }
+
+    fn remove(&self, app_id: &str) -> Result<(), RuntimeError> {
+        let dir = self.app_dir(app_id)?;
+        if !dir.exists() {
+            return Ok(());
+        }
+        self.stop_app(app_id)?;
+        fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
+        Ok(())
+    }
+
+    fn list(&self) -> Result<Vec<ObservedContainer>, RuntimeError> {
+        let apps = self.root.join("apps");
+        let entries = match fs::read_dir(&apps) {
+            Ok(e) => e,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+            Err(e) => return Err(io_at(&apps)(e).into()),
+        };
+        let mut found = Vec::new();
+        for entry in entries.flatten() {
+            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
+                continue;
+            };
+            // Only complete apps of this node (a dir without a readable spec is not one).
+            let Ok(spec) = self.read_spec(&id) else {
+                continue;
+            };
+            if spec.node != self.node || spec.app_id != id {
+                continue;
+            }
+            let (status, liveness) = self.status_of(&id)?;
+            found.push(ObservedContainer {
+                app_id: id,
+                manifest_hash: spec.manifest_hash,
+                image: spec.image,
+                status,
+                liveness,
+                healthy: None,
+            });
+        }
+        found.sort_by(|a, b| a.app_id.cmp(&b.app_id));
+        Ok(found)
+    }
+
+    fn logs(&self, app_id: &str, tail_lines: usize) -> Result<String, RuntimeError> {
+        self.read_spec(app_id)?;
+        Ok(tail(&self.app_dir(app_id)?.join("app.log"), tail_lines)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn proc_state_reads_this_process_and_refuses_strangers() {
+        let me = std::process::id();
+        let ProcState::Alive { start_time } = proc_state(me) else {
+            panic!("this process is alive");
+        };
+        assert_eq!(same_process(me, start_time), Some(true));
+        assert_eq!(
+            same_process(me, start_time + 1),
+            Some(false),
+            "recycled PID"
+        );
+        assert_eq!(proc_state(0), ProcState::Gone);
+        assert_eq!(proc_state(u32::MAX - 1), ProcState::Gone);
+    }
+
+    #[test]
+    fn app_ids_cannot_escape_the_apps_dir() {
+        let rt = ProcessRuntime::new("n", "/x", "/bin/false");
+        assert!(rt.app_dir("org.example.hello").is_ok());
+        for bad in ["", "..", "../etc", "a/b", ".hidden", "a b"] {
+            assert!(rt.app_dir(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn tail_keeps_the_last_lines() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let p = d.path().join("log");
+        fs::write(&p, "a\nb\nc\n").expect("write");
+        assert_eq!(tail(&p, 2).expect("tail"), "b\nc\n");
+        assert_eq!(tail(&d.path().join("none"), 2).expect("tail"), "");
+    }
+}

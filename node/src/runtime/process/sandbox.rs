@@ -1,0 +1,751 @@
+//! The two helper roles behind `archy process-helper` (a hidden subcommand), which put an
+//! app of the process runtime into its own namespaces and keep it reachable.
+//!
+//! - `supervise <app dir>` (started by [`super::ProcessRuntime`]): detaches with
+//!   `setsid`, binds the published ports on the host, enters new mount, network, PID, UTS
+//!   and IPC namespaces, brings `lo` up, mounts the app's root (overlay of the image
+//!   rootfs and the app's writable layer, `/dev`, volumes, `/run/secrets`), starts
+//!   `exec`, writes the `pid` file and answers `ready` (or `error: ...`) on stdout. It then
+//!   stays as the port forwarder, from inside the app's network namespace, on a
+//!   single-threaded event loop (a process that unshared its PID namespace cannot create
+//!   threads), passes SIGTERM on to the app, and exits with the app, recording its status
+//!   in `exit`. A published TCP port only accepts connections once the app listens on its
+//!   container port, so a TCP health check means what it says.
+//! - `exec <app dir>`: PID 1 of the new PID namespace. Mounts `/proc`, chroots, changes
+//!   to the working dir, sets the file limit, the user and `no_new_privs`, asks to be
+//!   killed if the supervisor dies, and executes the app. It reports a failure before the
+//!   exec through its stdin, a close-on-exec pipe from the supervisor.
+//!
+//! Every path inside the app's root is resolved without leaving it (see
+//! [`resolve_in_root`]): an image's symlinks cannot make the helpers write to the host.
+
+use std::{
+    collections::{BTreeMap, HashMap, VecDeque},
+    ffi::OsString,
+    fs,
+    io::{Read, Write},
+    net::{Ipv4Addr, SocketAddr, SocketAddrV4},
+    os::{
+        fd::{AsFd, AsRawFd, OwnedFd},
+        unix::{fs::symlink, process::CommandExt},
+    },
+    path::{Component, Path, PathBuf},
+    process::{Command, ExitCode, Stdio},
+    sync::{Arc, Mutex},
+    time::Duration,
+};
+
+use nix::{
+    mount::{mount, MsFlags},
+    sched::{unshare, CloneFlags},
+    sys::{
+        signal::{kill, Signal},
+        socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage},
+    },
+    unistd::{Gid, Pid, Uid},
+};
+
+use super::{io_at, proc_state, AppSpec, PidRecord, ProcState, ProcessError};
+use archy_catalog::manifest::Protocol;
+
+/// Which helper to run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    Supervise,
+    Exec,
+}
+
+/// Entry point of `archy process-helper <role> <app dir>`.
+pub fn main(role: Role, app_dir: &Path) -> ExitCode {
+    match role {
+        Role::Supervise => supervise(app_dir),
+        Role::Exec => exec(app_dir),
+    }
+}
+
+fn read_spec(app_dir: &Path) -> Result<AppSpec, ProcessError> {
+    let path = app_dir.join("spec.json");
+    let bytes = fs::read(&path).map_err(io_at(&path))?;
+    serde_json::from_slice(&bytes)
+        .map_err(|e| ProcessError::Invalid(format!("{}: {e}", path.display())))
+}
+
+// ---------------------------------------------------------------------------------------
+// supervise
+
+/// A published port's host side, bound before leaving the host's network namespace.
+enum HostSocket {
+    /// Bound, not yet listening (it starts listening once the app does).
+    Tcp(OwnedFd, u16),
+    Udp(std::net::UdpSocket, u16),
+}
+
+struct Started {
+    /// Held while the supervisor lives: a second supervisor for the app cannot start.
+    _lock: nix::fcntl::Flock<fs::File>,
+    child: std::process::Child,
+    app_pid: u32,
+    sockets: Vec<HostSocket>,
+    app_dir: PathBuf,
+}
+
+fn supervise(app_dir: &Path) -> ExitCode {
+    match prepare(app_dir) {
+        Err(e) => {
+            println!("error: {e}");
+            ExitCode::from(1)
+        }
+        Ok(started) => {
+            println!("ready");
+            let _ = std::io::stdout().flush();
+            // Nothing more goes to the runtime; stdout must not keep its pipe open.
+            if let Ok(null) = fs::File::open("/dev/null") {
+                let _ = nix::unistd::dup2_stdout(&null);
+            }
+            serve(started)
+        }
+    }
+}
+
+fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
+    nix::unistd::setsid()?;
+    if !nix::unistd::geteuid().is_root() {
+        return Err(ProcessError::NotRoot);
+    }
+    let app_dir = app_dir.canonicalize().map_err(io_at(app_dir))?;
+    let lock = super::lock(
+        &app_dir.join("lock"),
+        nix::fcntl::FlockArg::LockExclusiveNonblock,
+    )
+    .map_err(|_| ProcessError::Invalid("the app already has a running supervisor".into()))?;
+    let spec = read_spec(&app_dir)?;
+    let mut sockets = Vec::new();
+    for p in &spec.ports {
+        let s = match p.protocol {
+            Protocol::Tcp => HostSocket::Tcp(bind_tcp(p.host)?, p.container),
+            Protocol::Udp => HostSocket::Udp(
+                std::net::UdpSocket::bind(p.host).map_err(|e| {
+                    ProcessError::Invalid(format!("cannot bind udp {}: {e}", p.host))
+                })?,
+                p.container,
+            ),
+        };
+        sockets.push(s);
+    }
+    unshare(
+        CloneFlags::CLONE_NEWNS
+            | CloneFlags::CLONE_NEWNET
+            | CloneFlags::CLONE_NEWPID
+            | CloneFlags::CLONE_NEWUTS
+            | CloneFlags::CLONE_NEWIPC,
+    )
+    .map_err(|e| ProcessError::Invalid(format!("cannot create namespaces: {e}")))?;
+    loopback_up().map_err(|e| ProcessError::Invalid(format!("cannot bring lo up: {e}")))?;
+    nix::unistd::sethostname(&spec.hostname)?;
+    prepare_root(&spec, &app_dir)?;
+
+    // The exec helper reports a failure before its exec through this pipe; a successful
+    // exec closes it (close-on-exec), so EOF without a message means the app runs.
+    let (status_r, status_w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
+    let log_path = app_dir.join("app.log");
+    let log = super::open_log(&log_path)?;
+    let log2 = log.try_clone().map_err(io_at(&log_path))?;
+    let child = {
+        let mut cmd = Command::new("/proc/self/exe");
+        cmd.arg("process-helper")
+            .arg("exec")
+            .arg(&app_dir)
+            .stdin(Stdio::from(status_w))
+            .stdout(log)
+            .stderr(log2);
+        cmd.spawn().map_err(|source| ProcessError::Helper {
+            program: "/proc/self/exe".into(),
+            source,
+        })?
+        // `cmd` (holding the pipe's write end) is dropped here.
+    };
+    let mut message = String::new();
+    let _ = fs::File::from(status_r).read_to_string(&mut message);
+    let mut child = child;
+    if !message.is_empty() {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err(ProcessError::Invalid(message));
+    }
+    let app_pid = child.id();
+    let start = |pid: u32| match proc_state(pid) {
+        ProcState::Alive { start_time } => start_time,
+        _ => 0,
+    };
+    let me = std::process::id();
+    let record = PidRecord {
+        pid: me,
+        start_time: start(me),
+        app_pid,
+        app_start_time: start(app_pid),
+    };
+    let path = app_dir.join("pid");
+    let bytes = serde_json::to_vec(&record).map_err(|e| ProcessError::Invalid(e.to_string()))?;
+    archy_catalog::fsutil::write_atomic_mode(&path, &bytes, Some(0o600)).map_err(io_at(&path))?;
+    Ok(Started {
+        _lock: lock,
+        child,
+        app_pid,
+        sockets,
+        app_dir,
+    })
+}
+
+fn bind_tcp(addr: SocketAddr) -> Result<OwnedFd, ProcessError> {
+    let family = match addr {
+        SocketAddr::V4(_) => AddressFamily::Inet,
+        SocketAddr::V6(_) => AddressFamily::Inet6,
+    };
+    let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
+    socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
+    socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
+        .map_err(|e| ProcessError::Invalid(format!("cannot bind tcp {addr}: {e}")))?;
+    Ok(fd)
+}
+
+/// `ip link set lo up`, as one rtnetlink request.
+fn loopback_up() -> nix::Result<()> {
+    let index = nix::net::if_::if_nametoindex("lo")?;
+    let fd = socket::socket(
+        AddressFamily::Netlink,
+        SockType::Raw,
+        SockFlag::SOCK_CLOEXEC,
+        socket::SockProtocol::NetlinkRoute,
+    )?;
+    socket::bind(fd.as_raw_fd(), &socket::NetlinkAddr::new(0, 0))?;
+    const RTM_NEWLINK: u16 = 16;
+    const NLM_F_REQUEST_ACK: u16 = 1 | 4;
+    const IFF_UP: u32 = 1;
+    let mut msg = Vec::with_capacity(32);
+    msg.extend_from_slice(&32u32.to_ne_bytes()); // nlmsg_len
+    msg.extend_from_slice(&RTM_NEWLINK.to_ne_bytes());
+    msg.extend_from_slice(&NLM_F_REQUEST_ACK.to_ne_bytes());
+    msg.extend_from_slice(&1u32.to_ne_bytes()); // seq
+    msg.extend_from_slice(&0u32.to_ne_bytes()); // pid
+    msg.extend_from_slice(&[0, 0]); // ifi_family AF_UNSPEC, pad
+    msg.extend_from_slice(&0u16.to_ne_bytes()); // ifi_type
+    msg.extend_from_slice(&(index as i32).to_ne_bytes());
+    msg.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_flags
+    msg.extend_from_slice(&IFF_UP.to_ne_bytes()); // ifi_change
+    socket::send(fd.as_raw_fd(), &msg, socket::MsgFlags::empty())?;
+    let mut buf = [0u8; 256];
+    let n = socket::recv(fd.as_raw_fd(), &mut buf, socket::MsgFlags::empty())?;
+    // NLMSG_ERROR (type 2) carries the result: 0 for success, -errno otherwise.
+    if n >= 20 && u16::from_ne_bytes([buf[4], buf[5]]) == 2 {
+        let code = i32::from_ne_bytes([buf[16], buf[17], buf[18], buf[19]]);
+        if code != 0 {
+            return Err(nix::errno::Errno::from_raw(-code));
+        }
+    }
+    Ok(())
+}
+
+fn mount_err(what: &str, target: &Path) -> impl FnOnce(nix::Error) -> ProcessError {
+    let what = what.to_string();
+    let target = target.to_path_buf();
+    move |e| ProcessError::Invalid(format!("cannot mount {what} on {}: {e}", target.display()))
+}
+
+/// A 64 MiB tmpfs on `target`.
+fn mount_tmpfs(target: &Path, flags: MsFlags, mode: &str) -> Result<(), ProcessError> {
+    let options = format!("{mode},size=65536k");
+    mount(
+        Some("tmpfs"),
+        target,
+        Some("tmpfs"),
+        flags,
+        Some(options.as_str()),
+    )
+    .map_err(mount_err("tmpfs", target))
+}
+
+/// Mounts the app's root at `<app dir>/merged`, in the supervisor's private mount
+/// namespace (so none of it is visible on the host, and all of it goes with the app).
+fn prepare_root(spec: &AppSpec, app_dir: &Path) -> Result<(), ProcessError> {
+    const NONE: Option<&str> = None;
+    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
+        .map_err(mount_err("private propagation", Path::new("/")))?;
+    let merged = app_dir.join("merged");
+    let upper = app_dir.join("upper");
+    let work = app_dir.join("work");
+    for d in [&merged, &upper, &work] {
+        fs::create_dir_all(d).map_err(io_at(d))?;
+    }
+    for p in [&spec.rootfs, &upper, &work] {
+        let s = p.to_string_lossy();
+        if s.contains([',', ':', '\\']) {
+            return Err(ProcessError::Invalid(format!(
+                "{s}: overlayfs cannot take paths with ',', ':' or '\\'; use another data dir"
+            )));
+        }
+    }
+    let options = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        spec.rootfs.display(),
+        upper.display(),
+        work.display()
+    );
+    mount(
+        Some("overlay"),
+        &merged,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(options.as_str()),
+    )
+    .map_err(mount_err(
+        "the overlay root (needs overlayfs on the data dir's filesystem)",
+        &merged,
+    ))?;
+
+    // /dev: a small tmpfs with the usual character devices bound from the host.
+    let dev = resolve_in_root(&merged, "/dev")?;
+    fs::create_dir_all(&dev).map_err(io_at(&dev))?;
+    mount_tmpfs(&dev, MsFlags::MS_NOSUID | MsFlags::MS_NOEXEC, "mode=755")?;
+    for name in ["null", "zero", "full", "random", "urandom", "tty"] {
+        let target = dev.join(name);
+        fs::File::create(&target).map_err(io_at(&target))?;
+        mount(
+            Some(&Path::new("/dev").join(name)),
+            &target,
+            NONE,
+            MsFlags::MS_BIND,
+            NONE,
+        )
+        .map_err(mount_err(name, &target))?;
+    }
+    for (link, to) in [
+        ("fd", "/proc/self/fd"),
+        ("stdin", "/proc/self/fd/0"),
+        ("stdout", "/proc/self/fd/1"),
+        ("stderr", "/proc/self/fd/2"),
+    ] {
+        let path = dev.join(link);
+        symlink(to, &path).map_err(io_at(&path))?;
+    }
+    let shm = dev.join("shm");
+    fs::create_dir_all(&shm).map_err(io_at(&shm))?;
+    mount_tmpfs(&shm, MsFlags::MS_NOSUID | MsFlags::MS_NODEV, "mode=1777")?;
+
+    // Mount points the exec helper fills in, and a hosts file naming the app.
+    let proc_dir = resolve_in_root(&merged, "/proc")?;
+    fs::create_dir_all(&proc_dir).map_err(io_at(&proc_dir))?;
+    let hosts = resolve_in_root(&merged, "/etc/hosts")?;
+    if fs::symlink_metadata(&hosts).is_err() {
+        if let Some(parent) = hosts.parent() {
+            fs::create_dir_all(parent).map_err(io_at(parent))?;
+        }
+        let text = format!("127.0.0.1\tlocalhost {}\n::1\tlocalhost\n", spec.hostname);
+        fs::write(&hosts, text).map_err(io_at(&hosts))?;
+    }
+
+    for m in &spec.mounts {
+        let target = resolve_in_root(&merged, &m.target)?;
+        if fs::metadata(&m.host).map(|md| md.is_dir()).unwrap_or(true) {
+            fs::create_dir_all(&m.host).map_err(io_at(&m.host))?;
+            fs::create_dir_all(&target).map_err(io_at(&target))?;
+        } else if fs::symlink_metadata(&target).is_err() {
+            if let Some(parent) = target.parent() {
+                fs::create_dir_all(parent).map_err(io_at(parent))?;
+            }
+            fs::File::create(&target).map_err(io_at(&target))?;
+        }
+        mount(
+            Some(&m.host),
+            &target,
+            NONE,
+            MsFlags::MS_BIND | MsFlags::MS_REC,
+            NONE,
+        )
+        .map_err(mount_err(&m.host.to_string_lossy(), &target))?;
+        if m.readonly {
+            remount_readonly(&target)?;
+        }
+    }
+    if spec.readonly_root {
+        remount_readonly(&merged)?;
+    }
+    Ok(())
+}
+
+fn remount_readonly(target: &Path) -> Result<(), ProcessError> {
+    const NONE: Option<&str> = None;
+    mount(
+        NONE,
+        target,
+        NONE,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+        NONE,
+    )
+    .map_err(mount_err("read-only", target))
+}
+
+/// `path` (absolute, as the app sees it) resolved inside `root`: symlinks are followed
+/// as if `root` were `/`, and `..` stops at `root`. Missing components are kept as they
+/// are, so the result can be created with `create_dir_all`.
+pub fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, ProcessError> {
+    fn parts(p: &Path) -> Vec<OsString> {
+        p.components()
+            .filter_map(|c| match c {
+                Component::Normal(s) => Some(s.to_os_string()),
+                Component::ParentDir => Some("..".into()),
+                _ => None,
+            })
+            .collect()
+    }
+    let mut pending: VecDeque<OsString> = parts(Path::new(path)).into();
+    let mut resolved = PathBuf::new();
+    let mut links = 0;
+    while let Some(part) = pending.pop_front() {
+        if part == ".." {
+            resolved.pop();
+            continue;
+        }
+        let candidate = resolved.join(&part);
+        let full = root.join(&candidate);
+        match fs::symlink_metadata(&full) {
+            Ok(m) if m.file_type().is_symlink() => {
+                links += 1;
+                if links > 40 {
+                    return Err(ProcessError::Invalid(format!(
+                        "{path}: too many symlinks in the app's root"
+                    )));
+                }
+                let target = fs::read_link(&full).map_err(io_at(&full))?;
+                if target.is_absolute() {
+                    resolved = PathBuf::new();
+                }
+                for p in parts(&target).into_iter().rev() {
+                    pending.push_front(p);
+                }
+            }
+            _ => resolved = candidate,
+        }
+    }
+    Ok(root.join(resolved))
+}
+
+/// The forwarder and supervisor loop; returns when the app has exited.
+fn serve(started: Started) -> ExitCode {
+    let Started {
+        _lock,
+        mut child,
+        app_pid,
+        sockets,
+        app_dir,
+    } = started;
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .enable_time()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("archy-process: cannot start the forwarder: {e}");
+            signal(app_pid, Signal::SIGKILL);
+            let _ = child.wait();
+            return ExitCode::from(1);
+        }
+    };
+    let status = rt.block_on(async move {
+        for s in sockets {
+            match s {
+                HostSocket::Tcp(fd, port) => {
+                    tokio::spawn(forward_tcp(fd, port));
+                }
+                HostSocket::Udp(sock, port) => {
+                    tokio::spawn(forward_udp(sock, port));
+                }
+            }
+        }
+        use tokio::signal::unix::{signal as unix_signal, SignalKind};
+        let mut term = unix_signal(SignalKind::terminate()).ok();
+        let mut int = unix_signal(SignalKind::interrupt()).ok();
+        let mut chld = unix_signal(SignalKind::child()).ok();
+        loop {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status;
+            }
+            tokio::select! {
+                Some(()) = async { term.as_mut()?.recv().await } => signal(app_pid, Signal::SIGTERM),
+                Some(()) = async { int.as_mut()?.recv().await } => signal(app_pid, Signal::SIGTERM),
+                _ = async { chld.as_mut()?.recv().await } => {}
+                _ = tokio::time::sleep(Duration::from_secs(5)) => {}
+            }
+        }
+    });
+    let text = match (
+        status.code(),
+        std::os::unix::process::ExitStatusExt::signal(&status),
+    ) {
+        (Some(c), _) => format!("exited with code {c}\n"),
+        (None, Some(s)) => format!("killed by signal {s}\n"),
+        _ => "exited\n".to_string(),
+    };
+    let _ = fs::write(app_dir.join("exit"), &text);
+    eprint!("archy-process: app {text}");
+    ExitCode::SUCCESS
+}
+
+fn signal(pid: u32, sig: Signal) {
+    if let Ok(pid) = i32::try_from(pid) {
+        let _ = kill(Pid::from_raw(pid), sig);
+    }
+}
+
+/// Listens on the host side once the app accepts on `port`, then relays connections.
+async fn forward_tcp(fd: OwnedFd, port: u16) {
+    let inside = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+    loop {
+        if tokio::net::TcpStream::connect(inside).await.is_ok() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let listener = socket::Backlog::new(128)
+        .and_then(|b| socket::listen(&fd, b))
+        .map_err(std::io::Error::from)
+        .and_then(|()| {
+            let l = std::net::TcpListener::from(fd);
+            l.set_nonblocking(true)?;
+            tokio::net::TcpListener::from_std(l)
+        });
+    let listener = match listener {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("archy-process: cannot listen for port {port}: {e}");
+            return;
+        }
+    };
+    loop {
+        let Ok((mut outside, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        tokio::spawn(async move {
+            if let Ok(mut app) = tokio::net::TcpStream::connect(inside).await {
+                let _ = tokio::io::copy_bidirectional(&mut outside, &mut app).await;
+            }
+        });
+    }
+}
+
+/// Relays datagrams: one socket inside per outside peer, dropped after 2 idle minutes.
+async fn forward_udp(sock: std::net::UdpSocket, port: u16) {
+    let host = match sock
+        .set_nonblocking(true)
+        .and_then(|()| tokio::net::UdpSocket::from_std(sock))
+    {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("archy-process: udp port {port}: {e}");
+            return;
+        }
+    };
+    let inside = SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, port));
+    let peers: Arc<Mutex<HashMap<SocketAddr, Arc<tokio::net::UdpSocket>>>> = Arc::default();
+    let mut buf = vec![0u8; 65536];
+    loop {
+        let Ok((n, from)) = host.recv_from(&mut buf).await else {
+            continue;
+        };
+        let known = peers.lock().ok().and_then(|p| p.get(&from).cloned());
+        let app = match known {
+            Some(s) => s,
+            None => {
+                let Ok(s) = tokio::net::UdpSocket::bind("127.0.0.1:0").await else {
+                    continue;
+                };
+                if s.connect(inside).await.is_err() {
+                    continue;
+                }
+                let s = Arc::new(s);
+                if let Ok(mut p) = peers.lock() {
+                    p.insert(from, s.clone());
+                }
+                let (s2, host2, peers2) = (s.clone(), host.clone(), peers.clone());
+                tokio::spawn(async move {
+                    let mut buf = vec![0u8; 65536];
+                    while let Ok(Ok(n)) =
+                        tokio::time::timeout(Duration::from_secs(120), s2.recv(&mut buf)).await
+                    {
+                        let _ = host2.send_to(&buf[..n], from).await;
+                    }
+                    if let Ok(mut p) = peers2.lock() {
+                        p.remove(&from);
+                    }
+                });
+                s
+            }
+        };
+        let _ = app.send(&buf[..n]).await;
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// exec
+
+fn exec(app_dir: &Path) -> ExitCode {
+    // The status pipe arrives as stdin: keep a close-on-exec copy, give the app /dev/null.
+    let status = std::io::stdin().as_fd().try_clone_to_owned().ok();
+    if let Ok(null) = fs::File::open("/dev/null") {
+        let _ = nix::unistd::dup2_stdin(&null);
+    }
+    let e = match exec_app(app_dir) {
+        Err(e) => e,
+        Ok(never) => match never {},
+    };
+    match status {
+        Some(fd) => {
+            let _ = fs::File::from(fd).write_all(e.to_string().as_bytes());
+        }
+        None => eprintln!("archy-process: {e}"),
+    }
+    ExitCode::from(127)
+}
+
+fn exec_app(app_dir: &Path) -> Result<std::convert::Infallible, ProcessError> {
+    let spec = read_spec(app_dir)?;
+    let merged = app_dir.join("merged");
+    // Secret values are read now, from their 0600 files, and only ever given to the app.
+    let mut env: BTreeMap<String, String> = spec.env.clone();
+    if let Some(dir) = &spec.secrets_dir {
+        for name in &spec.secret_names {
+            let path = dir.join(name);
+            let value = fs::read_to_string(&path).map_err(io_at(&path))?;
+            env.insert(name.clone(), value);
+        }
+    }
+    let proc_dir = resolve_in_root(&merged, "/proc")?;
+    const NONE: Option<&str> = None;
+    mount(
+        Some("proc"),
+        &proc_dir,
+        Some("proc"),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+        NONE,
+    )
+    .map_err(mount_err("proc", &proc_dir))?;
+    nix::unistd::chroot(&merged)?;
+    nix::unistd::chdir("/")?;
+    // Inside the root now: plain paths cannot leave it.
+    let user = resolve_user(spec.user.as_deref())?;
+    if fs::create_dir_all(&spec.workdir).is_err()
+        || nix::unistd::chdir(spec.workdir.as_str()).is_err()
+    {
+        return Err(ProcessError::Invalid(format!(
+            "cannot use working dir {}",
+            spec.workdir
+        )));
+    }
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 1024, 1024)?;
+    if let Some(u) = &user {
+        nix::unistd::setgroups(&[u.gid])?;
+        nix::unistd::setgid(u.gid)?;
+        nix::unistd::setuid(u.uid)?;
+        env.entry("HOME".into()).or_insert_with(|| u.home.clone());
+    }
+    env.entry("HOME".into()).or_insert_with(|| "/root".into());
+    nix::sys::prctl::set_no_new_privs()?;
+    // After the credential change, which would clear it.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    let (program, args) = spec.argv.split_first().ok_or(ProcessError::NoCommand)?;
+    let err = Command::new(program)
+        .args(args)
+        .env_clear()
+        .envs(&env)
+        .exec();
+    Err(ProcessError::Invalid(format!(
+        "cannot run {program}: {err}"
+    )))
+}
+
+struct User {
+    uid: Uid,
+    gid: Gid,
+    home: String,
+}
+
+/// `uid[:gid]` or `name[:group]`, names looked up in the app's `/etc/passwd` and
+/// `/etc/group` (call after chroot).
+fn resolve_user(user: Option<&str>) -> Result<Option<User>, ProcessError> {
+    let Some(user) = user else {
+        return Ok(None);
+    };
+    let (u, g) = match user.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (user, None),
+    };
+    let passwd = fs::read_to_string("/etc/passwd").unwrap_or_default();
+    let entry = passwd.lines().find_map(|l| {
+        let f: Vec<&str> = l.split(':').collect();
+        (f.len() >= 6 && (f[0] == u || f[2] == u)).then(|| {
+            (
+                f[2].parse::<u32>().ok(),
+                f[3].parse::<u32>().ok(),
+                f[5].to_string(),
+            )
+        })
+    });
+    let uid = u
+        .parse::<u32>()
+        .ok()
+        .or(entry.as_ref().and_then(|e| e.0))
+        .ok_or_else(|| {
+            ProcessError::Invalid(format!("user {u:?} is not in the image's /etc/passwd"))
+        })?;
+    let gid = match g {
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => fs::read_to_string("/etc/group")
+                .unwrap_or_default()
+                .lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split(':').collect();
+                    (f.len() >= 3 && f[0] == g).then(|| f[2].parse::<u32>().ok())?
+                })
+                .ok_or_else(|| {
+                    ProcessError::Invalid(format!("group {g:?} is not in the image's /etc/group"))
+                })?,
+        },
+        None => entry.as_ref().and_then(|e| e.1).unwrap_or(0),
+    };
+    Ok(Some(User {
+        uid: Uid::from_raw(uid),
+        gid: Gid::from_raw(gid),
+        home: entry.map(|e| e.2).unwrap_or_else(|| "/".into()),
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_resolve_inside_the_root() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path();
+        fs::create_dir_all(root.join("usr/lib")).expect("mkdir");
+        symlink("/etc", root.join("etc-abs")).expect("symlink");
+        symlink("usr/lib", root.join("lib")).expect("symlink");
+        symlink("../../../../..", root.join("up")).expect("symlink");
+        for (path, want) in [
+            ("/etc-abs/hosts", "etc/hosts"),
+            ("/lib/x", "usr/lib/x"),
+            ("/up/etc/passwd", "etc/passwd"),
+            ("/../../data", "data"),
+        ] {
+            assert_eq!(
+                resolve_in_root(root, path).expect("r"),
+                root.join(want),
+                "{path}"
+            );
+        }
+        symlink("loop", root.join("loop")).expect("symlink");
+        assert!(resolve_in_root(root, "/loop/x").is_err());
+    }
+}
