@@ -1,0 +1,36 @@
+//! The lifecycle gate in CI: `tests/lifecycle/gate.sh --iterations 3` on both runtimes,
+//! with this build's `archy`. Every example app goes through install, reachable, stop,
+//! start, restart, daemon restart (adopted), update, uninstall (no ghost), reinstall
+//! (data found) and purge; the gate's last line must be `N passed, 0 failed`.
+//!
+//! One test runs both gates one after the other: they publish the same example ports.
+
+#![allow(clippy::unwrap_used)] // tests fail loudly by design
+
+use std::{path::Path, process::Command};
+
+fn gate(runtime: &str) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let out = Command::new(root.join("tests/lifecycle/gate.sh"))
+        .args(["--runtime", runtime, "--iterations", "3"])
+        .env("ARCHY", env!("CARGO_BIN_EXE_archy"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let last = stdout.lines().last().unwrap_or_default();
+    let passed = last
+        .strip_suffix(" passed, 0 failed")
+        .and_then(|n| n.parse::<u32>().ok());
+    assert!(
+        out.status.success() && passed.is_some_and(|n| n > 0),
+        "gate on {runtime} ({}):\n{stdout}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn every_example_app_passes_the_lifecycle_gate_on_both_runtimes() {
+    gate("process");
+    gate("podman");
+}
