@@ -9,6 +9,8 @@
 //! root = "/etc/archy/root.json" # trust anchor, copied to <data>/root.json on first start
 //! origin = "<endpoint id>@127.0.0.1:4433"  # the origin's swarm address
 //! peers = ["<endpoint id>@127.0.0.1:4434"] # other nodes to fetch from
+//! dht_listen = "127.0.0.1:0"   # join the DHT (TCP): find holders, announce what it holds
+//! bootstrap = ["/ip4/127.0.0.1/tcp/4500/p2p/12D3Koo..."]  # DHT nodes to join through
 //! relays = ["ws://127.0.0.1:7447"]
 //! me = "npub1..."              # the operator's key, for marketplace trust scores
 //! ```
@@ -47,6 +49,12 @@ pub struct NodeConfig {
     /// UDP address of this node's swarm endpoint.
     #[serde(default = "default_swarm_listen")]
     pub swarm_listen: SocketAddr,
+    /// TCP address of this node's DHT node; none: no DHT (origin and `peers` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub dht_listen: Option<SocketAddr>,
+    /// `/ip4/IP/tcp/PORT/p2p/PEER_ID` of DHT nodes to join through.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub bootstrap: Vec<String>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -83,6 +91,8 @@ impl Default for NodeConfig {
             origin: None,
             peers: Vec::new(),
             swarm_listen: default_swarm_listen(),
+            dht_listen: None,
+            bootstrap: Vec::new(),
             relays: Vec::new(),
             me: None,
         }
@@ -152,6 +162,13 @@ impl NodeConfig {
             p.parse::<archy_registry::PeerAddr>()
                 .map_err(|e| e.to_string())?;
         }
+        for b in &self.bootstrap {
+            b.parse::<archy_registry::Multiaddr>()
+                .map_err(|e| format!("bootstrap = {b:?}: {e}"))?;
+        }
+        if !self.bootstrap.is_empty() && self.dht_listen.is_none() {
+            return Err("bootstrap is set but dht_listen is not: set dht_listen (e.g. \"127.0.0.1:0\") to join the DHT".into());
+        }
         if !crate::runtime::RUNTIMES.contains(&self.runtime.as_str()) {
             return Err(format!(
                 "runtime = {:?}: one of {}",
@@ -186,6 +203,16 @@ mod tests {
         std::fs::write(d.path().join("config.toml"), "runtime = \"docker\"\n").unwrap();
         let e = NodeConfig::load(d.path()).unwrap_err().to_string();
         assert!(e.contains("podman, process"), "{e}");
+        std::fs::write(d.path().join("config.toml"), "bootstrap = [\"nope\"]\n").unwrap();
+        let e = NodeConfig::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("bootstrap = \"nope\""), "{e}");
+        std::fs::write(
+            d.path().join("config.toml"),
+            "bootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n",
+        )
+        .unwrap();
+        let e = NodeConfig::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("dht_listen"), "{e}");
         std::fs::write(d.path().join("config.toml"), "colour = 1\n").unwrap();
         assert!(NodeConfig::load(d.path())
             .unwrap_err()

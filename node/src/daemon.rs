@@ -10,7 +10,7 @@
 //!
 //! | method | path | what |
 //! |---|---|---|
-//! | GET | `/v1/status` | node name, runtime, catalog version and age, apps |
+//! | GET | `/v1/status` | node name, runtime, catalog version and age, swarm (address, DHT, origin, peers, blobs held, bytes fetched by source, bytes served), apps |
 //! | GET | `/v1/apps` | every app with its phase |
 //! | GET | `/v1/apps/{id}` | one app (404 once uninstalled: no ghosts) |
 //! | POST | `/v1/apps/{id}/install` | `{"version": "1.0.0"?}` or `{"market": {...}}` |
@@ -52,7 +52,7 @@ use crate::{
     executor::{self, AppTarget, ProgressEvent, Stage},
     planner::{self, DesiredApp},
     runtime::{ContainerSpec, Runtime},
-    state::{self, AppSource, Condition, DesiredRecord, Phase, StateStore},
+    state::{self, AppSource, Condition, Deployment, DesiredRecord, HeldBack, Phase, StateStore},
 };
 
 /// How often the reconciler runs without being woken.
@@ -60,7 +60,8 @@ pub const RESYNC: Duration = Duration::from_secs(30);
 
 struct Node {
     data: PathBuf,
-    swarm: Arc<archy_registry::SwarmNode>,
+    /// The node's iroh endpoint and, when configured, its DHT membership.
+    swarm: archy_registry::Swarm,
     /// The head this node last accepted, served to peers (ALPN archy/head/1).
     head: archy_registry::head::HeadServer,
     cfg: NodeConfig,
@@ -79,6 +80,8 @@ struct Metrics {
     actions: AtomicU64,
     failures: AtomicU64,
     verification_failures: AtomicU64,
+    rollbacks: AtomicU64,
+    fetched: Arc<crate::swarm_source::FetchCounters>,
 }
 
 /// Runs the daemon until Ctrl-C or SIGTERM.
@@ -115,15 +118,29 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     archy_catalog::fsutil::write_atomic(&data.join("api.addr"), addr.to_string().as_bytes())?;
     let head = archy_registry::head::HeadServer::default();
-    let swarm = Arc::new(
+    let dht = match cfg.dht_listen {
+        Some(listen) => Some(archy_registry::DhtSettings {
+            listen,
+            bootstrap: cfg
+                .bootstrap
+                .iter()
+                .filter_map(|b| b.parse().ok()) // checked by cfg.check()
+                .collect(),
+        }),
+        None => None,
+    };
+    let swarm = archy_registry::Swarm::start(
         archy_registry::SwarmNode::builder(&data, cfg.swarm_listen)
-            .accept(archy_registry::head::HEAD_ALPN, head.clone())
-            .spawn()
-            .await
-            .context("swarm endpoint")?,
-    );
+            .accept(archy_registry::head::HEAD_ALPN, head.clone()),
+        dht,
+    )
+    .await
+    .context("swarm endpoint")?;
     let mut catalog = None;
-    if let (Some(saved), Some(trusted)) = (load_head(&data), store.state.trusted.as_ref()) {
+    if let (Some(saved), Some(trusted)) = (
+        archy_registry::head::SignedHead::load(&data.join("head")).ok(),
+        store.state.trusted.as_ref(),
+    ) {
         // The head accepted before the restart: served to peers at once, and the
         // catalog is usable before the first sync if it has not expired meanwhile.
         if let Ok((_, c)) = archy_registry::head::verify_head(
@@ -136,7 +153,14 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         }
         head.set(saved);
     }
-    let swarm_addr = swarm.addr();
+    let swarm_addr = swarm.node.addr();
+    let dht_addrs: Vec<String> = swarm.dht_addrs().iter().map(|a| a.to_string()).collect();
+    if !dht_addrs.is_empty() {
+        archy_catalog::fsutil::write_atomic(
+            &data.join("dht.addr"),
+            dht_addrs.join("\n").as_bytes(),
+        )?;
+    }
     archy_catalog::fsutil::write_atomic(
         &data.join("swarm.addr"),
         swarm_addr.to_string().as_bytes(),
@@ -163,6 +187,7 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     );
 
     let reconciler = tokio::spawn(reconcile_loop(node.clone()));
+    let seeder = tokio::spawn(announce_held(node.swarm.clone()));
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/apps", get(list_apps))
@@ -181,6 +206,7 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         .with_graceful_shutdown(shutdown_signal())
         .await?;
     reconciler.abort();
+    seeder.abort();
     Ok(())
 }
 
@@ -198,7 +224,8 @@ fn load_or_create_token(data: &Path) -> anyhow::Result<String> {
     Ok(token)
 }
 
-async fn shutdown_signal() {
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn shutdown_signal() {
     #[cfg(unix)]
     {
         if let Ok(mut term) =
@@ -246,6 +273,21 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
 
 async fn status(State(node): State<Arc<Node>>) -> Response {
     let catalog = node.catalog.lock().await.as_ref().map(|(c, at)| json!({"version": c.version, "apps": c.apps.len(), "age_seconds": state::now().saturating_sub(*at)}));
+    let held = node.swarm.node.list_complete().await.unwrap_or_default();
+    let f = &node.metrics.fetched;
+    let swarm = json!({
+        "addr": node.swarm.node.addr().to_string(),
+        "dht": node.swarm.dht_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "origin": node.cfg.origin,
+        "peers": node.cfg.peers,
+        "blobs_held": held.len(),
+        "fetched_bytes": {
+            "origin": f.origin.load(Ordering::Relaxed),
+            "peer": f.peers.load(Ordering::Relaxed),
+            "publish_dir": f.publish_dir.load(Ordering::Relaxed),
+        },
+        "served_bytes": node.swarm.node.served().bytes(),
+    });
     let store = node.store.lock().await;
     let apps: BTreeMap<_, _> = store
         .state
@@ -257,6 +299,7 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
         "name": node.cfg.name,
         "runtime": node.runtime.name(),
         "catalog": catalog,
+        "swarm": swarm,
         "trusted_versions": store.state.trusted.as_ref().map(|t| json!({"root": t.root_version, "timestamp": t.timestamp_version, "catalog": t.catalog_version})),
         "apps": apps,
     }))
@@ -279,6 +322,7 @@ fn app_json(
         "last_error": cond.and_then(|c| c.last_error.clone()),
         "observed_generation": cond.map(|c| c.observed_generation),
         "failures": cond.map(|c| c.failures),
+        "held_back": cond.and_then(|c| c.held_back.as_ref()).map(|h| json!({"version": h.version, "request": h.request, "reason": h.reason})),
     })
 }
 
@@ -390,12 +434,11 @@ async fn install(
         }
     };
     let mut store = node.store.lock().await;
-    let generation = store
+    let (generation, requested) = store
         .state
         .desired
         .get(&id)
-        .map(|d| d.generation + 1)
-        .unwrap_or(1);
+        .map_or((1, 1), |d| (d.generation + 1, d.requested + 1));
     store.state.uninstalling.remove(&id);
     store.state.desired.insert(
         id.clone(),
@@ -403,21 +446,14 @@ async fn install(
             source,
             running: true,
             generation,
+            requested,
         },
     );
     let cond = store
         .state
         .conditions
         .entry(id.clone())
-        .or_insert(Condition {
-            phase: Phase::Pending,
-            version: None,
-            last_error: None,
-            observed_generation: 0,
-            failures: 0,
-            retry_at: 0,
-            updated_at: state::now(),
-        });
+        .or_insert_with(Condition::pending);
     cond.retry_at = 0;
     cond.failures = 0;
     if let Err(e) = store.save() {
@@ -544,6 +580,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
     let store = node.store.lock().await;
     let mut out = String::new();
     let m = &node.metrics;
+    let served = node.swarm.node.served();
     for (name, help, v) in [
         (
             "archy_reconcile_passes_total",
@@ -561,15 +598,46 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
             m.failures.load(Ordering::Relaxed),
         ),
         (
+            "archy_rollbacks_total",
+            "Failed updates rolled back to the last healthy release.",
+            m.rollbacks.load(Ordering::Relaxed),
+        ),
+        (
             "archy_verification_failures_total",
             "Documents or images refused by verification.",
             m.verification_failures.load(Ordering::Relaxed),
+        ),
+        (
+            "archy_served_bytes_total",
+            "Verified content bytes this node sent to peers.",
+            served.bytes(),
+        ),
+        (
+            "archy_served_transfers_total",
+            "Blob transfers this node answered (completed or aborted by the peer).",
+            served.transfers.load(Ordering::Relaxed),
         ),
     ] {
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} counter\n{name} {v}\n"
         ));
     }
+    let f = &m.fetched;
+    out.push_str("# HELP archy_fetched_bytes_total Image bytes fetched, by source.\n# TYPE archy_fetched_bytes_total counter\n");
+    for (source, counter) in [
+        ("origin", &f.origin),
+        ("peer", &f.peers),
+        ("publish_dir", &f.publish_dir),
+    ] {
+        out.push_str(&format!(
+            "archy_fetched_bytes_total{{source=\"{source}\"}} {}\n",
+            counter.load(Ordering::Relaxed)
+        ));
+    }
+    out.push_str(&format!(
+        "# HELP archy_fetch_resumed_bytes_total Image bytes already held when a fetch started (not fetched again).\n# TYPE archy_fetch_resumed_bytes_total counter\narchy_fetch_resumed_bytes_total {}\n",
+        f.resumed.load(Ordering::Relaxed)
+    ));
     out.push_str("# HELP archy_app_phase Apps by phase.\n# TYPE archy_app_phase gauge\n");
     let mut by_phase: BTreeMap<String, u64> = BTreeMap::new();
     for c in store.state.conditions.values() {
@@ -584,32 +652,6 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
         out.push_str(&format!("# HELP archy_catalog_version Highest accepted catalog version.\n# TYPE archy_catalog_version gauge\narchy_catalog_version {}\n", t.catalog_version));
     }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
-}
-
-/// The accepted head's documents under `<data>/head/`, if any.
-fn load_head(data: &Path) -> Option<archy_registry::head::SignedHead> {
-    let dir = data.join("head");
-    let mut roots = Vec::new();
-    for entry in std::fs::read_dir(dir.join("roots")).ok()?.flatten() {
-        roots.push(std::fs::read(entry.path()).ok()?);
-    }
-    Some(archy_registry::head::SignedHead::new(
-        roots,
-        std::fs::read(dir.join("timestamp.json")).ok()?,
-        std::fs::read(dir.join("catalog.json")).ok()?,
-    ))
-}
-
-/// Writes an accepted head under `<data>/head/` (each file atomically; the catalog
-/// before the timestamp that pins it).
-fn save_head(data: &Path, head: &archy_registry::head::SignedHead) -> std::io::Result<()> {
-    let dir = data.join("head");
-    std::fs::create_dir_all(dir.join("roots"))?;
-    for (v, r) in &head.roots {
-        archy_catalog::fsutil::write_atomic(&dir.join("roots").join(format!("{v}.json")), r)?;
-    }
-    archy_catalog::fsutil::write_atomic(&dir.join("catalog.json"), &head.catalog)?;
-    archy_catalog::fsutil::write_atomic(&dir.join("timestamp.json"), &head.timestamp)
 }
 
 /// Gets and verifies the newest head: over the swarm from the origin (which wins when
@@ -630,12 +672,15 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
         .collect();
     let mut why = Vec::new();
     let mut got = None;
+    // The catalog accepted last: an unchanged head then costs a timestamp, not a catalog.
+    let held = node.head.get();
     if origin.is_some() || !peers.is_empty() {
         match archy_registry::head::sync_head(
-            &node.swarm,
+            &node.swarm.node,
             origin.as_ref(),
             &peers,
             &trusted,
+            held.as_ref().map(|h| h.catalog.as_slice()),
             &limits,
             Duration::from_secs(3),
         )
@@ -647,21 +692,17 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
     }
     if got.is_none() {
         if let Some(dir) = node.cfg.origin_dir.clone() {
-            let read = |f: &str| std::fs::read(dir.join(f));
-            match (read("timestamp.json"), read("catalog.json")) {
-                (Ok(ts), Ok(cat)) => {
-                    let head = archy_registry::head::SignedHead::new(Vec::new(), ts, cat);
-                    match archy_registry::head::verify_head(
-                        &trusted,
-                        &head,
-                        chrono::Utc::now(),
-                        &limits,
-                    ) {
-                        Ok((t, c)) => got = Some((t, c, head, "publish dir".into())),
-                        Err(e) => why.push(format!("{}: head refused: {e}", dir.display())),
-                    }
-                }
-                (Err(e), _) | (_, Err(e)) => why.push(format!("{}: {e}", dir.display())),
+            match archy_registry::head::SignedHead::read_publish_dir(&dir) {
+                Ok(head) => match archy_registry::head::verify_head(
+                    &trusted,
+                    &head,
+                    chrono::Utc::now(),
+                    &limits,
+                ) {
+                    Ok((t, c)) => got = Some((t, c, head, "publish dir".into())),
+                    Err(e) => why.push(format!("{}: head refused: {e}", dir.display())),
+                },
+                Err(e) => why.push(e.to_string()),
             }
         }
     }
@@ -682,16 +723,33 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
         head.roots
             .push((next.root_version, next.root.as_bytes().to_vec()));
     }
-    let mut store = node.store.lock().await;
-    store.state.trusted = Some(next);
-    store.save()?;
-    drop(store);
-    if let Err(e) = save_head(&node.data, &head) {
-        tracing::warn!(error = %e, "cannot keep the head for peers");
+    // An unchanged head (the usual pass) writes nothing.
+    if next != trusted {
+        let mut store = node.store.lock().await;
+        store.state.trusted = Some(next);
+        store.save()?;
     }
-    node.head.set(head);
+    if held.as_ref() != Some(&head) {
+        if let Err(e) = head.save(&node.data.join("head")) {
+            tracing::warn!(error = %e, "cannot keep the head for peers");
+        }
+        node.head.set(head);
+    }
     *node.catalog.lock().await = Some((catalog, state::now()));
     Ok(())
+}
+
+/// Seeding: every blob the node holds whole is announced in the DHT once at start (a
+/// fetch announces its blob from the first verified piece); Kademlia republishes the
+/// records for as long as the node runs.
+async fn announce_held(swarm: archy_registry::Swarm) {
+    if swarm.dht_addrs().is_empty() {
+        return;
+    }
+    match swarm.announce_held().await {
+        Ok(held) => tracing::debug!(blobs = held.len(), "announced held blobs"),
+        Err(e) => tracing::warn!(error = %e, "cannot list held blobs to announce"),
+    }
 }
 
 async fn reconcile_loop(node: Arc<Node>) {
@@ -758,51 +816,160 @@ enum Outcome {
 }
 
 async fn reconcile_one(node: &Arc<Node>, id: &str) -> Outcome {
-    let (record, recorded, purge, retry_at) = {
+    let (record, cond, purge) = {
         let s = &node.store.lock().await.state;
         (
             s.desired.get(id).cloned(),
-            s.conditions.contains_key(id),
+            s.conditions.get(id).cloned(),
             s.uninstalling.get(id).copied(),
-            s.conditions.get(id).map(|c| c.retry_at).unwrap_or(0),
         )
     };
-    if retry_at > state::now() {
+    if cond.as_ref().is_some_and(|c| c.retry_at > state::now()) {
         return Outcome::Done;
     }
-    let target = match &record {
-        Some(r) => match build_target(node, id, r).await {
-            Ok(t) => Some(t),
-            Err(e) => {
-                record_result(node, id, record.as_ref(), None, Err(e.to_string())).await;
-                return Outcome::Done;
-            }
-        },
-        None => None,
+    let recorded = cond.is_some();
+    let Some(record) = record else {
+        return remove_app(node, id, recorded, purge == Some(true)).await;
     };
-    if let Some((t, _)) = &target {
-        if let Some(missing) = unmet_dependency(node, &t.spec.manifest).await {
-            let mut store = node.store.lock().await;
-            if let Some(c) = store.state.conditions.get_mut(id) {
-                c.phase = Phase::Pending;
-                c.last_error = Some(format!("waiting for {missing}"));
-                c.updated_at = state::now();
-            }
-            let _ = store.save();
-            let _ = node.events.send(ProgressEvent {
-                app_id: id.to_string(),
-                stage: Stage::Plan,
-                bytes_done: 0,
-                bytes_total: 0,
-                message: format!("waiting for {missing}"),
-            });
-            return Outcome::Waiting;
+    let release = match desired_release(node, id, &record).await {
+        Ok(r) => r,
+        Err(e) => {
+            record_failure(node, id, e.to_string(), None).await;
+            return Outcome::Done;
         }
+    };
+    let last_good = cond.as_ref().and_then(|c| c.last_good.clone());
+    let held_back = cond
+        .as_ref()
+        .and_then(|c| c.held_back.as_ref())
+        .map(|h| (h.manifest_hash, h.request));
+    // A release that already failed its health check for this request stays held back:
+    // the last healthy one keeps running.
+    let held = last_good.is_some()
+        && planner::is_held_back(hash_of(&release), record.requested, held_back);
+    let deploy = match &last_good {
+        Some(good) if held => good.clone(),
+        _ => release,
+    };
+    let target = app_target(node, id, &deploy, record.running);
+    if let Some(missing) = unmet_dependency(node, &target.spec.manifest).await {
+        update_condition(node, id, |c| {
+            c.phase = Phase::Pending;
+            c.last_error = Some(format!("waiting for {missing}"));
+        })
+        .await;
+        let _ = node.events.send(ProgressEvent {
+            app_id: id.to_string(),
+            stage: Stage::Plan,
+            bytes_done: 0,
+            bytes_total: 0,
+            message: format!("waiting for {missing}"),
+        });
+        return Outcome::Waiting;
     }
+    let (result, terminal) = execute(node, id, Some(target.clone()), recorded, false).await;
+    let error = match result {
+        Ok(_) => {
+            let hold = if held { Hold::Keep } else { Hold::Clear };
+            record_success(node, id, &record, deploy, hold).await;
+            finish(node, terminal);
+            return Outcome::Done;
+        }
+        Err(e) => e,
+    };
+    let attempted = target.desired.manifest_hash;
+    let rollback_to = last_good.filter(|good| {
+        planner::should_roll_back(
+            attempted,
+            Some(hash_of(good)),
+            record.running,
+            error.touched_the_app(),
+        )
+    });
+    let Some(good) = rollback_to else {
+        record_failure(node, id, error.to_string(), None).await;
+        finish(node, terminal);
+        return Outcome::Done;
+    };
+    // The update broke the app: put the last healthy release back and hold this one.
+    tracing::warn!(app = id, from = deploy.version(), to = good.version(), error = %error, "update failed; rolling back");
+    node.metrics.rollbacks.fetch_add(1, Ordering::Relaxed);
+    let back = app_target(node, id, &good, true);
+    let (rolled, _) = execute(node, id, Some(back), true, true).await;
+    let message = match &rolled {
+        Ok(_) => format!(
+            "update to {} failed: {error}; rolled back to {}, which is running",
+            deploy.version(),
+            good.version()
+        ),
+        Err(e) => format!(
+            "update to {} failed: {error}; rollback to {} failed too: {e}",
+            deploy.version(),
+            good.version()
+        ),
+    };
+    let held = HeldBack {
+        version: deploy.version().to_string(),
+        manifest_hash: attempted,
+        request: record.requested,
+        reason: message.clone(),
+    };
+    match rolled {
+        Ok(_) => record_success(node, id, &record, good, Hold::Set(held)).await,
+        Err(_) => record_failure(node, id, message.clone(), Some(held)).await,
+    }
+    finish(
+        node,
+        Some(ProgressEvent {
+            app_id: id.to_string(),
+            stage: Stage::Failed,
+            bytes_done: 0,
+            bytes_total: 0,
+            message,
+        }),
+    );
+    Outcome::Done
+}
+
+/// Uninstall: remove whatever of the app the runtime has, then forget it (its data
+/// stays unless purged).
+async fn remove_app(node: &Arc<Node>, id: &str, recorded: bool, purge: bool) -> Outcome {
+    let (result, terminal) = execute(node, id, None, recorded, false).await;
+    match result {
+        Ok(_) => {
+            let mut store = node.store.lock().await;
+            store.state.conditions.remove(id);
+            store.state.uninstalling.remove(id);
+            let _ = store.save();
+            if purge {
+                let _ = std::fs::remove_dir_all(node.data.join("apps").join(id));
+            }
+        }
+        Err(e) => record_failure(node, id, e.to_string(), None).await,
+    }
+    finish(node, terminal);
+    Outcome::Done
+}
+
+/// Runs the executor for one app off the async threads. Progress events go out as they
+/// come, except the terminal one, which is returned so it can be sent once the state
+/// (and, on purge, the data dir) reflects the outcome: a client that sees `done` sees
+/// the finished result. A rollback pass reports every step as [`Stage::Rollback`], so
+/// the stages a client sees still only move forward.
+async fn execute(
+    node: &Arc<Node>,
+    id: &str,
+    target: Option<AppTarget>,
+    recorded: bool,
+    rollback: bool,
+) -> (
+    Result<Vec<planner::Action>, executor::ExecError>,
+    Option<ProgressEvent>,
+) {
     // Local blobs first (delivered out of band or by an earlier fetch), then the swarm
     // (origin and peers at once), then the origin's publish dir as a last resort.
     let images = crate::swarm_source::SwarmImageSource {
-        node: node.swarm.clone(),
+        swarm: node.swarm.clone(),
         origin: node.cfg.origin.as_ref().and_then(|p| p.parse().ok()),
         peers: node
             .cfg
@@ -818,60 +985,54 @@ async fn reconcile_one(node: &Arc<Node>, id: &str) -> Outcome {
             .map(|d| d.join("blobs"))
             .collect(),
         handle: tokio::runtime::Handle::current(),
+        counters: node.metrics.fetched.clone(),
     };
     let rt = node.runtime.clone();
     let events = node.events.clone();
     let app = id.to_string();
-    let t = target.clone();
-    // The terminal event is held back until the state (and, on purge, the data dir)
-    // reflects the outcome, so a client that sees `done` sees the finished result.
     let (result, terminal) = tokio::task::spawn_blocking(move || {
         let mut terminal = None;
         let r = executor::reconcile(
             rt.as_ref(),
             &images,
             &app,
-            t.as_ref().map(|(t, _)| t),
+            target.as_ref(),
             recorded,
-            &mut |e| {
+            &mut |mut e| {
                 if is_terminal(e.stage) {
                     terminal = Some(e);
                 } else {
+                    if rollback {
+                        e.stage = Stage::Rollback;
+                        e.message = format!("rollback: {}", e.message);
+                    }
                     let _ = events.send(e);
                 }
             },
         );
-        (r.map_err(|e| e.to_string()), terminal)
+        (r, terminal)
     })
     .await
-    .unwrap_or_else(|e| (Err(e.to_string()), None));
-    let finish = |node: &Arc<Node>| {
-        if let Some(e) = terminal {
-            let _ = node.events.send(e);
-        }
-    };
+    .unwrap_or_else(|e| {
+        (
+            Err(executor::ExecError::Runtime(
+                std::io::Error::other(format!("reconcile task failed: {e}")).into(),
+            )),
+            None,
+        )
+    });
     if let Ok(actions) = &result {
         node.metrics
             .actions
             .fetch_add(actions.len() as u64, Ordering::Relaxed);
     }
-    if record.is_none() && result.is_ok() {
-        // Uninstalled: nothing of it stays in state; data stays unless purged.
-        let mut store = node.store.lock().await;
-        store.state.conditions.remove(id);
-        store.state.uninstalling.remove(id);
-        let _ = store.save();
-        if purge == Some(true) {
-            let _ = std::fs::remove_dir_all(node.data.join("apps").join(id));
-        }
-        drop(store);
-        finish(node);
-        return Outcome::Done;
+    (result, terminal)
+}
+
+fn finish(node: &Node, terminal: Option<ProgressEvent>) {
+    if let Some(e) = terminal {
+        let _ = node.events.send(e);
     }
-    let version = target.map(|(_, v)| v);
-    record_result(node, id, record.as_ref(), version, result.map(|_| ())).await;
-    finish(node);
-    Outcome::Done
 }
 
 /// The first dependency that is not installed and running in a matching version.
@@ -893,63 +1054,85 @@ async fn unmet_dependency(node: &Node, m: &archy_catalog::AppManifest) -> Option
     None
 }
 
-async fn record_result(
-    node: &Arc<Node>,
-    id: &str,
-    record: Option<&DesiredRecord>,
-    version: Option<String>,
-    result: Result<(), String>,
-) {
+/// Changes one app's condition (created if missing) and saves the state.
+async fn update_condition(node: &Node, id: &str, change: impl FnOnce(&mut Condition)) {
     let mut store = node.store.lock().await;
     let cond = store
         .state
         .conditions
         .entry(id.to_string())
-        .or_insert(Condition {
-            phase: Phase::Pending,
-            version: None,
-            last_error: None,
-            observed_generation: 0,
-            failures: 0,
-            retry_at: 0,
-            updated_at: 0,
-        });
-    cond.updated_at = state::now();
-    match result {
-        Ok(()) => {
-            cond.phase = if record.is_some_and(|r| r.running) {
-                Phase::Running
-            } else {
-                Phase::Stopped
-            };
-            cond.last_error = None;
-            cond.failures = 0;
-            cond.retry_at = 0;
-            if let Some(r) = record {
-                cond.observed_generation = r.generation;
-            }
-            if version.is_some() {
-                cond.version = version;
-            }
-        }
-        Err(e) => {
-            node.metrics.failures.fetch_add(1, Ordering::Relaxed);
-            cond.phase = Phase::Failed;
-            cond.failures = planner::next_failures(cond.failures, true, None);
-            cond.retry_at = state::now() + planner::backoff(cond.failures).as_secs();
-            cond.last_error = Some(e);
-        }
+        .or_insert_with(Condition::pending);
+    let before = cond.clone();
+    change(cond);
+    if *cond == before {
+        return; // a quiet pass: nothing to write
     }
-    let _ = store.save();
+    cond.updated_at = state::now();
+    if let Err(e) = store.save() {
+        tracing::error!(app = id, error = %e, "cannot save the node state");
+    }
 }
 
-/// The executor's target for a desired app: its release from the verified catalog (or
-/// the stored market announcement), policy-checked, and the container spec.
-async fn build_target(
+/// What a successful pass does with a held-back release.
+enum Hold {
+    /// This pass ran the last good release for the request that held one back: the
+    /// hold stays, and its reason is the app's last error.
+    Keep,
+    /// The desired release ran: any hold is over.
+    Clear,
+    /// The update failed and was rolled back: hold it.
+    Set(HeldBack),
+}
+
+/// Records a pass that left the app as desired (or, after a rollback, running its last
+/// healthy release with the failed one held back).
+async fn record_success(
     node: &Node,
     id: &str,
-    r: &DesiredRecord,
-) -> anyhow::Result<(AppTarget, String)> {
+    record: &DesiredRecord,
+    deployed: Deployment,
+    hold: Hold,
+) {
+    update_condition(node, id, |cond| {
+        cond.phase = if record.running {
+            Phase::Running
+        } else {
+            Phase::Stopped
+        };
+        cond.failures = 0;
+        cond.retry_at = 0;
+        cond.observed_generation = record.generation;
+        cond.version = Some(deployed.version().to_string());
+        if record.running {
+            cond.last_good = Some(deployed);
+        }
+        match hold {
+            Hold::Keep => {}
+            Hold::Clear => cond.held_back = None,
+            Hold::Set(held) => cond.held_back = Some(held),
+        }
+        cond.last_error = cond.held_back.as_ref().map(|h| h.reason.clone());
+    })
+    .await;
+}
+
+async fn record_failure(node: &Node, id: &str, error: String, held: Option<HeldBack>) {
+    node.metrics.failures.fetch_add(1, Ordering::Relaxed);
+    update_condition(node, id, |cond| {
+        cond.phase = Phase::Failed;
+        cond.failures = planner::next_failures(cond.failures, true, None);
+        cond.retry_at = state::now() + planner::backoff(cond.failures).as_secs();
+        cond.last_error = Some(error);
+        if held.is_some() {
+            cond.held_back = held;
+        }
+    })
+    .await;
+}
+
+/// The release a desired app asks for: from the verified catalog (policy-checked) or
+/// the stored market announcement.
+async fn desired_release(node: &Node, id: &str, r: &DesiredRecord) -> anyhow::Result<Deployment> {
     let (manifest, image) = match &r.source {
         AppSource::Catalog { version } => {
             let catalog = node.catalog.lock().await;
@@ -965,24 +1148,35 @@ async fn build_target(
             manifest, image, ..
         } => ((**manifest).clone(), image.clone()),
     };
-    let m = manifest.normalized();
-    let version = m.version.clone();
+    Ok(Deployment {
+        manifest: Box::new(manifest.normalized()),
+        image,
+    })
+}
+
+fn hash_of(d: &Deployment) -> archy_catalog::ContentHash {
+    d.manifest.manifest_hash()
+}
+
+/// The executor's target for one release of an app.
+fn app_target(node: &Node, id: &str, d: &Deployment, running: bool) -> AppTarget {
+    let m = (*d.manifest).clone();
     let desired = DesiredApp {
         app_id: id.to_string(),
         manifest_hash: m.manifest_hash(),
-        image: image.hash,
-        running: r.running,
+        image: d.image.hash,
+        running,
         dependencies_ready: true,
     };
     let spec = ContainerSpec {
         manifest_hash: m.manifest_hash(),
         manifest: m,
-        image,
+        image: d.image.clone(),
         publish_ip: node.cfg.publish_ip,
         data_dir: node.data.join("apps").join(id),
         secrets: Default::default(),
     };
-    Ok((AppTarget { desired, spec }, version))
+    AppTarget { desired, spec }
 }
 
 /// Terminal stages, for clients following the event stream.

@@ -34,6 +34,8 @@ pub enum Stage {
     Create,
     Start,
     Healthy,
+    /// Going back to the last healthy release after a failed update.
+    Rollback,
     Done,
     Failed,
 }
@@ -63,6 +65,18 @@ pub enum ExecError {
     Unhealthy { seconds: u64, reason: String },
     #[error("waiting for dependencies")]
     DependenciesNotReady,
+}
+
+impl ExecError {
+    /// Whether the failure came after the running app was changed (stopped, removed,
+    /// recreated). Fetching and verifying happen first, so their failures leave it as
+    /// it was.
+    pub fn touched_the_app(&self) -> bool {
+        !matches!(
+            self,
+            ExecError::Fetch(_) | ExecError::Verify { .. } | ExecError::DependenciesNotReady
+        )
+    }
 }
 
 /// A verified archive on local disk, and where its bytes came from.
@@ -210,7 +224,7 @@ fn run(
     recorded: bool,
     r: &mut Reporter<'_>,
 ) -> Result<Vec<Action>, ExecError> {
-    let container = runtime.list()?.into_iter().find(|c| c.app_id == app_id);
+    let container = runtime.observe(app_id)?;
     let image_loaded = match target {
         Some(t) => runtime.image_loaded(&t.spec.image)?,
         None => false,

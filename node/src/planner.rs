@@ -221,6 +221,32 @@ pub fn next_failures(failures: u32, failed_now: bool, healthy_for: Option<Durati
     }
 }
 
+/// Whether a failed update goes back to the last release that was healthy.
+///
+/// Only when something of the running app was touched (a fetch or verification failure
+/// leaves the old container as it was), the app should run, and there is a healthy
+/// release that is not the one that just failed (restarting the same release again is
+/// the backoff's job, not a rollback).
+pub fn should_roll_back(
+    attempted: ContentHash,
+    last_good: Option<ContentHash>,
+    wants_running: bool,
+    app_touched: bool,
+) -> bool {
+    app_touched && wants_running && last_good.is_some_and(|good| good != attempted)
+}
+
+/// Whether the release the operator wants is one that already failed for this very
+/// install request. A held-back release is tried again only when asked again (a newer
+/// request) or when the desired release changes.
+pub fn is_held_back(
+    attempted: ContentHash,
+    request: u64,
+    held_back: Option<(ContentHash, u64)>,
+) -> bool {
+    held_back == Some((attempted, request))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -482,5 +508,34 @@ mod tests {
         assert_eq!(next_failures(3, true, None), 4);
         assert_eq!(next_failures(3, false, Some(Duration::from_secs(599))), 3);
         assert_eq!(next_failures(3, false, Some(Duration::from_secs(600))), 0);
+    }
+
+    #[test]
+    fn a_failed_update_rolls_back_only_to_a_different_healthy_release() {
+        let (new, old) = (h("v2"), h("v1"));
+        // attempted, last good, wants running, app touched -> roll back
+        let table = [
+            (new, Some(old), true, true, true),
+            (new, Some(old), true, false, false), // fetch failed: old one untouched
+            (new, Some(old), false, true, false), // stopped app: nothing to keep alive
+            (new, Some(new), true, true, false),  // same release: backoff, not rollback
+            (new, None, true, true, false),       // first install: nothing to go back to
+        ];
+        for (attempted, good, running, touched, expected) in table {
+            assert_eq!(
+                should_roll_back(attempted, good, running, touched),
+                expected,
+                "{attempted:?} {good:?} running={running} touched={touched}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_held_back_release_waits_for_a_new_request() {
+        let (bad, other) = (h("v2"), h("v3"));
+        assert!(is_held_back(bad, 4, Some((bad, 4))));
+        assert!(!is_held_back(bad, 5, Some((bad, 4)))); // asked again
+        assert!(!is_held_back(other, 4, Some((bad, 4)))); // the catalog moved on
+        assert!(!is_held_back(bad, 4, None));
     }
 }

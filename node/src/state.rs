@@ -10,7 +10,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use archy_catalog::{AppManifest, ImageRef, TrustedState};
+use archy_catalog::{AppManifest, ContentHash, ImageRef, TrustedState};
 use serde::{Deserialize, Serialize};
 
 /// Where a desired app comes from.
@@ -34,6 +34,10 @@ pub struct DesiredRecord {
     pub running: bool,
     /// Bumped on every change the operator makes.
     pub generation: u64,
+    /// Bumped only when the operator asks for a release (install, update): what a
+    /// held-back release waits for, so stop/start do not count as asking again.
+    #[serde(default)]
+    pub requested: u64,
 }
 
 /// Where an app stands.
@@ -60,6 +64,56 @@ pub struct Condition {
     /// Unix seconds before which the app is not retried.
     pub retry_at: u64,
     pub updated_at: u64,
+    /// The last release that ran and passed its health check: what a failed update
+    /// rolls back to.
+    #[serde(default)]
+    pub last_good: Option<Deployment>,
+    /// A release that did not become healthy and was rolled back. It is not tried again
+    /// until the operator asks again (a newer generation) or the catalog moves on.
+    #[serde(default)]
+    pub held_back: Option<HeldBack>,
+}
+
+impl Condition {
+    /// The condition of an app nothing has happened to yet.
+    pub fn pending() -> Self {
+        Self {
+            phase: Phase::Pending,
+            version: None,
+            last_error: None,
+            observed_generation: 0,
+            failures: 0,
+            retry_at: 0,
+            updated_at: now(),
+            last_good: None,
+            held_back: None,
+        }
+    }
+}
+
+/// One release of an app as it was deployed: enough to deploy it again without the
+/// catalog (which may have dropped it since).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Deployment {
+    pub manifest: Box<AppManifest>,
+    pub image: ImageRef,
+}
+
+impl Deployment {
+    pub fn version(&self) -> &str {
+        &self.manifest.version
+    }
+}
+
+/// A release refused after it failed to become healthy.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HeldBack {
+    pub version: String,
+    pub manifest_hash: ContentHash,
+    /// The install request ([`DesiredRecord::requested`]) that asked for it.
+    pub request: u64,
+    /// What failed and what was done about it (also the app's last error meanwhile).
+    pub reason: String,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -123,6 +177,7 @@ mod tests {
                 source: AppSource::Catalog { version: None },
                 running: true,
                 generation: 3,
+                requested: 2,
             },
         );
         s.save().unwrap();

@@ -1,25 +1,44 @@
-//! Images from the swarm: the node's own [`SwarmNode`] fetches an archive from the origin
-//! and peers at once (every range BLAKE3-verified as it arrives), keeps it in its store,
-//! and from then on serves it to others.
+//! Images from the swarm: the node's own [`Swarm`] fetches an archive from the origin,
+//! the configured peers and every holder the DHT names, all at once (every range
+//! BLAKE3-verified as it arrives), keeps it in its store, and from then on serves it to
+//! others and announces it.
 
-use std::{path::PathBuf, sync::Arc};
+use std::{
+    path::PathBuf,
+    sync::{
+        atomic::{AtomicU64, Ordering},
+        Arc,
+    },
+};
 
 use archy_catalog::ImageRef;
-use archy_registry::{PeerAddr, SwarmNode};
+use archy_registry::{FetchPlan, FetchStatus, PeerAddr, Swarm};
 
 use crate::executor::{verify_archive, DirImageSource, ExecError, FetchedImage, ImageSource};
+
+/// Image bytes this node fetched, by where they came from (the daemon's metrics).
+#[derive(Debug, Default)]
+pub struct FetchCounters {
+    pub origin: AtomicU64,
+    pub peers: AtomicU64,
+    /// Read from the origin's publish dir because no swarm provider answered.
+    pub publish_dir: AtomicU64,
+    /// Already held when a fetch started (a resumed download), so not fetched again.
+    pub resumed: AtomicU64,
+}
 
 /// Fetches through the swarm; local files (`<data>/blobs`) and the origin's publish dir
 /// are the first and last resort.
 #[derive(Debug, Clone)]
 pub struct SwarmImageSource {
-    pub node: Arc<SwarmNode>,
+    pub swarm: Swarm,
     pub origin: Option<PeerAddr>,
     pub peers: Vec<PeerAddr>,
     /// Where fetched archives are exported for the runtime to load.
     pub blobs_dir: PathBuf,
     pub fallback_dirs: Vec<PathBuf>,
     pub handle: tokio::runtime::Handle,
+    pub counters: Arc<FetchCounters>,
 }
 
 fn short(p: &str) -> String {
@@ -43,17 +62,28 @@ impl ImageSource for SwarmImageSource {
             return Ok(found);
         }
         let fetched = self.handle.block_on(async {
-            let report = self
-                .node
-                .fetch(image.hash)
-                .size(image.size)
-                .origin(self.origin.clone())
-                .peers(self.peers.iter().cloned())
-                .run()
-                .await?;
+            // Verified bytes are reported as they arrive, not only at the end.
+            let (tx, mut rx) = tokio::sync::watch::channel(FetchStatus::default());
+            let plan = FetchPlan {
+                size: Some(image.size),
+                origin: self.origin.clone(),
+                peers: self.peers.clone(),
+                ..FetchPlan::default()
+            };
+            let run = self.swarm.fetch(image.hash, plan, Some(tx));
+            tokio::pin!(run);
+            let report = loop {
+                tokio::select! {
+                    report = &mut run => break report?,
+                    Ok(()) = rx.changed() => {
+                        let status = rx.borrow_and_update().clone();
+                        progress(status.verified, image.size);
+                    }
+                }
+            };
             std::fs::create_dir_all(&self.blobs_dir)?;
             let path = self.blobs_dir.join(image.hash.to_hex());
-            self.node.export(&image.hash, &path).await?;
+            self.swarm.node.export(&image.hash, &path).await?;
             Ok::<_, archy_registry::SwarmError>((report, path))
         });
         match fetched {
@@ -61,6 +91,16 @@ impl ImageSource for SwarmImageSource {
                 verify_archive(&path, image)?;
                 progress(image.size, image.size);
                 let origin = self.origin.as_ref().map(|p| p.to_string());
+                let c = &self.counters;
+                c.resumed.fetch_add(report.already_held, Ordering::Relaxed);
+                for (p, b) in &report.bytes_by_provider {
+                    let counter = if Some(p) == origin.as_ref() {
+                        &c.origin
+                    } else {
+                        &c.peers
+                    };
+                    counter.fetch_add(*b, Ordering::Relaxed);
+                }
                 let parts: Vec<String> = report
                     .bytes_by_provider
                     .iter()
@@ -73,19 +113,42 @@ impl ImageSource for SwarmImageSource {
                         format!("{who} {b} B")
                     })
                     .collect();
-                let source = if parts.is_empty() {
+                let mut source = if parts.is_empty() {
                     "swarm (already held)".to_string()
                 } else {
                     format!("swarm: {}", parts.join(", "))
                 };
+                if report.already_held > 0 && !parts.is_empty() {
+                    source.push_str(&format!(
+                        " (resumed: {} B already held)",
+                        report.already_held
+                    ));
+                }
                 Ok(FetchedImage { path, source })
             }
             Err(e) if !self.fallback_dirs.is_empty() => {
                 tracing::warn!(error = %e, "swarm fetch failed; trying the origin's publish dir");
-                DirImageSource {
+                let found = DirImageSource {
                     dirs: self.fallback_dirs.clone(),
                 }
-                .fetch(image, progress)
+                .fetch(image, progress)?;
+                // Held like a swarm fetch: in the store (so this node seeds it) and
+                // exported for the runtime, so it is not fetched again.
+                let path = self.blobs_dir.join(image.hash.to_hex());
+                self.handle
+                    .block_on(async {
+                        self.swarm.import(&found.path).await?;
+                        std::fs::create_dir_all(&self.blobs_dir)?;
+                        self.swarm.node.export(&image.hash, &path).await
+                    })
+                    .map_err(|e| ExecError::Fetch(format!("cannot keep {}: {e}", image.hash)))?;
+                self.counters
+                    .publish_dir
+                    .fetch_add(image.size, Ordering::Relaxed);
+                Ok(FetchedImage {
+                    path,
+                    source: found.source,
+                })
             }
             Err(e) => Err(ExecError::Fetch(e.to_string())),
         }

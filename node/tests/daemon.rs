@@ -1,6 +1,7 @@
-//! The node daemon as a real process with the real podman engine: install through the
+//! The node daemon as a real process: with the real podman engine, install through the
 //! local API with progress, survive a daemon kill (adopted, not recreated), stop/start,
-//! uninstall without ghosts, data kept unless purged, token required.
+//! uninstall without ghosts, data kept unless purged, token required; with the process
+//! runtime, an update that never becomes healthy rolls back to the last healthy release.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -12,23 +13,27 @@ use std::{
     time::Duration,
 };
 
-use archy_catalog::{
-    build::build_catalog,
-    documents::{Envelope, Role, RoleKeys, Roles, Root, Timestamp, SPEC_VERSION},
-    keys::{KeyMap, SecretKey},
-    oci,
-};
+use archy_catalog::oci;
 use archy_node::runtime::podman::Podman;
-use chrono::{Duration as Days, Utc};
+use common::{http_ok, metrics, publish_signed, ProcessCleanup};
 
-fn signed<T: serde::Serialize>(path: &Path, doc: &T, key: &SecretKey) {
-    let mut env = Envelope::new_unsigned(doc).unwrap();
-    env.sign(key);
-    fs::write(path, env.to_bytes()).unwrap();
+mod common;
+
+/// One release of the test app: busybox httpd on `port`, healthy when `health_path`
+/// answers 200.
+struct Release {
+    version: &'static str,
+    health_path: &'static str,
 }
 
-/// A publish dir with one signed app (busybox httpd on `port`), as an origin holds it.
-fn publish_dir(dir: &Path, port: u16) -> PathBuf {
+const HEALTHY: Release = Release {
+    version: "1.0.0",
+    health_path: "/",
+};
+
+/// A publish dir with the signed app `org.example.hello` in the given releases (all on
+/// one image), as an origin holds it.
+fn publish_dir(dir: &Path, port: u16, releases: &[Release]) -> PathBuf {
     let apps = dir.join("apps");
     let rootfs = dir.join("rootfs");
     fs::create_dir_all(rootfs.join("bin")).unwrap();
@@ -42,46 +47,17 @@ fn publish_dir(dir: &Path, port: u16) -> PathBuf {
         &oci::PackOptions::default(),
     )
     .unwrap();
-    fs::write(
-        apps.join("hello.yaml"),
-        format!(
-            "app:\n  id: org.example.hello\n  name: Hello\n  version: 1.0.0\n  description: {{short: hi}}\n  container:\n    image: ./hello.oci.tar\n    cmd: [/bin/busybox, httpd, -f, -p, '8080', -h, /www]\n    ports: [{{host: {port}, container: 8080}}]\n    volumes: [{{name: data, target: /data}}]\n  generated_secrets: [{{name: ADMIN_TOKEN, kind: hex32}}]\n  health_check: {{type: http, port: 8080, path: /, interval: 1s, retries: 10}}\n"
-        ),
-    )
-    .unwrap();
-    let key = SecretKey::generate().unwrap();
-    let one = RoleKeys {
-        keyids: vec![key.key_id()],
-        threshold: 1,
-    };
-    let root = Root {
-        role: Role::Root,
-        spec_version: SPEC_VERSION,
-        version: 1,
-        expires: Utc::now() + Days::days(30),
-        keys: KeyMap::from([(key.key_id(), key.public())]),
-        roles: Roles {
-            root: one.clone(),
-            catalog: one.clone(),
-            timestamp: one,
-        },
-    };
-    let publish = dir.join("publish");
-    fs::create_dir_all(publish.join("blobs")).unwrap();
-    signed(&publish.join("root.json"), &root, &key);
-    let built = build_catalog(&apps, 1, Utc::now() + Days::days(30)).unwrap();
-    for r in &built.releases {
-        fs::copy(
-            &r.image_file,
-            publish.join("blobs").join(r.image.hash.to_hex()),
+    for r in releases {
+        fs::write(
+            apps.join(format!("hello-{}.yaml", r.version)),
+            format!(
+                "app:\n  id: org.example.hello\n  name: Hello\n  version: {}\n  description: {{short: hi}}\n  container:\n    image: ./hello.oci.tar\n    cmd: [/bin/busybox, httpd, -f, -p, '8080', -h, /www]\n    ports: [{{host: {port}, container: 8080}}]\n    volumes: [{{name: data, target: /data}}]\n  generated_secrets: [{{name: ADMIN_TOKEN, kind: hex32}}]\n  health_check: {{type: http, port: 8080, path: {}, interval: 1s, timeout: 1s, retries: 4}}\n",
+                r.version, r.health_path
+            ),
         )
         .unwrap();
     }
-    signed(&publish.join("catalog.json"), &built.catalog, &key);
-    let cat = fs::read(publish.join("catalog.json")).unwrap();
-    let ts = Timestamp::for_catalog(&cat, 1, Utc::now() + Days::days(1)).unwrap();
-    signed(&publish.join("timestamp.json"), &ts, &key);
-    publish
+    publish_signed(&apps, dir)
 }
 
 struct Daemon(Child);
@@ -93,10 +69,11 @@ impl Drop for Daemon {
     }
 }
 
-fn start_daemon(data: &Path, name: &str, publish: &Path) -> Daemon {
+fn start_daemon(data: &Path, name: &str, publish: &Path, runtime: &str) -> Daemon {
     let mut child = Command::new(env!("CARGO_BIN_EXE_archy"))
         .args(["node", "run", "--data"])
         .arg(data)
+        .args(["--runtime", runtime])
         .args(["--name", name, "--api", "127.0.0.1:0", "--origin-dir"])
         .arg(publish)
         .arg("--root")
@@ -129,20 +106,6 @@ fn app_json(data: &Path) -> serde_json::Value {
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_slice(&out.stdout).unwrap()
-}
-
-fn http_ok(port: u16) -> bool {
-    let Ok(mut s) = std::net::TcpStream::connect_timeout(
-        &([127, 0, 0, 1], port).into(),
-        Duration::from_secs(2),
-    ) else {
-        return false;
-    };
-    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
-    let _ = write!(s, "GET / HTTP/1.0\r\n\r\n");
-    let mut out = String::new();
-    let _ = s.read_to_string(&mut out);
-    out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200")
 }
 
 /// Removes whatever the test left in the engine, however it ends.
@@ -181,7 +144,7 @@ fn daemon_lifecycle_end_to_end() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let port = 30_000 + (std::process::id() % 20_000) as u16;
-    let publish = publish_dir(tmp.path(), port);
+    let publish = publish_dir(tmp.path(), port, &[HEALTHY]);
     let data = tmp.path().join("node");
     let name = format!("d{}", std::process::id());
     let _cleanup = EngineCleanup(name.clone());
@@ -192,7 +155,7 @@ fn daemon_lifecycle_end_to_end() {
     let _ = Command::new("podman")
         .args(["rmi", "-f", config_digest.trim_start_matches("sha256:")])
         .output();
-    let daemon = start_daemon(&data, &name, &publish);
+    let daemon = start_daemon(&data, &name, &publish, "podman");
 
     // The API needs the token.
     let addr = fs::read_to_string(data.join("api.addr")).unwrap();
@@ -250,7 +213,11 @@ fn daemon_lifecycle_end_to_end() {
             "stage {s} missing in {stages:?}"
         );
     }
-    assert!(http_ok(port), "{}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        http_ok([127, 0, 0, 1], port),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(app_json(&data)["phase"], "running");
     let secret =
         fs::read_to_string(data.join("apps/org.example.hello/secrets/ADMIN_TOKEN")).unwrap();
@@ -258,8 +225,8 @@ fn daemon_lifecycle_end_to_end() {
 
     // Kill the daemon outright; the app keeps running and is adopted, not recreated.
     drop(daemon);
-    assert!(http_ok(port), "the app outlives its daemon");
-    let daemon = start_daemon(&data, &name, &publish);
+    assert!(http_ok([127, 0, 0, 1], port), "the app outlives its daemon");
+    let daemon = start_daemon(&data, &name, &publish, "podman");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(app_json(&data)["phase"], "running");
     assert_eq!(container_ids(&name), id_before, "adopted without recreate");
@@ -269,11 +236,11 @@ fn daemon_lifecycle_end_to_end() {
         .status
         .success());
     assert_eq!(app_json(&data)["phase"], "stopped");
-    assert!(!http_ok(port));
+    assert!(!http_ok([127, 0, 0, 1], port));
     assert!(archy(&data, &["app", "start", "org.example.hello"])
         .status
         .success());
-    assert!(http_ok(port));
+    assert!(http_ok([127, 0, 0, 1], port));
 
     // Uninstall: no ghost in API or runtime; data and secrets stay.
     assert!(archy(&data, &["app", "uninstall", "org.example.hello"])
@@ -304,7 +271,7 @@ fn daemon_lifecycle_end_to_end() {
             .success()
     );
     assert!(!data.join("apps/org.example.hello").exists());
-    let metrics = ureq_metrics(&data);
+    let metrics = metrics(&data);
     assert!(
         metrics.contains("archy_reconcile_passes_total"),
         "{metrics}"
@@ -312,17 +279,165 @@ fn daemon_lifecycle_end_to_end() {
     drop(daemon);
 }
 
-fn ureq_metrics(data: &Path) -> String {
-    let addr = fs::read_to_string(data.join("api.addr")).unwrap();
-    let token = fs::read_to_string(data.join("api.token")).unwrap();
-    let mut s = std::net::TcpStream::connect(addr.trim()).unwrap();
-    write!(
-        s,
-        "GET /metrics HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
-        token.trim()
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
+/// An update whose health check never passes is undone: the previous release runs again,
+/// the install reports the failure and the rollback, the bad release is held back
+/// (also across a daemon restart) until the operator asks for something else.
+#[test]
+fn failed_update_rolls_back_to_the_last_healthy_release() {
+    if let Err(why) = archy_node::runtime::process::ProcessRuntime::check() {
+        eprintln!("SKIPPED: the process runtime does not work here: {why}");
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let port = 30_000 + ((std::process::id() + 7_919) % 20_000) as u16;
+    let publish = publish_dir(
+        tmp.path(),
+        port,
+        &[
+            HEALTHY,
+            Release {
+                version: "1.1.0",
+                health_path: "/",
+            },
+            Release {
+                version: "1.2.0",
+                health_path: "/never-there",
+            },
+        ],
+    );
+    let data = tmp.path().join("node");
+    let name = format!("r{}", std::process::id());
+    // Declared before the daemon, so it runs after the daemon is gone.
+    let _apps = ProcessCleanup(vec![data.clone()]);
+    let daemon = start_daemon(&data, &name, &publish, "process");
+    let install = |version: &str| {
+        archy(
+            &data,
+            &["app", "install", "org.example.hello", "--version", version],
+        )
+    };
+
+    let out = install("1.0.0");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A good update replaces the app and becomes the release to fall back to.
+    let out = install("1.1.0");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(app_json(&data)["version"], "1.1.0");
+    let secret =
+        fs::read_to_string(data.join("apps/org.example.hello/secrets/ADMIN_TOKEN")).unwrap();
+
+    // The bad update: the install fails, says why and that it rolled back.
+    let out = archy(
+        &data,
+        &[
+            "app",
+            "install",
+            "org.example.hello",
+            "--version",
+            "1.2.0",
+            "--json",
+        ],
+    );
+    assert!(!out.status.success(), "an unhealthy update must fail");
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let last = events.last().unwrap();
+    assert_eq!(last["stage"], "failed", "{events:?}");
+    let message = last["message"].as_str().unwrap();
+    assert!(
+        message.contains("update to 1.2.0 failed")
+            && message.contains("not healthy")
+            && message.contains("rolled back to 1.1.0"),
+        "{message}"
+    );
+    assert!(
+        events.iter().any(|e| e["stage"] == "rollback"),
+        "the rollback is reported: {events:?}"
+    );
+    // Stages only move forward, through the rollback too.
+    let order = [
+        "plan", "fetch", "verify", "load", "stop", "remove", "create", "start", "healthy",
+        "rollback", "done", "failed",
+    ];
+    let ranks: Vec<usize> = events
+        .iter()
+        .map(|e| order.iter().position(|s| e["stage"] == *s).unwrap())
+        .collect();
+    assert!(ranks.windows(2).all(|w| w[0] <= w[1]), "{events:?}");
+
+    let app = app_json(&data);
+    assert_eq!(app["phase"], "running", "{app}");
+    assert_eq!(app["version"], "1.1.0", "{app}");
+    assert_eq!(app["held_back"]["version"], "1.2.0", "{app}");
+    assert!(
+        http_ok([127, 0, 0, 1], port),
+        "the previous release answers again"
+    );
+    assert_eq!(
+        fs::read_to_string(data.join("apps/org.example.hello/secrets/ADMIN_TOKEN")).unwrap(),
+        secret,
+        "the rollback keeps the app's data"
+    );
+    assert!(metrics(&data).contains("archy_rollbacks_total 1"));
+
+    // Stop and start are not a new request: the hold stays, 1.1.0 comes back.
+    for verb in ["stop", "start"] {
+        let out = archy(&data, &["app", verb, "org.example.hello"]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let app = app_json(&data);
+    assert_eq!(app["version"], "1.1.0", "{app}");
+    assert_eq!(app["held_back"]["version"], "1.2.0", "{app}");
+    assert!(
+        app["last_error"]
+            .as_str()
+            .unwrap()
+            .contains("rolled back to 1.1.0"),
+        "{app}"
+    );
+    assert!(http_ok([127, 0, 0, 1], port));
+
+    // After a daemon restart the bad release is still held back: no second attempt.
+    let pid_before = fs::read_to_string(data.join("process/apps/org.example.hello/pid")).unwrap();
+    drop(daemon);
+    let daemon = start_daemon(&data, &name, &publish, "process");
+    std::thread::sleep(Duration::from_secs(3));
+    let app = app_json(&data);
+    assert_eq!(app["version"], "1.1.0", "{app}");
+    assert_eq!(app["phase"], "running", "{app}");
+    assert_eq!(
+        fs::read_to_string(data.join("process/apps/org.example.hello/pid")).unwrap(),
+        pid_before,
+        "adopted, not recreated for the held-back release"
+    );
+    assert!(http_ok([127, 0, 0, 1], port));
+
+    // Asking for another release clears the hold.
+    let out = install("1.0.0");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let app = app_json(&data);
+    assert_eq!(app["version"], "1.0.0", "{app}");
+    assert!(app["held_back"].is_null(), "{app}");
+    assert!(archy(&data, &["app", "uninstall", "org.example.hello"])
+        .status
+        .success());
+    drop(daemon);
 }

@@ -78,18 +78,28 @@ fn pack_is_deterministic() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing"));
 }
 
+/// The demo on its default runtime (podman here when it works) and forced onto the
+/// engine-less process runtime; one after the other, since both publish the same ports.
 #[test]
-fn demo_once_runs_to_its_summary() {
-    let d = tempfile::tempdir().unwrap();
-    let out = archy(&["demo", "--once", "--dir", "work"], d.path());
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        stdout.lines().any(|l| l.ends_with(" passed, 0 failed")),
-        "{stdout}"
-    );
+fn demo_once_runs_to_its_summary_on_both_runtimes() {
+    for runtime in ["auto", "process"] {
+        let d = tempfile::tempdir().unwrap();
+        let out = archy(
+            &["demo", "--once", "--dir", "work", "--runtime", runtime],
+            d.path(),
+        );
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success(),
+            "{runtime}: {stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            stdout.lines().any(|l| l.ends_with(" passed, 0 failed")),
+            "{stdout}"
+        );
+        if runtime == "process" {
+            assert!(stdout.contains("process runtime"), "{stdout}");
+        }
+    }
 }

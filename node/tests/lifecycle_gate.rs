@@ -1,9 +1,12 @@
 //! The lifecycle gate in CI: `tests/lifecycle/gate.sh --iterations 3` on both runtimes,
 //! with this build's `archy`. Every example app goes through install, reachable, stop,
 //! start, restart, daemon restart (adopted), update, uninstall (no ghost), reinstall
-//! (data found) and purge; the gate's last line must be `N passed, 0 failed`.
+//! (data found) and purge, and an unhealthy update must roll back; the gate's last line
+//! must be `N passed, 0 failed`. The publisher's update is signed with this build's
+//! `catalog-signer` (built beside `archy` by `cargo test --workspace`; otherwise the
+//! gate builds it).
 //!
-//! One test runs both gates one after the other: they publish the same example ports.
+//! One test runs both gates one after the other, so the two never compete for the CPU.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -11,11 +14,15 @@ use std::{path::Path, process::Command};
 
 fn gate(runtime: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
-    let out = Command::new(root.join("tests/lifecycle/gate.sh"))
-        .args(["--runtime", runtime, "--iterations", "3"])
-        .env("ARCHY", env!("CARGO_BIN_EXE_archy"))
-        .output()
-        .unwrap();
+    let archy = Path::new(env!("CARGO_BIN_EXE_archy"));
+    let signer = archy.with_file_name("catalog-signer");
+    let mut cmd = Command::new(root.join("tests/lifecycle/gate.sh"));
+    cmd.args(["--runtime", runtime, "--iterations", "3"])
+        .env("ARCHY", archy);
+    if signer.exists() {
+        cmd.env("CATALOG_SIGNER", signer);
+    }
+    let out = cmd.output().unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
     let last = stdout.lines().last().unwrap_or_default();
     let passed = last

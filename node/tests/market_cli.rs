@@ -3,60 +3,37 @@
 #![allow(clippy::unwrap_used)]
 
 use std::{
-    io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::mpsc,
+    process::{Command, Output},
     time::Duration,
 };
 
 use archy_discovery::client::RelaySet;
+use common::Proc;
 use nostr_sdk::prelude::*;
 use serde_json::Value;
+
+mod common;
 
 const ARCHY: &str = env!("CARGO_BIN_EXE_archy");
 
 /// An `archy relay run` process, killed on drop.
 struct RelayProcess {
-    child: Child,
+    _proc: Proc,
     url: String,
 }
 
 impl RelayProcess {
     fn start(data: Option<&Path>) -> Self {
-        let mut cmd = Command::new(ARCHY);
-        cmd.args(["relay", "run", "--listen", "127.0.0.1:0"]);
+        let mut args: Vec<String> = ["relay", "run", "--listen", "127.0.0.1:0"]
+            .map(String::from)
+            .into();
         if let Some(d) = data {
-            cmd.arg("--data").arg(d);
+            args.extend(["--data".into(), d.to_string_lossy().into_owned()]);
         }
-        let mut child = cmd
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        let line = rx
-            .recv_timeout(Duration::from_secs(20))
-            .expect("relay prints its address within 20 s");
-        assert!(
-            line.starts_with("relay listening on ws://127.0.0.1:"),
-            "{line}"
-        );
-        let url = line.split_whitespace().nth(3).unwrap().to_string();
-        Self { child, url }
-    }
-}
-
-impl Drop for RelayProcess {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        let proc = Proc::start(&args, "relay listening on ws://127.0.0.1:");
+        let url = proc.ready.split_whitespace().nth(3).unwrap().to_string();
+        Self { _proc: proc, url }
     }
 }
 

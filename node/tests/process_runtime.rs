@@ -138,13 +138,15 @@ fn runs_adopts_stops_starts_and_removes_an_app() {
     let node = a.dir.path().join("node");
     let rt = ProcessRuntime::new("n1", node.join("process"), HELPER);
     assert!(!rt.image_loaded(&a.image).unwrap());
+    // What an unpack interrupted by a crash leaves behind.
+    let digest = a.image.config_digest.trim_start_matches("sha256:");
+    let interrupted = node.join(format!("process/images/.tmp-{digest}-999999"));
+    fs::create_dir_all(interrupted.join("rootfs")).unwrap();
     rt.load_image(&a.archive, &a.image).unwrap();
     assert!(rt.image_loaded(&a.image).unwrap());
-    let image_dir = node
-        .join("process/images")
-        .join(a.image.config_digest.trim_start_matches("sha256:"));
+    let image_dir = node.join("process/images").join(digest);
     assert!(image_dir.join("rootfs/bin/busybox").is_file());
-    // No half-unpacked leftovers next to it.
+    // No half-unpacked leftovers next to it, the interrupted one included.
     let leftovers: Vec<_> = fs::read_dir(node.join("process/images"))
         .unwrap()
         .flatten()
@@ -213,6 +215,10 @@ fn runs_adopts_stops_starts_and_removes_an_app() {
         "reachable after start"
     );
     assert!(again.logs(id, 50).is_ok());
+    assert!(
+        again.logs("org.example.nobody", 50).is_err(),
+        "no logs of an app that is not there"
+    );
 
     again.remove(id).unwrap();
     assert!(again.list().unwrap().is_empty(), "no ghost");
@@ -301,7 +307,7 @@ fn reconciler_installs_adopts_restarts_a_crash_and_uninstalls() {
     );
     let secret = fs::read_to_string(data.join("secrets/ADMIN_TOKEN")).unwrap();
     assert!(events.iter().all(|e| !e.message.contains(&secret)));
-    let log = fs::read_to_string(rt.app_dir(id).unwrap().join("app.log")).unwrap_or_default();
+    let log = fs::read_to_string(rt.app_dir(id).unwrap().join("app.log")).unwrap();
     assert!(!log.contains(&secret), "secret never logged");
     // The app gets its secret as env and as /run/secrets/NAME.
     let pid = pid_record(&rt, id);

@@ -8,6 +8,12 @@
 //! store, so nothing verified is ever fetched twice, not after a provider dies mid-piece
 //! and not after the whole fetch is interrupted and started again (resume).
 //!
+//! Each worker keeps `requests_per_provider` pieces in flight on its connection (one QUIC
+//! stream each), so a provider is never idle while a request turns around. The fetch also
+//! follows its own store's bitfield for its whole run: that tells when a piece is
+//! verified, and keeps the blob's store entry loaded, so the store does not write out
+//! (and fsync) the partial entry between pieces.
+//!
 //! A provider is dropped for good when it cannot be reached, sends bytes that fail
 //! verification, closes the connection, or stalls three times; its pieces go back to
 //! the others. A stalled piece (no bytes for `stall_timeout`) goes back at once, so a
@@ -48,6 +54,8 @@ pub struct FetchOptions {
     pub stall_timeout: Duration,
     /// The fetch fails when no verified byte arrives for this long.
     pub idle_timeout: Duration,
+    /// Pieces each provider has in flight at once.
+    pub requests_per_provider: usize,
 }
 
 impl Default for FetchOptions {
@@ -57,6 +65,7 @@ impl Default for FetchOptions {
             connect_timeout: Duration::from_secs(3),
             stall_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
+            requests_per_provider: 2,
         }
     }
 }
@@ -190,12 +199,13 @@ impl<'a> Fetch<'a> {
         let ctx = Ctx {
             node: self.node,
             content: hash,
-            hash: Hash::from_bytes(*hash.as_bytes()),
+            hash: crate::node::to_hash(&hash),
             size,
             total_chunks: size.div_ceil(CHUNK).max(1),
             options: self.options.clone(),
             shared: Mutex::new(Shared {
                 board,
+                local: local.0.clone(),
                 views: Vec::new(),
                 names: Vec::new(),
                 received: Vec::new(),
@@ -203,14 +213,18 @@ impl<'a> Fetch<'a> {
             }),
             changed: Notify::new(),
             offered: Notify::new(),
+            stored: Notify::new(),
             progress: self.progress,
         };
+        let follow_store = ctx.follow_store();
+        tokio::pin!(follow_store);
         let mut workers = FuturesUnordered::new();
         for (addr, origin) in providers {
             workers.push(ctx.worker(ctx.add_provider(&addr, origin), addr));
         }
         let mut more = self.more_peers;
         let mut last_verified = (already_held, Instant::now());
+        let mut last_sync: Option<Instant> = None;
         loop {
             if ctx.lock().board.is_complete() {
                 break;
@@ -221,6 +235,18 @@ impl<'a> Fetch<'a> {
             }
             let verified = status.verified;
             if verified > last_verified.0 {
+                // Make the store's record of the partial blob durable about once a
+                // second, so a node killed mid-download resumes from what it verified.
+                // In its own task: the workers are polled by this loop and must not wait.
+                if last_sync.is_none_or(|t: Instant| t.elapsed() >= SYNC_EVERY) {
+                    last_sync = Some(Instant::now());
+                    let store = ctx.node.store.clone();
+                    tokio::spawn(async move {
+                        if let Err(e) = store.sync_db().await {
+                            tracing::warn!(error = %e, "cannot sync the blob store");
+                        }
+                    });
+                }
                 last_verified = (verified, Instant::now());
             } else if last_verified.1.elapsed() > ctx.options.idle_timeout {
                 break;
@@ -234,6 +260,7 @@ impl<'a> Fetch<'a> {
                     }
                 }
                 _ = ctx.changed.notified() => {}
+                () = &mut follow_store => {}
                 // Also the progress tick: bytes in flight are reported from here.
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
@@ -243,6 +270,9 @@ impl<'a> Fetch<'a> {
         }
         drop(workers);
         let status = ctx.status();
+        if let Some(tx) = &ctx.progress {
+            tx.send_replace(status.clone());
+        }
         let complete = self.node.has(&hash).await?;
         let shared = ctx.lock();
         let report = FetchReport {
@@ -284,10 +314,7 @@ impl<'a> Fetch<'a> {
                     .node
                     .store
                     .remote()
-                    .observe(
-                        conn,
-                        ObserveRequest::new(Hash::from_bytes(*self.hash.as_bytes())),
-                    )
+                    .observe(conn, ObserveRequest::new(crate::node::to_hash(&self.hash)))
                     .boxed();
                 match tokio::time::timeout(self.options.connect_timeout, s.next()).await {
                     Ok(Some(Ok(b))) if b.size() > 0 => Ok(b.size()),
@@ -301,12 +328,17 @@ impl<'a> Fetch<'a> {
                 Err(e) => why.push(format!("{p}: {e}")),
             }
         }
+        if why.is_empty() {
+            return Err("no providers".into());
+        }
         Err(format!("no provider told the size: {}", why.join("; ")))
     }
 }
 
 struct Shared {
     board: PieceBoard,
+    /// What the local store holds verified (followed for the whole fetch).
+    local: ChunkRanges,
     views: Vec<ProviderView>,
     names: Vec<String>,
     received: Vec<u64>,
@@ -326,6 +358,8 @@ struct Ctx<'a> {
     changed: Notify,
     /// Woken when a peer's bitfield grows (idle workers may find work).
     offered: Notify,
+    /// Woken when the local store's bitfield grows.
+    stored: Notify,
     progress: Option<watch::Sender<FetchStatus>>,
 }
 
@@ -339,6 +373,9 @@ enum PieceEnd {
     Stalled,
     Failed(String),
 }
+
+/// How often a fetch that is making progress syncs the store's metadata.
+const SYNC_EVERY: Duration = Duration::from_secs(1);
 
 /// Consecutive stalls or failures after which a provider is dropped.
 const MAX_STRIKES: u32 = 3;
@@ -383,10 +420,8 @@ impl Ctx<'_> {
         }
     }
 
-    fn publish(&self) {
-        if let Some(tx) = &self.progress {
-            tx.send_replace(self.status());
-        }
+    /// Wakes the main loop (which publishes the status) and waiting workers.
+    fn notify_changed(&self) {
         self.changed.notify_waiters();
     }
 
@@ -397,7 +432,7 @@ impl Ctx<'_> {
         tracing::warn!(provider = %name, reason = %why, "provider dropped");
         s.failed.insert(name, why);
         drop(s);
-        self.publish();
+        self.notify_changed();
     }
 
     /// Fetches pieces from provider `i` until the blob is complete or the provider is
@@ -439,16 +474,22 @@ impl Ctx<'_> {
 
     async fn work(&self, i: usize, conn: &Connection) {
         let mut strikes = 0;
-        loop {
-            let next = {
-                let mut s = self.lock();
-                if s.board.is_complete() || !s.views[i].alive {
-                    return;
+        let mut in_flight = FuturesUnordered::new();
+        let end = loop {
+            // Keep the pipeline full.
+            while in_flight.len() < self.options.requests_per_provider.max(1) {
+                let next = {
+                    let mut s = self.lock();
+                    let Shared { board, views, .. } = &mut *s;
+                    board.next_for(i, views, Instant::now())
+                };
+                let Some(piece) = next else { break };
+                in_flight.push(async move { (piece, self.fetch_piece(i, conn, piece).await) });
+            }
+            let Some((piece, end)) = in_flight.next().await else {
+                if self.lock().board.is_complete() {
+                    break None;
                 }
-                let Shared { board, views, .. } = &mut *s;
-                board.next_for(i, views, Instant::now())
-            };
-            let Some(piece) = next else {
                 // Nothing for this provider now: wait for a bitfield update or a
                 // released piece.
                 let _ = tokio::time::timeout(Duration::from_millis(250), async {
@@ -459,11 +500,10 @@ impl Ctx<'_> {
                 })
                 .await;
                 if conn.close_reason().is_some() {
-                    return self.drop_provider(i, "connection closed".into());
+                    break Some("connection closed".to_string());
                 }
                 continue;
             };
-            let end = self.fetch_piece(i, conn, piece).await;
             let mut s = self.lock();
             match end {
                 PieceEnd::Got => {
@@ -471,41 +511,79 @@ impl Ctx<'_> {
                     s.board.complete(piece);
                 }
                 PieceEnd::Cancelled => s.board.release(piece, i),
-                PieceEnd::BadData(why) => {
-                    s.board.release(piece, i);
-                    drop(s);
-                    return self.drop_provider(i, format!("sent bad data: {why}"));
-                }
+                PieceEnd::BadData(why) => break Some(format!("sent bad data: {why}")),
                 PieceEnd::Stalled | PieceEnd::Failed(_) => {
                     s.board.release(piece, i);
                     strikes += 1;
-                    let closed = conn.close_reason().is_some();
-                    if strikes >= MAX_STRIKES || closed {
-                        drop(s);
-                        let why = match end {
+                    if strikes >= MAX_STRIKES || conn.close_reason().is_some() {
+                        break Some(match end {
                             PieceEnd::Failed(e) => e,
                             _ => format!("stalled {strikes} times"),
-                        };
-                        return self.drop_provider(i, why);
+                        });
                     }
                 }
             }
             drop(s);
-            self.publish();
+            self.notify_changed();
+        };
+        // Pieces still in flight go back to the others.
+        drop(in_flight);
+        self.lock().board.release_all(i);
+        match end {
+            Some(why) => self.drop_provider(i, why),
+            None => self.notify_changed(),
+        }
+    }
+
+    /// Follows the local store's bitfield of the blob for as long as the fetch runs
+    /// (never returns). Holding this observer open also keeps the store entry loaded.
+    async fn follow_store(&self) {
+        if let Ok(updates) = self.node.store.blobs().observe(self.hash).stream().await {
+            let mut updates = std::pin::pin!(updates);
+            while let Some(bitfield) = updates.next().await {
+                self.lock().local = bitfield.ranges.clone();
+                self.stored.notify_waiters();
+            }
+        }
+        std::future::pending::<()>().await
+    }
+
+    /// Whether the local store holds `wanted` verified, waiting (at most 2 s) for the
+    /// store's bitfield to catch up with a request that has just finished.
+    async fn stored(&self, wanted: &ChunkRanges) -> Result<bool, String> {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+        loop {
+            let notified = self.stored.notified();
+            tokio::pin!(notified);
+            notified.as_mut().enable();
+            if self.piece_held(wanted, &self.lock().local) {
+                return Ok(true);
+            }
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                // Ask the store itself once before giving up.
+                let (held, _) = self
+                    .node
+                    .held_ranges(&self.content)
+                    .await
+                    .map_err(|e| format!("local store: {e}"))?;
+                return Ok(self.piece_held(wanted, &held));
+            }
         }
     }
 
     /// Fetches what is still missing of `piece` from provider `i`.
     async fn fetch_piece(&self, i: usize, conn: &Connection, piece: usize) -> PieceEnd {
         let wanted = self.lock().board.request_ranges(piece, self.total_chunks);
+        // Asked of the store itself, not the followed bitfield, which may lag behind a
+        // request that has just written (a piece retried after its provider died).
         let held = match self.node.held_ranges(&self.content).await {
             Ok((h, _)) => h,
             Err(e) => return PieceEnd::Failed(format!("local store: {e}")),
         };
-        let ranges = wanted.difference(&held);
         if self.piece_held(&wanted, &held) {
             return PieceEnd::Got;
         }
+        let ranges = wanted.difference(&held);
         let request = GetRequest::builder().root(ranges).build(self.hash);
         let mut stream = self
             .node
@@ -515,9 +593,14 @@ impl Ctx<'_> {
             .stream()
             .boxed();
         let mut seen = 0u64;
+        // One stall clock per piece, pushed back only when bytes arrive (other workers'
+        // completions wake this loop too, and must not reset it).
+        let stall = tokio::time::sleep(self.options.stall_timeout);
+        tokio::pin!(stall);
         let end = loop {
             let item = tokio::select! {
-                item = tokio::time::timeout(self.options.stall_timeout, stream.next()) => item,
+                item = stream.next() => item,
+                () = &mut stall => break PieceEnd::Stalled,
                 _ = self.changed.notified() => {
                     if self.lock().board.is_done(piece) {
                         break PieceEnd::Cancelled;
@@ -526,19 +609,21 @@ impl Ctx<'_> {
                 }
             };
             match item {
-                Err(_) => break PieceEnd::Stalled,
-                Ok(None) => break PieceEnd::Failed("stream ended without a result".into()),
-                Ok(Some(GetProgressItem::Progress(n))) => {
+                None => break PieceEnd::Failed("stream ended without a result".into()),
+                Some(GetProgressItem::Progress(n)) => {
+                    stall
+                        .as_mut()
+                        .reset(tokio::time::Instant::now() + self.options.stall_timeout);
                     let delta = n.saturating_sub(seen);
                     seen = n;
                     self.lock().received[i] += delta;
                 }
-                Ok(Some(GetProgressItem::Done(stats))) => {
+                Some(GetProgressItem::Done(stats)) => {
                     let delta = stats.payload_bytes_read.saturating_sub(seen);
                     self.lock().received[i] += delta;
                     break PieceEnd::Got;
                 }
-                Ok(Some(GetProgressItem::Error(e))) => break classify(e),
+                Some(GetProgressItem::Error(e)) => break classify(e),
             }
         };
         if !matches!(end, PieceEnd::Got) {
@@ -546,10 +631,10 @@ impl Ctx<'_> {
         }
         // A peer that is still downloading may have sent less than asked: only what is
         // verified in the store counts.
-        match self.node.held_ranges(&self.content).await {
-            Ok((h, _)) if self.piece_held(&wanted, &h) => PieceEnd::Got,
-            Ok(_) => PieceEnd::Failed("sent less than the piece".into()),
-            Err(e) => PieceEnd::Failed(format!("local store: {e}")),
+        match self.stored(&wanted).await {
+            Ok(true) => PieceEnd::Got,
+            Ok(false) => PieceEnd::Failed("sent less than the piece".into()),
+            Err(e) => PieceEnd::Failed(e),
         }
     }
 

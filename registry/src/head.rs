@@ -9,17 +9,22 @@
 //! working while the origin is down.
 //!
 //! Wire format, one bi-directional stream per request:
-//! request: JSON `{"root_version": N}` (at most 1 KiB), then the client finishes;
+//! request: JSON `{"root_version": N, "catalog_version": M}` (at most 1 KiB; the
+//! catalog version is optional), then the client finishes;
 //! response: frames `kind (1 byte: b'R' root, b'T' timestamp, b'C' catalog) | len (u32
-//! big-endian) | bytes`, roots in ascending version, then T, then C. Every frame is
+//! big-endian) | bytes`, roots in ascending version, then T, then C. C is left out when
+//! the client already holds that catalog version (a node polling an unchanged head
+//! costs the server a timestamp, not the whole catalog); the timestamp still pins its
+//! hash, so the client verifies the catalog it holds against it. Every frame is
 //! bounded by [`Limits`] and at most [`MAX_ROOTS`] roots are sent.
 
 use std::{
+    path::Path,
     sync::{Arc, RwLock},
     time::Duration,
 };
 
-use archy_catalog::{Catalog, Limits, TrustError, TrustedState};
+use archy_catalog::{fsutil::write_atomic, Catalog, Limits, TrustError, TrustedState};
 use iroh::{
     endpoint::Connection,
     protocol::{AcceptError, ProtocolHandler},
@@ -56,6 +61,9 @@ pub enum HeadError {
 #[derive(Serialize, Deserialize)]
 struct HeadRequest {
     root_version: u64,
+    /// The catalog version the client holds: the server leaves an equal one out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    catalog_version: Option<u64>,
 }
 
 /// Serves the current head; [`HeadServer::set`] replaces it (origin reload, a node
@@ -89,6 +97,55 @@ impl SignedHead {
             catalog,
         }
     }
+
+    /// The signed documents of a publisher's publish dir, as they are on disk (not
+    /// verified): `root.json` and any older roots under `roots/`, `timestamp.json`,
+    /// `catalog.json`. Errors name the file.
+    pub fn read_publish_dir(publish: &Path) -> std::io::Result<Self> {
+        let mut roots = Vec::new();
+        if let Ok(dir) = std::fs::read_dir(publish.join("roots")) {
+            for entry in dir.flatten() {
+                roots.push(read_named(&entry.path())?);
+            }
+        }
+        roots.push(read_named(&publish.join("root.json"))?);
+        Ok(Self::new(
+            roots,
+            read_named(&publish.join("timestamp.json"))?,
+            read_named(&publish.join("catalog.json"))?,
+        ))
+    }
+
+    /// A head kept with [`SignedHead::save`] (`roots/<version>.json`, `timestamp.json`,
+    /// `catalog.json` under `dir`).
+    pub fn load(dir: &Path) -> std::io::Result<Self> {
+        let mut roots = Vec::new();
+        for entry in std::fs::read_dir(dir.join("roots"))?.flatten() {
+            roots.push(read_named(&entry.path())?);
+        }
+        Ok(Self::new(
+            roots,
+            read_named(&dir.join("timestamp.json"))?,
+            read_named(&dir.join("catalog.json"))?,
+        ))
+    }
+
+    /// Keeps the head under `dir`, each file atomically, the catalog before the
+    /// timestamp that pins it.
+    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
+        std::fs::create_dir_all(dir.join("roots"))?;
+        for (v, r) in &self.roots {
+            write_atomic(&dir.join("roots").join(format!("{v}.json")), r)?;
+        }
+        write_atomic(&dir.join("catalog.json"), &self.catalog)?;
+        write_atomic(&dir.join("timestamp.json"), &self.timestamp)
+    }
+}
+
+/// Reads a file; the error names it.
+fn read_named(path: &Path) -> std::io::Result<Vec<u8>> {
+    std::fs::read(path)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 impl HeadServer {
@@ -122,7 +179,9 @@ impl ProtocolHandler for HeadServer {
                 frame(&mut out, b'R', r);
             }
             frame(&mut out, b'T', &head.timestamp);
-            frame(&mut out, b'C', &head.catalog);
+            if req.catalog_version != Some(document_version(&head.catalog)) {
+                frame(&mut out, b'C', &head.catalog);
+            }
             send.write_all(&out).await.map_err(AcceptError::from_err)?;
             let _ = send.finish();
         }
@@ -136,11 +195,15 @@ fn frame(out: &mut Vec<u8>, kind: u8, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
-/// Asks `peer` for its head, reading no more than `limits` allow.
+/// Asks `peer` for its head, reading no more than `limits` allow. `held_catalog` is the
+/// signed catalog the caller already has: when the peer's head pins the same version,
+/// the peer does not send it again and the answer carries `held_catalog` instead
+/// (still to be verified against the timestamp, like any catalog).
 pub async fn fetch_head(
     node: &SwarmNode,
     peer: &PeerAddr,
     root_version: u64,
+    held_catalog: Option<&[u8]>,
     limits: &Limits,
     timeout: Duration,
 ) -> Result<SignedHead, HeadError> {
@@ -151,7 +214,11 @@ pub async fn fetch_head(
     let work = async {
         let conn = node.connect_alpn(peer, HEAD_ALPN, timeout).await?;
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
-        let req = serde_json::to_vec(&HeadRequest { root_version }).map_err(|e| e.to_string())?;
+        let req = serde_json::to_vec(&HeadRequest {
+            root_version,
+            catalog_version: held_catalog.map(document_version).filter(|v| *v > 0),
+        })
+        .map_err(|e| e.to_string())?;
         send.write_all(&req).await.map_err(|e| e.to_string())?;
         send.finish().map_err(|e| e.to_string())?;
         let most = limits.root as usize * MAX_ROOTS
@@ -159,7 +226,14 @@ pub async fn fetch_head(
             + limits.catalog as usize
             + 5 * (MAX_ROOTS + 2);
         let bytes = recv.read_to_end(most).await.map_err(|e| e.to_string())?;
-        parse_frames(&bytes, limits)
+        let mut head = parse_frames(&bytes, limits)?;
+        if head.catalog.is_empty() {
+            match held_catalog {
+                Some(held) => head.catalog = held.to_vec(),
+                None => return Err("the peer sent no catalog".into()),
+            }
+        }
+        Ok(head)
     };
     tokio::time::timeout(timeout * 4, work)
         .await
@@ -169,7 +243,7 @@ pub async fn fetch_head(
 
 fn parse_frames(mut bytes: &[u8], limits: &Limits) -> Result<SignedHead, String> {
     let mut head = SignedHead::default();
-    let (mut got_t, mut got_c) = (false, false);
+    let mut got_t = false;
     while !bytes.is_empty() {
         let [kind, a, b, c, d, rest @ ..] = bytes else {
             return Err("truncated frame header".into());
@@ -199,14 +273,11 @@ fn parse_frames(mut bytes: &[u8], limits: &Limits) -> Result<SignedHead, String>
                 head.timestamp = doc.to_vec();
                 got_t = true;
             }
-            _ => {
-                head.catalog = doc.to_vec();
-                got_c = true;
-            }
+            _ => head.catalog = doc.to_vec(),
         }
         bytes = tail;
     }
-    if !got_t || !got_c {
+    if !got_t {
         return Err("the peer has no head".into());
     }
     Ok(head)
@@ -249,19 +320,21 @@ pub struct SyncedHead {
 
 /// Gets a verified head: the origin's when it answers (origin always wins), else the
 /// newest one any peer offers that verifies. Refusals (rollback, expired, bad
-/// signatures) are reported with the peer that offered them.
+/// signatures) are reported with the peer that offered them. `held_catalog` is the
+/// signed catalog accepted last (see [`fetch_head`]).
 pub async fn sync_head(
     node: &SwarmNode,
     origin: Option<&PeerAddr>,
     peers: &[PeerAddr],
     trusted: &TrustedState,
+    held_catalog: Option<&[u8]>,
     limits: &Limits,
     timeout: Duration,
 ) -> Result<SyncedHead, HeadError> {
     let now = chrono::Utc::now();
     let mut why = Vec::new();
     if let Some(o) = origin {
-        match fetch_head(node, o, trusted.root_version, limits, timeout).await {
+        match fetch_head(node, o, trusted.root_version, held_catalog, limits, timeout).await {
             Ok(head) => {
                 return match verify_head(trusted, &head, now, limits) {
                     Ok((trusted, catalog)) => Ok(SyncedHead {
@@ -282,7 +355,7 @@ pub async fn sync_head(
     let answers = futures_util::future::join_all(
         peers
             .iter()
-            .map(|p| fetch_head(node, p, trusted.root_version, limits, timeout)),
+            .map(|p| fetch_head(node, p, trusted.root_version, held_catalog, limits, timeout)),
     )
     .await;
     let mut best: Option<SyncedHead> = None;

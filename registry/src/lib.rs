@@ -14,9 +14,11 @@ pub mod head;
 mod node;
 pub mod origin;
 pub mod schedule;
+mod served;
 mod swarm;
 
 pub use fetch::{Fetch, FetchOptions, FetchReport, FetchStatus};
 pub use node::{node_key, PeerAddr, SwarmError, SwarmNode, SwarmNodeBuilder};
 pub use origin::Origin;
+pub use served::ServedCounters;
 pub use swarm::{DhtSettings, FetchPlan, Multiaddr, Swarm};

@@ -7,6 +7,7 @@ use std::{
     net::SocketAddr,
     path::{Path, PathBuf},
     str::FromStr,
+    sync::Arc,
     time::Duration,
 };
 
@@ -19,7 +20,10 @@ use iroh::{
 };
 use iroh_blobs::{store::fs::FsStore, BlobsProtocol, Hash};
 
-use crate::fetch::Fetch;
+use crate::{
+    fetch::Fetch,
+    served::{self, ServedCounters},
+};
 
 /// Why a swarm operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,6 +38,10 @@ pub enum SwarmError {
     Addr(String),
     #[error("could not fetch {hash}: {reasons}")]
     Fetch { hash: ContentHash, reasons: String },
+    /// The origin's publish dir cannot be served (unreadable, unverifiable, an image
+    /// that does not match the catalog).
+    #[error("publish dir: {0}")]
+    Publish(String),
 }
 
 /// How to reach a peer: its endpoint id (its ed25519 public key) and a direct address.
@@ -78,9 +86,10 @@ pub struct SwarmNode {
     router: Router,
     pub(crate) store: FsStore,
     data: PathBuf,
+    served: Arc<ServedCounters>,
 }
 
-fn to_hash(h: &ContentHash) -> Hash {
+pub(crate) fn to_hash(h: &ContentHash) -> Hash {
     Hash::from_bytes(*h.as_bytes())
 }
 
@@ -117,6 +126,11 @@ impl SwarmNode {
     }
 
     /// Where others dial this node.
+    /// What this node has served to others since it started.
+    pub fn served(&self) -> &ServedCounters {
+        &self.served
+    }
+
     pub fn addr(&self) -> PeerAddr {
         let socket = self
             .endpoint
@@ -276,7 +290,8 @@ impl SwarmNodeBuilder {
         let store = FsStore::load(data.join("blob-store"))
             .await
             .map_err(|e| SwarmError::Store(e.to_string()))?;
-        let blobs = BlobsProtocol::new(&store, None);
+        let served = Arc::new(ServedCounters::default());
+        let blobs = BlobsProtocol::new(&store, Some(served::event_sender(served.clone())));
         let mut router = Router::builder(endpoint.clone()).accept(iroh_blobs::ALPN, blobs);
         for (alpn, handler) in self.protocols {
             router = handler.add(alpn, router);
@@ -286,6 +301,7 @@ impl SwarmNodeBuilder {
             router: router.spawn(),
             store,
             data,
+            served,
         })
     }
 }

@@ -36,28 +36,7 @@ pub struct Origin {
 }
 
 fn fail(reasons: String) -> SwarmError {
-    SwarmError::Fetch {
-        hash: archy_catalog::ContentHash([0; 32]),
-        reasons,
-    }
-}
-
-/// The publish dir's signed documents, as they are on disk (not verified yet).
-fn read_publish(publish: &Path) -> Result<SignedHead, SwarmError> {
-    let read =
-        |path: PathBuf| std::fs::read(&path).map_err(|e| fail(format!("{}: {e}", path.display())));
-    let mut roots = Vec::new();
-    if let Ok(dir) = std::fs::read_dir(publish.join("roots")) {
-        for entry in dir.flatten() {
-            roots.push(read(entry.path())?);
-        }
-    }
-    roots.push(read(publish.join("root.json"))?);
-    Ok(SignedHead::new(
-        roots,
-        read(publish.join("timestamp.json"))?,
-        read(publish.join("catalog.json"))?,
-    ))
+    SwarmError::Publish(reasons)
 }
 
 /// Verifies `head` as a node would, from `trusted`.
@@ -79,7 +58,7 @@ impl Origin {
         bind: SocketAddr,
         dht: Option<DhtSettings>,
     ) -> Result<Self, SwarmError> {
-        let head = read_publish(publish)?;
+        let head = SignedHead::read_publish_dir(publish).map_err(|e| fail(e.to_string()))?;
         // Trust starts at the oldest root on hand, which must sign itself; the newer
         // ones are walked from it like a node does.
         let oldest = head
@@ -165,7 +144,8 @@ impl Origin {
             if self.head.get().is_some_and(|h| h.timestamp == ts) {
                 continue;
             }
-            let loaded = read_publish(&self.publish)
+            let loaded = SignedHead::read_publish_dir(&self.publish)
+                .map_err(|e| fail(e.to_string()))
                 .and_then(|head| Ok((verify(&self.publish, &self.trusted, &head)?, head)));
             match loaded {
                 Ok(((next, catalog), head)) => match self.serve(head, &catalog).await {

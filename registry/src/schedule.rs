@@ -210,6 +210,13 @@ impl PieceBoard {
         }
     }
 
+    /// `worker` is gone: every piece it had in flight is released.
+    pub fn release_all(&mut self, worker: usize) {
+        for piece in 0..self.state.len() {
+            self.release(piece, worker);
+        }
+    }
+
     /// Bytes in pieces not yet done (the last piece counted up to `size`).
     pub fn remaining_bytes(&self, size: u64) -> u64 {
         self.ranges

@@ -169,7 +169,9 @@ impl Swarm {
         more_tx: mpsc::Sender<PeerAddr>,
     ) -> Infallible {
         let mut announced = false;
-        let mut lookup = tokio::time::interval(FOLLOW_EVERY);
+        // The fetch was started with a lookup's result: the next one is due later.
+        let mut lookup =
+            tokio::time::interval_at(tokio::time::Instant::now() + FOLLOW_EVERY, FOLLOW_EVERY);
         loop {
             tokio::select! {
                 Ok(()) = status_rx.changed() => {

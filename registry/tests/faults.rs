@@ -2,13 +2,12 @@
 //!
 //! A [`Proxy`] is a real iroh endpoint that speaks for a real provider: it forwards
 //! every stream of the iroh-blobs protocol, and misbehaves on the way back: it flips a
-//! byte (bad data), dies after a byte budget (killed mid-transfer), or trickles (slow).
+//! byte (bad data), dies after a byte budget (killed mid-transfer), trickles (slow), or
+//! hangs with its connection open.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::{
-    net::SocketAddr,
-    path::{Path, PathBuf},
     sync::{
         atomic::{AtomicBool, AtomicU64, Ordering},
         Arc,
@@ -24,26 +23,11 @@ use iroh::{
     Endpoint, EndpointAddr, EndpointId,
 };
 
+use common::{local, node, provider, random_file};
+
+mod common;
+
 const MIB: u64 = 1 << 20;
-
-fn local() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
-
-fn random_file(dir: &Path, size: u64) -> (PathBuf, ContentHash, u64) {
-    let mut bytes = vec![0u8; size as usize];
-    getrandom::fill(&mut bytes).unwrap();
-    let p = dir.join("blob.bin");
-    std::fs::write(&p, bytes).unwrap();
-    let (h, s) = hash_file(&p).unwrap();
-    (p, h, s)
-}
-
-async fn provider(dir: &Path, name: &str, file: &Path) -> SwarmNode {
-    let n = SwarmNode::spawn(&dir.join(name), local()).await.unwrap();
-    n.import(file).await.unwrap();
-    n
-}
 
 /// Fetches `want` into `fetcher` from `origin` and `peers`, in pieces of `kib` KiB.
 async fn fetch(
@@ -76,6 +60,9 @@ enum Mischief {
     DieAfter { bytes: u64 },
     /// Send at most this many bytes per second.
     Throttle { bytes_per_sec: u64 },
+    /// Once this many response bytes went out, send nothing more but keep every stream
+    /// and the connection open (a peer that hangs).
+    HangAfter { bytes: u64 },
 }
 
 #[derive(Debug, Clone)]
@@ -88,7 +75,7 @@ struct Proxy {
 }
 
 /// Starts a proxy in front of `upstream`; returns its address and the router to keep it alive.
-async fn proxy(upstream: &SwarmNode, mischief: Mischief) -> (PeerAddr, Router, Arc<AtomicU64>) {
+async fn proxy(upstream: &SwarmNode, mischief: Mischief) -> (PeerAddr, Router) {
     let endpoint = Endpoint::builder(presets::Minimal)
         .relay_mode(RelayMode::Disabled)
         .clear_address_lookup()
@@ -99,13 +86,12 @@ async fn proxy(upstream: &SwarmNode, mischief: Mischief) -> (PeerAddr, Router, A
         .await
         .unwrap();
     let up = upstream.addr();
-    let sent = Arc::new(AtomicU64::new(0));
     let p = Proxy {
         endpoint: endpoint.clone(),
         upstream: EndpointAddr::new(EndpointId::from_bytes(&up.id).unwrap())
             .with_ip_addr(up.socket),
         mischief,
-        sent: sent.clone(),
+        sent: Arc::new(AtomicU64::new(0)),
         dead: Arc::new(AtomicBool::new(false)),
     };
     let router = Router::builder(endpoint.clone())
@@ -115,7 +101,7 @@ async fn proxy(upstream: &SwarmNode, mischief: Mischief) -> (PeerAddr, Router, A
         id: *endpoint.id().as_bytes(),
         socket: endpoint.bound_sockets()[0],
     };
-    (addr, router, sent)
+    (addr, router)
 }
 
 impl ProtocolHandler for Proxy {
@@ -162,6 +148,11 @@ impl ProtocolHandler for Proxy {
                                     return;
                                 }
                             }
+                            Mischief::HangAfter { bytes } => {
+                                if this.sent.load(Ordering::SeqCst) >= bytes {
+                                    std::future::pending::<()>().await;
+                                }
+                            }
                             Mischief::Throttle { bytes_per_sec } => {
                                 tokio::time::sleep(Duration::from_secs_f64(
                                     n as f64 / bytes_per_sec as f64,
@@ -191,10 +182,6 @@ impl ProtocolHandler for Proxy {
     }
 }
 
-async fn node(dir: &Path, name: &str) -> SwarmNode {
-    SwarmNode::spawn(&dir.join(name), local()).await.unwrap()
-}
-
 fn bytes_from(report: &FetchReport, provider: &PeerAddr) -> u64 {
     report
         .bytes_by_provider
@@ -209,7 +196,7 @@ async fn a_provider_sending_bad_bytes_is_dropped_and_the_blob_still_verifies() {
     let (file, want, size) = random_file(tmp.path(), 4 * MIB);
     let origin = provider(tmp.path(), "origin", &file).await;
     let honest = provider(tmp.path(), "honest", &file).await;
-    let (liar, _r, _) = proxy(&honest, Mischief::Corrupt { at: 20_000 }).await;
+    let (liar, _r) = proxy(&honest, Mischief::Corrupt { at: 20_000 }).await;
     let fetcher = node(tmp.path(), "f").await;
     // The liar is a peer, so it gets pieces before the origin does.
     let blob = (want, size);
@@ -232,7 +219,7 @@ async fn a_provider_sending_bad_bytes_is_dropped_and_the_blob_still_verifies() {
     assert_eq!(hash_file(&out).unwrap(), (want, size));
 
     // Nobody but liars: the fetch fails, says why, and nothing unverified is held.
-    let (liar2, _r2, _) = proxy(&honest, Mischief::Corrupt { at: 20_000 }).await;
+    let (liar2, _r2) = proxy(&honest, Mischief::Corrupt { at: 20_000 }).await;
     let victim = node(tmp.path(), "v").await;
     let e = fetch(&victim, blob, None, &[liar.clone(), liar2], 256)
         .await
@@ -252,7 +239,7 @@ async fn a_provider_killed_mid_transfer_costs_no_verified_range_twice() {
     let dies = Mischief::DieAfter {
         bytes: 2 * MIB + MIB / 2,
     };
-    let (doomed, _r, _) = proxy(&peer, dies).await;
+    let (doomed, _r) = proxy(&peer, dies).await;
     let fetcher = node(tmp.path(), "f").await;
     let report = fetch(
         &fetcher,
@@ -285,7 +272,7 @@ async fn an_interrupted_fetch_resumes_and_a_partial_holder_serves_what_it_has() 
     let (file, want, size) = random_file(tmp.path(), 6 * MIB);
     let blob = (want, size);
     let origin = provider(tmp.path(), "origin", &file).await;
-    let (dying, _r, _) = proxy(&origin, Mischief::DieAfter { bytes: 3 * MIB }).await;
+    let (dying, _r) = proxy(&origin, Mischief::DieAfter { bytes: 3 * MIB }).await;
     let fetcher = node(tmp.path(), "f").await;
     // Only the dying provider: the fetch fails, with what it got kept.
     let e = fetch(&fetcher, blob, Some(dying), &[], 512)
@@ -333,8 +320,8 @@ async fn a_peer_still_downloading_serves_pieces_as_it_gets_them() {
     let throttle = |kib: u64| Mischief::Throttle {
         bytes_per_sec: kib << 10,
     };
-    let (peers_link, _r1, _) = proxy(&origin, throttle(2048)).await;
-    let (fetchers_link, _r2, _) = proxy(&origin, throttle(256)).await;
+    let (peers_link, _r1) = proxy(&origin, throttle(2048)).await;
+    let (fetchers_link, _r2) = proxy(&origin, throttle(256)).await;
     let peer = node(tmp.path(), "p").await;
     let fetcher = node(tmp.path(), "f").await;
     let from_peer = [peer.addr()];
@@ -361,7 +348,7 @@ async fn a_slow_peer_gets_little_work_and_does_not_hold_the_fetch_back() {
     let trickle = Mischief::Throttle {
         bytes_per_sec: 16 << 10,
     };
-    let (slow, _r, _) = proxy(&peer, trickle).await;
+    let (slow, _r) = proxy(&peer, trickle).await;
     let fast = provider(tmp.path(), "fast", &file).await;
     let fetcher = node(tmp.path(), "f").await;
     let peers = [slow.clone(), fast.addr()];
@@ -377,5 +364,41 @@ async fn a_slow_peer_gets_little_work_and_does_not_hold_the_fetch_back() {
         report.elapsed < Duration::from_secs(8),
         "the slow peer's piece was not taken over (endgame): {report:?}"
     );
+    assert!(fetcher.has(&want).await.unwrap());
+}
+
+/// A peer that stops sending but keeps its connection open costs a stall per request
+/// (the clock runs while other providers complete pieces) and is dropped after three.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_that_hangs_is_dropped_as_stalled() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, want, size) = random_file(tmp.path(), 8 * MIB);
+    let origin = provider(tmp.path(), "origin", &file).await;
+    let peer = provider(tmp.path(), "peer", &file).await;
+    let (hangs, _r) = proxy(&peer, Mischief::HangAfter { bytes: MIB }).await;
+    // The origin completes a piece about every 0.5 s, well inside the 2 s stall
+    // timeout, for about 16 s: long enough for the hung peer's three strikes.
+    let (slow_origin, _r2) = proxy(
+        &origin,
+        Mischief::Throttle {
+            bytes_per_sec: MIB / 2,
+        },
+    )
+    .await;
+    let fetcher = node(tmp.path(), "f").await;
+    let report = fetch(
+        &fetcher,
+        (want, size),
+        Some(slow_origin),
+        std::slice::from_ref(&hangs),
+        256,
+    )
+    .await
+    .unwrap();
+    let why = report
+        .failed_providers
+        .get(&hangs.to_string())
+        .unwrap_or_else(|| panic!("the hung peer was never dropped: {report:?}"));
+    assert!(why.contains("stalled"), "{why}");
     assert!(fetcher.has(&want).await.unwrap());
 }

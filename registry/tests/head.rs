@@ -4,7 +4,7 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::{collections::BTreeMap, net::SocketAddr, path::Path, time::Duration};
+use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use archy_catalog::{
     documents::{Envelope, SPEC_VERSION},
@@ -17,9 +17,9 @@ use archy_registry::{
 };
 use chrono::{Duration as Days, Utc};
 
-fn local() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
+use common::local;
+
+mod common;
 
 fn signed<T: serde::Serialize>(body: &T, key: &SecretKey) -> Vec<u8> {
     let mut env = Envelope::new_unsigned(body).unwrap();
@@ -97,7 +97,7 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
     let node = SwarmNode::spawn(&tmp.path().join("n"), local())
         .await
         .unwrap();
-    let v1 = sync_head(&node, Some(&oaddr), &[], &anchor, &limits, t)
+    let v1 = sync_head(&node, Some(&oaddr), &[], &anchor, None, &limits, t)
         .await
         .unwrap();
     assert_eq!((v1.catalog.version, v1.source), (1, HeadSource::Origin));
@@ -112,11 +112,46 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
         origin.watch(Duration::from_millis(200)),
     )
     .await;
-    let v2 = sync_head(&node, Some(&oaddr), &[], &v1.trusted, &limits, t)
-        .await
-        .unwrap();
+    let v2 = sync_head(
+        &node,
+        Some(&oaddr),
+        &[],
+        &v1.trusted,
+        Some(&v1.head.catalog),
+        &limits,
+        t,
+    )
+    .await
+    .unwrap();
     assert_eq!(v2.catalog.version, 2);
     let (trusted, head_v1, head_v2) = (v2.trusted, v1.head, v2.head);
+
+    // Polling an unchanged head does not move the catalog again: the origin leaves out
+    // the catalog version the node says it holds (the answer carries the node's own
+    // bytes, here marked by a trailing space), sends it when the node holds an older
+    // one, and the held catalog verifies against the timestamp as before.
+    let mut marked = head_v2.catalog.clone();
+    marked.push(b' ');
+    let polled = fetch_head(&node, &oaddr, 1, Some(&marked), &limits, t)
+        .await
+        .unwrap();
+    assert_eq!(polled.catalog, marked, "the catalog was sent again");
+    let polled = fetch_head(&node, &oaddr, 1, Some(&head_v1.catalog), &limits, t)
+        .await
+        .unwrap();
+    assert_eq!(polled.catalog, head_v2.catalog);
+    let again = sync_head(
+        &node,
+        Some(&oaddr),
+        &[],
+        &trusted,
+        Some(&head_v2.catalog),
+        &limits,
+        t,
+    )
+    .await
+    .unwrap();
+    assert_eq!((again.catalog.version, again.trusted), (2, trusted.clone()));
 
     // A broken publish dir is refused; the origin keeps serving v2.
     std::fs::write(publish.join("timestamp.json"), b"{not signed").unwrap();
@@ -154,6 +189,7 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
         Some(&oaddr),
         &[stale.addr(), good.addr()],
         &anchor,
+        None,
         &limits,
         t,
     )
@@ -163,10 +199,18 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
     assert_eq!(fresh.source, HeadSource::Peer(good.addr().to_string()));
 
     // A node that accepted v2 is offered only the stale head: refused as a rollback.
-    let e = sync_head(&node, Some(&oaddr), &[stale.addr()], &trusted, &limits, t)
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = sync_head(
+        &node,
+        Some(&oaddr),
+        &[stale.addr()],
+        &trusted,
+        None,
+        &limits,
+        t,
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("rollback") && e.contains(&stale.addr().to_string()),
         "{e}"
@@ -178,7 +222,7 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
         .spawn()
         .await
         .unwrap();
-    let e = fetch_head(&node, &empty.addr(), 1, &limits, t)
+    let e = fetch_head(&node, &empty.addr(), 1, None, &limits, t)
         .await
         .unwrap_err()
         .to_string();

@@ -3,14 +3,14 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::{net::SocketAddr, path::Path, time::Duration};
+use std::{path::Path, time::Duration};
 
 use archy_catalog::oci::hash_file;
 use archy_registry::{DhtSettings, FetchPlan, Multiaddr, Swarm, SwarmNode};
 
-fn local() -> SocketAddr {
-    "127.0.0.1:0".parse().unwrap()
-}
+use common::local;
+
+mod common;
 
 async fn member(dir: &Path, name: &str, bootstrap: Vec<Multiaddr>) -> Swarm {
     Swarm::start(
@@ -62,6 +62,10 @@ async fn holders_are_found_through_the_dht_and_a_dead_one_is_skipped() {
     // A newcomer knows nothing but the DHT: it finds the origin and the dead holder,
     // skips the dead one and gets a verified copy.
     let newcomer = member(tmp.path(), "new", boot).await;
+    assert!(
+        newcomer.providers(hash).await.contains(&doomed_addr),
+        "the DHT still names the dead holder, so the fetch has to skip it"
+    );
     let t = std::time::Instant::now();
     let report = newcomer.fetch(hash, plan, None).await.unwrap();
     assert!(

@@ -22,7 +22,7 @@ use archy_catalog::{
     keys::SecretKey,
     oci, Limits, TrustedState,
 };
-use archy_node::runtime::{podman::Podman, Runtime};
+use archy_node::runtime::{podman::Podman, process::ProcessRuntime};
 use chrono::{Duration, Utc};
 
 /// Options of `archy demo`.
@@ -41,6 +41,10 @@ pub struct DemoArgs {
     /// (no runtime, origin or nodes; what the lifecycle gate needs).
     #[arg(long)]
     pub publish_only: bool,
+    /// Container runtime of the nodes: podman when it works here, else the process
+    /// runtime (which needs root); the demo says which it chose.
+    #[arg(long, value_parser = ["auto", "podman", "process"], default_value = "auto")]
+    pub runtime: String,
 }
 
 /// One line of the summary.
@@ -65,6 +69,8 @@ struct Ctx {
     origin_addr: Option<String>,
     /// The market app found by search: its announced manifest and image.
     market_app: Option<serde_json::Value>,
+    /// The nodes' runtime (`podman` or `process`), chosen by the runtime step.
+    runtime: &'static str,
 }
 
 impl Drop for Ctx {
@@ -72,7 +78,9 @@ impl Drop for Ctx {
         // Daemons first, so nothing recreates what is removed next.
         self.services.clear();
         for node in &self.nodes {
-            let rt = Podman::new(node.name.clone());
+            let Ok(rt) = archy_node::runtime::for_node(self.runtime, &node.name, &node.data) else {
+                continue;
+            };
             for c in rt.list().unwrap_or_default() {
                 let _ = rt.remove(&c.app_id);
                 eprintln!("    removed {} from {}", c.app_id, node.name);
@@ -160,6 +168,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         nodes: Vec::new(),
         origin_addr: None,
         market_app: None,
+        runtime: "podman",
     };
     let mut demo = Demo {
         ctx,
@@ -175,7 +184,9 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
     }) && demo.step("publisher: verify as a node does", |c| {
         verify_as_node(&c.dir)
     }) && !args.publish_only
-        && demo.step("runtime: podman", |_| check_podman())
+        && demo.step("runtime: podman, else process", |c| {
+            choose_runtime(c, &args.runtime)
+        })
         && demo.step("origin: serve the images to the swarm", start_origin)
         && demo.step("nodes: start 3 daemons", start_nodes)
         && demo.step("node 1: install org.example.hello", |c| {
@@ -568,6 +579,8 @@ fn start_nodes(c: &mut Ctx) -> anyhow::Result<String> {
             path_str(&publish.join("root.json")),
             "--publish-ip".into(),
             ip.to_string(),
+            "--runtime".into(),
+            c.runtime.to_string(),
         ];
         if let Some(o) = &c.origin_addr {
             args.extend(["--origin".to_string(), o.clone()]);
@@ -743,11 +756,35 @@ fn install_market_app(c: &mut Ctx) -> anyhow::Result<String> {
     ))
 }
 
-fn check_podman() -> anyhow::Result<String> {
-    Podman::check().map_err(|why| {
-        anyhow::anyhow!("podman does not work here ({why}); install podman and runc")
-    })?;
-    Ok("podman (--runtime runc); each node publishes on its own loopback address".into())
+/// Podman when it works here, otherwise the engine-less process runtime; says which
+/// and why.
+fn choose_runtime(c: &mut Ctx, wanted: &str) -> anyhow::Result<String> {
+    let podman = match wanted {
+        "process" => Err("not chosen (--runtime process)".to_string()),
+        _ => Podman::check(),
+    };
+    let chosen = match podman {
+        Ok(()) => {
+            c.runtime = "podman";
+            "podman (--runtime runc)".to_string()
+        }
+        Err(why) if wanted == "podman" => {
+            bail!("podman does not work here ({why}); install podman and runc")
+        }
+        Err(why) => {
+            ProcessRuntime::check().map_err(|no| {
+                anyhow::anyhow!(
+                    "no runtime works here: podman: {why}; process runtime: {no} \
+                     (install podman and runc, or run as root)"
+                )
+            })?;
+            c.runtime = "process";
+            format!("process runtime (podman: {why})")
+        }
+    };
+    Ok(format!(
+        "{chosen}; each node publishes on its own loopback address"
+    ))
 }
 
 /// The origin operator serves the signed publish dir to the swarm.

@@ -28,6 +28,7 @@ pub struct DataArg {
 }
 
 #[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
 pub enum NodeCommand {
     /// Run the node daemon: catalog sync, reconciler, local API. Stops on Ctrl-C/SIGTERM.
     ///
@@ -59,8 +60,19 @@ pub enum NodeCommand {
         /// Container runtime: podman (the engine) or process (no engine; root only).
         #[arg(long, value_parser = ["podman", "process"])]
         runtime: Option<String>,
+        /// UDP address of the node's swarm endpoint (default 127.0.0.1:0, any port).
+        #[arg(long)]
+        swarm_listen: Option<SocketAddr>,
+        /// Join the DHT on this TCP address: find holders of what it fetches, announce
+        /// what it holds.
+        #[arg(long)]
+        dht_listen: Option<SocketAddr>,
+        /// A DHT node to join through, `/ip4/IP/tcp/PORT/p2p/PEER_ID` (repeat).
+        #[arg(long)]
+        bootstrap: Vec<String>,
     },
-    /// Show the node: catalog version and age, trusted versions, apps and phases.
+    /// Show the node: catalog version and age, swarm address, DHT, origin and peers,
+    /// blobs held and bytes fetched by source, apps and phases.
     Status {
         #[command(flatten)]
         data: DataArg,
@@ -81,6 +93,9 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             peers,
             publish_ip,
             runtime,
+            swarm_listen,
+            dht_listen,
+            bootstrap,
         } => {
             let mut cfg = NodeConfig::load(&data.data)?;
             if let Some(v) = name {
@@ -107,6 +122,15 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             if let Some(v) = runtime {
                 cfg.runtime = v;
             }
+            if let Some(v) = swarm_listen {
+                cfg.swarm_listen = v;
+            }
+            if dht_listen.is_some() {
+                cfg.dht_listen = dht_listen;
+            }
+            if !bootstrap.is_empty() {
+                cfg.bootstrap = bootstrap;
+            }
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(daemon::run(data.data, cfg))?;
             Ok(ExitCode::SUCCESS)
@@ -128,6 +152,31 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                     ),
                     None => println!("catalog  none verified yet"),
                 }
+                let sw = &v["swarm"];
+                println!("swarm    {}", sw["addr"].as_str().unwrap_or("?"));
+                for d in sw["dht"].as_array().into_iter().flatten() {
+                    println!("dht      {}", d.as_str().unwrap_or("?"));
+                }
+                if let Some(o) = sw["origin"].as_str() {
+                    println!("origin   {o}");
+                }
+                for p in sw["peers"].as_array().into_iter().flatten() {
+                    println!("peer     {}", p.as_str().unwrap_or("?"));
+                }
+                let mib = |k: &str| {
+                    sw["fetched_bytes"][k].as_u64().unwrap_or(0) as f64 / f64::from(1 << 20)
+                };
+                println!(
+                    "blobs    {} held (seeded); fetched since start: {:.1} MiB from the origin, {:.1} MiB from peers, {:.1} MiB from the publish dir",
+                    sw["blobs_held"],
+                    mib("origin"),
+                    mib("peer"),
+                    mib("publish_dir")
+                );
+                println!(
+                    "served   {:.1} MiB to peers since start",
+                    sw["served_bytes"].as_u64().unwrap_or(0) as f64 / f64::from(1 << 20)
+                );
                 for (id, phase) in v["apps"].as_object().into_iter().flatten() {
                     println!("app      {id:<32} {}", phase.as_str().unwrap_or("?"));
                 }
@@ -179,6 +228,7 @@ fn follow(
         eprintln!("{app_id}: accepted ({accepted})");
     }
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
+    let mut display = StageDisplay::new();
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
         let e: ProgressEvent = events.recv_timeout(left).with_context(|| {
@@ -193,16 +243,7 @@ fn follow(
         if args.json {
             println!("{}", serde_json::to_string(&e)?);
         } else {
-            let bytes = if e.bytes_total > 0 {
-                format!(" {}/{} bytes", e.bytes_done, e.bytes_total)
-            } else {
-                String::new()
-            };
-            eprintln!(
-                "  {:<8}{bytes} {}",
-                format!("{:?}", e.stage).to_lowercase(),
-                e.message
-            );
+            display.show(&e);
         }
         match e.stage {
             // A pass already under way when the request arrived also ends in `done`;
@@ -216,6 +257,70 @@ fn follow(
             }
             _ => {}
         }
+    }
+}
+
+/// The human progress display: one line per stage, and during `fetch` a bar with bytes
+/// and rate, redrawn in place on a terminal (one line a second otherwise).
+struct StageDisplay {
+    tty: bool,
+    /// When the first fetch event came (the rate's start).
+    fetch_started: Option<Instant>,
+    last_bar: Option<Instant>,
+}
+
+impl StageDisplay {
+    fn new() -> Self {
+        use std::io::IsTerminal;
+        Self {
+            tty: std::io::stderr().is_terminal(),
+            fetch_started: None,
+            last_bar: None,
+        }
+    }
+
+    fn show(&mut self, e: &ProgressEvent) {
+        let stage = format!("{:?}", e.stage).to_lowercase();
+        if e.stage == Stage::Fetch && e.bytes_total > 0 {
+            let every = if self.tty {
+                Duration::from_millis(100)
+            } else {
+                Duration::from_secs(1)
+            };
+            let last = e.bytes_done >= e.bytes_total;
+            if self.last_bar.is_some_and(|t| t.elapsed() < every) && !last {
+                return;
+            }
+            self.last_bar = Some(Instant::now());
+            let started = *self.fetch_started.get_or_insert_with(Instant::now);
+            let mib = |b: u64| b as f64 / f64::from(1 << 20);
+            let width = 30;
+            let filled = (width as f64 * e.bytes_done as f64 / e.bytes_total as f64) as usize;
+            let filled = filled.min(width);
+            let rate = mib(e.bytes_done) / started.elapsed().as_secs_f64().max(0.001);
+            let line = format!(
+                "  {stage:<8} [{}>{}] {:.1}/{:.1} MiB {rate:.1} MiB/s",
+                "=".repeat(filled),
+                " ".repeat(width - filled),
+                mib(e.bytes_done),
+                mib(e.bytes_total),
+            );
+            if self.tty {
+                eprint!("\r{line}\x1b[K");
+            } else {
+                eprintln!("{line}");
+            }
+            return;
+        }
+        if self.tty && self.last_bar.take().is_some() {
+            eprintln!();
+        }
+        let bytes = if e.bytes_total > 0 {
+            format!(" {}/{} bytes", e.bytes_done, e.bytes_total)
+        } else {
+            String::new()
+        };
+        eprintln!("  {stage:<8}{bytes} {}", e.message);
     }
 }
 
@@ -404,6 +509,13 @@ pub enum OriginCommand {
         /// UDP address to listen on.
         #[arg(long, default_value = "127.0.0.1:0")]
         listen: SocketAddr,
+        /// Also run a DHT node on this TCP address (prints `dht <multiaddr>` for nodes'
+        /// --bootstrap) and announce every image there.
+        #[arg(long)]
+        dht_listen: Option<SocketAddr>,
+        /// A DHT node to join through, `/ip4/IP/tcp/PORT/p2p/PEER_ID` (repeat).
+        #[arg(long, requires = "dht_listen")]
+        bootstrap: Vec<archy_registry::Multiaddr>,
     },
 }
 
@@ -412,10 +524,13 @@ pub fn origin(cmd: OriginCommand) -> anyhow::Result<ExitCode> {
         publish,
         data,
         listen,
+        dht_listen,
+        bootstrap,
     } = cmd;
+    let dht = dht_listen.map(|listen| archy_registry::DhtSettings { listen, bootstrap });
     let rt = tokio::runtime::Runtime::new()?;
     rt.block_on(archy_registry::origin::serve_until_stopped(
-        &publish, &data, listen, None,
+        &publish, &data, listen, dht,
     ))?;
     Ok(ExitCode::SUCCESS)
 }

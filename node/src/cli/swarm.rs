@@ -74,6 +74,9 @@ pub struct FetchArgs {
     /// Piece size in KiB.
     #[arg(long, default_value_t = 1024)]
     pub piece_kib: u64,
+    /// Pieces requested from each provider at once.
+    #[arg(long, default_value_t = FetchOptions::default().requests_per_provider)]
+    pub in_flight: usize,
     /// After the fetch, keep serving (and announcing) until Ctrl-C or SIGTERM.
     #[arg(long)]
     pub seed: bool,
@@ -107,6 +110,7 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
             peers: args.peers.clone(),
             options: FetchOptions {
                 piece_bytes: args.piece_kib.max(16) << 10,
+                requests_per_provider: args.in_flight.max(1),
                 ..FetchOptions::default()
             },
         };
@@ -120,6 +124,7 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
         let report = match result {
             Ok(r) => r,
             Err(e) => {
+                swarm.shutdown().await;
                 if args.json {
                     println!(
                         "{}",
@@ -127,7 +132,12 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
                     );
                     return Ok(ExitCode::FAILURE);
                 }
-                return Err(e).context("fetch failed");
+                let hint = if args.origin.is_none() && args.peers.is_empty() && args.swarm.bootstrap.is_empty() {
+                    " (name providers with --origin or --peer, or find them in the DHT with --bootstrap)"
+                } else {
+                    ""
+                };
+                return Err(e).context(format!("fetch failed{hint}"));
             }
         };
         let seconds = started.elapsed().as_secs_f64();
@@ -176,7 +186,7 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
         std::io::stdout().flush()?;
         if args.seed {
             eprintln!("seeding {} until Ctrl-C", swarm.node.addr());
-            shutdown_signal().await;
+            archy_node::daemon::shutdown_signal().await;
         }
         swarm.shutdown().await;
         Ok(ExitCode::SUCCESS)
@@ -221,7 +231,7 @@ pub fn seed(args: SeedArgs) -> anyhow::Result<ExitCode> {
             }
         }
         std::io::stdout().flush()?;
-        shutdown_signal().await;
+        archy_node::daemon::shutdown_signal().await;
         swarm.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })
@@ -230,18 +240,6 @@ pub fn seed(args: SeedArgs) -> anyhow::Result<ExitCode> {
 /// The endpoint id (ed25519 public key, hex) of a node key.
 fn iroh_id(secret: &[u8; 32]) -> String {
     hex::encode(iroh::SecretKey::from_bytes(secret).public().as_bytes())
-}
-
-async fn shutdown_signal() {
-    if let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-    {
-        tokio::select! {
-            _ = tokio::signal::ctrl_c() => {}
-            _ = term.recv() => {}
-        }
-    } else {
-        let _ = tokio::signal::ctrl_c().await;
-    }
 }
 
 fn mib(b: u64) -> String {

@@ -124,6 +124,11 @@ pub trait Runtime: Send + Sync {
     fn remove(&self, app_id: &str) -> Result<(), RuntimeError>;
     /// This node's containers, found by label.
     fn list(&self) -> Result<Vec<ObservedContainer>, RuntimeError>;
+    /// This node's container of one app, if it has one (a runtime that can look one
+    /// up directly overrides this; the reconciler asks it for every app on every pass).
+    fn observe(&self, app_id: &str) -> Result<Option<ObservedContainer>, RuntimeError> {
+        Ok(self.list()?.into_iter().find(|c| c.app_id == app_id))
+    }
     fn logs(&self, app_id: &str, tail: usize) -> Result<String, RuntimeError>;
 }
 

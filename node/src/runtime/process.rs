@@ -658,28 +658,31 @@ impl Runtime for ProcessRuntime {
         };
         let mut found = Vec::new();
         for entry in entries.flatten() {
-            let Some(id) = entry.file_name().to_str().map(str::to_string) else {
-                continue;
-            };
-            // Only complete apps of this node (a dir without a readable spec is not one).
-            let Ok(spec) = self.read_spec(&id) else {
-                continue;
-            };
-            if spec.node != self.node || spec.app_id != id {
-                continue;
+            if let Some(id) = entry.file_name().to_str() {
+                found.extend(self.observe(id)?);
             }
-            let (status, liveness) = self.status_of(&id)?;
-            found.push(ObservedContainer {
-                app_id: id,
-                manifest_hash: spec.manifest_hash,
-                image: spec.image,
-                status,
-                liveness,
-                healthy: None,
-            });
         }
         found.sort_by(|a, b| a.app_id.cmp(&b.app_id));
         Ok(found)
+    }
+
+    fn observe(&self, app_id: &str) -> Result<Option<ObservedContainer>, RuntimeError> {
+        // Only complete apps of this node (a dir without a readable spec is not one).
+        let Ok(spec) = self.read_spec(app_id) else {
+            return Ok(None);
+        };
+        if spec.node != self.node || spec.app_id != app_id {
+            return Ok(None);
+        }
+        let (status, liveness) = self.status_of(app_id)?;
+        Ok(Some(ObservedContainer {
+            app_id: app_id.to_string(),
+            manifest_hash: spec.manifest_hash,
+            image: spec.image,
+            status,
+            liveness,
+            healthy: None,
+        }))
     }
 
     fn logs(&self, app_id: &str, tail_lines: usize) -> Result<String, RuntimeError> {

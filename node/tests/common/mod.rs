@@ -1,14 +1,25 @@
-//! Helpers the runtime tests share: an image archive made from the host's static
-//! busybox, as `archy app pack` makes one, without any engine.
+//! Helpers the node's process-level tests share: an image archive made from the host's
+//! static busybox (as `archy app pack` makes one, without any engine), talking to a
+//! daemon's API, probing apps, signing test documents, background `archy` processes, and
+//! cleaning up what the process runtime started.
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses a part; tests fail loudly
 
 use std::{
     fs,
+    io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
+    process::{Child, Command, Stdio},
+    sync::mpsc,
+    time::Duration,
 };
 
-use archy_catalog::{build::resolve_image, manifest, oci, AppManifest, ImageRef};
+use archy_catalog::{
+    build::{build_catalog, resolve_image},
+    documents::{Envelope, Root, Timestamp},
+    keys::SecretKey,
+    manifest, oci, AppManifest, ImageRef,
+};
 
 /// Packs `<dir>/rootfs` (`/bin/busybox` and `/www/index.html` with `page`) into
 /// `<dir>/img.oci.tar`, the image the tests' manifests name as `./img.oci.tar`.
@@ -34,4 +45,134 @@ pub fn manifest_with_image(dir: &Path, text: &str) -> (AppManifest, PathBuf, Ima
     let (archive, image) = resolve_image(&dir.join("app.yaml"), &m.container.image).unwrap();
     m.container.image = image.hash.to_string();
     (m, archive, image)
+}
+
+/// A daemon's `/metrics` text (the token from its data dir).
+pub fn metrics(data: &Path) -> String {
+    let addr = fs::read_to_string(data.join("api.addr")).unwrap();
+    let token = fs::read_to_string(data.join("api.token")).unwrap();
+    let mut s = std::net::TcpStream::connect(addr.trim()).unwrap();
+    write!(
+        s,
+        "GET /metrics HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
+        token.trim()
+    )
+    .unwrap();
+    let mut out = String::new();
+    s.read_to_string(&mut out).unwrap();
+    out
+}
+
+/// Whether an app answers `GET /` with 200 on `ip:port`.
+pub fn http_ok(ip: [u8; 4], port: u16) -> bool {
+    let Ok(mut c) =
+        std::net::TcpStream::connect_timeout(&(ip, port).into(), Duration::from_secs(2))
+    else {
+        return false;
+    };
+    let _ = c.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = write!(c, "GET / HTTP/1.0\r\n\r\n");
+    let mut out = String::new();
+    let _ = c.read_to_string(&mut out);
+    out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200")
+}
+
+/// Writes `doc` signed by `keys` to `path`; returns the bytes.
+pub fn signed<T: serde::Serialize>(path: &Path, doc: &T, keys: &[&SecretKey]) -> Vec<u8> {
+    let mut env = Envelope::new_unsigned(doc).unwrap();
+    for k in keys {
+        env.sign(k);
+    }
+    let bytes = env.to_bytes();
+    fs::write(path, &bytes).unwrap();
+    bytes
+}
+
+/// The publisher's side for tests: signs a root of trust (one key for every role), a
+/// catalog of every manifest under `apps` and its timestamp into `<dir>/publish`, with
+/// each image under `blobs/<blake3 hex>`, as an origin serves it. Returns the publish dir.
+pub fn publish_signed(apps: &Path, dir: &Path) -> PathBuf {
+    let key = SecretKey::generate().unwrap();
+    let in_30_days = chrono::Utc::now() + chrono::Duration::days(30);
+    let root = Root::for_keys(1, in_30_days, (&[&key], 1), &key, &key);
+    let publish = dir.join("publish");
+    fs::create_dir_all(publish.join("blobs")).unwrap();
+    signed(&publish.join("root.json"), &root, &[&key]);
+    let built = build_catalog(apps, 1, in_30_days).unwrap();
+    for r in &built.releases {
+        fs::copy(
+            &r.image_file,
+            publish.join("blobs").join(r.image.hash.to_hex()),
+        )
+        .unwrap();
+    }
+    let cat = signed(&publish.join("catalog.json"), &built.catalog, &[&key]);
+    let ts =
+        Timestamp::for_catalog(&cat, 1, chrono::Utc::now() + chrono::Duration::days(1)).unwrap();
+    signed(&publish.join("timestamp.json"), &ts, &[&key]);
+    publish
+}
+
+/// Stops whatever the process runtime left running under these data dirs, however the
+/// test ends (normally an uninstall already did). Declare it before the daemons, so it
+/// runs after they are gone.
+pub struct ProcessCleanup(pub Vec<PathBuf>);
+
+impl Drop for ProcessCleanup {
+    fn drop(&mut self) {
+        for data in &self.0 {
+            let Ok(apps) = fs::read_dir(data.join("process/apps")) else {
+                continue;
+            };
+            for app in apps.flatten() {
+                let Ok(pid) = fs::read_to_string(app.path().join("pid")) else {
+                    continue;
+                };
+                let pid: serde_json::Value = serde_json::from_str(&pid).unwrap_or_default();
+                if let Some(pid) = pid["pid"].as_i64() {
+                    let _ = Command::new("kill").args(["-9", &pid.to_string()]).output();
+                }
+            }
+        }
+    }
+}
+
+/// A background `archy` process, killed (SIGKILL) when dropped.
+pub struct Proc {
+    pub child: Child,
+    /// The line it printed when ready.
+    pub ready: String,
+}
+
+impl Proc {
+    /// Starts `archy ARGS` and waits (at most 30 s) for a stdout line starting with `ready`.
+    pub fn start(args: &[String], ready: &str) -> Proc {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_archy"))
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        let ready = ready.to_string();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if line.starts_with(&ready) {
+                    let _ = tx.send(line);
+                }
+            }
+        });
+        let ready = rx
+            .recv_timeout(Duration::from_secs(30))
+            .unwrap_or_else(|_| panic!("archy {args:?} did not become ready"));
+        Proc { child, ready }
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }
