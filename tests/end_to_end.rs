@@ -8,9 +8,14 @@
 //! - the origin is killed; node 2 is killed in the middle of its download, restarted,
 //!   and completes from its peer without fetching the verified part again;
 //! - node 3 installs with the origin still down, every byte from peers;
-//! - the app answers on every node;
-//! - a third-party app published to the relay is found by `market search` with its trust
-//!   score, refused while unverified, and installed with `--allow-unverified`.
+//! - the app answers on every node; nodes 1 and 2 count as served what node 3 got;
+//!
+//! and, in a second scenario where the daemons know only the origin's DHT address:
+//! - the second node finds the first as a holder through the DHT and fetches from it;
+//! - a developer seeds a third-party app's image into the DHT and publishes the app to
+//!   the relay; `market search` finds it with its trust score, the install is refused
+//!   while unverified, and with `--allow-unverified` the node fetches the image from the
+//!   developer's seed, found in the DHT.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -235,7 +240,7 @@ fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
 }
 
 #[test]
-fn origin_swarm_nodes_and_marketplace_end_to_end() {
+fn origin_swarm_and_three_nodes_end_to_end() {
     let Some((tmp, port, publish)) = setup() else {
         return;
     };
@@ -376,13 +381,11 @@ fn origin_swarm_nodes_and_marketplace_end_to_end() {
         Duration::from_secs(10),
         || served() >= node3_from_peers,
     );
-
-    marketplace_app_installs_with_its_score(dir, &specs[0]);
 }
 
 /// A third-party developer publishes to a local relay; the operator finds the app with
 /// its trust score and installs it on node 1 (refused while unverified unless allowed).
-fn marketplace_app_installs_with_its_score(dir: &Path, node: &NodeSpec) {
+fn marketplace_app_installs_with_its_score(dir: &Path, node: &NodeSpec, bootstrap: &str) {
     let relay = Proc::start(
         &[
             "relay".into(),
@@ -419,6 +422,26 @@ fn marketplace_app_installs_with_its_score(dir: &Path, node: &NodeSpec) {
         format!("app:\n  id: net.thirdparty.notes\n  name: Notes\n  version: 0.3.0\n  description: {{short: notes}}\n  container:\n    image: ./notes.oci.tar\n    cmd: [/bin/busybox, httpd, -f, -p, '8081', -h, /www]\n    ports: [{{host: {port}, container: 8081}}]\n  health_check: {{type: http, port: 8081, path: /}}\n"),
     )
     .unwrap();
+    // The developer seeds the image into the swarm, announced in the DHT, and names the
+    // seed as its provider.
+    let seed = Proc::start(
+        &[
+            "seed".into(),
+            "--data".into(),
+            s(&dev.join("seed")),
+            "--import".into(),
+            s(&dev.join("notes.oci.tar")),
+            "--dht-listen".into(),
+            "127.0.0.1:0".into(),
+            "--bootstrap".into(),
+            bootstrap.into(),
+            "--json".into(),
+        ],
+        "{",
+    );
+    let seeded: serde_json::Value = serde_json::from_str(&seed.ready).unwrap();
+    assert_eq!(seeded["blobs"][0], image_hash.to_string(), "{seeded}");
+    let provider = seeded["addr"].as_str().unwrap().split('@').next().unwrap();
     let key = s(&dev.join("developer.nsec"));
     archy_ok(&["key", "new", "--out", &key, "--json"]);
     let published: serde_json::Value = serde_json::from_str(&archy_ok(&[
@@ -429,6 +452,8 @@ fn marketplace_app_installs_with_its_score(dir: &Path, node: &NodeSpec) {
         &key,
         "--relay",
         &url,
+        "--provider",
+        provider,
         "--json",
     ]))
     .unwrap();
@@ -451,14 +476,6 @@ fn marketplace_app_installs_with_its_score(dir: &Path, node: &NodeSpec) {
     assert!(hit["trust"]["score"].is_number(), "{hit}");
     assert_eq!(hit["trust"]["tier"], "unverified", "{hit}");
 
-    // The image reaches the node out of band (as from the developer's own provider); the
-    // node verifies it against the announced hash.
-    fs::create_dir_all(node.data.join("blobs")).unwrap();
-    fs::copy(
-        dev.join("notes.oci.tar"),
-        node.data.join("blobs").join(image_hash.to_hex()),
-    )
-    .unwrap();
     let market = ["--relay", &url, "--me", me, "--yes"];
     let refused = archy(
         &[
@@ -476,13 +493,21 @@ fn marketplace_app_installs_with_its_score(dir: &Path, node: &NodeSpec) {
     let (events, ok) =
         node.install(&[&[handle.as_str()][..], &market[..], &["--allow-unverified"]].concat());
     assert!(ok, "{events:?}");
+    // The node found the developer's seed in the DHT and got the image from it,
+    // verified against the announced hash.
+    let from = bytes_from(&events);
+    assert!(
+        from.contains(&format!("peer {}", &provider[..8])),
+        "from the seed: {from}"
+    );
     assert!(http_ok(node.ip, port));
 }
 
 /// DHT membership in the daemon: two nodes that know only the origin's DHT address (no
 /// `--peer`) find each other as holders: the second gets image bytes from the first.
+/// Then the marketplace: a third-party app whose image only the developer's seed holds.
 #[test]
-fn daemons_find_holders_through_the_dht() {
+fn dht_discovery_and_a_marketplace_app_from_its_seed() {
     let Some((tmp, port, publish)) = setup() else {
         return;
     };
@@ -514,4 +539,6 @@ fn daemons_find_holders_through_the_dht() {
     assert!(from.contains("peer"), "b found a through the DHT: {from}");
     assert!(specs[1].metric("archy_fetched_bytes_total{source=\"peer\"}") > 0);
     assert!(http_ok(specs[1].ip, port));
+
+    marketplace_app_installs_with_its_score(dir, &specs[0], &bootstrap);
 }

@@ -194,7 +194,7 @@ fn runs_adopts_stops_starts_and_removes_an_app() {
         .unwrap()
         .is_empty());
 
-    // The app runs as PID 1 of its own PID namespace and sees no host process.
+    // The app runs in its own PID namespace (under its init) and sees no host process.
     let ps = fs::read_dir(format!("/proc/{}/root/proc", before.app_pid))
         .unwrap()
         .flatten()
@@ -204,6 +204,10 @@ fn runs_adopts_stops_starts_and_removes_an_app() {
 
     again.stop(id).unwrap();
     assert_eq!(again.list().unwrap()[0].status, ContainerStatus::Exited);
+    // SIGTERM reached the app through its init and ended it (128 + 15); as PID 1 itself,
+    // busybox httpd would have ignored it and died of the SIGKILL after the timeout.
+    let exit = fs::read_to_string(again.app_dir(id).unwrap().join("exit")).unwrap();
+    assert!(exit.contains("code 143"), "{exit}");
     assert!(
         get(addr, Duration::from_millis(300)).is_none(),
         "unreachable when stopped"
@@ -309,10 +313,16 @@ fn reconciler_installs_adopts_restarts_a_crash_and_uninstalls() {
     assert!(events.iter().all(|e| !e.message.contains(&secret)));
     let log = fs::read_to_string(rt.app_dir(id).unwrap().join("app.log")).unwrap();
     assert!(!log.contains(&secret), "secret never logged");
-    // The app gets its secret as env and as /run/secrets/NAME.
+    // The app (the child of its init) gets its secret as env and as /run/secrets/NAME;
+    // the init does not hold it.
     let pid = pid_record(&rt, id);
-    let environ = fs::read(format!("/proc/{}/environ", pid.app_pid)).unwrap();
+    let children =
+        fs::read_to_string(format!("/proc/{0}/task/{0}/children", pid.app_pid)).unwrap();
+    let app_pid = children.split_whitespace().next().expect("the init runs the app");
+    let environ = fs::read(format!("/proc/{app_pid}/environ")).unwrap();
     assert!(String::from_utf8_lossy(&environ).contains(&format!("ADMIN_TOKEN={secret}")));
+    let init_environ = fs::read(format!("/proc/{}/environ", pid.app_pid)).unwrap();
+    assert!(!String::from_utf8_lossy(&init_environ).contains(&secret));
     assert_eq!(
         fs::read_to_string(format!(
             "/proc/{}/root/run/secrets/ADMIN_TOKEN",

@@ -76,14 +76,38 @@ fn a_blob_from_two_seeders_then_without_a_dead_one() {
     let origin_addr = o["addr"].as_str().unwrap().to_string();
     let peer_addr = p["addr"].as_str().unwrap().to_string();
 
-    // Both seeders serve a share of one fetch; the copy written out is the blob.
+    // Peers before the origin: a peer that holds everything leaves the origin nothing
+    // (but the endgame).
+    let (ok, v, stderr) = fetch_json(&[
+        "fetch",
+        &want.to_string(),
+        "--data",
+        &d("p"),
+        "--origin",
+        &origin_addr,
+        "--peer",
+        &peer_addr,
+        "--json",
+    ]);
+    assert!(
+        ok,
+        "{v}
+{stderr}"
+    );
+    assert!(
+        v["bytes_by_provider"][&peer_addr].as_u64() >= Some(size - (1 << 20)),
+        "{v}"
+    );
+
+    // Two seeders named as peers both serve a share of one fetch; the copy written out
+    // is the blob.
     let out = tmp.path().join("out.bin");
     let (ok, v, stderr) = fetch_json(&[
         "fetch",
         &want.to_string(),
         "--data",
         &d("a"),
-        "--origin",
+        "--peer",
         &origin_addr,
         "--peer",
         &peer_addr,

@@ -399,6 +399,7 @@ impl Ctx<'_> {
             },
             origin,
             alive: true,
+            known: origin,
         });
         s.names.push(addr.to_string());
         s.received.push(0);
@@ -461,7 +462,10 @@ impl Ctx<'_> {
             // The first item is the peer's whole bitfield, later ones only what it
             // has added since: merge them.
             while let Some(Ok(bitfield)) = updates.next().await {
-                self.lock().views[i].has |= bitfield.ranges.clone();
+                let mut s = self.lock();
+                s.views[i].has |= bitfield.ranges.clone();
+                s.views[i].known = true;
+                drop(s);
                 self.offered.notify_waiters();
             }
             std::future::pending::<()>().await

@@ -9,7 +9,9 @@
 //! - **peers before the origin**: the origin's worker skips pieces that a live peer
 //!   already holds (the peer serves them), so the origin's uplink goes to pieces nobody
 //!   else has; the origin still takes everything no live peer can give, and joins the
-//!   endgame;
+//!   endgame. It starts only once every live peer has said what it holds, or after
+//!   [`PEER_GRACE`]: otherwise a fast origin would take the first pieces before a
+//!   peer's bitfield arrived, and a small blob would come from the origin alone;
 //! - **endgame**: once nothing is pending, an idle worker duplicates the in-flight piece
 //!   that has been running longest, if it has run for [`ENDGAME_AFTER`] (at most two
 //!   workers per piece), so one slow provider cannot hold the last piece hostage;
@@ -35,6 +37,9 @@ pub struct ProviderView {
     pub origin: bool,
     /// False once the provider failed for good (dead, bad data, too many stalls).
     pub alive: bool,
+    /// Whether `has` is what the provider said (its first bitfield arrived); always for
+    /// the origin.
+    pub known: bool,
 }
 
 impl ProviderView {
@@ -43,6 +48,7 @@ impl ProviderView {
             has: ChunkRanges::all(),
             origin,
             alive: true,
+            known: true,
         }
     }
 }
@@ -62,6 +68,8 @@ pub struct PieceBoard {
     state: Vec<PieceState>,
     /// Piece indices in this fetcher's walking order.
     order: Vec<usize>,
+    /// When a worker first asked for a piece (the start of [`PEER_GRACE`]).
+    first_ask: Option<Instant>,
 }
 
 /// At most this many workers fetch one piece at once (endgame duplicates).
@@ -69,6 +77,8 @@ const MAX_WORKERS_PER_PIECE: usize = 2;
 /// Endgame only duplicates pieces in flight at least this long: a piece about to
 /// arrive is not worth its bytes twice.
 pub const ENDGAME_AFTER: std::time::Duration = std::time::Duration::from_millis(750);
+/// The origin waits at most this long for live peers' bitfields before it starts.
+pub const PEER_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl PieceBoard {
     /// Cuts `missing` (chunk ranges not held yet, within a blob of `size` bytes) into
@@ -106,6 +116,7 @@ impl PieceBoard {
             state: vec![PieceState::Pending; n],
             ranges,
             order,
+            first_ask: None,
         }
     }
 
@@ -150,6 +161,13 @@ impl PieceBoard {
     ) -> Option<usize> {
         let me = providers.get(worker)?;
         if !me.alive {
+            return None;
+        }
+        let first_ask = *self.first_ask.get_or_insert(now);
+        if me.origin
+            && now.saturating_duration_since(first_ask) < PEER_GRACE
+            && providers.iter().any(|p| !p.origin && p.alive && !p.known)
+        {
             return None;
         }
         let served_by_peer = |r: &Range<u64>| {
@@ -297,6 +315,7 @@ mod tests {
             has: chunks(0, 2048),
             origin: false,
             alive: true,
+            known: true,
         };
         let p = vec![ProviderView::full(true), peer_has];
         assert_eq!(b.next_for(0, &p, now), Some(2), "origin skips pieces 0,1");
@@ -310,6 +329,43 @@ mod tests {
     }
 
     #[test]
+    fn the_origin_waits_briefly_for_peers_to_say_what_they_hold() {
+        let now = Instant::now();
+        let unknown = ProviderView {
+            has: ChunkRanges::empty(),
+            origin: false,
+            alive: true,
+            known: false,
+        };
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
+        let mut p = vec![ProviderView::full(true), unknown.clone()];
+        assert_eq!(b.next_for(0, &p, now), None, "the peer has not said yet");
+        // The peer holds piece 0: the origin takes only piece 1.
+        p[1].has = chunks(0, 1024);
+        p[1].known = true;
+        assert_eq!(b.next_for(0, &p, now), Some(1));
+        assert_eq!(b.next_for(0, &p, now), None);
+        assert_eq!(b.next_for(1, &p, now), Some(0));
+
+        // A peer that never says (or dies) holds the origin back only for the grace.
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
+        let mut p = vec![ProviderView::full(true), unknown];
+        assert_eq!(b.next_for(0, &p, now), None);
+        assert_eq!(b.next_for(0, &p, now + PEER_GRACE), Some(0));
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
+        p[1].alive = false;
+        assert_eq!(
+            b.next_for(0, &p, now),
+            Some(0),
+            "a dead peer is not waited for"
+        );
+        // Peers never wait.
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
+        let p = vec![ProviderView::full(false), p[1].clone()];
+        assert_eq!(b.next_for(0, &p, now), Some(0));
+    }
+
+    #[test]
     fn a_peer_only_gets_pieces_it_holds_and_dead_providers_get_nothing() {
         let now = Instant::now();
         let mut b = PieceBoard::new(4 * MIB, &all_missing(), MIB, 0.0);
@@ -317,6 +373,7 @@ mod tests {
             has: chunks(2048, 3072),
             origin: false,
             alive: true,
+            known: true,
         }];
         assert_eq!(b.next_for(0, &p, now), Some(2));
         assert_eq!(b.next_for(0, &p, now), None, "nothing else it holds");
@@ -378,6 +435,7 @@ mod tests {
                     has: chunks(0, 3000),
                     origin: false,
                     alive: true,
+                    known: true,
                 },
                 ProviderView::full(false),
             ];

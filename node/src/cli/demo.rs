@@ -67,6 +67,8 @@ struct Ctx {
     nodes: Vec<DemoNode>,
     /// The origin's swarm address.
     origin_addr: Option<String>,
+    /// The origin's DHT address, which the nodes and the developer join through.
+    dht_bootstrap: Option<String>,
     /// The market app found by search: its announced manifest and image.
     market_app: Option<serde_json::Value>,
     /// The nodes' runtime (`podman` or `process`), chosen by the runtime step.
@@ -168,6 +170,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         nodes: Vec::new(),
         origin_addr: None,
         market_app: None,
+        dht_bootstrap: None,
         runtime: "podman",
     };
     let mut demo = Demo {
@@ -504,12 +507,47 @@ fn publish_market_app(c: &mut Ctx) -> anyhow::Result<String> {
   health_check: { type: http, port: 8081, path: / }
 "#,
     )?;
+    // The developer seeds the image into the swarm (announced in the DHT) and names
+    // that seed as the provider in the announcement.
+    let bootstrap = c.dht_bootstrap.clone().context("no DHT to seed into")?;
+    let (seed, line) = spawn_service(
+        "developer's seed",
+        &[
+            "seed",
+            "--data",
+            &path_str(&dev.join("seed")),
+            "--import",
+            &path_str(&dev.join("notes.oci.tar")),
+            "--dht-listen",
+            "127.0.0.1:0",
+            "--bootstrap",
+            &bootstrap,
+            "--json",
+        ],
+        "{",
+    )?;
+    c.services.push(seed);
+    let seed: serde_json::Value = serde_json::from_str(&line)?;
+    let provider = seed["addr"]
+        .as_str()
+        .and_then(|a| a.split('@').next())
+        .context("the seed printed no address")?
+        .to_string();
     let key = dev.join("developer.nsec");
     let key_s = key.to_string_lossy().into_owned();
     archy_json(&["key", "new", "--out", &key_s, "--json"])?;
     let manifest = dev.join("notes.yaml").to_string_lossy().into_owned();
     let out = archy_json(&[
-        "app", "publish", &manifest, "--key", &key_s, "--relay", &relay, "--json",
+        "app",
+        "publish",
+        &manifest,
+        "--key",
+        &key_s,
+        "--relay",
+        &relay,
+        "--provider",
+        &provider,
+        "--json",
     ])?;
     let handle = out["handle"]
         .as_str()
@@ -525,7 +563,8 @@ fn publish_market_app(c: &mut Ctx) -> anyhow::Result<String> {
     let me = archy_json(&["key", "new", "--out", &op, "--json"])?;
     c.operator_npub = me["npub"].as_str().map(str::to_string);
     Ok(format!(
-        "{handle} accepted by {accepted} event(s) on the relay"
+        "{handle} accepted by {accepted} event(s) on the relay; image seeded by {}",
+        &provider[..8.min(provider.len())]
     ))
 }
 
@@ -584,6 +623,14 @@ fn start_nodes(c: &mut Ctx) -> anyhow::Result<String> {
         ];
         if let Some(o) = &c.origin_addr {
             args.extend(["--origin".to_string(), o.clone()]);
+        }
+        if let Some(b) = &c.dht_bootstrap {
+            args.extend([
+                "--dht-listen".to_string(),
+                format!("{ip}:0"),
+                "--bootstrap".into(),
+                b.clone(),
+            ]);
         }
         // Each node also fetches from the nodes started before it.
         for peer in &swarm_addrs {
@@ -706,23 +753,13 @@ fn check_convergence(c: &mut Ctx) -> anyhow::Result<String> {
 
 /// The operator installs the app found on the marketplace: `archy app install
 /// PUBKEY/APP_ID` shows its trust score and, since it is "unverified", needs
-/// `--allow-unverified`. The image is handed to node 1 out of band (as if fetched from the
-/// developer's provider); the node verifies it against the announced BLAKE3 hash.
+/// `--allow-unverified`. Node 1 finds the developer's seed in the DHT and fetches the
+/// image from it over the swarm, verified against the announced BLAKE3 hash.
 fn install_market_app(c: &mut Ctx) -> anyhow::Result<String> {
     let app = c.market_app.clone().context("no market app found")?;
     let handle = app["handle"].as_str().context("no handle")?.to_string();
-    let hash = app["image"]["hash"]
-        .as_str()
-        .context("no image hash")?
-        .trim_start_matches("blake3:")
-        .to_string();
     let node = c.nodes.first().context("node not started")?;
     let data = path_str(&node.data);
-    fs::create_dir_all(node.data.join("blobs"))?;
-    fs::copy(
-        c.dir.join("developer/notes.oci.tar"),
-        node.data.join("blobs").join(&hash),
-    )?;
     let relay = c.relay_url.clone().context("no relay")?;
     let me = c.operator_npub.clone().context("no operator key")?;
     let refused = Command::new(std::env::current_exe()?)
@@ -733,7 +770,7 @@ fn install_market_app(c: &mut Ctx) -> anyhow::Result<String> {
     if refused.status.success() {
         bail!("an unverified app was installed without --allow-unverified");
     }
-    let (stages, _) = archy_events(&[
+    let (stages, from) = archy_events(&[
         "app",
         "install",
         &handle,
@@ -749,8 +786,11 @@ fn install_market_app(c: &mut Ctx) -> anyhow::Result<String> {
     ])?;
     let addr = std::net::SocketAddr::new(node.ip, 18081);
     http_get(addr)?;
+    let from = from
+        .map(|f| format!("bytes from {f}"))
+        .unwrap_or_else(|| "image already loaded in the engine".into());
     Ok(format!(
-        "refused without --allow-unverified (tier {}), then healthy on http://{addr}/; stages: {}",
+        "refused without --allow-unverified (tier {}), then healthy on http://{addr}/; {from}; stages: {}",
         app["trust"]["tier"].as_str().unwrap_or("?"),
         stages.join(" > ")
     ))
@@ -793,7 +833,16 @@ fn start_origin(c: &mut Ctx) -> anyhow::Result<String> {
     let data = path_str(&c.dir.join("origin"));
     let (svc, line) = spawn_service(
         "origin",
-        &["origin", "serve", "--publish", &publish, "--data", &data],
+        &[
+            "origin",
+            "serve",
+            "--publish",
+            &publish,
+            "--data",
+            &data,
+            "--dht-listen",
+            "127.0.0.1:0",
+        ],
         "origin ",
     )?;
     c.services.push(svc);
@@ -803,5 +852,13 @@ fn start_origin(c: &mut Ctx) -> anyhow::Result<String> {
         .context("origin printed no address")?
         .to_string();
     c.origin_addr = Some(addr.clone());
-    Ok(line.trim_start_matches("origin ").to_string())
+    // origin.json is written before the ready line.
+    let info: serde_json::Value =
+        serde_json::from_slice(&fs::read(c.dir.join("origin/origin.json"))?)?;
+    let dht = info["dht"][0]
+        .as_str()
+        .context("the origin wrote no DHT address to origin.json")?
+        .to_string();
+    c.dht_bootstrap = Some(dht.clone());
+    Ok(format!("{}, DHT {dht}", line.trim_start_matches("origin ")))
 }

@@ -18,7 +18,8 @@
 //! detaches (`setsid`), binds the published ports on the host, enters new mount,
 //! network, PID, UTS and IPC namespaces, mounts an overlay of the image rootfs with the
 //! app's writable layer, the volumes, `/dev`, `/proc` and `/run/secrets`, brings `lo` up
-//! and starts the entrypoint chrooted into that root as PID 1 of its PID namespace. The
+//! and starts the entrypoint chrooted into that root as PID 2 of its PID namespace, under
+//! a minimal init that passes signals on (so SIGTERM stops it at once). The
 //! supervisor then stays, in the app's network namespace, as the port forwarder
 //! (`publish_ip:host` to `127.0.0.1:container` inside) and exits when the app exits; the
 //! app is killed if the supervisor dies. Because each app has its own network namespace,

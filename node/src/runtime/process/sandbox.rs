@@ -13,8 +13,10 @@
 //!   container port, so a TCP health check means what it says.
 //! - `exec <app dir>`: PID 1 of the new PID namespace. Mounts `/proc`, chroots, changes
 //!   to the working dir, sets the file limit, the user and `no_new_privs`, asks to be
-//!   killed if the supervisor dies, and executes the app. It reports a failure before the
-//!   exec through its stdin, a close-on-exec pipe from the supervisor.
+//!   killed if the supervisor dies, and forks the app (PID 2), staying as its init: it
+//!   passes signals on, reaps orphans and exits with the app's status (see
+//!   [`run_init`]). A failure before the app's exec is reported through its stdin, a
+//!   close-on-exec pipe from the supervisor.
 //!
 //! Every path inside the app's root is resolved without leaving it (see
 //! [`resolve_in_root`]): an image's symlinks cannot make the helpers write to the host.
@@ -27,7 +29,7 @@ use std::{
     net::{Ipv4Addr, SocketAddr, SocketAddrV4},
     os::{
         fd::{AsFd, AsRawFd, OwnedFd},
-        unix::{fs::symlink, process::CommandExt},
+        unix::fs::symlink,
     },
     path::{Component, Path, PathBuf},
     process::{Command, ExitCode, Stdio},
@@ -41,6 +43,7 @@ use nix::{
     sys::{
         signal::{kill, Signal},
         socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage},
+        wait::{waitpid, WaitPidFlag, WaitStatus},
     },
     unistd::{Gid, Pid, Uid},
 };
@@ -591,24 +594,99 @@ async fn forward_udp(sock: std::net::UdpSocket, port: u16) {
 
 fn exec(app_dir: &Path) -> ExitCode {
     // The status pipe arrives as stdin: keep a close-on-exec copy, give the app /dev/null.
-    let status = std::io::stdin().as_fd().try_clone_to_owned().ok();
+    let mut status = std::io::stdin().as_fd().try_clone_to_owned().ok();
     if let Ok(null) = fs::File::open("/dev/null") {
         let _ = nix::unistd::dup2_stdin(&null);
     }
-    let e = match exec_app(app_dir) {
+    let e = match exec_app(app_dir, &mut status) {
         Err(e) => e,
         Ok(never) => match never {},
     };
+    report_exec_failure(status, &e);
+    ExitCode::from(127)
+}
+
+fn report_exec_failure(status: Option<OwnedFd>, e: &ProcessError) {
     match status {
         Some(fd) => {
             let _ = fs::File::from(fd).write_all(e.to_string().as_bytes());
         }
         None => eprintln!("archy-process: {e}"),
     }
-    ExitCode::from(127)
 }
 
-fn exec_app(app_dir: &Path) -> Result<std::convert::Infallible, ProcessError> {
+/// The app's PID 1, a minimal init (as `tini` or `catatonit` are for containers). The
+/// kernel drops signals to a namespace's init unless it handles them, so an app that is
+/// PID 1 itself and sets no handler (busybox httpd, most servers) would ignore SIGTERM
+/// and only die by SIGKILL after the stop timeout. As PID 2 the app gets the default
+/// actions. The init handles SIGTERM, SIGINT, SIGHUP, SIGQUIT, SIGUSR1 and SIGUSR2 (its
+/// handlers are in place before the app starts) and passes them on, reaps orphans on
+/// SIGCHLD, and exits with the app's status (128 + signal when it was killed).
+fn run_init(
+    app: Command,
+    program: &str,
+    status: &mut Option<OwnedFd>,
+) -> Result<std::convert::Infallible, ProcessError> {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_io()
+        .build()
+        .map_err(|e| ProcessError::Invalid(format!("cannot start the init: {e}")))?;
+    let code = rt.block_on(init_loop(app, program, status))?;
+    std::process::exit(code)
+}
+
+/// Starts the app and serves as its init until it exits; returns its exit code.
+async fn init_loop(
+    mut app: Command,
+    program: &str,
+    status: &mut Option<OwnedFd>,
+) -> Result<i32, ProcessError> {
+    use tokio::signal::unix::{signal as handle, SignalKind};
+    let handled = |kind| {
+        handle(kind).map_err(|e| ProcessError::Invalid(format!("cannot handle signals: {e}")))
+    };
+    let mut term = handled(SignalKind::terminate())?;
+    let mut int = handled(SignalKind::interrupt())?;
+    let mut hup = handled(SignalKind::hangup())?;
+    let mut quit = handled(SignalKind::quit())?;
+    let mut usr1 = handled(SignalKind::user_defined1())?;
+    let mut usr2 = handled(SignalKind::user_defined2())?;
+    let mut chld = handled(SignalKind::child())?;
+    let child = app
+        .spawn()
+        .map_err(|e| ProcessError::Invalid(format!("cannot run {program}: {e}")))?;
+    // The app runs: close the status pipe, so the supervisor reads EOF.
+    drop(status.take());
+    let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
+    loop {
+        let pass = tokio::select! {
+            _ = term.recv() => Signal::SIGTERM,
+            _ = int.recv() => Signal::SIGINT,
+            _ = hup.recv() => Signal::SIGHUP,
+            _ = quit.recv() => Signal::SIGQUIT,
+            _ = usr1.recv() => Signal::SIGUSR1,
+            _ = usr2.recv() => Signal::SIGUSR2,
+            _ = chld.recv() => Signal::SIGCHLD,
+        };
+        if pass != Signal::SIGCHLD {
+            let _ = kill(pid, pass);
+            continue;
+        }
+        loop {
+            match waitpid(None, Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::Exited(p, code)) if p == pid => return Ok(code),
+                Ok(WaitStatus::Signaled(p, s, _)) if p == pid => return Ok(128 + s as i32),
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(_) => {} // an orphan reaped
+            }
+        }
+    }
+}
+
+fn exec_app(
+    app_dir: &Path,
+    status: &mut Option<OwnedFd>,
+) -> Result<std::convert::Infallible, ProcessError> {
     let spec = read_spec(app_dir)?;
     let merged = app_dir.join("merged");
     // Secret values are read now, from their 0600 files, and only ever given to the app.
@@ -654,14 +732,9 @@ fn exec_app(app_dir: &Path) -> Result<std::convert::Infallible, ProcessError> {
     // After the credential change, which would clear it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     let (program, args) = spec.argv.split_first().ok_or(ProcessError::NoCommand)?;
-    let err = Command::new(program)
-        .args(args)
-        .env_clear()
-        .envs(&env)
-        .exec();
-    Err(ProcessError::Invalid(format!(
-        "cannot run {program}: {err}"
-    )))
+    let mut app = Command::new(program);
+    app.args(args).env_clear().envs(&env);
+    run_init(app, program, status)
 }
 
 struct User {
