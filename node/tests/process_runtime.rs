@@ -316,9 +316,11 @@ fn reconciler_installs_adopts_restarts_a_crash_and_uninstalls() {
     // The app (the child of its init) gets its secret as env and as /run/secrets/NAME;
     // the init does not hold it.
     let pid = pid_record(&rt, id);
-    let children =
-        fs::read_to_string(format!("/proc/{0}/task/{0}/children", pid.app_pid)).unwrap();
-    let app_pid = children.split_whitespace().next().expect("the init runs the app");
+    let children = fs::read_to_string(format!("/proc/{0}/task/{0}/children", pid.app_pid)).unwrap();
+    let app_pid = children
+        .split_whitespace()
+        .next()
+        .expect("the init runs the app");
     let environ = fs::read(format!("/proc/{app_pid}/environ")).unwrap();
     assert!(String::from_utf8_lossy(&environ).contains(&format!("ADMIN_TOKEN={secret}")));
     let init_environ = fs::read(format!("/proc/{}/environ", pid.app_pid)).unwrap();

@@ -1,8 +1,11 @@
 //! One blob from many providers at once: the I/O half of the swarm fetch.
 //!
-//! Every provider gets a worker with one QUIC connection. A peer's worker also follows
-//! the peer's bitfield (iroh-blobs' observe request), so pieces a peer is still
-//! downloading become available from it as soon as it has verified them. Workers ask
+//! Every provider gets a worker with one QUIC connection. A peer's worker also polls
+//! the peer's bitfield (an iroh-blobs observe request, cancelled after its first answer)
+//! every `observe_every` until the peer holds the whole blob, so pieces a peer is still
+//! downloading become available from it soon after it has verified them. (Following the
+//! observe stream instead costs a message per 16 KiB the peer stores, to every
+//! observer: with N peers all downloading, N² streams of tiny messages.) Workers ask
 //! the [`PieceBoard`] for their next piece and fetch it with an iroh-blobs GET for just
 //! that chunk range; every chunk is BLAKE3-verified as it streams in and written to the
 //! store, so nothing verified is ever fetched twice, not after a provider dies mid-piece
@@ -56,6 +59,8 @@ pub struct FetchOptions {
     pub idle_timeout: Duration,
     /// Pieces each provider has in flight at once.
     pub requests_per_provider: usize,
+    /// How often a peer that does not hold the whole blob is asked for its bitfield.
+    pub observe_every: Duration,
 }
 
 impl Default for FetchOptions {
@@ -66,6 +71,7 @@ impl Default for FetchOptions {
             stall_timeout: Duration::from_secs(5),
             idle_timeout: Duration::from_secs(30),
             requests_per_provider: 2,
+            observe_every: Duration::from_millis(100),
         }
     }
 }
@@ -453,20 +459,28 @@ impl Ctx<'_> {
             if origin {
                 return std::future::pending::<()>().await;
             }
-            let mut updates = self
-                .node
-                .store
-                .remote()
-                .observe(conn.clone(), ObserveRequest::new(self.hash))
-                .boxed();
-            // The first item is the peer's whole bitfield, later ones only what it
-            // has added since: merge them.
-            while let Some(Ok(bitfield)) = updates.next().await {
-                let mut s = self.lock();
-                s.views[i].has |= bitfield.ranges.clone();
-                s.views[i].known = true;
-                drop(s);
+            loop {
+                // The first item of an observe stream is the peer's whole bitfield; the
+                // stream is dropped (cancelled) right after it.
+                let first = self
+                    .node
+                    .store
+                    .remote()
+                    .observe(conn.clone(), ObserveRequest::new(self.hash))
+                    .boxed()
+                    .next()
+                    .await;
+                let Some(Ok(bitfield)) = first else { break };
+                {
+                    let mut s = self.lock();
+                    s.views[i].has |= bitfield.ranges.clone();
+                    s.views[i].known = true;
+                }
                 self.offered.notify_waiters();
+                if bitfield.is_complete() {
+                    break;
+                }
+                tokio::time::sleep(self.options.observe_every).await;
             }
             std::future::pending::<()>().await
         };
