@@ -187,7 +187,7 @@ reconciler works through apps one at a time). Idle: all $apps apps running, then
 own CPU time (utime+stime) over $idle s, in which its level-triggered pass still runs every
 30 s over every app; RSS at the end and its peak. The apps' supervisors are separate
 processes and not counted. The daemon's catalog comes from a local publish dir
-(`--origin-dir`); a daemon with an origin over the swarm also asks it for the head on each
+(\`--origin-dir\`); a daemon with an origin over the swarm also asks it for the head on each
 pass, which this figure does not include.
 
 **Command**: \`bench/reconciler.sh --apps $apps --converge $converge --idle-seconds $idle --write-docs\` (as root)  

@@ -723,13 +723,13 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
         head.roots
             .push((next.root_version, next.root.as_bytes().to_vec()));
     }
-    // An unchanged head (the usual pass) writes nothing.
-    if next != trusted {
+    // An unchanged head (the usual pass: same root, timestamp and catalog versions)
+    // writes nothing.
+    if next != trusted || held.is_none() {
         let mut store = node.store.lock().await;
         store.state.trusted = Some(next);
         store.save()?;
-    }
-    if held.as_ref() != Some(&head) {
+        drop(store);
         if let Err(e) = head.save(&node.data.join("head")) {
             tracing::warn!(error = %e, "cannot keep the head for peers");
         }

@@ -57,6 +57,14 @@ pub enum ExecError {
     Fetch(String),
     #[error("image verification failed: expected {expected}, got {actual}")]
     Verify { expected: String, actual: String },
+    /// Reading the runtime's state (the container, whether the image is loaded) failed:
+    /// nothing was changed.
+    #[error("cannot read the runtime's state: {0}")]
+    Inspect(RuntimeError),
+    /// Loading the verified image into the runtime failed: the app was not touched.
+    #[error("cannot load the image: {0}")]
+    Load(RuntimeError),
+    /// A change to the app's container failed (create, remove, start, stop).
     #[error(transparent)]
     Runtime(#[from] RuntimeError),
     #[error("cannot prepare secrets: {0}")]
@@ -69,12 +77,16 @@ pub enum ExecError {
 
 impl ExecError {
     /// Whether the failure came after the running app was changed (stopped, removed,
-    /// recreated). Fetching and verifying happen first, so their failures leave it as
-    /// it was.
+    /// recreated). Reading the runtime, fetching, verifying and loading the image happen
+    /// first, so their failures leave it as it was.
     pub fn touched_the_app(&self) -> bool {
         !matches!(
             self,
-            ExecError::Fetch(_) | ExecError::Verify { .. } | ExecError::DependenciesNotReady
+            ExecError::Inspect(_)
+                | ExecError::Load(_)
+                | ExecError::Fetch(_)
+                | ExecError::Verify { .. }
+                | ExecError::DependenciesNotReady
         )
     }
 }
@@ -224,9 +236,11 @@ fn run(
     recorded: bool,
     r: &mut Reporter<'_>,
 ) -> Result<Vec<Action>, ExecError> {
-    let container = runtime.observe(app_id)?;
+    let container = runtime.observe(app_id).map_err(ExecError::Inspect)?;
     let image_loaded = match target {
-        Some(t) => runtime.image_loaded(&t.spec.image)?,
+        Some(t) => runtime
+            .image_loaded(&t.spec.image)
+            .map_err(ExecError::Inspect)?,
         None => false,
     };
     let image_fetched = target.is_some_and(|t| images.holds(&t.spec.image));
@@ -331,7 +345,9 @@ fn load(
         0,
         format!("loading into {}", runtime.name()),
     );
-    runtime.load_image(archive, &t.spec.image)?;
+    runtime
+        .load_image(archive, &t.spec.image)
+        .map_err(ExecError::Load)?;
     Ok(())
 }
 
@@ -398,4 +414,31 @@ fn wait_healthy(t: &AppTarget, r: &mut Reporter<'_>) -> Result<(), ExecError> {
         seconds: budget.as_secs(),
         reason: last,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_failures_after_a_change_count_as_touching_the_app() {
+        let rt = || RuntimeError::Parse("podman ps".into());
+        for untouched in [
+            ExecError::Inspect(rt()),
+            ExecError::Load(rt()),
+            ExecError::Fetch("no providers".into()),
+            ExecError::DependenciesNotReady,
+        ] {
+            assert!(!untouched.touched_the_app(), "{untouched}");
+        }
+        for touched in [
+            ExecError::Runtime(rt()),
+            ExecError::Unhealthy {
+                seconds: 8,
+                reason: "status 500".into(),
+            },
+        ] {
+            assert!(touched.touched_the_app(), "{touched}");
+        }
+    }
 }

@@ -159,6 +159,12 @@ fn a_blob_from_two_seeders_then_without_a_dead_one() {
         stderr.contains("origin"),
         "the origin's share is shown: {stderr}"
     );
+    assert!(
+        !stderr.lines().any(|l| l
+            .trim_start()
+            .starts_with(&format!("peer {}", &peer_addr[..8]))),
+        "the dead peer gave nothing (the fetch does not wait out its dial): {stderr}"
+    );
     drop(origin);
 
     // Nobody holds it any more: the JSON summary says so and the exit code fails.
@@ -169,6 +175,8 @@ fn a_blob_from_two_seeders_then_without_a_dead_one() {
         &d("c"),
         "--origin",
         &origin_addr,
+        "--out",
+        &d("c/out.bin"),
         "--json",
     ]);
     assert!(!ok);

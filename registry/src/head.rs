@@ -9,13 +9,13 @@
 //! working while the origin is down.
 //!
 //! Wire format, one bi-directional stream per request:
-//! request: JSON `{"root_version": N, "catalog_version": M}` (at most 1 KiB; the
-//! catalog version is optional), then the client finishes;
+//! request: JSON `{"root_version": N, "catalog_blake3": "<hex>"}` (at most 1 KiB; the
+//! hash of the catalog the client holds is optional), then the client finishes;
 //! response: frames `kind (1 byte: b'R' root, b'T' timestamp, b'C' catalog) | len (u32
 //! big-endian) | bytes`, roots in ascending version, then T, then C. C is left out when
-//! the client already holds that catalog version (a node polling an unchanged head
-//! costs the server a timestamp, not the whole catalog); the timestamp still pins its
-//! hash, so the client verifies the catalog it holds against it. Every frame is
+//! the client already holds that very catalog (a node polling an unchanged head costs
+//! the server a timestamp, not the whole catalog); the timestamp still pins its hash, so
+//! the client verifies the catalog it holds against it. Every frame is
 //! bounded by [`Limits`] and at most [`MAX_ROOTS`] roots are sent.
 
 use std::{
@@ -61,16 +61,26 @@ pub enum HeadError {
 #[derive(Serialize, Deserialize)]
 struct HeadRequest {
     root_version: u64,
-    /// The catalog version the client holds: the server leaves an equal one out.
+    /// BLAKE3 (hex) of the signed catalog the client holds: the server leaves the same
+    /// catalog out. (The hash, not the version: a catalog re-signed under the same
+    /// version must still reach the client.)
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    catalog_version: Option<u64>,
+    catalog_blake3: Option<String>,
 }
 
 /// Serves the current head; [`HeadServer::set`] replaces it (origin reload, a node
 /// accepting a newer head).
 #[derive(Debug, Clone, Default)]
 pub struct HeadServer {
-    head: Arc<RwLock<Option<SignedHead>>>,
+    head: Arc<RwLock<Option<Arc<ServedHead>>>>,
+}
+
+/// The head being served, with its catalog's hash computed once (not per request: the
+/// catalog may be megabytes), shared by every request and reader (not copied).
+#[derive(Debug)]
+struct ServedHead {
+    head: Arc<SignedHead>,
+    catalog_blake3: String,
 }
 
 /// The version a signed document's header claims (0 if it has none: verification
@@ -150,10 +160,19 @@ fn read_named(path: &Path) -> std::io::Result<Vec<u8>> {
 
 impl HeadServer {
     pub fn set(&self, head: SignedHead) {
-        *self.head.write().unwrap_or_else(|e| e.into_inner()) = Some(head);
+        let served = ServedHead {
+            catalog_blake3: archy_catalog::ContentHash::of(&head.catalog).to_hex(),
+            head: Arc::new(head),
+        };
+        *self.head.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(served));
     }
 
-    pub fn get(&self) -> Option<SignedHead> {
+    /// The head being served (shared, not copied).
+    pub fn get(&self) -> Option<Arc<SignedHead>> {
+        self.current().map(|s| s.head.clone())
+    }
+
+    fn current(&self) -> Option<Arc<ServedHead>> {
         self.head.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 }
@@ -169,17 +188,18 @@ impl ProtocolHandler for HeadServer {
                 conn.close(2u32.into(), b"bad request");
                 return Ok(());
             };
-            let Some(head) = self.get() else {
+            let Some(served) = self.current() else {
                 let _ = send.finish();
                 continue;
             };
+            let head = &served.head;
             let mut out = Vec::new();
             let newer = head.roots.iter().filter(|(v, _)| *v > req.root_version);
             for (_, r) in newer.take(MAX_ROOTS) {
                 frame(&mut out, b'R', r);
             }
             frame(&mut out, b'T', &head.timestamp);
-            if req.catalog_version != Some(document_version(&head.catalog)) {
+            if req.catalog_blake3.as_ref() != Some(&served.catalog_blake3) {
                 frame(&mut out, b'C', &head.catalog);
             }
             send.write_all(&out).await.map_err(AcceptError::from_err)?;
@@ -196,7 +216,7 @@ fn frame(out: &mut Vec<u8>, kind: u8, bytes: &[u8]) {
 }
 
 /// Asks `peer` for its head, reading no more than `limits` allow. `held_catalog` is the
-/// signed catalog the caller already has: when the peer's head pins the same version,
+/// signed catalog the caller already has: when the peer's head has the same catalog,
 /// the peer does not send it again and the answer carries `held_catalog` instead
 /// (still to be verified against the timestamp, like any catalog).
 pub async fn fetch_head(
@@ -216,7 +236,7 @@ pub async fn fetch_head(
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         let req = serde_json::to_vec(&HeadRequest {
             root_version,
-            catalog_version: held_catalog.map(document_version).filter(|v| *v > 0),
+            catalog_blake3: held_catalog.map(|c| archy_catalog::ContentHash::of(c).to_hex()),
         })
         .map_err(|e| e.to_string())?;
         send.write_all(&req).await.map_err(|e| e.to_string())?;

@@ -125,12 +125,12 @@ impl SwarmNode {
         }
     }
 
-    /// Where others dial this node.
     /// What this node has served to others since it started.
     pub fn served(&self) -> &ServedCounters {
         &self.served
     }
 
+    /// Where others dial this node.
     pub fn addr(&self) -> PeerAddr {
         let socket = self
             .endpoint

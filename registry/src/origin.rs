@@ -169,7 +169,7 @@ impl Origin {
     }
 
     /// The head being served.
-    pub fn head(&self) -> Option<SignedHead> {
+    pub fn head(&self) -> Option<std::sync::Arc<SignedHead>> {
         self.head.get()
     }
 }

@@ -349,7 +349,7 @@ mod tests {
 
         // A peer that never says (or dies) holds the origin back only for the grace.
         let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
-        let mut p = vec![ProviderView::full(true), unknown];
+        let mut p = vec![ProviderView::full(true), unknown.clone()];
         assert_eq!(b.next_for(0, &p, now), None);
         assert_eq!(b.next_for(0, &p, now + PEER_GRACE), Some(0));
         let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
@@ -359,9 +359,9 @@ mod tests {
             Some(0),
             "a dead peer is not waited for"
         );
-        // Peers never wait.
+        // Peers never wait, not even for another peer that has not said yet.
         let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
-        let p = vec![ProviderView::full(false), p[1].clone()];
+        let p = vec![ProviderView::full(false), unknown];
         assert_eq!(b.next_for(0, &p, now), Some(0));
     }
 

@@ -19,8 +19,6 @@ pub struct ServedCounters {
     pub bytes: AtomicU64,
     /// Blob transfers that ended, completed or aborted.
     pub transfers: AtomicU64,
-    /// Blob transfers that the requester broke off (a peer stopped or dropped us).
-    pub aborted: AtomicU64,
 }
 
 impl ServedCounters {
@@ -50,18 +48,15 @@ pub(crate) fn event_sender(counters: Arc<ServedCounters>) -> EventSender {
             let counters = counters.clone();
             tokio::spawn(async move {
                 while let Ok(Some(update)) = updates.recv().await {
-                    let (stats, aborted) = match update {
-                        RequestUpdate::Completed(c) => (c.stats, false),
-                        RequestUpdate::Aborted(a) => (a.stats, true),
+                    let stats = match update {
+                        RequestUpdate::Completed(c) => c.stats,
+                        RequestUpdate::Aborted(a) => a.stats,
                         RequestUpdate::Started(_) | RequestUpdate::Progress(_) => continue,
                     };
                     counters
                         .bytes
                         .fetch_add(stats.payload_bytes_sent, Ordering::Relaxed);
                     counters.transfers.fetch_add(1, Ordering::Relaxed);
-                    if aborted {
-                        counters.aborted.fetch_add(1, Ordering::Relaxed);
-                    }
                 }
             });
         }

@@ -2,6 +2,7 @@
 //! (`install`, `uninstall`, `start`, `stop`, `restart`, `list`, `status`, `logs`), which
 //! talk to the daemon over its local API and follow its progress events.
 
+use super::swarm::mib;
 use std::{
     net::{IpAddr, SocketAddr},
     path::PathBuf,
@@ -163,19 +164,18 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                 for p in sw["peers"].as_array().into_iter().flatten() {
                     println!("peer     {}", p.as_str().unwrap_or("?"));
                 }
-                let mib = |k: &str| {
-                    sw["fetched_bytes"][k].as_u64().unwrap_or(0) as f64 / f64::from(1 << 20)
-                };
+                let bytes = |v: &serde_json::Value| mib(v.as_u64().unwrap_or(0));
+                let fetched = &sw["fetched_bytes"];
                 println!(
-                    "blobs    {} held (seeded); fetched since start: {:.1} MiB from the origin, {:.1} MiB from peers, {:.1} MiB from the publish dir",
+                    "blobs    {} held (seeded); fetched since start: {} from the origin, {} from peers, {} from the publish dir",
                     sw["blobs_held"],
-                    mib("origin"),
-                    mib("peer"),
-                    mib("publish_dir")
+                    bytes(&fetched["origin"]),
+                    bytes(&fetched["peer"]),
+                    bytes(&fetched["publish_dir"])
                 );
                 println!(
-                    "served   {:.1} MiB to peers since start",
-                    sw["served_bytes"].as_u64().unwrap_or(0) as f64 / f64::from(1 << 20)
+                    "served   {} to peers since start",
+                    bytes(&sw["served_bytes"])
                 );
                 for (id, phase) in v["apps"].as_object().into_iter().flatten() {
                     println!("app      {id:<32} {}", phase.as_str().unwrap_or("?"));
@@ -293,17 +293,17 @@ impl StageDisplay {
             }
             self.last_bar = Some(Instant::now());
             let started = *self.fetch_started.get_or_insert_with(Instant::now);
-            let mib = |b: u64| b as f64 / f64::from(1 << 20);
+            let in_mib = |b: u64| b as f64 / f64::from(1 << 20);
             let width = 30;
             let filled = (width as f64 * e.bytes_done as f64 / e.bytes_total as f64) as usize;
             let filled = filled.min(width);
-            let rate = mib(e.bytes_done) / started.elapsed().as_secs_f64().max(0.001);
+            let rate = in_mib(e.bytes_done) / started.elapsed().as_secs_f64().max(0.001);
             let line = format!(
                 "  {stage:<8} [{}>{}] {:.1}/{:.1} MiB {rate:.1} MiB/s",
                 "=".repeat(filled),
                 " ".repeat(width - filled),
-                mib(e.bytes_done),
-                mib(e.bytes_total),
+                in_mib(e.bytes_done),
+                in_mib(e.bytes_total),
             );
             if self.tty {
                 eprint!("\r{line}\x1b[K");

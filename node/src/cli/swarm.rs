@@ -242,7 +242,8 @@ fn iroh_id(secret: &[u8; 32]) -> String {
     hex::encode(iroh::SecretKey::from_bytes(secret).public().as_bytes())
 }
 
-fn mib(b: u64) -> String {
+/// `12.3 MiB`.
+pub(crate) fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
 }
 
