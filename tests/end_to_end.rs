@@ -508,20 +508,22 @@ fn marketplace_app_installs_with_its_score(dir: &Path, node: &NodeSpec, bootstra
 /// DHT membership in the daemon: two nodes that know only the origin's DHT address (no
 /// `--peer`) find each other as holders: the second gets image bytes from the first.
 /// Then the marketplace: a third-party app whose image only the developer's seed holds.
+/// Last, with the origin gone, a new node that knows one node's DHT address gets the
+/// catalog from the head servers the DHT names.
 #[test]
 fn dht_discovery_and_a_marketplace_app_from_its_seed() {
     let Some((tmp, port, publish)) = setup() else {
         return;
     };
     let dir = tmp.path();
-    let (_origin, origin_addr) = start_origin(dir, &publish, &["--dht-listen", "127.0.0.1:0"]);
+    let (origin, origin_addr) = start_origin(dir, &publish, &["--dht-listen", "127.0.0.1:0"]);
     let bootstrap = fs::read_to_string(dir.join("origin/origin.json")).unwrap();
     let bootstrap: serde_json::Value = serde_json::from_str(&bootstrap).unwrap();
     let bootstrap = bootstrap["dht"][0]
         .as_str()
         .unwrap_or_else(|| panic!("no DHT address in origin.json: {bootstrap}"))
         .to_string();
-    let _cleanup = ProcessCleanup(vec![dir.join("a"), dir.join("b")]);
+    let _cleanup = ProcessCleanup(vec![dir.join("a"), dir.join("b"), dir.join("c")]);
     let dht = ["--dht-listen", "127.0.0.1:0", "--bootstrap", &bootstrap];
     let specs: Vec<NodeSpec> = [("a", 5u8), ("b", 6)]
         .into_iter()
@@ -543,4 +545,36 @@ fn dht_discovery_and_a_marketplace_app_from_its_seed() {
     assert!(http_ok(specs[1].ip, port));
 
     marketplace_app_installs_with_its_score(dir, &specs[0], &bootstrap);
+
+    let a = specs[0].status();
+    assert!(
+        a["swarm"]["dht_peers"].as_u64() >= Some(2),
+        "a knows the origin, b and the seed in the DHT: {a}"
+    );
+    drop(origin);
+    let a_dht = a["swarm"]["dht"][0].as_str().unwrap().to_string();
+    let c = NodeSpec::new(
+        dir,
+        "c",
+        7,
+        &publish,
+        &origin_addr,
+        &["--dht-listen", "127.0.0.1:0", "--bootstrap", &a_dht],
+    );
+    let _c = c.start();
+    wait_until(
+        "c's catalog from a DHT head server",
+        Duration::from_secs(40),
+        || c.status()["catalog"]["version"] == 1,
+    );
+    let status = c.status();
+    let source = status["catalog"]["source"].as_str().unwrap();
+    assert!(source.starts_with("peer "), "the origin is down: {status}");
+    let servers = status["swarm"]["head_servers"].as_array().unwrap();
+    assert!(
+        servers
+            .iter()
+            .any(|s| source.ends_with(s.as_str().unwrap())),
+        "the head came from a server the DHT named: {status}"
+    );
 }

@@ -55,6 +55,9 @@ use crate::{
     state::{self, AppSource, Condition, Deployment, DesiredRecord, HeldBack, Phase, StateStore},
 };
 
+/// At most this many DHT-named head servers are asked in one sync.
+const MAX_HEAD_SERVERS: usize = 8;
+
 /// How often the reconciler runs without being woken.
 pub const RESYNC: Duration = Duration::from_secs(30);
 
@@ -67,11 +70,20 @@ struct Node {
     cfg: NodeConfig,
     store: Mutex<StateStore>,
     runtime: Arc<dyn Runtime>,
-    catalog: Mutex<Option<(Catalog, u64)>>,
+    catalog: Mutex<Option<HeldCatalog>>,
+    /// Head servers the DHT named when the origin and configured peers had no head.
+    head_servers: std::sync::Mutex<Vec<archy_registry::PeerAddr>>,
     events: broadcast::Sender<ProgressEvent>,
     wake: Notify,
     token: String,
     metrics: Metrics,
+}
+
+/// The catalog the reconciler installs from: verified, when, and where it came from.
+struct HeldCatalog {
+    catalog: Catalog,
+    verified_at: u64,
+    source: String,
 }
 
 #[derive(Default)]
@@ -149,7 +161,11 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
             chrono::Utc::now(),
             &Limits::default(),
         ) {
-            catalog = Some((c, state::now()));
+            catalog = Some(HeldCatalog {
+                catalog: c,
+                verified_at: state::now(),
+                source: "saved head".into(),
+            });
         }
         head.set(saved);
     }
@@ -174,6 +190,7 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         cfg,
         store: Mutex::new(store),
         catalog: Mutex::new(catalog),
+        head_servers: Default::default(),
         events,
         wake: Notify::new(),
         token,
@@ -187,7 +204,7 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     );
 
     let reconciler = tokio::spawn(reconcile_loop(node.clone()));
-    let seeder = tokio::spawn(announce_held(node.swarm.clone()));
+    let seeder = tokio::spawn(announce_held(node.clone()));
     let app = Router::new()
         .route("/v1/status", get(status))
         .route("/v1/apps", get(list_apps))
@@ -272,7 +289,7 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Response {
-    let catalog = node.catalog.lock().await.as_ref().map(|(c, at)| json!({"version": c.version, "apps": c.apps.len(), "age_seconds": state::now().saturating_sub(*at)}));
+    let catalog = node.catalog.lock().await.as_ref().map(|h| json!({"version": h.catalog.version, "apps": h.catalog.apps.len(), "age_seconds": state::now().saturating_sub(h.verified_at), "source": h.source}));
     let held = node.swarm.node.list_complete().await.unwrap_or_default();
     let f = &node.metrics.fetched;
     let swarm = json!({
@@ -280,6 +297,8 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
         "dht": node.swarm.dht_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "origin": node.cfg.origin,
         "peers": node.cfg.peers,
+        "dht_peers": node.swarm.dht_peers().await,
+        "head_servers": node.head_servers.lock().map(|h| h.iter().map(|p| p.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
         "blobs_held": held.len(),
         "fetched_bytes": {
             "origin": f.origin.load(Ordering::Relaxed),
@@ -399,7 +418,7 @@ async fn install(
                 tracing::warn!(error = %e, "catalog sync failed; using the last verified catalog");
             }
             let catalog = node.catalog.lock().await;
-            let Some((c, _)) = catalog.as_ref() else {
+            let Some(HeldCatalog { catalog: c, .. }) = catalog.as_ref() else {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no verified catalog yet (is origin_dir configured and reachable?)",
@@ -674,20 +693,48 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
     let mut got = None;
     // The catalog accepted last: an unchanged head then costs a timestamp, not a catalog.
     let held = node.head.get();
+    let sync = |origin: Option<archy_registry::PeerAddr>, peers: Vec<archy_registry::PeerAddr>| {
+        let (trusted, held) = (&trusted, &held);
+        async move {
+            archy_registry::head::sync_head(
+                &node.swarm.node,
+                origin.as_ref(),
+                &peers,
+                trusted,
+                held.as_ref().map(|h| h.catalog.as_slice()),
+                &limits,
+                Duration::from_secs(3),
+            )
+            .await
+            .map(|s| (s.trusted, s.catalog, s.head, s.source.to_string()))
+            .map_err(|e| e.to_string())
+        }
+    };
     if origin.is_some() || !peers.is_empty() {
-        match archy_registry::head::sync_head(
-            &node.swarm.node,
-            origin.as_ref(),
-            &peers,
-            &trusted,
-            held.as_ref().map(|h| h.catalog.as_slice()),
-            &limits,
-            Duration::from_secs(3),
-        )
-        .await
-        {
-            Ok(s) => got = Some((s.trusted, s.catalog, s.head, format!("{:?}", s.source))),
-            Err(e) => why.push(e.to_string()),
+        match sync(origin.clone(), peers.clone()).await {
+            Ok(s) => got = Some(s),
+            Err(e) => why.push(e),
+        }
+    }
+    // Neither the origin nor a configured peer had a head: ask the nodes the DHT names
+    // as head servers (their heads are verified like any other).
+    if got.is_none() {
+        let learned: Vec<_> = node
+            .swarm
+            .head_servers()
+            .await
+            .into_iter()
+            .filter(|p| !peers.contains(p) && origin.as_ref() != Some(p))
+            .take(MAX_HEAD_SERVERS)
+            .collect();
+        if let Ok(mut h) = node.head_servers.lock() {
+            h.clone_from(&learned);
+        }
+        if !learned.is_empty() {
+            match sync(None, learned).await {
+                Ok(s) => got = Some(s),
+                Err(e) => why.push(format!("DHT head servers: {e}")),
+            }
         }
     }
     if got.is_none() {
@@ -734,17 +781,29 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
             tracing::warn!(error = %e, "cannot keep the head for peers");
         }
         node.head.set(head);
+        if held.is_none() {
+            node.swarm.announce_head_server().await;
+        }
     }
-    *node.catalog.lock().await = Some((catalog, state::now()));
+    *node.catalog.lock().await = Some(HeldCatalog {
+        catalog,
+        verified_at: state::now(),
+        source,
+    });
     Ok(())
 }
 
-/// Seeding: every blob the node holds whole is announced in the DHT once at start (a
-/// fetch announces its blob from the first verified piece); Kademlia republishes the
-/// records for as long as the node runs.
-async fn announce_held(swarm: archy_registry::Swarm) {
+/// Seeding: every blob the node holds whole, and the head it holds, are announced in
+/// the DHT once at start (a fetch announces its blob from the first verified piece, a
+/// first head sync the head); Kademlia republishes the records for as long as the
+/// node runs.
+async fn announce_held(node: Arc<Node>) {
+    let swarm = &node.swarm;
     if swarm.dht_addrs().is_empty() {
         return;
+    }
+    if node.head.get().is_some() {
+        swarm.announce_head_server().await;
     }
     match swarm.announce_held().await {
         Ok(held) => tracing::debug!(blobs = held.len(), "announced held blobs"),
@@ -1136,7 +1195,7 @@ async fn desired_release(node: &Node, id: &str, r: &DesiredRecord) -> anyhow::Re
     let (manifest, image) = match &r.source {
         AppSource::Catalog { version } => {
             let catalog = node.catalog.lock().await;
-            let (c, _) = catalog.as_ref().context("no verified catalog yet")?;
+            let c = &catalog.as_ref().context("no verified catalog yet")?.catalog;
             let rel = c
                 .release(id, version.as_deref())
                 .with_context(|| format!("{id} is not in catalog v{}", c.version))?;

@@ -328,6 +328,15 @@ pub enum HeadSource {
     Peer(String),
 }
 
+impl std::fmt::Display for HeadSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            HeadSource::Origin => f.write_str("origin"),
+            HeadSource::Peer(p) => write!(f, "peer {p}"),
+        }
+    }
+}
+
 /// A head that verified, and what accepting it means.
 #[derive(Debug, Clone)]
 pub struct SyncedHead {

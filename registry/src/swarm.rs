@@ -108,8 +108,44 @@ impl Swarm {
         let Some(dht) = &self.dht else {
             return Vec::new();
         };
+        self.others(dht.find_providers(hash).await, "provider lookup")
+    }
+
+    /// Tells the DHT this node serves a verified catalog head (logged on failure, as
+    /// [`Swarm::announce`]).
+    pub async fn announce_head_server(&self) {
+        if let Some(dht) = &self.dht {
+            if let Err(e) = dht.announce_head_server().await {
+                tracing::warn!(error = %e, "cannot announce as a head server");
+            }
+        }
+    }
+
+    /// The nodes the DHT names as head servers, other than this node.
+    pub async fn head_servers(&self) -> Vec<PeerAddr> {
+        let Some(dht) = &self.dht else {
+            return Vec::new();
+        };
+        self.others(dht.find_head_servers().await, "head server lookup")
+    }
+
+    /// How many DHT peers this node knows (0 without a DHT).
+    pub async fn dht_peers(&self) -> usize {
+        match &self.dht {
+            Some(dht) => dht.routing_peers().await.unwrap_or(0),
+            None => 0,
+        }
+    }
+
+    /// A lookup's answer as iroh addresses, without this node (a failed lookup is
+    /// logged and finds nobody).
+    fn others(
+        &self,
+        found: Result<Vec<archy_dht::Provider>, archy_dht::DhtError>,
+        what: &str,
+    ) -> Vec<PeerAddr> {
         let me = self.node.addr().id;
-        match dht.find_providers(hash).await {
+        match found {
             Ok(found) => found
                 .into_iter()
                 .filter(|p| p.endpoint_id != me)
@@ -121,7 +157,7 @@ impl Swarm {
                 })
                 .collect(),
             Err(e) => {
-                tracing::warn!(%hash, error = %e, "provider lookup failed");
+                tracing::warn!(error = %e, "{what} failed");
                 Vec::new()
             }
         }

@@ -148,21 +148,34 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                 );
                 match v["catalog"].as_object() {
                     Some(c) => println!(
-                        "catalog  v{} with {} app(s), verified {} s ago",
-                        c["version"], c["apps"], c["age_seconds"]
+                        "catalog  v{} with {} app(s), verified {} s ago, from {}",
+                        c["version"],
+                        c["apps"],
+                        c["age_seconds"],
+                        c["source"].as_str().unwrap_or("?")
                     ),
                     None => println!("catalog  none verified yet"),
                 }
                 let sw = &v["swarm"];
                 println!("swarm    {}", sw["addr"].as_str().unwrap_or("?"));
                 for d in sw["dht"].as_array().into_iter().flatten() {
-                    println!("dht      {}", d.as_str().unwrap_or("?"));
+                    println!(
+                        "dht      {} ({} peers known)",
+                        d.as_str().unwrap_or("?"),
+                        sw["dht_peers"]
+                    );
                 }
                 if let Some(o) = sw["origin"].as_str() {
                     println!("origin   {o}");
                 }
                 for p in sw["peers"].as_array().into_iter().flatten() {
                     println!("peer     {}", p.as_str().unwrap_or("?"));
+                }
+                for p in sw["head_servers"].as_array().into_iter().flatten() {
+                    println!(
+                        "peer     {} (head server, from the DHT)",
+                        p.as_str().unwrap_or("?")
+                    );
                 }
                 let bytes = |v: &serde_json::Value| mib(v.as_u64().unwrap_or(0));
                 let fetched = &sw["fetched_bytes"];

@@ -10,6 +10,9 @@
 //!   peer id of each holder. Kademlia republishes them while the node keeps providing,
 //!   so a node announces as soon as it holds a first verified range and the record stays
 //!   fresh for as long as it holds the content;
+//! - **head-server records** (provider records too): key `/archy/heads` -> every node
+//!   that serves a verified catalog head over iroh. A node whose origin is unreachable
+//!   asks them for the head; it verifies what they offer like any head;
 //! - **address records**: key `/archy/iroh-addr/<peer id>` -> the holder's iroh endpoint
 //!   id and direct addresses, *signed by the node key*. One ed25519 key is the node's
 //!   identity for both iroh and libp2p, so the endpoint id must equal the key inside the
@@ -112,11 +115,12 @@ struct Behaviour {
 }
 
 enum Command {
-    Announce(ContentHash, oneshot::Sender<Result<(), DhtError>>),
-    Withdraw(ContentHash),
-    Providers(ContentHash, oneshot::Sender<HashSet<PeerId>>),
+    Announce(RecordKey, oneshot::Sender<Result<(), DhtError>>),
+    Withdraw(RecordKey),
+    Providers(RecordKey, oneshot::Sender<HashSet<PeerId>>),
     Address(PeerId, oneshot::Sender<Option<AddressRecord>>),
     AddPeer(Multiaddr),
+    RoutingPeers(oneshot::Sender<usize>),
 }
 
 enum Pending {
@@ -150,6 +154,12 @@ fn content_key(hash: &ContentHash) -> RecordKey {
     let mut k = b"/archy/blob/".to_vec();
     k.extend_from_slice(hash.as_bytes());
     RecordKey::new(&k)
+}
+
+/// The key under which head servers provide: one per Archy network (heads of another
+/// publisher fail verification at the asker, so they cost a lookup, not trust).
+fn heads_key() -> RecordKey {
+    RecordKey::new(&b"/archy/heads")
 }
 
 fn address_key(peer: &PeerId) -> RecordKey {
@@ -286,18 +296,18 @@ impl Dht {
     /// Announces that this node holds (at least part of) `hash`; the record is
     /// republished until [`Dht::withdraw`].
     pub async fn announce(&self, hash: ContentHash) -> Result<(), DhtError> {
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Announce(hash, tx))
-            .await
-            .map_err(|_| DhtError::Stopped)?;
-        rx.await.map_err(|_| DhtError::Stopped)?
+        self.provide(content_key(&hash)).await
+    }
+
+    /// Announces that this node serves a verified catalog head; republished while it runs.
+    pub async fn announce_head_server(&self) -> Result<(), DhtError> {
+        self.provide(heads_key()).await
     }
 
     /// Stops announcing `hash` (the record expires at the others within its TTL).
     pub async fn withdraw(&self, hash: ContentHash) -> Result<(), DhtError> {
         self.commands
-            .send(Command::Withdraw(hash))
+            .send(Command::Withdraw(content_key(&hash)))
             .await
             .map_err(|_| DhtError::Stopped)
     }
@@ -305,9 +315,37 @@ impl Dht {
     /// The holders of `hash` with their verified iroh addresses. Holders without a
     /// valid address record are left out (and logged).
     pub async fn find_providers(&self, hash: ContentHash) -> Result<Vec<Provider>, DhtError> {
+        self.providers_of(content_key(&hash)).await
+    }
+
+    /// The nodes that serve a catalog head, with their verified iroh addresses.
+    pub async fn find_head_servers(&self) -> Result<Vec<Provider>, DhtError> {
+        self.providers_of(heads_key()).await
+    }
+
+    /// How many peers this node's routing table holds.
+    pub async fn routing_peers(&self) -> Result<usize, DhtError> {
         let (tx, rx) = oneshot::channel();
         self.commands
-            .send(Command::Providers(hash, tx))
+            .send(Command::RoutingPeers(tx))
+            .await
+            .map_err(|_| DhtError::Stopped)?;
+        rx.await.map_err(|_| DhtError::Stopped)
+    }
+
+    async fn provide(&self, key: RecordKey) -> Result<(), DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Announce(key, tx))
+            .await
+            .map_err(|_| DhtError::Stopped)?;
+        rx.await.map_err(|_| DhtError::Stopped)?
+    }
+
+    async fn providers_of(&self, key: RecordKey) -> Result<Vec<Provider>, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Providers(key, tx))
             .await
             .map_err(|_| DhtError::Stopped)?;
         let peers = rx.await.map_err(|_| DhtError::Stopped)?;
@@ -378,19 +416,19 @@ fn handle_command(
 ) {
     let kad = &mut swarm.behaviour_mut().kad;
     match cmd {
-        Command::Announce(hash, reply) => {
+        Command::Announce(key, reply) => {
             // The record is stored locally at once and spread to the closest peers by the
             // query; republication keeps it alive. Waiting for the query would only delay
             // the caller: a lone node has nobody to spread to.
             let r = kad
-                .start_providing(content_key(&hash))
+                .start_providing(key)
                 .map(|_| ())
                 .map_err(|e| DhtError::Store(e.to_string()));
             let _ = reply.send(r);
         }
-        Command::Withdraw(hash) => kad.stop_providing(&content_key(&hash)),
-        Command::Providers(hash, reply) => {
-            let id = kad.get_providers(content_key(&hash));
+        Command::Withdraw(key) => kad.stop_providing(&key),
+        Command::Providers(key, reply) => {
+            let id = kad.get_providers(key);
             pending.insert(
                 id,
                 Pending::Providers {
@@ -415,6 +453,10 @@ fn handle_command(
                 kad.add_address(&peer, addr);
                 let _ = kad.bootstrap();
             }
+        }
+        Command::RoutingPeers(reply) => {
+            let n = kad.kbuckets().map(|b| b.num_entries()).sum();
+            let _ = reply.send(n);
         }
     }
 }

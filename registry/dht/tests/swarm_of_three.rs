@@ -101,3 +101,33 @@ async fn an_address_this_host_does_not_have_is_a_clear_error() {
         "{e}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn head_servers_are_found_apart_from_blob_holders() {
+    let a = Dht::start(cfg(21, &[])).await.unwrap();
+    let b = Dht::start(cfg(22, &[&a])).await.unwrap();
+    let c = Dht::start(cfg(23, &[&a])).await.unwrap();
+    assert!(b.find_head_servers().await.unwrap().is_empty());
+    c.announce(ContentHash::of(b"a blob")).await.unwrap();
+    a.announce_head_server().await.unwrap();
+    let mut found = Vec::new();
+    for _ in 0..40 {
+        found = b.find_head_servers().await.unwrap();
+        if !found.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    let ids: Vec<_> = found.iter().map(|p| p.endpoint_id).collect();
+    assert_eq!(ids, vec![endpoint_id(21)], "only a serves heads");
+    // b learns c when c joins through a (bounded: 40 tries).
+    let mut known = 0;
+    for _ in 0..40 {
+        known = b.routing_peers().await.unwrap();
+        if known == 2 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(known, 2, "b knows a and c");
+}
