@@ -187,9 +187,9 @@ impl<'a> Fetch<'a> {
             (None, None) => self.ask_size(&providers).await.map_err(fail)?,
         };
         let missing = ChunkRanges::all().difference(&local.0);
-        let seed = self.node.addr().id;
-        let start = f64::from(u16::from_le_bytes([seed[0], seed[1]])) / 65536.0;
-        let board = PieceBoard::new(size, &missing, self.options.piece_bytes, start);
+        let id = self.node.addr().id;
+        let seed = u64::from_le_bytes([id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7]]);
+        let board = PieceBoard::new(size, &missing, self.options.piece_bytes, seed);
         let already_held = size - board.remaining_bytes(size);
         if board.is_complete() && self.node.has(&hash).await? {
             return Ok(FetchReport {
@@ -406,6 +406,7 @@ impl Ctx<'_> {
             origin,
             alive: true,
             known: origin,
+            grew_at: None,
         });
         s.names.push(addr.to_string());
         s.received.push(0);
@@ -473,8 +474,15 @@ impl Ctx<'_> {
                 let Some(Ok(bitfield)) = first else { break };
                 {
                     let mut s = self.lock();
-                    s.views[i].has |= bitfield.ranges.clone();
-                    s.views[i].known = true;
+                    let view = &mut s.views[i];
+                    if !view.has.is_superset(&bitfield.ranges) {
+                        // Known before and grew since: the peer is downloading.
+                        if view.known {
+                            view.grew_at = Some(Instant::now());
+                        }
+                        view.has |= bitfield.ranges.clone();
+                    }
+                    view.known = true;
                 }
                 self.offered.notify_waiters();
                 if bitfield.is_complete() {
@@ -527,6 +535,7 @@ impl Ctx<'_> {
                 PieceEnd::Got => {
                     strikes = 0;
                     s.board.complete(piece);
+                    tracing::debug!(piece, provider = %s.names[i], "piece verified");
                 }
                 PieceEnd::Cancelled => s.board.release(piece, i),
                 PieceEnd::BadData(why) => break Some(format!("sent bad data: {why}")),

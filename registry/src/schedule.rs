@@ -3,12 +3,17 @@
 //! A blob is cut into pieces (whole BLAKE3 chunk groups). Every provider has a worker
 //! that asks this board for its next piece, given what that provider holds. The rules:
 //!
-//! - **own order**: each fetcher walks the pieces starting at its own offset (derived
-//!   from its node id), so nodes that start together pull *different* pieces from the
-//!   origin and can then trade them with each other;
+//! - **own order**: each fetcher walks the pieces in its own shuffled order (seeded by
+//!   its node id), so nodes that start together pull *different* pieces from the origin
+//!   and can then trade them with each other. (Walking from an own offset is not
+//!   enough: once two walks meet they move in lockstep, and both nodes ask the origin
+//!   for the same pieces at the same moment, measured by bench/swarm.sh);
 //! - **peers before the origin**: the origin's worker skips pieces that a live peer
-//!   already holds (the peer serves them), so the origin's uplink goes to pieces nobody
-//!   else has; the origin still takes everything no live peer can give, and joins the
+//!   already holds (the peer serves them) and pieces a peer is downloading right now
+//!   (it holds part of the piece and its bitfield grew within [`IN_PROGRESS`]: it will
+//!   serve them soon), so the origin's uplink goes to pieces nobody else has or is
+//!   getting; the origin still takes everything no live peer can give (a peer that
+//!   stops growing frees its half-done pieces after [`IN_PROGRESS`]), and joins the
 //!   endgame. It starts only once every live peer has said what it holds, or after
 //!   [`PEER_GRACE`]: otherwise a fast origin would take the first pieces before a
 //!   peer's bitfield arrived, and a small blob would come from the origin alone;
@@ -40,6 +45,8 @@ pub struct ProviderView {
     /// Whether `has` is what the provider said (its first bitfield arrived); always for
     /// the origin.
     pub known: bool,
+    /// When `has` last grew (the peer is downloading).
+    pub grew_at: Option<Instant>,
 }
 
 impl ProviderView {
@@ -49,6 +56,7 @@ impl ProviderView {
             origin,
             alive: true,
             known: true,
+            grew_at: None,
         }
     }
 }
@@ -66,10 +74,28 @@ pub struct PieceBoard {
     /// Chunk range of each piece; the last one is open-ended on the wire.
     ranges: Vec<Range<u64>>,
     state: Vec<PieceState>,
-    /// Piece indices in this fetcher's walking order.
+    /// Piece indices in this fetcher's walking order (a permutation).
     order: Vec<usize>,
     /// When a worker first asked for a piece (the start of [`PEER_GRACE`]).
     first_ask: Option<Instant>,
+}
+
+/// `0..n` in an order that depends only on `seed` (Fisher-Yates driven by SplitMix64).
+fn shuffled(n: usize, seed: u64) -> Vec<usize> {
+    let mut state = seed;
+    let mut next = || {
+        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
+        let mut z = state;
+        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+        z ^ (z >> 31)
+    };
+    let mut order: Vec<usize> = (0..n).collect();
+    for i in (1..n).rev() {
+        let j = (next() % (i as u64 + 1)) as usize;
+        order.swap(i, j);
+    }
+    order
 }
 
 /// At most this many workers fetch one piece at once (endgame duplicates).
@@ -79,11 +105,14 @@ const MAX_WORKERS_PER_PIECE: usize = 2;
 pub const ENDGAME_AFTER: std::time::Duration = std::time::Duration::from_millis(750);
 /// The origin waits at most this long for live peers' bitfields before it starts.
 pub const PEER_GRACE: std::time::Duration = std::time::Duration::from_millis(500);
+/// A peer whose bitfield grew this recently is downloading: the origin leaves the
+/// pieces it holds part of to it.
+pub const IN_PROGRESS: std::time::Duration = std::time::Duration::from_secs(1);
 
 impl PieceBoard {
     /// Cuts `missing` (chunk ranges not held yet, within a blob of `size` bytes) into
-    /// pieces of about `piece_bytes`, walked from `start_fraction` (0..1) of the list.
-    pub fn new(size: u64, missing: &ChunkRanges, piece_bytes: u64, start_fraction: f64) -> Self {
+    /// pieces of about `piece_bytes`, walked in an order shuffled by `seed`.
+    pub fn new(size: u64, missing: &ChunkRanges, piece_bytes: u64, seed: u64) -> Self {
         let total_chunks = size.div_ceil(CHUNK).max(1);
         let piece_chunks = (piece_bytes / CHUNK)
             .div_ceil(CHUNK_GROUP)
@@ -105,15 +134,9 @@ impl PieceBoard {
                 s = e;
             }
         }
-        let n = ranges.len();
-        let first = if n == 0 {
-            0
-        } else {
-            ((start_fraction.clamp(0.0, 1.0) * n as f64) as usize).min(n - 1)
-        };
-        let order = (0..n).map(|i| (first + i) % n).collect();
+        let order = shuffled(ranges.len(), seed);
         Self {
-            state: vec![PieceState::Pending; n],
+            state: vec![PieceState::Pending; ranges.len()],
             ranges,
             order,
             first_ask: None,
@@ -171,10 +194,17 @@ impl PieceBoard {
             return None;
         }
         let served_by_peer = |r: &Range<u64>| {
-            providers
-                .iter()
-                .enumerate()
-                .any(|(i, p)| i != worker && p.alive && !p.origin && Self::holds(p, r))
+            let piece = ChunkRanges::from(ChunkNum(r.start)..ChunkNum(r.end));
+            providers.iter().enumerate().any(|(i, p)| {
+                i != worker
+                    && p.alive
+                    && !p.origin
+                    && (p.has.is_superset(&piece)
+                        || (p
+                            .grew_at
+                            .is_some_and(|t| now.saturating_duration_since(t) < IN_PROGRESS)
+                            && !p.has.is_disjoint(&piece)))
+            })
         };
         let pending = self.order.iter().copied().find(|&i| {
             self.state[i] == PieceState::Pending
@@ -257,33 +287,41 @@ mod tests {
         ChunkRanges::all()
     }
 
+    impl PieceBoard {
+        /// The same board walked in piece order, so tests can name the pieces.
+        fn in_order(mut self) -> Self {
+            self.order.sort_unstable();
+            self
+        }
+    }
+
     fn chunks(a: u64, b: u64) -> ChunkRanges {
         ChunkRanges::from(ChunkNum(a)..ChunkNum(b))
     }
 
     #[test]
     fn pieces_cover_exactly_what_is_missing_on_group_boundaries() {
-        let b = PieceBoard::new(10 * MIB + 5, &all_missing(), MIB, 0.0);
+        let b = PieceBoard::new(10 * MIB + 5, &all_missing(), MIB, 0).in_order();
         assert_eq!(b.len(), 11);
         assert_eq!(b.ranges[0], 0..1024);
         assert_eq!(b.ranges[10], 10240..10241);
         // Resume: held ranges are not pieces; cuts stay on the blob's piece grid.
         let missing = ChunkRanges::all().difference(&chunks(0, 1500));
-        let b = PieceBoard::new(4 * MIB, &missing, MIB, 0.0);
+        let b = PieceBoard::new(4 * MIB, &missing, MIB, 0).in_order();
         assert_eq!(b.ranges[0], 1500..2048);
         assert_eq!(b.len(), 3);
         assert_eq!(b.remaining_bytes(4 * MIB), 4 * MIB - 1500 * CHUNK);
         // A piece size that is not a multiple of a chunk group is rounded up to one.
-        let b = PieceBoard::new(MIB, &all_missing(), 1000, 0.0);
+        let b = PieceBoard::new(MIB, &all_missing(), 1000, 0).in_order();
         assert!(b.ranges.iter().all(|r| r.start % CHUNK_GROUP == 0));
         // Nothing missing, nothing to do.
-        let b = PieceBoard::new(MIB, &ChunkRanges::empty(), MIB, 0.5);
+        let b = PieceBoard::new(MIB, &ChunkRanges::empty(), MIB, 5);
         assert!(b.is_empty() && b.is_complete());
     }
 
     #[test]
     fn the_last_piece_reaches_to_the_end_on_the_wire() {
-        let b = PieceBoard::new(3 * MIB, &all_missing(), MIB, 0.0);
+        let b = PieceBoard::new(3 * MIB, &all_missing(), MIB, 0).in_order();
         let total = (3 * MIB).div_ceil(CHUNK);
         assert_eq!(b.request_ranges(0, total), chunks(0, 1024));
         assert_eq!(
@@ -293,29 +331,48 @@ mod tests {
     }
 
     #[test]
-    fn fetchers_start_at_their_own_offset() {
+    fn fetchers_walk_their_own_shuffled_order() {
         let now = Instant::now();
         let p = vec![ProviderView::full(true)];
-        let mut a = PieceBoard::new(8 * MIB, &all_missing(), MIB, 0.0);
-        let mut b = PieceBoard::new(8 * MIB, &all_missing(), MIB, 0.5);
-        assert_eq!(a.next_for(0, &p, now), Some(0));
-        assert_eq!(b.next_for(0, &p, now), Some(4));
-        assert_eq!(b.next_for(0, &p, now), Some(5));
-        // It wraps around.
-        let mut c = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.99);
-        assert_eq!(c.next_for(0, &p, now), Some(1));
-        assert_eq!(c.next_for(0, &p, now), Some(0));
+        let walk = |seed: u64| {
+            let mut b = PieceBoard::new(64 * MIB, &all_missing(), MIB, seed);
+            let order: Vec<usize> = std::iter::from_fn(|| b.next_for(0, &p, now)).collect();
+            order
+        };
+        let a = walk(1);
+        // Every piece exactly once, and the same walk for the same seed.
+        let mut sorted = a.clone();
+        sorted.sort_unstable();
+        assert_eq!(sorted, (0..64).collect::<Vec<_>>());
+        assert_eq!(walk(1), a);
+        // Eight fetchers that start together ask for eight different first pieces
+        // (true for these seeds), and two walks do not run in lockstep: their next
+        // pieces after a shared one differ.
+        let firsts: std::collections::BTreeSet<usize> = (1..=8).map(|s| walk(s)[0]).collect();
+        assert_eq!(firsts.len(), 8, "{firsts:?}");
+        let b = walk(2);
+        let follows = |w: &[usize], piece: usize| {
+            w[(w.iter().position(|&x| x == piece).unwrap() + 1) % w.len()]
+        };
+        let same_next = (0..64)
+            .filter(|&i| follows(&a, i) == follows(&b, i))
+            .count();
+        assert!(
+            same_next < 8,
+            "{same_next} of 64 pieces are followed by the same piece"
+        );
     }
 
     #[test]
     fn the_origin_leaves_pieces_a_free_peer_holds() {
         let now = Instant::now();
-        let mut b = PieceBoard::new(4 * MIB, &all_missing(), MIB, 0.0);
+        let mut b = PieceBoard::new(4 * MIB, &all_missing(), MIB, 0).in_order();
         let peer_has = ProviderView {
             has: chunks(0, 2048),
             origin: false,
             alive: true,
             known: true,
+            grew_at: None,
         };
         let p = vec![ProviderView::full(true), peer_has];
         assert_eq!(b.next_for(0, &p, now), Some(2), "origin skips pieces 0,1");
@@ -329,6 +386,36 @@ mod tests {
     }
 
     #[test]
+    fn the_origin_leaves_pieces_a_downloading_peer_is_getting() {
+        let now = Instant::now();
+        // The peer holds half of piece 0 and its bitfield grew just now.
+        let downloading = ProviderView {
+            has: chunks(0, 512),
+            origin: false,
+            alive: true,
+            known: true,
+            grew_at: Some(now),
+        };
+        let mut p = vec![ProviderView::full(true), downloading];
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
+        assert_eq!(b.next_for(0, &p, now), Some(1), "piece 0 is on its way");
+        assert_eq!(b.next_for(0, &p, now), None);
+        // A peer that stopped growing frees its half-done piece for the origin.
+        assert_eq!(b.next_for(0, &p, now + IN_PROGRESS), Some(0));
+
+        // A dead peer does not hold a piece back either.
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
+        p[1].alive = false;
+        assert_eq!(b.next_for(0, &p, now), Some(0));
+        // A peer that never grew (it holds a piece from before) only holds back what
+        // it holds whole.
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
+        p[1].alive = true;
+        p[1].grew_at = None;
+        assert_eq!(b.next_for(0, &p, now), Some(0));
+    }
+
+    #[test]
     fn the_origin_waits_briefly_for_peers_to_say_what_they_hold() {
         let now = Instant::now();
         let unknown = ProviderView {
@@ -336,8 +423,9 @@ mod tests {
             origin: false,
             alive: true,
             known: false,
+            grew_at: None,
         };
-        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
         let mut p = vec![ProviderView::full(true), unknown.clone()];
         assert_eq!(b.next_for(0, &p, now), None, "the peer has not said yet");
         // The peer holds piece 0: the origin takes only piece 1.
@@ -348,11 +436,11 @@ mod tests {
         assert_eq!(b.next_for(1, &p, now), Some(0));
 
         // A peer that never says (or dies) holds the origin back only for the grace.
-        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
         let mut p = vec![ProviderView::full(true), unknown.clone()];
         assert_eq!(b.next_for(0, &p, now), None);
         assert_eq!(b.next_for(0, &p, now + PEER_GRACE), Some(0));
-        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
         p[1].alive = false;
         assert_eq!(
             b.next_for(0, &p, now),
@@ -360,7 +448,7 @@ mod tests {
             "a dead peer is not waited for"
         );
         // Peers never wait, not even for another peer that has not said yet.
-        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
         let p = vec![ProviderView::full(false), unknown];
         assert_eq!(b.next_for(0, &p, now), Some(0));
     }
@@ -368,12 +456,13 @@ mod tests {
     #[test]
     fn a_peer_only_gets_pieces_it_holds_and_dead_providers_get_nothing() {
         let now = Instant::now();
-        let mut b = PieceBoard::new(4 * MIB, &all_missing(), MIB, 0.0);
+        let mut b = PieceBoard::new(4 * MIB, &all_missing(), MIB, 0).in_order();
         let mut p = vec![ProviderView {
             has: chunks(2048, 3072),
             origin: false,
             alive: true,
             known: true,
+            grew_at: None,
         }];
         assert_eq!(b.next_for(0, &p, now), Some(2));
         assert_eq!(b.next_for(0, &p, now), None, "nothing else it holds");
@@ -392,7 +481,7 @@ mod tests {
             ProviderView::full(false),
             ProviderView::full(false),
         ];
-        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0.0);
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
         assert_eq!(b.next_for(1, &p, t0), Some(0));
         assert_eq!(b.next_for(2, &p, t1), Some(1));
         // Nothing pending: the origin duplicates the piece in flight longest, once it
@@ -436,10 +525,11 @@ mod tests {
                     origin: false,
                     alive: true,
                     known: true,
+                    grew_at: None,
                 },
                 ProviderView::full(false),
             ];
-            let mut b = PieceBoard::new(5 * MIB, &all_missing(), MIB, (seed % 7) as f64 / 7.0);
+            let mut b = PieceBoard::new(5 * MIB, &all_missing(), MIB, seed);
             let mut inflight: Vec<(usize, usize)> = Vec::new();
             for _step in 0..10_000 {
                 if b.is_complete() {
