@@ -317,10 +317,16 @@ fn origin_swarm_and_three_nodes_end_to_end() {
         );
     }
     assert!(partial > 0, "no progress seen during the download");
+    let addr_before = fs::read_to_string(specs[1].data.join("swarm.addr")).unwrap();
     nodes[1] = None; // SIGKILL
     let _ = install.kill();
     let _ = install.wait();
     nodes[1] = Some(specs[1].start());
+    assert_eq!(
+        fs::read_to_string(specs[1].data.join("swarm.addr")).unwrap(),
+        addr_before,
+        "a restarted node keeps its swarm address, which node 3 was given"
+    );
     wait_until(
         "node 2 running the app after its restart",
         Duration::from_secs(90),

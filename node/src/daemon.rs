@@ -23,6 +23,7 @@
 use std::{
     collections::{BTreeMap, BTreeSet},
     convert::Infallible,
+    net::SocketAddr,
     path::{Path, PathBuf},
     sync::{
         atomic::{AtomicU64, Ordering},
@@ -57,6 +58,48 @@ use crate::{
 
 /// At most this many DHT-named head servers are asked in one sync.
 const MAX_HEAD_SERVERS: usize = 8;
+
+/// The swarm and DHT addresses a previous run wrote (`swarm.addr`, `dht.addr`).
+#[derive(Debug, Default)]
+struct LastAddrs {
+    swarm: Option<SocketAddr>,
+    dht: Option<SocketAddr>,
+}
+
+impl LastAddrs {
+    fn read(data: &Path) -> Self {
+        let swarm = std::fs::read_to_string(data.join("swarm.addr"))
+            .ok()
+            .and_then(|a| a.trim().parse::<archy_registry::PeerAddr>().ok())
+            .map(|a| a.socket);
+        // `/ip4/IP/tcp/PORT/p2p/ID`
+        let dht = std::fs::read_to_string(data.join("dht.addr"))
+            .ok()
+            .and_then(|a| {
+                let parts: Vec<&str> = a.lines().next()?.split('/').collect();
+                match parts.as_slice() {
+                    ["", "ip4" | "ip6", ip, "tcp", port, ..] => {
+                        Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
+                    }
+                    _ => None,
+                }
+            });
+        Self { swarm, dht }
+    }
+}
+
+/// The address to listen on: `configured`, or when it leaves the port to the system
+/// (`:0`), the port of `last` if that was on the same IP.
+fn reuse_port(configured: SocketAddr, last: Option<SocketAddr>) -> SocketAddr {
+    match last {
+        Some(last)
+            if configured.port() == 0 && last.ip() == configured.ip() && last.port() != 0 =>
+        {
+            SocketAddr::new(configured.ip(), last.port())
+        }
+        _ => configured,
+    }
+}
 
 /// How often the reconciler runs without being woken.
 pub const RESYNC: Duration = Duration::from_secs(30);
@@ -130,23 +173,35 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     archy_catalog::fsutil::write_atomic(&data.join("api.addr"), addr.to_string().as_bytes())?;
     let head = archy_registry::head::HeadServer::default();
-    let dht = match cfg.dht_listen {
-        Some(listen) => Some(archy_registry::DhtSettings {
-            listen,
-            bootstrap: cfg
-                .bootstrap
-                .iter()
-                .filter_map(|b| b.parse().ok()) // checked by cfg.check()
-                .collect(),
-        }),
-        None => None,
+    // A port picked by the system (`:0`) is picked again after a restart: the same one
+    // as last time when it is free, so peers configured with this node's address (and
+    // the DHT's records) stay right.
+    let last = LastAddrs::read(&data);
+    let listen = (
+        reuse_port(cfg.swarm_listen, last.swarm),
+        cfg.dht_listen.map(|d| reuse_port(d, last.dht)),
+    );
+    let start_swarm = |(swarm_listen, dht_listen): (SocketAddr, Option<SocketAddr>)| {
+        archy_registry::Swarm::start(
+            archy_registry::SwarmNode::builder(&data, swarm_listen)
+                .accept(archy_registry::head::HEAD_ALPN, head.clone()),
+            dht_listen.map(|listen| archy_registry::DhtSettings {
+                listen,
+                bootstrap: cfg
+                    .bootstrap
+                    .iter()
+                    .filter_map(|b| b.parse().ok()) // checked by cfg.check()
+                    .collect(),
+            }),
+        )
     };
-    let swarm = archy_registry::Swarm::start(
-        archy_registry::SwarmNode::builder(&data, cfg.swarm_listen)
-            .accept(archy_registry::head::HEAD_ALPN, head.clone()),
-        dht,
-    )
-    .await
+    let swarm = match start_swarm(listen).await {
+        Err(e) if listen != (cfg.swarm_listen, cfg.dht_listen) => {
+            tracing::warn!(error = %e, "last run's ports are taken; new ones are picked");
+            start_swarm((cfg.swarm_listen, cfg.dht_listen)).await
+        }
+        started => started,
+    }
     .context("swarm endpoint")?;
     let mut catalog = None;
     if let (Some(saved), Some(trusted)) = (
@@ -701,7 +756,7 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
                 origin.as_ref(),
                 &peers,
                 trusted,
-                held.as_ref().map(|h| h.catalog.as_slice()),
+                held.as_deref(),
                 &limits,
                 Duration::from_secs(3),
             )
@@ -765,14 +820,13 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
         anyhow::bail!("{}", why.join("; "));
     };
     tracing::debug!(%source, version = catalog.version, "head verified");
-    // Peers that trust an older root need the chain: keep the roots we know.
-    if head.roots.iter().all(|(v, _)| *v != next.root_version) {
-        head.roots
-            .push((next.root_version, next.root.as_bytes().to_vec()));
-    }
+    // Peers that trust an older root need the chain: keep every root known that walks
+    // to the trusted one.
+    let known = held.iter().flat_map(|h| h.roots.clone());
+    head.roots = archy_registry::head::root_chain(&next, known.chain(head.roots), &limits);
     // An unchanged head (the usual pass: same root, timestamp and catalog versions)
     // writes nothing.
-    if next != trusted || held.is_none() {
+    if next != trusted || held.as_ref().is_none_or(|h| h.roots != head.roots) {
         let mut store = node.store.lock().await;
         store.state.trusted = Some(next);
         store.save()?;
@@ -1241,4 +1295,41 @@ fn app_target(node: &Node, id: &str, d: &Deployment, running: bool) -> AppTarget
 /// Terminal stages, for clients following the event stream.
 pub fn is_terminal(stage: Stage) -> bool {
     matches!(stage, Stage::Done | Stage::Failed)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn a_system_picked_port_is_picked_again_after_a_restart() {
+        let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let last: SocketAddr = "127.0.0.1:4711".parse().unwrap();
+        assert_eq!(reuse_port(any, Some(last)), last);
+        assert_eq!(reuse_port(any, None), any);
+        // A configured port, or a last run on another IP, is left alone.
+        let fixed: SocketAddr = "127.0.0.1:7000".parse().unwrap();
+        assert_eq!(reuse_port(fixed, Some(last)), fixed);
+        let other: SocketAddr = "127.0.0.2:4711".parse().unwrap();
+        assert_eq!(reuse_port(any, Some(other)), any);
+
+        let dir = tempfile::tempdir().unwrap();
+        let id = "7a19ddf08533f66004148316cfd540004a614c3435d7d7f8b9310798cc6a4912";
+        std::fs::write(
+            dir.path().join("swarm.addr"),
+            format!("{id}@127.0.0.1:4711"),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("dht.addr"),
+            "/ip4/127.0.0.1/tcp/4712/p2p/12D3KooWCfK5JmuWcm38zw1Q1sQ3o3Y5ZCHmVxwemEV6Mm5Dq1dx\n",
+        )
+        .unwrap();
+        let read = LastAddrs::read(dir.path());
+        assert_eq!(read.swarm, Some(last));
+        assert_eq!(read.dht, Some("127.0.0.1:4712".parse().unwrap()));
+        std::fs::write(dir.path().join("dht.addr"), "garbage").unwrap();
+        assert_eq!(LastAddrs::read(dir.path()).dht, None);
+    }
 }

@@ -313,7 +313,12 @@ pub fn verify_head(
     limits: &Limits,
 ) -> Result<(TrustedState, Catalog), TrustError> {
     let mut next = trusted.clone();
-    for (_, root) in &head.roots {
+    // Roots older than the trusted one are part of a chain kept for peers, not a step.
+    for (_, root) in head
+        .roots
+        .iter()
+        .filter(|(v, _)| *v >= trusted.root_version)
+    {
         next.update_root(root, limits)?;
     }
     let ts = next.verify_timestamp(&head.timestamp, now, limits)?;
@@ -347,29 +352,74 @@ pub struct SyncedHead {
     pub source: HeadSource,
 }
 
+/// The roots worth keeping to serve peers that trust an older root: the longest run of
+/// consecutive versions among `held` and the trusted root that ends at the trusted
+/// root and walks to it (each root signed by its predecessor's keys, as
+/// `TrustedState::update_root` checks). Roots outside that run are dropped; the trusted
+/// root itself is always kept.
+pub fn root_chain(
+    trusted: &TrustedState,
+    held: impl IntoIterator<Item = (u64, Vec<u8>)>,
+    limits: &Limits,
+) -> Vec<(u64, Vec<u8>)> {
+    let top = trusted.root_version;
+    let mut by_version: std::collections::BTreeMap<u64, Vec<u8>> =
+        held.into_iter().filter(|(v, _)| *v < top).collect();
+    by_version.insert(top, trusted.root.as_bytes().to_vec());
+    let mut low = top;
+    while low > 1 && by_version.contains_key(&(low - 1)) {
+        low -= 1;
+    }
+    let walks = |from: u64| {
+        let Ok(mut t) = TrustedState::bootstrap(&by_version[&from], limits) else {
+            return false;
+        };
+        (from + 1..=top).all(|v| t.update_root(&by_version[&v], limits).is_ok())
+            && t.root == trusted.root
+    };
+    let from = (low..top).find(|&from| walks(from)).unwrap_or(top);
+    (from..=top).map(|v| (v, by_version[&v].clone())).collect()
+}
+
+/// Whether `roots` hold every root a peer trusting any older root needs (versions 2 up
+/// to the trusted one; version 1 is every peer's oldest possible anchor).
+fn chain_is_whole(trusted: &TrustedState, roots: &[(u64, Vec<u8>)]) -> bool {
+    (2..=trusted.root_version).all(|v| roots.iter().any(|(have, _)| *have == v))
+}
+
 /// Gets a verified head: the origin's when it answers (origin always wins), else the
 /// newest one any peer offers that verifies. Refusals (rollback, expired, bad
-/// signatures) are reported with the peer that offered them. `held_catalog` is the
-/// signed catalog accepted last (see [`fetch_head`]).
+/// signatures) are reported with the peer that offered them. `held` is the head
+/// accepted last: its catalog is not sent again (see [`fetch_head`]), and while its
+/// root chain is not whole (a node anchored at a later root), the older roots are asked
+/// for too; keep them with [`root_chain`] so this node can serve peers that trust an
+/// older root.
 pub async fn sync_head(
     node: &SwarmNode,
     origin: Option<&PeerAddr>,
     peers: &[PeerAddr],
     trusted: &TrustedState,
-    held_catalog: Option<&[u8]>,
+    held: Option<&SignedHead>,
     limits: &Limits,
     timeout: Duration,
 ) -> Result<SyncedHead, HeadError> {
     let now = chrono::Utc::now();
     let mut why = Vec::new();
+    let held_catalog = held.map(|h| h.catalog.as_slice());
+    let held_roots = held.map(|h| h.roots.as_slice()).unwrap_or_default();
+    let roots_from = if chain_is_whole(trusted, held_roots) {
+        trusted.root_version
+    } else {
+        1
+    };
     if let Some(o) = origin {
-        match fetch_head(node, o, trusted.root_version, held_catalog, limits, timeout).await {
+        match fetch_head(node, o, roots_from, held_catalog, limits, timeout).await {
             Ok(head) => {
                 return match verify_head(trusted, &head, now, limits) {
                     Ok((trusted, catalog)) => Ok(SyncedHead {
+                        head,
                         trusted,
                         catalog,
-                        head,
                         source: HeadSource::Origin,
                     }),
                     Err(source) => Err(HeadError::Refused {
@@ -384,7 +434,7 @@ pub async fn sync_head(
     let answers = futures_util::future::join_all(
         peers
             .iter()
-            .map(|p| fetch_head(node, p, trusted.root_version, held_catalog, limits, timeout)),
+            .map(|p| fetch_head(node, p, roots_from, held_catalog, limits, timeout)),
     )
     .await;
     let mut best: Option<SyncedHead> = None;
@@ -396,9 +446,9 @@ pub async fn sync_head(
                     .is_none_or(|b| t.timestamp_version > b.trusted.timestamp_version)
                 {
                     best = Some(SyncedHead {
+                        head,
                         trusted: t,
                         catalog,
-                        head,
                         source: HeadSource::Peer(p.to_string()),
                     });
                 }

@@ -12,7 +12,7 @@ use archy_catalog::{
     Catalog, ContentHash, Limits, Role, Root, Timestamp, TrustedState,
 };
 use archy_registry::{
-    head::{fetch_head, sync_head, HeadServer, HeadSource, HEAD_ALPN},
+    head::{fetch_head, root_chain, sync_head, HeadServer, HeadSource, SignedHead, HEAD_ALPN},
     Origin, SwarmNode,
 };
 use chrono::{Duration as Days, Utc};
@@ -22,8 +22,14 @@ use common::local;
 mod common;
 
 fn signed<T: serde::Serialize>(body: &T, key: &SecretKey) -> Vec<u8> {
+    signed_by(body, &[key])
+}
+
+fn signed_by<T: serde::Serialize>(body: &T, keys: &[&SecretKey]) -> Vec<u8> {
     let mut env = Envelope::new_unsigned(body).unwrap();
-    env.sign(key);
+    for k in keys {
+        env.sign(k);
+    }
     env.to_bytes()
 }
 
@@ -117,7 +123,7 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
         Some(&oaddr),
         &[],
         &v1.trusted,
-        Some(&v1.head.catalog),
+        Some(&v1.head),
         &limits,
         t,
     )
@@ -172,7 +178,7 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
         Some(&oaddr),
         &[],
         &trusted,
-        Some(&head_v2.catalog),
+        Some(&head_v2),
         &limits,
         t,
     )
@@ -254,4 +260,95 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
         .unwrap_err()
         .to_string();
     assert!(e.contains("no head"), "{e}");
+}
+
+/// Root `version` with `key` as its root key, signed by `key` and by `previous` (the
+/// key of the root before it, as a rotation must be).
+fn rotated_root(p: &Publisher, version: u64, key: &SecretKey, previous: &SecretKey) -> Vec<u8> {
+    let root = Root::for_keys(
+        version,
+        Utc::now() + Days::days(365),
+        (&[key], 1),
+        &p.catalog,
+        &p.timestamp,
+    );
+    signed_by(&root, &[previous, key])
+}
+
+/// A node anchored at root v2 (it never walked v1 -> v2) keeps the chain it is sent, so
+/// a node anchored at v1 can sync from it; roots that do not walk to the trusted root
+/// are not kept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_anchored_at_a_later_root_serves_the_chain_to_older_peers() {
+    let tmp = tempfile::tempdir().unwrap();
+    let publish = tmp.path().join("publish");
+    let p = Publisher::new();
+    p.publish(&publish, 1);
+    let (k2, k3) = (
+        SecretKey::from_seed(&[12; 32]),
+        SecretKey::from_seed(&[13; 32]),
+    );
+    let (v1, v2) = (p.root(), rotated_root(&p, 2, &k2, &p.root));
+    let v3 = rotated_root(&p, 3, &k3, &k2);
+    std::fs::create_dir_all(publish.join("roots")).unwrap();
+    std::fs::write(publish.join("roots/1.json"), &v1).unwrap();
+    std::fs::write(publish.join("roots/2.json"), &v2).unwrap();
+    std::fs::write(publish.join("root.json"), &v3).unwrap();
+    let limits = Limits::default();
+    let t = Duration::from_secs(3);
+    let origin = Origin::start(&publish, &tmp.path().join("o"), local(), None)
+        .await
+        .unwrap();
+
+    let from_v2 = TrustedState::bootstrap(&v2, &limits).unwrap();
+    let node = SwarmNode::spawn(&tmp.path().join("n"), local())
+        .await
+        .unwrap();
+    let got = sync_head(&node, Some(&origin.addr()), &[], &from_v2, None, &limits, t)
+        .await
+        .unwrap();
+    assert_eq!(got.trusted.root_version, 3);
+    let kept = root_chain(&got.trusted, got.head.roots.clone(), &limits);
+    let versions: Vec<u64> = kept.iter().map(|(v, _)| *v).collect();
+    assert_eq!(
+        versions,
+        vec![2, 3],
+        "the answer carried the roots after v1"
+    );
+
+    // The node serves its head with that chain; a v1-anchored node walks it.
+    let server = HeadServer::default();
+    server.set(SignedHead {
+        roots: kept.clone(),
+        ..got.head.clone()
+    });
+    let serving = SwarmNode::builder(&tmp.path().join("s"), local())
+        .accept(HEAD_ALPN, server.clone())
+        .spawn()
+        .await
+        .unwrap();
+    let from_v1 = TrustedState::bootstrap(&v1, &limits).unwrap();
+    let older = SwarmNode::spawn(&tmp.path().join("old"), local())
+        .await
+        .unwrap();
+    let synced = sync_head(&older, None, &[serving.addr()], &from_v1, None, &limits, t)
+        .await
+        .unwrap();
+    assert_eq!(synced.trusted.root_version, 3);
+
+    // With only the roots a node walked itself (v3), the v1 node is stuck.
+    server.set(SignedHead {
+        roots: vec![(3, v3.clone())],
+        ..got.head.clone()
+    });
+    let e = sync_head(&older, None, &[serving.addr()], &from_v1, None, &limits, t)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("refused"), "{e}");
+
+    // A forged v2 (its own key, not k2) breaks the walk: only v3 is kept.
+    let forged = rotated_root(&p, 2, &SecretKey::from_seed(&[66; 32]), &p.root);
+    let kept = root_chain(&got.trusted, vec![(1, v1), (2, forged)], &limits);
+    assert_eq!(kept, vec![(3, v3)]);
 }
