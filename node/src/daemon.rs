@@ -279,6 +279,9 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         .await?;
     reconciler.abort();
     seeder.abort();
+    // Peers see this node's connections close instead of timing out; bounded, so a
+    // stuck peer cannot hold the exit.
+    let _ = tokio::time::timeout(Duration::from_secs(3), node.swarm.clone().shutdown()).await;
     Ok(())
 }
 

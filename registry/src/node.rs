@@ -241,8 +241,9 @@ impl SwarmNode {
             .map_err(|e| format!("connect: {e}"))
     }
 
-    /// Stops serving and closes the endpoint.
-    pub async fn shutdown(self) {
+    /// Stops serving, closes the endpoint (peers see the connections close instead of
+    /// timing out) and flushes the store.
+    pub async fn shutdown(&self) {
         let _ = self.router.shutdown().await;
         let _ = self.store.shutdown().await;
     }

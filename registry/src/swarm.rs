@@ -234,8 +234,6 @@ impl Swarm {
     /// Stops serving and leaves the DHT.
     pub async fn shutdown(self) {
         drop(self.dht);
-        if let Ok(node) = Arc::try_unwrap(self.node) {
-            node.shutdown().await;
-        }
+        self.node.shutdown().await;
     }
 }
