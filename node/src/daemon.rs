@@ -72,18 +72,10 @@ impl LastAddrs {
             .ok()
             .and_then(|a| a.trim().parse::<archy_registry::PeerAddr>().ok())
             .map(|a| a.socket);
-        // `/ip4/IP/tcp/PORT/p2p/ID`
         let dht = std::fs::read_to_string(data.join("dht.addr"))
             .ok()
-            .and_then(|a| {
-                let parts: Vec<&str> = a.lines().next()?.split('/').collect();
-                match parts.as_slice() {
-                    ["", "ip4" | "ip6", ip, "tcp", port, ..] => {
-                        Some(SocketAddr::new(ip.parse().ok()?, port.parse().ok()?))
-                    }
-                    _ => None,
-                }
-            });
+            .and_then(|a| a.lines().next()?.parse().ok())
+            .and_then(|a: archy_registry::Multiaddr| archy_registry::socket_of(&a));
         Self { swarm, dht }
     }
 }
@@ -181,17 +173,18 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         reuse_port(cfg.swarm_listen, last.swarm),
         cfg.dht_listen.map(|d| reuse_port(d, last.dht)),
     );
+    let bootstrap: Vec<archy_registry::Multiaddr> = cfg
+        .bootstrap
+        .iter()
+        .filter_map(|b| b.parse().ok()) // checked by cfg.check()
+        .collect();
     let start_swarm = |(swarm_listen, dht_listen): (SocketAddr, Option<SocketAddr>)| {
         archy_registry::Swarm::start(
             archy_registry::SwarmNode::builder(&data, swarm_listen)
                 .accept(archy_registry::head::HEAD_ALPN, head.clone()),
             dht_listen.map(|listen| archy_registry::DhtSettings {
                 listen,
-                bootstrap: cfg
-                    .bootstrap
-                    .iter()
-                    .filter_map(|b| b.parse().ok()) // checked by cfg.check()
-                    .collect(),
+                bootstrap: bootstrap.clone(),
             }),
         )
     };
@@ -775,24 +768,26 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
         }
     }
     // Neither the origin nor a configured peer had a head: ask the nodes the DHT names
-    // as head servers (their heads are verified like any other).
-    if got.is_none() {
-        let learned: Vec<_> = node
+    // as head servers (their heads are verified like any other). Status shows whom
+    // the last sync asked.
+    let learned: Vec<_> = match got {
+        Some(_) => Vec::new(),
+        None => node
             .swarm
             .head_servers()
             .await
             .into_iter()
             .filter(|p| !peers.contains(p) && origin.as_ref() != Some(p))
             .take(MAX_HEAD_SERVERS)
-            .collect();
-        if let Ok(mut h) = node.head_servers.lock() {
-            h.clone_from(&learned);
-        }
-        if !learned.is_empty() {
-            match sync(None, learned).await {
-                Ok(s) => got = Some(s),
-                Err(e) => why.push(format!("DHT head servers: {e}")),
-            }
+            .collect(),
+    };
+    if let Ok(mut h) = node.head_servers.lock() {
+        h.clone_from(&learned);
+    }
+    if !learned.is_empty() {
+        match sync(None, learned).await {
+            Ok(s) => got = Some(s),
+            Err(e) => why.push(format!("DHT head servers: {e}")),
         }
     }
     if got.is_none() {

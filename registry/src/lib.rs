@@ -21,4 +21,4 @@ pub use fetch::{Fetch, FetchOptions, FetchReport, FetchStatus};
 pub use node::{node_key, PeerAddr, SwarmError, SwarmNode, SwarmNodeBuilder};
 pub use origin::Origin;
 pub use served::ServedCounters;
-pub use swarm::{DhtSettings, FetchPlan, Multiaddr, Swarm};
+pub use swarm::{socket_of, DhtSettings, FetchPlan, Multiaddr, Swarm};

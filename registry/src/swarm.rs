@@ -10,7 +10,7 @@
 use std::{convert::Infallible, net::SocketAddr, sync::Arc, time::Duration};
 
 use archy_catalog::ContentHash;
-pub use archy_dht::Multiaddr;
+pub use archy_dht::{socket_of, Multiaddr};
 use archy_dht::{Dht, DhtConfig};
 use tokio::sync::{mpsc, watch};
 

@@ -176,6 +176,21 @@ fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
     Multiaddr::empty().with(ip).with(Protocol::Tcp(addr.port()))
 }
 
+/// The IP and TCP port a multiaddr starts with (`/ip4/IP/tcp/PORT/...`), if any: the
+/// inverse of how a listen address is written.
+pub fn socket_of(addr: &Multiaddr) -> Option<SocketAddr> {
+    let mut parts = addr.iter();
+    let ip: std::net::IpAddr = match parts.next()? {
+        Protocol::Ip4(ip) => ip.into(),
+        Protocol::Ip6(ip) => ip.into(),
+        _ => return None,
+    };
+    match parts.next()? {
+        Protocol::Tcp(port) => Some(SocketAddr::new(ip, port)),
+        _ => None,
+    }
+}
+
 /// The peer id a multiaddr ends with (`/p2p/...`), if any.
 pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
     addr.iter().find_map(|p| match p {
