@@ -23,13 +23,16 @@ use std::{
     fs,
     io::{BufRead, BufReader},
     path::{Path, PathBuf},
-    process::{Command, Output, Stdio},
-    time::{Duration, Instant},
+    process::{Command, Stdio},
+    time::Duration,
 };
 
 use archy_catalog::oci;
 use archy_node::runtime::process::ProcessRuntime;
-use common::{http_ok, metrics, publish_signed, Proc, ProcessCleanup};
+use common::{
+    archy, archy_ok, busybox_rootfs, free_port, http_ok, metrics, noise, publish_signed,
+    wait_until, Proc, ProcessCleanup,
+};
 
 #[path = "../node/tests/common/mod.rs"]
 mod common;
@@ -38,52 +41,16 @@ const ARCHY: &str = env!("CARGO_BIN_EXE_archy");
 const BIG_MIB: usize = 96;
 const APP: &str = "org.example.big";
 
-fn archy(args: &[&str]) -> Output {
-    Command::new(ARCHY).args(args).output().unwrap()
-}
-
-fn archy_ok(args: &[&str]) -> String {
-    let out = archy(args);
-    assert!(
-        out.status.success(),
-        "archy {args:?}: {}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn s(p: &Path) -> String {
     p.to_string_lossy().into_owned()
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 /// The publisher: an app whose image carries `BIG_MIB` MiB of random data (so a
 /// download takes long enough to be interrupted), in a catalog signed with a root of
 /// trust, ready for an origin in `<dir>/publish`.
 fn publish(dir: &Path, port: u16) -> PathBuf {
-    let rootfs = dir.join("rootfs");
-    fs::create_dir_all(rootfs.join("bin")).unwrap();
-    fs::create_dir_all(rootfs.join("www")).unwrap();
-    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    fs::write(rootfs.join("www/index.html"), "big app").unwrap();
-    let mut noise = vec![0u8; BIG_MIB << 20];
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15 ^ u64::from(std::process::id());
-    for chunk in noise.chunks_mut(8) {
-        // xorshift: incompressible enough, and cheap
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        chunk.copy_from_slice(&x.to_le_bytes()[..chunk.len()]);
-    }
-    fs::write(rootfs.join("www/payload.bin"), noise).unwrap();
+    let rootfs = busybox_rootfs(dir, "big app");
+    fs::write(rootfs.join("www/payload.bin"), noise(BIG_MIB << 20)).unwrap();
     let apps = dir.join("apps");
     fs::create_dir_all(&apps).unwrap();
     oci::pack_rootfs(
@@ -229,14 +196,6 @@ fn setup() -> Option<(tempfile::TempDir, u16, PathBuf)> {
     let port = free_port();
     let publish = publish(tmp.path(), port);
     Some((tmp, port, publish))
-}
-
-fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 #[test]

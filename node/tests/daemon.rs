@@ -15,7 +15,7 @@ use std::{
 
 use archy_catalog::oci;
 use archy_node::runtime::podman::Podman;
-use common::{http_ok, metrics, publish_signed, ProcessCleanup};
+use common::{assert_ok, http_ok, metrics, publish_signed, ProcessCleanup};
 
 mod common;
 
@@ -100,11 +100,7 @@ fn archy(data: &Path, args: &[&str]) -> Output {
 
 fn app_json(data: &Path) -> serde_json::Value {
     let out = archy(data, &["app", "status", "org.example.hello", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out, "app status");
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
@@ -191,11 +187,7 @@ fn daemon_lifecycle_end_to_end() {
 
     // Install with progress.
     let out = archy(&data, &["app", "install", "org.example.hello", "--json"]);
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out, "app install");
     let stages: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| {
@@ -318,18 +310,10 @@ fn failed_update_rolls_back_to_the_last_healthy_release() {
     };
 
     let out = install("1.0.0");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out, "install 1.0.0");
     // A good update replaces the app and becomes the release to fall back to.
     let out = install("1.1.0");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out, "install 1.1.0");
     assert_eq!(app_json(&data)["version"], "1.1.0");
     let secret =
         fs::read_to_string(data.join("apps/org.example.hello/secrets/ADMIN_TOKEN")).unwrap();
@@ -393,11 +377,7 @@ fn failed_update_rolls_back_to_the_last_healthy_release() {
     // Stop and start are not a new request: the hold stays, 1.1.0 comes back.
     for verb in ["stop", "start"] {
         let out = archy(&data, &["app", verb, "org.example.hello"]);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out, verb);
     }
     let app = app_json(&data);
     assert_eq!(app["version"], "1.1.0", "{app}");
@@ -428,11 +408,7 @@ fn failed_update_rolls_back_to_the_last_healthy_release() {
 
     // Asking for another release clears the hold.
     let out = install("1.0.0");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out, "install 1.0.0");
     let app = app_json(&data);
     assert_eq!(app["version"], "1.0.0", "{app}");
     assert!(app["held_back"].is_null(), "{app}");

@@ -4,34 +4,13 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::{fs, path::Path, process::Command};
+use std::{fs, path::Path};
 
 use archy_catalog::oci::hash_file;
-use common::Proc;
+use common::{archy, noise, Proc};
 use serde_json::Value;
 
 mod common;
-
-fn archy(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_archy"))
-        .args(args)
-        .output()
-        .unwrap()
-}
-
-/// `size` bytes that do not compress or repeat.
-fn random_file(path: &Path, size: usize) {
-    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
-    let bytes: Vec<u8> = (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            (x >> 24) as u8
-        })
-        .collect();
-    fs::write(path, bytes).unwrap();
-}
 
 /// `archy seed --import FILE --json` in `data`: the process and its ready line.
 fn seed(data: &Path, file: &Path) -> (Proc, Value) {
@@ -67,7 +46,7 @@ fn a_blob_from_two_seeders_then_without_a_dead_one() {
     let tmp = tempfile::tempdir().unwrap();
     let d = |n: &str| tmp.path().join(n).to_string_lossy().into_owned();
     let file = tmp.path().join("blob.bin");
-    random_file(&file, 3 << 20);
+    fs::write(&file, noise(3 << 20)).unwrap();
     let (want, size) = hash_file(&file).unwrap();
 
     let (origin, o) = seed(&tmp.path().join("origin"), &file);

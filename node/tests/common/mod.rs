@@ -9,9 +9,9 @@ use std::{
     fs,
     io::{BufRead, BufReader, Read, Write},
     path::{Path, PathBuf},
-    process::{Child, Command, Stdio},
+    process::{Child, Command, Output, Stdio},
     sync::mpsc,
-    time::Duration,
+    time::{Duration, Instant},
 };
 
 use archy_catalog::{
@@ -21,14 +21,72 @@ use archy_catalog::{
     manifest, oci, AppManifest, ImageRef,
 };
 
-/// Packs `<dir>/rootfs` (`/bin/busybox` and `/www/index.html` with `page`) into
-/// `<dir>/img.oci.tar`, the image the tests' manifests name as `./img.oci.tar`.
-pub fn busybox_image(dir: &Path, page: &str) {
+/// Runs `archy ARGS` (the binary this test build made) to completion.
+pub fn archy(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_archy"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+/// Fails the test, naming `what` and showing both output streams, unless `out` is a
+/// success.
+pub fn assert_ok(out: &Output, what: impl std::fmt::Debug) {
+    assert!(
+        out.status.success(),
+        "{what:?}: {}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// `archy ARGS`, which must succeed; its stdout.
+pub fn archy_ok(args: &[&str]) -> String {
+    let out = archy(args);
+    assert_ok(&out, args);
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A TCP port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Polls `ok` every 200 ms until it holds; fails the test after `limit`.
+pub fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !ok() {
+        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// `size` random bytes (they neither compress nor repeat).
+pub fn noise(size: usize) -> Vec<u8> {
+    let mut bytes = vec![0u8; size];
+    getrandom::fill(&mut bytes).unwrap();
+    bytes
+}
+
+/// `<dir>/rootfs` with the host's static busybox as `/bin/busybox` and `page` as
+/// `/www/index.html`.
+pub fn busybox_rootfs(dir: &Path, page: &str) -> PathBuf {
     let rootfs = dir.join("rootfs");
     fs::create_dir_all(rootfs.join("bin")).unwrap();
     fs::create_dir_all(rootfs.join("www")).unwrap();
     fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
     fs::write(rootfs.join("www/index.html"), page).unwrap();
+    rootfs
+}
+
+/// Packs [`busybox_rootfs`] into `<dir>/img.oci.tar`, the image the tests' manifests
+/// name as `./img.oci.tar`.
+pub fn busybox_image(dir: &Path, page: &str) {
+    let rootfs = busybox_rootfs(dir, page);
     oci::pack_rootfs(
         &rootfs,
         &dir.join("img.oci.tar"),
