@@ -12,10 +12,12 @@
 //! and not after the whole fetch is interrupted and started again (resume).
 //!
 //! Each worker keeps `requests_per_provider` pieces in flight on its connection (one QUIC
-//! stream each), so a provider is never idle while a request turns around. The fetch also
-//! follows its own store's bitfield for its whole run: that tells when a piece is
-//! verified, and keeps the blob's store entry loaded, so the store does not write out
-//! (and fsync) the partial entry between pieces.
+//! stream each), so a provider is never idle while a request turns around. A piece counts
+//! as verified when the store holds all of it once its request has ended (asked of the
+//! store, not taken from the provider's word). The fetch holds an observer on its own
+//! store entry for its whole run, which keeps the entry loaded, so the store does not
+//! write out (and fsync) the partial entry between pieces; it never reads it (following
+//! it cost a wake-up per 16 KiB stored).
 //!
 //! A provider is dropped for good when it cannot be reached, sends bytes that fail
 //! verification, closes the connection, or stalls three times; its pieces go back to
@@ -42,7 +44,7 @@ use tokio::sync::{mpsc, watch, Notify};
 use tracing::Instrument;
 
 use crate::{
-    schedule::{PieceBoard, ProviderView, CHUNK},
+    schedule::{id_seed, PieceBoard, ProviderView, CHUNK},
     PeerAddr, SwarmError, SwarmNode,
 };
 
@@ -187,8 +189,7 @@ impl<'a> Fetch<'a> {
             (None, None) => self.ask_size(&providers).await.map_err(fail)?,
         };
         let missing = ChunkRanges::all().difference(&local.0);
-        let id = self.node.addr().id;
-        let seed = u64::from_le_bytes([id[0], id[1], id[2], id[3], id[4], id[5], id[6], id[7]]);
+        let seed = id_seed(&self.node.addr().id);
         let board = PieceBoard::new(size, &missing, self.options.piece_bytes, seed);
         let already_held = size - board.remaining_bytes(size);
         if board.is_complete() && self.node.has(&hash).await? {
@@ -211,7 +212,6 @@ impl<'a> Fetch<'a> {
             options: self.options.clone(),
             shared: Mutex::new(Shared {
                 board,
-                local: local.0.clone(),
                 views: Vec::new(),
                 names: Vec::new(),
                 received: Vec::new(),
@@ -219,11 +219,10 @@ impl<'a> Fetch<'a> {
             }),
             changed: Notify::new(),
             offered: Notify::new(),
-            stored: Notify::new(),
             progress: self.progress,
         };
-        let follow_store = ctx.follow_store();
-        tokio::pin!(follow_store);
+        let hold_store_entry = ctx.hold_store_entry();
+        tokio::pin!(hold_store_entry);
         let mut workers = FuturesUnordered::new();
         for (addr, origin) in providers {
             workers.push(ctx.worker(ctx.add_provider(&addr, origin), addr));
@@ -266,7 +265,7 @@ impl<'a> Fetch<'a> {
                     }
                 }
                 _ = ctx.changed.notified() => {}
-                () = &mut follow_store => {}
+                () = &mut hold_store_entry => {}
                 // Also the progress tick: bytes in flight are reported from here.
                 _ = tokio::time::sleep(Duration::from_millis(250)) => {}
             }
@@ -343,8 +342,6 @@ impl<'a> Fetch<'a> {
 
 struct Shared {
     board: PieceBoard,
-    /// What the local store holds verified (followed for the whole fetch).
-    local: ChunkRanges,
     views: Vec<ProviderView>,
     names: Vec<String>,
     received: Vec<u64>,
@@ -364,8 +361,6 @@ struct Ctx<'a> {
     changed: Notify,
     /// Woken when a peer's bitfield grows (idle workers may find work).
     offered: Notify,
-    /// Woken when the local store's bitfield grows.
-    stored: Notify,
     progress: Option<watch::Sender<FetchStatus>>,
 }
 
@@ -407,6 +402,7 @@ impl Ctx<'_> {
             alive: true,
             known: origin,
             grew_at: None,
+            seed: id_seed(&addr.id),
         });
         s.names.push(addr.to_string());
         s.received.push(0);
@@ -562,47 +558,19 @@ impl Ctx<'_> {
         }
     }
 
-    /// Follows the local store's bitfield of the blob for as long as the fetch runs
-    /// (never returns). Holding this observer open also keeps the store entry loaded.
-    async fn follow_store(&self) {
-        if let Ok(updates) = self.node.store.blobs().observe(self.hash).stream().await {
-            let mut updates = std::pin::pin!(updates);
-            while let Some(bitfield) = updates.next().await {
-                self.lock().local = bitfield.ranges.clone();
-                self.stored.notify_waiters();
-            }
-        }
+    /// Keeps the blob's store entry loaded for as long as the fetch runs (never
+    /// returns), so the store does not write out (and fsync) the partial entry between
+    /// pieces. An observer holds the entry; it is never read: the store's side of it
+    /// keeps only the newest bitfield and waits, so this costs nothing per write.
+    async fn hold_store_entry(&self) {
+        let _observer = self.node.store.blobs().observe(self.hash).stream().await;
         std::future::pending::<()>().await
-    }
-
-    /// Whether the local store holds `wanted` verified, waiting (at most 2 s) for the
-    /// store's bitfield to catch up with a request that has just finished.
-    async fn stored(&self, wanted: &ChunkRanges) -> Result<bool, String> {
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-        loop {
-            let notified = self.stored.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            if self.piece_held(wanted, &self.lock().local) {
-                return Ok(true);
-            }
-            if tokio::time::timeout_at(deadline, notified).await.is_err() {
-                // Ask the store itself once before giving up.
-                let (held, _) = self
-                    .node
-                    .held_ranges(&self.content)
-                    .await
-                    .map_err(|e| format!("local store: {e}"))?;
-                return Ok(self.piece_held(wanted, &held));
-            }
-        }
     }
 
     /// Fetches what is still missing of `piece` from provider `i`.
     async fn fetch_piece(&self, i: usize, conn: &Connection, piece: usize) -> PieceEnd {
         let wanted = self.lock().board.request_ranges(piece, self.total_chunks);
-        // Asked of the store itself, not the followed bitfield, which may lag behind a
-        // request that has just written (a piece retried after its provider died).
+        // Part of it may be held already (a piece retried after its provider died).
         let held = match self.node.held_ranges(&self.content).await {
             Ok((h, _)) => h,
             Err(e) => return PieceEnd::Failed(format!("local store: {e}")),
@@ -657,11 +625,11 @@ impl Ctx<'_> {
             return end;
         }
         // A peer that is still downloading may have sent less than asked: only what is
-        // verified in the store counts.
-        match self.stored(&wanted).await {
-            Ok(true) => PieceEnd::Got,
-            Ok(false) => PieceEnd::Failed("sent less than the piece".into()),
-            Err(e) => PieceEnd::Failed(e),
+        // verified in the store counts. The GET has finished writing by now.
+        match self.node.held_ranges(&self.content).await {
+            Ok((held, _)) if self.piece_held(&wanted, &held) => PieceEnd::Got,
+            Ok(_) => PieceEnd::Failed("sent less than the piece".into()),
+            Err(e) => PieceEnd::Failed(format!("local store: {e}")),
         }
     }
 

@@ -8,6 +8,14 @@
 //!   and can then trade them with each other. (Walking from an own offset is not
 //!   enough: once two walks meet they move in lockstep, and both nodes ask the origin
 //!   for the same pieces at the same moment, measured by bench/swarm.sh);
+//! - **one taker per piece at the origin**: each piece has an owner among the fetching
+//!   nodes a fetcher knows (itself and its live peers), picked by rendezvous hashing on
+//!   the node ids, so nodes that know the same peers agree without talking. The
+//!   origin's worker takes the pieces this node owns first, and others' pieces only
+//!   when none of its own are left; so the origin sends each piece about once and the
+//!   nodes trade the rest. (A shuffled order alone still let two nodes pick the same
+//!   piece in the ~100 ms before either saw the other's bitfield: 1.2 x S origin
+//!   egress at N=8, measured by bench/swarm.sh);
 //! - **peers before the origin**: the origin's worker skips pieces that a live peer
 //!   already holds (the peer serves them) and pieces a peer is downloading right now
 //!   (it holds part of the piece and its bitfield grew within [`IN_PROGRESS`]: it will
@@ -47,6 +55,16 @@ pub struct ProviderView {
     pub known: bool,
     /// When `has` last grew (the peer is downloading).
     pub grew_at: Option<Instant>,
+    /// The provider's node id as a number ([`id_seed`]), for piece ownership.
+    pub seed: u64,
+}
+
+/// A node id as a number: its first 8 bytes. Seeds a fetcher's own piece order and
+/// ranks nodes for piece ownership.
+pub fn id_seed(id: &[u8; 32]) -> u64 {
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&id[..8]);
+    u64::from_le_bytes(b)
 }
 
 impl ProviderView {
@@ -57,6 +75,7 @@ impl ProviderView {
             alive: true,
             known: true,
             grew_at: None,
+            seed: 0,
         }
     }
 }
@@ -78,6 +97,15 @@ pub struct PieceBoard {
     order: Vec<usize>,
     /// When a worker first asked for a piece (the start of [`PEER_GRACE`]).
     first_ask: Option<Instant>,
+    /// This fetcher's node id as a number ([`id_seed`]).
+    seed: u64,
+}
+
+/// SplitMix64's output function: a well-mixed 64-bit value for each input.
+fn mix(mut z: u64) -> u64 {
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
 }
 
 /// `0..n` in an order that depends only on `seed` (Fisher-Yates driven by SplitMix64).
@@ -85,10 +113,7 @@ fn shuffled(n: usize, seed: u64) -> Vec<usize> {
     let mut state = seed;
     let mut next = || {
         state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        let mut z = state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-        z ^ (z >> 31)
+        mix(state)
     };
     let mut order: Vec<usize> = (0..n).collect();
     for i in (1..n).rev() {
@@ -96,6 +121,13 @@ fn shuffled(n: usize, seed: u64) -> Vec<usize> {
         order.swap(i, j);
     }
     order
+}
+
+/// Rendezvous weight of the node `seed` for the piece ending at chunk `end` (a piece's
+/// end is the same on every fetcher's board, also after a resume): the node with the
+/// highest weight owns the piece.
+fn weight(seed: u64, end: u64) -> u64 {
+    mix(seed ^ mix(end))
 }
 
 /// At most this many workers fetch one piece at once (endgame duplicates).
@@ -140,6 +172,7 @@ impl PieceBoard {
             ranges,
             order,
             first_ask: None,
+            seed,
         }
     }
 
@@ -206,11 +239,26 @@ impl PieceBoard {
                             && !p.has.is_disjoint(&piece)))
             })
         };
-        let pending = self.order.iter().copied().find(|&i| {
+        let takes = |i: usize| {
             self.state[i] == PieceState::Pending
                 && Self::holds(me, &self.ranges[i])
                 && !(me.origin && served_by_peer(&self.ranges[i]))
-        });
+        };
+        // Ties (equal seeds) count as owned, so a lone fetcher owns everything.
+        let owned = |i: usize| {
+            let end = self.ranges[i].end;
+            let mine = weight(self.seed, end);
+            providers
+                .iter()
+                .all(|p| p.origin || !p.alive || weight(p.seed, end) <= mine)
+        };
+        let mut candidates = self.order.iter().copied().filter(|&i| takes(i)).peekable();
+        let first = candidates.peek().copied();
+        let pending = if me.origin {
+            candidates.find(|&i| owned(i)).or(first)
+        } else {
+            first
+        };
         if let Some(i) = pending {
             self.state[i] = PieceState::InFlight {
                 workers: vec![worker],
@@ -364,6 +412,61 @@ mod tests {
     }
 
     #[test]
+    fn fetchers_that_know_each_other_take_different_pieces_from_the_origin() {
+        let now = Instant::now();
+        let seeds = [11u64, 22, 33];
+        let owner =
+            |end: u64, alive: &[u64]| *alive.iter().max_by_key(|&&s| weight(s, end)).unwrap();
+        // What fetcher `me` takes from the origin, in order, seeing the others (known,
+        // holding nothing yet) with `alive` among them still alive.
+        let walk = |me: u64, alive: &[u64]| {
+            let mut p = vec![ProviderView::full(true)];
+            for &other in seeds.iter().filter(|&&s| s != me) {
+                p.push(ProviderView {
+                    has: ChunkRanges::empty(),
+                    origin: false,
+                    alive: alive.contains(&other),
+                    known: true,
+                    grew_at: None,
+                    seed: other,
+                });
+            }
+            let mut b = PieceBoard::new(60 * MIB, &all_missing(), MIB, me);
+            let ends: Vec<u64> = b.ranges.iter().map(|r| r.end).collect();
+            let order: Vec<usize> = std::iter::from_fn(|| b.next_for(0, &p, now)).collect();
+            (order, ends)
+        };
+        let mut owners = vec![0u64; 60];
+        for &me in &seeds {
+            let (order, ends) = walk(me, &seeds);
+            assert_eq!(order.len(), 60, "the origin still gives every piece");
+            // Its own pieces first, then the others' (for when theirs are slow).
+            let own = order
+                .iter()
+                .take_while(|&&i| owner(ends[i], &seeds) == me)
+                .count();
+            assert!((10..=30).contains(&own), "{me} owns {own} of 60");
+            assert!(order[own..].iter().all(|&i| owner(ends[i], &seeds) != me));
+            for &i in &order[..own] {
+                assert_eq!(owners[i], 0, "piece {i} owned twice");
+                owners[i] = me;
+            }
+        }
+        assert!(
+            owners.iter().all(|&o| o != 0),
+            "every piece has an owner: {owners:?}"
+        );
+        // A dead peer's pieces pass to the live ones.
+        let (order, ends) = walk(11, &[11, 22]);
+        let own = order
+            .iter()
+            .take_while(|&&i| owner(ends[i], &[11, 22]) == 11)
+            .count();
+        let before = owners.iter().filter(|&&o| o == 11).count();
+        assert!(own > before, "11 owned {before}, and {own} once 33 died");
+    }
+
+    #[test]
     fn the_origin_leaves_pieces_a_free_peer_holds() {
         let now = Instant::now();
         let mut b = PieceBoard::new(4 * MIB, &all_missing(), MIB, 0).in_order();
@@ -373,6 +476,7 @@ mod tests {
             alive: true,
             known: true,
             grew_at: None,
+            seed: 0,
         };
         let p = vec![ProviderView::full(true), peer_has];
         assert_eq!(b.next_for(0, &p, now), Some(2), "origin skips pieces 0,1");
@@ -395,6 +499,7 @@ mod tests {
             alive: true,
             known: true,
             grew_at: Some(now),
+            seed: 0,
         };
         let mut p = vec![ProviderView::full(true), downloading];
         let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
@@ -424,6 +529,7 @@ mod tests {
             alive: true,
             known: false,
             grew_at: None,
+            seed: 0,
         };
         let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
         let mut p = vec![ProviderView::full(true), unknown.clone()];
@@ -463,6 +569,7 @@ mod tests {
             alive: true,
             known: true,
             grew_at: None,
+            seed: 0,
         }];
         assert_eq!(b.next_for(0, &p, now), Some(2));
         assert_eq!(b.next_for(0, &p, now), None, "nothing else it holds");
@@ -526,6 +633,7 @@ mod tests {
                     alive: true,
                     known: true,
                     grew_at: None,
+                    seed: 0,
                 },
                 ProviderView::full(false),
             ];

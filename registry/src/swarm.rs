@@ -2,7 +2,7 @@
 //! libp2p Kademlia DHT, one node key for both.
 //!
 //! [`Swarm::fetch`] asks the DHT for holders before and while it fetches (a holder that
-//! appears mid-fetch joins it), announces the blob as soon as the first piece is
+//! appears mid-fetch joins it), announces the blob as soon as the first bytes are
 //! verified (so others can fetch the pieces it already has), and keeps announcing it
 //! while it is held. Without a DHT, the same calls work with the origin and the
 //! configured peers only.
@@ -18,8 +18,14 @@ use crate::{
     FetchOptions, FetchReport, FetchStatus, PeerAddr, SwarmError, SwarmNode, SwarmNodeBuilder,
 };
 
-/// How often a running fetch asks the DHT for new holders.
+/// How often a running fetch asks the DHT for new holders, once it has been running
+/// a while.
 const FOLLOW_EVERY: Duration = Duration::from_secs(2);
+/// The first lookup during a fetch comes this soon, and the gap doubles up to
+/// [`FOLLOW_EVERY`]: nodes that start together announce within their first
+/// milliseconds, and the sooner they find each other the fewer pieces they each take
+/// from the origin alone.
+const FIRST_FOLLOW_AFTER: Duration = Duration::from_millis(250);
 
 /// Where the DHT node listens and whom it joins through.
 #[derive(Debug, Clone)]
@@ -206,13 +212,16 @@ impl Swarm {
     ) -> Infallible {
         let mut announced = false;
         // The fetch was started with a lookup's result: the next one is due later.
-        let mut lookup =
-            tokio::time::interval_at(tokio::time::Instant::now() + FOLLOW_EVERY, FOLLOW_EVERY);
+        let mut gap = FIRST_FOLLOW_AFTER;
+        let lookup = tokio::time::sleep(gap);
+        tokio::pin!(lookup);
         loop {
             tokio::select! {
                 Ok(()) = status_rx.changed() => {
                     let status = status_rx.borrow_and_update().clone();
-                    if !announced && status.verified > 0 {
+                    // Bytes are counted once verified, before their piece is whole.
+                    let holds_some = status.verified > 0 || status.received.values().any(|&b| b > 0);
+                    if !announced && holds_some {
                         announced = true;
                         self.announce(hash).await;
                     }
@@ -220,10 +229,12 @@ impl Swarm {
                         tx.send_replace(status);
                     }
                 }
-                _ = lookup.tick(), if self.dht.is_some() => {
+                () = &mut lookup, if self.dht.is_some() => {
                     for p in self.providers(hash).await {
                         let _ = more_tx.send(p).await;
                     }
+                    gap = (gap * 2).min(FOLLOW_EVERY);
+                    lookup.as_mut().reset(tokio::time::Instant::now() + gap);
                 }
                 // The fetch has ended (its progress sender is gone).
                 else => std::future::pending::<()>().await,

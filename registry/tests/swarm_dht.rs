@@ -1,14 +1,16 @@
 //! The swarm with its DHT, on 127.0.0.1: holders are found through the DHT, a node
-//! announces what it fetched, and a record pointing at a dead holder costs little.
+//! announces what it is fetching from its first verified bytes, and a record pointing
+//! at a dead holder costs little.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
 use std::{path::Path, time::Duration};
 
-use archy_catalog::oci::hash_file;
-use archy_registry::{DhtSettings, FetchPlan, Multiaddr, Swarm, SwarmNode};
+use archy_catalog::{oci::hash_file, ContentHash};
+use archy_registry::{DhtSettings, FetchOptions, FetchPlan, Multiaddr, Swarm, SwarmNode};
+use bao_tree::{ChunkNum, ChunkRanges};
 
-use common::local;
+use common::{local, provider, proxy, random_file, Mischief};
 
 mod common;
 
@@ -22,6 +24,22 @@ async fn member(dir: &Path, name: &str, bootstrap: Vec<Multiaddr>) -> Swarm {
     )
     .await
     .unwrap()
+}
+
+/// Waits (at most 10 s) until `asker`'s DHT lookup for `hash` names `holder`.
+async fn assert_named(asker: &Swarm, hash: ContentHash, holder: &Swarm) {
+    let mut seen = Vec::new();
+    for _ in 0..40 {
+        seen = asker.providers(hash).await;
+        if seen.contains(&holder.node.addr()) {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    panic!(
+        "the DHT does not name {} as a holder: {seen:?}",
+        holder.node.addr()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,18 +62,7 @@ async fn holders_are_found_through_the_dht_and_a_dead_one_is_skipped() {
         ..FetchPlan::default()
     };
     doomed.fetch(hash, plan.clone(), None).await.unwrap();
-    let mut seen = Vec::new();
-    for _ in 0..40 {
-        seen = origin.providers(hash).await;
-        if seen.contains(&doomed.node.addr()) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert!(
-        seen.contains(&doomed.node.addr()),
-        "the fetcher announced itself: {seen:?}"
-    );
+    assert_named(&origin, hash, &doomed).await;
     let doomed_addr = doomed.node.addr();
     doomed.shutdown().await;
 
@@ -80,4 +87,39 @@ async fn holders_are_found_through_the_dht_and_a_dead_one_is_skipped() {
     let out = tmp.path().join("out");
     newcomer.node.export(&hash, &out).await.unwrap();
     assert_eq!(hash_file(&out).unwrap(), (hash, size));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fetcher_is_announced_from_its_first_verified_bytes_not_its_first_piece() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, hash, size) = random_file(tmp.path(), 3 << 20);
+    // The origin is not in the DHT (nobody finds it there); the fetcher's only way to
+    // it hangs after 200 KiB: some bytes verify, but no 1 MiB piece can ever be whole.
+    let origin = provider(tmp.path(), "origin", &file).await;
+    let (hanging, _proxy) = proxy(&origin, Mischief::HangAfter { bytes: 200 << 10 }).await;
+    let boot = member(tmp.path(), "boot", vec![]).await;
+    let fetcher = member(tmp.path(), "fetcher", boot.dht_addrs()).await;
+    let plan = FetchPlan {
+        size: Some(size),
+        origin: Some(hanging),
+        options: FetchOptions {
+            stall_timeout: Duration::from_secs(60),
+            idle_timeout: Duration::from_secs(60),
+            ..FetchOptions::default()
+        },
+        ..FetchPlan::default()
+    };
+    let fetching = tokio::spawn({
+        let fetcher = fetcher.clone();
+        async move { fetcher.fetch(hash, plan, None).await }
+    });
+    assert_named(&boot, hash, &fetcher).await;
+    let (held, _) = fetcher.node.held_ranges(&hash).await.unwrap();
+    assert!(!held.is_empty(), "it holds verified bytes");
+    let first_piece = ChunkRanges::from(..ChunkNum(1024));
+    assert!(
+        !held.is_superset(&first_piece) && !fetching.is_finished(),
+        "the test needs the fetch to be stuck before its first whole piece: {held:?}"
+    );
+    fetching.abort();
 }
