@@ -1019,11 +1019,18 @@ async fn reconcile_one(node: &Arc<Node>, id: &str) -> Outcome {
             good.version()
         ),
     };
+    // Why the release is held back. After a failed rollback it says only what failed
+    // (the rollback's own failure goes to `last_error`): a later pass that brings the
+    // last good release back shows this reason, and must not say the rollback failed.
+    let reason = match &rolled {
+        Ok(_) => message.clone(),
+        Err(_) => format!("update to {} failed: {error}", deploy.version()),
+    };
     let held = HeldBack {
         version: deploy.version().to_string(),
         manifest_hash: attempted,
         request: record.requested,
-        reason: message.clone(),
+        reason,
     };
     match rolled {
         Ok(_) => record_success(node, id, &record, good, Hold::Set(held)).await,

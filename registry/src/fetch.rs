@@ -611,7 +611,15 @@ impl Ctx<'_> {
                         .reset(tokio::time::Instant::now() + self.options.stall_timeout);
                     let delta = n.saturating_sub(seen);
                     seen = n;
-                    self.lock().received[i] += delta;
+                    let mut s = self.lock();
+                    let first_bytes = delta > 0 && s.received.iter().all(|&b| b == 0);
+                    s.received[i] += delta;
+                    drop(s);
+                    if first_bytes {
+                        // The status goes out now, not at the next tick: with a DHT,
+                        // the node is announced from its first verified bytes.
+                        self.notify_changed();
+                    }
                 }
                 Some(GetProgressItem::Done(stats)) => {
                     let delta = stats.payload_bytes_read.saturating_sub(seen);

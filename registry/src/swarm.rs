@@ -21,11 +21,12 @@ use crate::{
 /// How often a running fetch asks the DHT for new holders, once it has been running
 /// a while.
 const FOLLOW_EVERY: Duration = Duration::from_secs(2);
-/// The first lookup during a fetch comes this soon, and the gap doubles up to
-/// [`FOLLOW_EVERY`]: nodes that start together announce within their first
-/// milliseconds, and the sooner they find each other the fewer pieces they each take
-/// from the origin alone.
-const FIRST_FOLLOW_AFTER: Duration = Duration::from_millis(250);
+/// The first lookups during a fetch come this often, [`FAST_FOLLOWS`] of them, before
+/// the gap grows to [`FOLLOW_EVERY`]: nodes that start together announce within their
+/// first milliseconds, and the sooner they find each other the fewer pieces they each
+/// take from the origin alone.
+const FAST_FOLLOW_EVERY: Duration = Duration::from_millis(250);
+const FAST_FOLLOWS: u32 = 4;
 
 /// Where the DHT node listens and whom it joins through.
 #[derive(Debug, Clone)]
@@ -212,8 +213,8 @@ impl Swarm {
     ) -> Infallible {
         let mut announced = false;
         // The fetch was started with a lookup's result: the next one is due later.
-        let mut gap = FIRST_FOLLOW_AFTER;
-        let lookup = tokio::time::sleep(gap);
+        let mut lookups = 0u32;
+        let lookup = tokio::time::sleep(FAST_FOLLOW_EVERY);
         tokio::pin!(lookup);
         loop {
             tokio::select! {
@@ -233,7 +234,8 @@ impl Swarm {
                     for p in self.providers(hash).await {
                         let _ = more_tx.send(p).await;
                     }
-                    gap = (gap * 2).min(FOLLOW_EVERY);
+                    lookups += 1;
+                    let gap = if lookups < FAST_FOLLOWS { FAST_FOLLOW_EVERY } else { FOLLOW_EVERY };
                     lookup.as_mut().reset(tokio::time::Instant::now() + gap);
                 }
                 // The fetch has ended (its progress sender is gone).
