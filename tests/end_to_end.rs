@@ -15,7 +15,10 @@
 //! - a developer seeds a third-party app's image into the DHT and publishes the app to
 //!   the relay; `market search` finds it with its trust score, the install is refused
 //!   while unverified, and with `--allow-unverified` the node fetches the image from the
-//!   developer's seed, found in the DHT.
+//!   developer's seed, found in the DHT;
+//! - with the origin down, a new node that knows one node's DHT address gets the catalog
+//!   from a head server the DHT names; once every DHT member is gone, a node restarted
+//!   on its saved head announces itself at start, and a newcomer gets the catalog from it.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -474,7 +477,8 @@ fn marketplace_app_installs_with_its_score(dir: &Path, node: &NodeSpec, bootstra
 /// `--peer`) find each other as holders: the second gets image bytes from the first.
 /// Then the marketplace: a third-party app whose image only the developer's seed holds.
 /// Last, with the origin gone, a new node that knows one node's DHT address gets the
-/// catalog from the head servers the DHT names.
+/// catalog from the head servers the DHT names; and once every DHT member is gone, a
+/// node restarted with its saved head announces itself at start, so a newcomer finds it.
 #[test]
 fn dht_discovery_and_a_marketplace_app_from_its_seed() {
     let Some((tmp, port, publish)) = setup() else {
@@ -488,13 +492,13 @@ fn dht_discovery_and_a_marketplace_app_from_its_seed() {
         .as_str()
         .unwrap_or_else(|| panic!("no DHT address in origin.json: {bootstrap}"))
         .to_string();
-    let _cleanup = ProcessCleanup(vec![dir.join("a"), dir.join("b"), dir.join("c")]);
+    let _cleanup = ProcessCleanup(["a", "b", "c", "d"].map(|n| dir.join(n)).to_vec());
     let dht = ["--dht-listen", "127.0.0.1:0", "--bootstrap", &bootstrap];
     let specs: Vec<NodeSpec> = [("a", 5u8), ("b", 6)]
         .into_iter()
         .map(|(name, octet)| NodeSpec::new(dir, name, octet, &publish, &origin_addr, &dht))
         .collect();
-    let _nodes: Vec<Proc> = specs.iter().map(NodeSpec::start).collect();
+    let nodes: Vec<Proc> = specs.iter().map(NodeSpec::start).collect();
     for spec in &specs {
         wait_until("catalog v1", Duration::from_secs(30), || {
             spec.status()["catalog"]["version"] == 1
@@ -518,21 +522,22 @@ fn dht_discovery_and_a_marketplace_app_from_its_seed() {
     );
     drop(origin);
     let a_dht = a["swarm"]["dht"][0].as_str().unwrap().to_string();
-    let c = NodeSpec::new(
-        dir,
-        "c",
-        7,
-        &publish,
-        &origin_addr,
-        &["--dht-listen", "127.0.0.1:0", "--bootstrap", &a_dht],
-    );
-    let _c = c.start();
-    wait_until(
-        "c's catalog from a DHT head server",
-        Duration::from_secs(40),
-        || c.status()["catalog"]["version"] == 1,
-    );
-    let status = c.status();
+    let newcomer = |name: &str, octet: u8, what: &str| {
+        let spec = NodeSpec::new(
+            dir,
+            name,
+            octet,
+            &publish,
+            &origin_addr,
+            &["--dht-listen", "127.0.0.1:0", "--bootstrap", &a_dht],
+        );
+        let proc = spec.start();
+        wait_until(what, Duration::from_secs(40), || {
+            spec.status()["catalog"]["version"] == 1
+        });
+        (spec.status(), proc)
+    };
+    let (status, c_proc) = newcomer("c", 7, "c's catalog from a DHT head server");
     let source = status["catalog"]["source"].as_str().unwrap();
     assert!(source.starts_with("peer "), "the origin is down: {status}");
     let servers = status["swarm"]["head_servers"].as_array().unwrap();
@@ -541,5 +546,25 @@ fn dht_discovery_and_a_marketplace_app_from_its_seed() {
             .iter()
             .any(|s| source.ends_with(s.as_str().unwrap())),
         "the head came from a server the DHT named: {status}"
+    );
+
+    // Every DHT member stops, and their records go with them (the DHT keeps records in
+    // memory). a restarts with the origin still down: it serves its saved head, and
+    // only its announcement at start can make it a head server.
+    drop(c_proc);
+    drop(nodes);
+    let _a = specs[0].start();
+    wait_until("a back on its saved head", Duration::from_secs(30), || {
+        specs[0].status()["catalog"]["version"] == 1
+    });
+    let a_addr = specs[0].status()["swarm"]["addr"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _d) = newcomer("d", 8, "d's catalog from a, announced at its start");
+    assert_eq!(
+        status["catalog"]["source"],
+        format!("peer {a_addr}"),
+        "{status}"
     );
 }
