@@ -7,7 +7,7 @@
 use archy_catalog::oci::hash_file;
 use archy_registry::{FetchOptions, PeerAddr, SwarmNode};
 
-use common::{local, provider, random_file};
+use common::{node, provider, random_file};
 
 mod common;
 
@@ -17,16 +17,12 @@ async fn one_blob_from_three_providers_at_once() {
     let (file, want, size) = random_file(tmp.path(), 4 << 20);
     let mut providers = Vec::new();
     for i in 0..3 {
-        let node = SwarmNode::spawn(&tmp.path().join(format!("p{i}")), local())
-            .await
-            .unwrap();
+        let node = node(tmp.path(), &format!("p{i}")).await;
         assert_eq!(node.import(&file).await.unwrap(), want);
         providers.push(node);
     }
     let addrs: Vec<PeerAddr> = providers.iter().map(|p| p.addr()).collect();
-    let fetcher = SwarmNode::spawn(&tmp.path().join("f"), local())
-        .await
-        .unwrap();
+    let fetcher = node(tmp.path(), "f").await;
     let small_pieces = FetchOptions {
         piece_bytes: 256 << 10,
         ..FetchOptions::default()
@@ -66,9 +62,7 @@ async fn one_blob_from_three_providers_at_once() {
 
     // The fetcher now serves it too; without a size given, the provider tells it and
     // the bytes prove it.
-    let second = SwarmNode::spawn(&tmp.path().join("g"), local())
-        .await
-        .unwrap();
+    let second = node(tmp.path(), "g").await;
     let r = second
         .fetch(want)
         .peers([fetcher.addr()])
@@ -105,15 +99,10 @@ async fn a_dead_provider_share_goes_to_the_others() {
     let tmp = tempfile::tempdir().unwrap();
     let (file, want, size) = random_file(tmp.path(), 2 << 20);
     let good = provider(tmp.path(), "good", &file).await;
-    let dead = SwarmNode::spawn(&tmp.path().join("dead"), local())
-        .await
-        .unwrap();
-    dead.import(&file).await.unwrap();
+    let dead = provider(tmp.path(), "dead", &file).await;
     let dead_addr = dead.addr();
     dead.shutdown().await;
-    let fetcher = SwarmNode::spawn(&tmp.path().join("f"), local())
-        .await
-        .unwrap();
+    let fetcher = node(tmp.path(), "f").await;
     // Alone, the dead provider fails the fetch within the connect timeout, named.
     let t = std::time::Instant::now();
     let e = fetcher
@@ -152,12 +141,8 @@ async fn a_dead_provider_share_goes_to_the_others() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_has_it_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
-    let empty = SwarmNode::spawn(&tmp.path().join("e"), local())
-        .await
-        .unwrap();
-    let fetcher = SwarmNode::spawn(&tmp.path().join("f"), local())
-        .await
-        .unwrap();
+    let empty = node(tmp.path(), "e").await;
+    let fetcher = node(tmp.path(), "f").await;
     let missing = archy_catalog::ContentHash::of(b"nobody has this");
     let quick = FetchOptions {
         idle_timeout: std::time::Duration::from_secs(2),

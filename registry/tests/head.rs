@@ -17,7 +17,7 @@ use archy_registry::{
 };
 use chrono::{Duration as Days, Utc};
 
-use common::local;
+use common::{local, node};
 
 mod common;
 
@@ -100,9 +100,7 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
         .await
         .unwrap();
     let oaddr = origin.addr();
-    let node = SwarmNode::spawn(&tmp.path().join("n"), local())
-        .await
-        .unwrap();
+    let node = node(tmp.path(), "n").await;
     let v1 = sync_head(&node, Some(&oaddr), &[], &anchor, None, &limits, t)
         .await
         .unwrap();
@@ -301,12 +299,18 @@ async fn a_node_anchored_at_a_later_root_serves_the_chain_to_older_peers() {
         .unwrap();
 
     let from_v2 = TrustedState::bootstrap(&v2, &limits).unwrap();
-    let node = SwarmNode::spawn(&tmp.path().join("n"), local())
-        .await
-        .unwrap();
-    let got = sync_head(&node, Some(&origin.addr()), &[], &from_v2, None, &limits, t)
-        .await
-        .unwrap();
+    let later = node(tmp.path(), "n").await;
+    let got = sync_head(
+        &later,
+        Some(&origin.addr()),
+        &[],
+        &from_v2,
+        None,
+        &limits,
+        t,
+    )
+    .await
+    .unwrap();
     assert_eq!(got.trusted.root_version, 3);
     let kept = root_chain(&got.trusted, got.head.roots.clone(), &limits);
     let versions: Vec<u64> = kept.iter().map(|(v, _)| *v).collect();
@@ -328,9 +332,7 @@ async fn a_node_anchored_at_a_later_root_serves_the_chain_to_older_peers() {
         .await
         .unwrap();
     let from_v1 = TrustedState::bootstrap(&v1, &limits).unwrap();
-    let older = SwarmNode::spawn(&tmp.path().join("old"), local())
-        .await
-        .unwrap();
+    let older = node(tmp.path(), "old").await;
     let synced = sync_head(&older, None, &[serving.addr()], &from_v1, None, &limits, t)
         .await
         .unwrap();
