@@ -215,6 +215,23 @@ fn frame(out: &mut Vec<u8>, kind: u8, bytes: &[u8]) {
     out.extend_from_slice(bytes);
 }
 
+/// A signed catalog the asker already holds, with its hash (computed once, however
+/// many peers a sync asks: the catalog may be megabytes).
+#[derive(Debug, Clone)]
+pub struct KnownCatalog<'a> {
+    bytes: &'a [u8],
+    blake3: String,
+}
+
+impl<'a> KnownCatalog<'a> {
+    pub fn new(bytes: &'a [u8]) -> Self {
+        Self {
+            bytes,
+            blake3: archy_catalog::ContentHash::of(bytes).to_hex(),
+        }
+    }
+}
+
 /// Asks `peer` for its head, reading no more than `limits` allow. `held_catalog` is the
 /// signed catalog the caller already has: when the peer's head has the same catalog,
 /// the peer does not send it again and the answer carries `held_catalog` instead
@@ -223,7 +240,7 @@ pub async fn fetch_head(
     node: &SwarmNode,
     peer: &PeerAddr,
     root_version: u64,
-    held_catalog: Option<&[u8]>,
+    held_catalog: Option<&KnownCatalog<'_>>,
     limits: &Limits,
     timeout: Duration,
 ) -> Result<SignedHead, HeadError> {
@@ -236,7 +253,7 @@ pub async fn fetch_head(
         let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
         let req = serde_json::to_vec(&HeadRequest {
             root_version,
-            catalog_blake3: held_catalog.map(|c| archy_catalog::ContentHash::of(c).to_hex()),
+            catalog_blake3: held_catalog.map(|c| c.blake3.clone()),
         })
         .map_err(|e| e.to_string())?;
         send.write_all(&req).await.map_err(|e| e.to_string())?;
@@ -249,7 +266,7 @@ pub async fn fetch_head(
         let mut head = parse_frames(&bytes, limits)?;
         if head.catalog.is_empty() {
             match held_catalog {
-                Some(held) => head.catalog = held.to_vec(),
+                Some(held) => head.catalog = held.bytes.to_vec(),
                 None => return Err("the peer sent no catalog".into()),
             }
         }
@@ -405,7 +422,8 @@ pub async fn sync_head(
 ) -> Result<SyncedHead, HeadError> {
     let now = chrono::Utc::now();
     let mut why = Vec::new();
-    let held_catalog = held.map(|h| h.catalog.as_slice());
+    let held_catalog = held.map(|h| KnownCatalog::new(&h.catalog));
+    let held_catalog = held_catalog.as_ref();
     let held_roots = held.map(|h| h.roots.as_slice()).unwrap_or_default();
     let roots_from = if chain_is_whole(trusted, held_roots) {
         trusted.root_version

@@ -12,7 +12,10 @@ use archy_catalog::{
     Catalog, ContentHash, Limits, Role, Root, Timestamp, TrustedState,
 };
 use archy_registry::{
-    head::{fetch_head, root_chain, sync_head, HeadServer, HeadSource, SignedHead, HEAD_ALPN},
+    head::{
+        fetch_head, root_chain, sync_head, HeadServer, HeadSource, KnownCatalog, SignedHead,
+        HEAD_ALPN,
+    },
     Origin, SwarmNode,
 };
 use chrono::{Duration as Days, Utc};
@@ -151,26 +154,29 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
         head_v2.catalog.len() + 5,
         "only the catalog frame is left out"
     );
-    let polled = fetch_head(&node, &oaddr, 1, Some(&head_v2.catalog), &limits, t)
-        .await
-        .unwrap();
-    assert_eq!(polled.catalog, head_v2.catalog);
+    // The catalog the origin's answer carries when the node holds `held`.
+    let polled = |held: Vec<u8>| {
+        let (node, oaddr, limits) = (&node, &oaddr, &limits);
+        async move {
+            let known = KnownCatalog::new(&held);
+            fetch_head(node, oaddr, 1, Some(&known), limits, t)
+                .await
+                .unwrap()
+                .catalog
+        }
+    };
+    assert_eq!(polled(head_v2.catalog.clone()).await, head_v2.catalog);
     // ...while a held catalog with the same version but other bytes (here a trailing
     // space) gets the origin's catalog, as does an older one; and the held catalog
     // verifies against the timestamp as before.
     let mut marked = head_v2.catalog.clone();
     marked.push(b' ');
-    let polled = fetch_head(&node, &oaddr, 1, Some(&marked), &limits, t)
-        .await
-        .unwrap();
     assert_eq!(
-        polled.catalog, head_v2.catalog,
+        polled(marked).await,
+        head_v2.catalog,
         "the origin's bytes, not ours"
     );
-    let polled = fetch_head(&node, &oaddr, 1, Some(&head_v1.catalog), &limits, t)
-        .await
-        .unwrap();
-    assert_eq!(polled.catalog, head_v2.catalog);
+    assert_eq!(polled(head_v1.catalog.clone()).await, head_v2.catalog);
     let again = sync_head(
         &node,
         Some(&oaddr),
