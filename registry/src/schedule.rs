@@ -78,6 +78,23 @@ impl ProviderView {
             seed: 0,
         }
     }
+
+    /// Whether it holds all of chunk range `r`.
+    fn holds(&self, r: &Range<u64>) -> bool {
+        self.has.is_superset(&chunk_ranges(r))
+    }
+
+    /// Whether it is getting chunk range `r` right now: it holds part of it and its
+    /// bitfield grew within [`IN_PROGRESS`] of `now`.
+    fn is_getting(&self, r: &Range<u64>, now: Instant) -> bool {
+        self.grew_at
+            .is_some_and(|t| now.saturating_duration_since(t) < IN_PROGRESS)
+            && !self.has.is_disjoint(&chunk_ranges(r))
+    }
+}
+
+fn chunk_ranges(r: &Range<u64>) -> ChunkRanges {
+    ChunkRanges::from(ChunkNum(r.start)..ChunkNum(r.end))
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,11 +219,6 @@ impl PieceBoard {
         }
     }
 
-    fn holds(view: &ProviderView, r: &Range<u64>) -> bool {
-        view.has
-            .is_superset(&ChunkRanges::from(ChunkNum(r.start)..ChunkNum(r.end)))
-    }
-
     /// The next piece for `worker` (an index into `providers`), marked in flight; `None`
     /// when it has nothing to do right now.
     pub fn next_for(
@@ -227,21 +239,13 @@ impl PieceBoard {
             return None;
         }
         let served_by_peer = |r: &Range<u64>| {
-            let piece = ChunkRanges::from(ChunkNum(r.start)..ChunkNum(r.end));
             providers.iter().enumerate().any(|(i, p)| {
-                i != worker
-                    && p.alive
-                    && !p.origin
-                    && (p.has.is_superset(&piece)
-                        || (p
-                            .grew_at
-                            .is_some_and(|t| now.saturating_duration_since(t) < IN_PROGRESS)
-                            && !p.has.is_disjoint(&piece)))
+                i != worker && p.alive && !p.origin && (p.holds(r) || p.is_getting(r, now))
             })
         };
         let takes = |i: usize| {
             self.state[i] == PieceState::Pending
-                && Self::holds(me, &self.ranges[i])
+                && me.holds(&self.ranges[i])
                 && !(me.origin && served_by_peer(&self.ranges[i]))
         };
         // Ties (equal seeds) count as owned, so a lone fetcher owns everything.
@@ -276,7 +280,7 @@ impl PieceBoard {
                 if workers.len() < MAX_WORKERS_PER_PIECE
                     && now.saturating_duration_since(*since) >= ENDGAME_AFTER
                     && !workers.contains(&worker)
-                    && Self::holds(me, &self.ranges[i])
+                    && me.holds(&self.ranges[i])
                     && best.is_none_or(|(_, t)| *since < t)
                 {
                     best = Some((i, *since));
