@@ -846,7 +846,7 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
 }
 
 /// Seeding: every blob the node holds whole, and the head it holds, are announced in
-/// the DHT once at start (a fetch announces its blob from the first verified piece, a
+/// the DHT once at start (a fetch announces its blob from its first verified bytes, a
 /// first head sync the head); Kademlia republishes the records for as long as the
 /// node runs.
 async fn announce_held(node: Arc<Node>) {
