@@ -134,8 +134,11 @@ fn container_ids(node: &str) -> String {
 
 #[test]
 fn daemon_lifecycle_end_to_end() {
-    if let Err(why) = Podman::check() {
-        eprintln!("SKIPPED: podman does not work here: {why}");
+    if !common::can_run(
+        Podman::check()
+            .err()
+            .map(|why| format!("podman does not work here: {why}")),
+    ) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
@@ -276,8 +279,11 @@ fn daemon_lifecycle_end_to_end() {
 /// (also across a daemon restart) until the operator asks for something else.
 #[test]
 fn failed_update_rolls_back_to_the_last_healthy_release() {
-    if let Err(why) = archy_node::runtime::process::ProcessRuntime::check() {
-        eprintln!("SKIPPED: the process runtime does not work here: {why}");
+    if !common::can_run(
+        archy_node::runtime::process::ProcessRuntime::check()
+            .err()
+            .map(|why| format!("the process runtime does not work here: {why}")),
+    ) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -15,8 +15,11 @@ use archy_node::{
 
 #[test]
 fn podman_runs_adopts_and_removes_an_app() {
-    if let Err(why) = Podman::check() {
-        eprintln!("SKIPPED: podman does not work here: {why}");
+    if !common::can_run(
+        Podman::check()
+            .err()
+            .map(|why| format!("podman does not work here: {why}")),
+    ) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -87,8 +90,11 @@ fn executor_installs_converges_repairs_drift_and_uninstalls() {
         executor::{reconcile, AppTarget, DirImageSource, Stage},
         planner::{Action, DesiredApp},
     };
-    if let Err(why) = Podman::check() {
-        eprintln!("SKIPPED: podman does not work here: {why}");
+    if !common::can_run(
+        Podman::check()
+            .err()
+            .map(|why| format!("podman does not work here: {why}")),
+    ) {
         return;
     }
     let d = tempfile::tempdir().unwrap();

@@ -31,15 +31,9 @@ use archy_node::{
 const HELPER: &str = env!("CARGO_BIN_EXE_archy");
 
 fn skip() -> bool {
-    if !nix::unistd::geteuid().is_root() {
-        eprintln!("SKIPPED: the process runtime needs root");
-        return true;
-    }
-    if !Path::new("/bin/busybox").is_file() {
-        eprintln!("SKIPPED: needs /bin/busybox (busybox-static)");
-        return true;
-    }
-    false
+    let busybox = (!Path::new("/bin/busybox").is_file())
+        .then(|| "this test needs /bin/busybox (busybox-static)".to_string());
+    !common::can_run(common::needs_root().or(busybox))
 }
 
 /// A distinct port per test and process (kept clear of the podman tests' range).
@@ -139,12 +133,12 @@ fn runs_adopts_stops_starts_and_removes_an_app() {
     let rt = ProcessRuntime::new("n1", node.join("process"), HELPER);
     assert!(!rt.image_loaded(&a.image).unwrap());
     // What an unpack interrupted by a crash leaves behind.
-    let digest = a.image.config_digest.trim_start_matches("sha256:");
+    let digest = a.image.hash.to_hex();
     let interrupted = node.join(format!("process/images/.tmp-{digest}-999999"));
     fs::create_dir_all(interrupted.join("rootfs")).unwrap();
     rt.load_image(&a.archive, &a.image).unwrap();
     assert!(rt.image_loaded(&a.image).unwrap());
-    let image_dir = node.join("process/images").join(digest);
+    let image_dir = node.join("process/images").join(&digest);
     assert!(image_dir.join("rootfs/bin/busybox").is_file());
     // No half-unpacked leftovers next to it, the interrupted one included.
     let leftovers: Vec<_> = fs::read_dir(node.join("process/images"))
@@ -448,8 +442,10 @@ fn podman_saved_archives_unpack_with_their_whiteouts() {
     if skip() {
         return;
     }
-    if let Err(why) = archy_node::runtime::podman::Podman::check() {
-        eprintln!("SKIPPED: podman does not work here (needed to write the archives): {why}");
+    let podman = archy_node::runtime::podman::Podman::check()
+        .err()
+        .map(|why| format!("podman does not work here (needed to write the archives): {why}"));
+    if !common::can_run(podman) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -501,10 +497,7 @@ fn podman_saved_archives_unpack_with_their_whiteouts() {
         let root = d.path().join(format!("node-{format}"));
         let rt = ProcessRuntime::new("n1", &root, HELPER);
         rt.load_image(&archive, &image).unwrap();
-        let rootfs = root
-            .join("images")
-            .join(image.config_digest.trim_start_matches("sha256:"))
-            .join("rootfs");
+        let rootfs = root.join("images").join(image.hash.to_hex()).join("rootfs");
         assert!(rootfs.join("bin/busybox").is_file(), "{format}");
         assert!(rootfs.join("x/new").is_file(), "{format}");
         assert!(

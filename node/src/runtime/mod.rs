@@ -57,6 +57,104 @@ impl ContainerSpec {
     }
 }
 
+/// Opens a volume's directory `<data_dir>/volumes/<name>` (created if missing) and, with `source`, the path
+/// beneath it, creating missing directories. No symlink is followed on the way below
+/// the volume's own directory: the app owns everything in there and could have planted
+/// `h -> /` for a later release to name as its `source`. Returns an `O_PATH` handle to
+/// bind from (`/proc/self/fd/N`) and the path it was found at.
+pub fn open_volume(
+    root_path: &Path,
+    source: Option<&str>,
+) -> Result<(std::os::fd::OwnedFd, PathBuf), RuntimeError> {
+    use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
+    let name = root_path.file_name().unwrap_or_default().to_string_lossy();
+    let refused = |why: String| RuntimeError::Volume {
+        volume: name.to_string(),
+        why,
+    };
+    std::fs::create_dir_all(root_path)?;
+    let beneath = ResolveFlags::BENEATH
+        | ResolveFlags::NO_SYMLINKS
+        | ResolveFlags::NO_MAGICLINKS
+        | ResolveFlags::NO_XDEV;
+    let open = |dir: &std::os::fd::OwnedFd, path: &Path| {
+        rfs::openat2(
+            dir,
+            path,
+            OFlags::PATH | OFlags::CLOEXEC,
+            Mode::empty(),
+            beneath,
+        )
+    };
+    let root = rfs::openat(
+        rfs::CWD,
+        root_path,
+        OFlags::PATH | OFlags::DIRECTORY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
+        Mode::empty(),
+    )
+    .map_err(|e| {
+        refused(format!(
+            "{}: {}",
+            root_path.display(),
+            std::io::Error::from(e)
+        ))
+    })?;
+    let Some(source) = source else {
+        return Ok((root, root_path.to_path_buf()));
+    };
+    let rel = Path::new(source);
+    if !rel.components().all(|c| {
+        matches!(
+            c,
+            std::path::Component::Normal(_) | std::path::Component::CurDir
+        )
+    }) {
+        return Err(refused(format!(
+            "source {source:?} must stay inside the volume"
+        )));
+    }
+    let symlink = |e: rustix::io::Errno| {
+        match e {
+        rustix::io::Errno::LOOP => refused(format!(
+            "source {source:?} passes through a symlink in the volume; refused (a symlink there could point anywhere on the host)"
+        )),
+        e => refused(format!("source {source:?}: {}", std::io::Error::from(e))),
+    }
+    };
+    match open(&root, rel) {
+        Ok(fd) => return Ok((fd, root_path.join(rel))),
+        Err(rustix::io::Errno::NOENT) => {}
+        Err(e) => return Err(symlink(e)),
+    }
+    // Create what is missing, one directory at a time, each resolved without symlinks.
+    let mut prefix = PathBuf::new();
+    for c in rel.components() {
+        prefix.push(c);
+        match open(&root, &prefix) {
+            Ok(_) => continue,
+            Err(rustix::io::Errno::NOENT) => {}
+            Err(e) => return Err(symlink(e)),
+        }
+        let parent = match prefix.parent().filter(|p| !p.as_os_str().is_empty()) {
+            Some(p) => open(&root, p).map_err(symlink)?,
+            None => open(&root, Path::new(".")).map_err(symlink)?,
+        };
+        let dir = rfs::openat(
+            &parent,
+            ".",
+            OFlags::DIRECTORY | OFlags::RDONLY | OFlags::CLOEXEC,
+            Mode::empty(),
+        )
+        .map_err(symlink)?;
+        match rfs::mkdirat(&dir, c.as_os_str(), Mode::from_raw_mode(0o755)) {
+            Ok(()) | Err(rustix::io::Errno::EXIST) => {}
+            Err(e) => return Err(symlink(e)),
+        }
+    }
+    let fd = open(&root, rel).map_err(symlink)?;
+    Ok((fd, root_path.join(rel)))
+}
+
 /// Why a runtime operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -75,6 +173,8 @@ pub enum RuntimeError {
     Io(#[from] std::io::Error),
     #[error("cannot parse runtime output: {0}")]
     Parse(String),
+    #[error("volume {volume}: {why}")]
+    Volume { volume: String, why: String },
     #[error("loaded image does not have the config digest the catalog names ({expected})")]
     DigestMismatch { expected: String },
     #[error(transparent)]

@@ -12,7 +12,7 @@
 //! ulimits; both are set here.
 
 use std::{
-    path::Path,
+    path::{Path, PathBuf},
     process::{Command, Output},
 };
 
@@ -112,7 +112,15 @@ impl Podman {
     }
 
     /// `podman create` arguments for a spec (pure, so it is tested without podman).
-    pub fn create_args(&self, spec: &ContainerSpec) -> Vec<String> {
+    /// Secret values are never among them (any local user can read a command line):
+    /// they go in `env_file`, which [`Runtime::create`] writes 0600 and removes after.
+    /// `volumes` are the host paths [`super::open_volume`] checked, one per volume.
+    pub fn create_args(
+        &self,
+        spec: &ContainerSpec,
+        env_file: Option<&Path>,
+        volumes: &[PathBuf],
+    ) -> Vec<String> {
         let m = &spec.manifest;
         let c = &m.container;
         let mut a: Vec<String> = vec!["create".into(), "--name".into(), self.container_name(&m.id)];
@@ -145,20 +153,19 @@ impl Podman {
         for (k, v) in &c.env {
             a.extend(["--env".into(), format!("{k}={v}")]);
         }
-        for (k, v) in &spec.secrets {
-            a.extend(["--env".into(), format!("{k}={v}")]);
+        if let Some(f) = env_file {
+            a.extend(["--env-file".into(), f.display().to_string()]);
         }
         if !spec.secrets.is_empty() {
             let dir = spec.data_dir.join("secrets");
             a.extend(["-v".into(), format!("{}:/run/secrets:ro", dir.display())]);
         }
-        for v in &c.volumes {
-            let mut host = spec.data_dir.join("volumes").join(&v.name);
-            if let Some(src) = &v.source {
-                host = host.join(src);
-            }
-            let ro = if v.readonly == Some(true) { ":ro" } else { "" };
-            a.extend(["-v".into(), format!("{}:{}{ro}", host.display(), v.target)]);
+        for (v, host) in c.volumes.iter().zip(volumes) {
+            let ro = if v.readonly == Some(true) { "ro," } else { "" };
+            a.extend([
+                "-v".into(),
+                format!("{}:{}:{ro}nosuid,nodev", host.display(), v.target),
+            ]);
         }
         if let Some(u) = &c.user {
             a.extend(["--user".into(), u.clone()]);
@@ -183,7 +190,9 @@ impl Podman {
                 serde_json::to_string(ep).unwrap_or_default(),
             ]);
         }
-        a.push(image_id(&spec.image));
+        // The config digest was checked when the image was loaded; a spec that names
+        // another form never reaches podman as an image reference.
+        a.push(image_id(&spec.image).unwrap_or_else(|_| "invalid-config-digest".into()));
         if let Some(cmd) = &c.cmd {
             a.extend(cmd.iter().cloned());
         }
@@ -191,12 +200,48 @@ impl Podman {
     }
 }
 
-/// The podman image id is the config digest's hex.
-fn image_id(image: &ImageRef) -> String {
-    image
-        .config_digest
-        .trim_start_matches("sha256:")
-        .to_string()
+/// Secrets as `KEY=value` lines in a 0600 file for `podman create --env-file`, removed
+/// when dropped (podman has read it by then and keeps the values in its own storage).
+struct SecretEnvFile {
+    path: PathBuf,
+}
+
+impl SecretEnvFile {
+    fn write(
+        data_dir: &Path,
+        secrets: &std::collections::BTreeMap<String, String>,
+    ) -> Result<Self, RuntimeError> {
+        let mut text = String::new();
+        for (k, v) in secrets {
+            if v.contains(['\n', '\r', '\0']) {
+                return Err(RuntimeError::Parse(format!(
+                    "secret {k} has a line break, which an env file cannot carry"
+                )));
+            }
+            text.push_str(&format!("{k}={v}\n"));
+        }
+        let path = data_dir.join(".create.env");
+        archy_catalog::fsutil::write_atomic_mode(&path, text.as_bytes(), Some(0o600))?;
+        Ok(Self { path })
+    }
+}
+
+impl Drop for SecretEnvFile {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+/// The podman image id: the config digest's hex, once the digest is known to be one.
+fn image_id(image: &ImageRef) -> Result<String, RuntimeError> {
+    archy_catalog::oci::check_digest(&image.config_digest).map_err(RuntimeError::Parse)?;
+    Ok(image.config_digest["sha256:".len()..].to_string())
+}
+
+/// The tag an archive's image gets: its BLAKE3 hash, so a loaded image is found by the
+/// signed hash of the archive it came from.
+fn archive_tag(image: &ImageRef) -> String {
+    format!("localhost/archy-image:{}", image.hash.to_hex())
 }
 
 #[derive(Deserialize)]
@@ -215,38 +260,84 @@ impl Runtime for Podman {
         "podman"
     }
 
+    /// Loaded means: the tag naming this archive's BLAKE3 hash exists and points at the
+    /// image whose id is the catalog's config digest.
     fn image_loaded(&self, image: &ImageRef) -> Result<bool, RuntimeError> {
-        let st = Command::new(&self.program)
-            .args(["image", "exists", &image_id(image)])
-            .status()
+        let out = Command::new(&self.program)
+            .args([
+                "image",
+                "inspect",
+                "--format",
+                "{{.Id}}",
+                &archive_tag(image),
+            ])
+            .output()
             .map_err(|source| RuntimeError::Spawn {
                 program: self.program.clone(),
                 source,
             })?;
-        Ok(st.success())
+        Ok(out.status.success() && String::from_utf8_lossy(&out.stdout).trim() == image_id(image)?)
     }
 
+    /// Checks every layer against the config's diff_ids first (so the config digest
+    /// names exactly these files, whatever podman checks itself), loads, checks that the
+    /// image podman reports is the catalog's, and tags it with the archive's hash.
     fn load_image(&self, archive: &Path, image: &ImageRef) -> Result<(), RuntimeError> {
-        self.run(&[
+        let id = image_id(image)?;
+        let info =
+            archy_catalog::oci::inspect(archive).map_err(super::process::ProcessError::from)?;
+        if info.config_digest != image.config_digest {
+            return Err(RuntimeError::DigestMismatch {
+                expected: image.config_digest.clone(),
+            });
+        }
+        archy_catalog::oci::verify_layers(
+            archive,
+            &info,
+            super::process::UnpackLimits::default().max_bytes,
+        )
+        .map_err(super::process::ProcessError::from)?;
+        let out = self.run(&[
             "load".into(),
             "-q".into(),
             "-i".into(),
             archive.display().to_string(),
         ])?;
-        if !self.image_loaded(image)? {
+        let reported = String::from_utf8_lossy(&out.stdout);
+        let loaded = self.run(&[
+            "image".into(),
+            "inspect".into(),
+            "--format".into(),
+            "{{.Id}}".into(),
+            id.clone(),
+        ]);
+        if !loaded.is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == id) {
             return Err(RuntimeError::DigestMismatch {
-                expected: image.config_digest.clone(),
+                expected: format!(
+                    "{} (podman loaded {})",
+                    image.config_digest,
+                    reported.trim()
+                ),
             });
         }
+        self.run(&["tag".into(), id, archive_tag(image)])?;
         Ok(())
     }
 
     fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         spec.require_absolute_data_dir()?;
+        image_id(&spec.image)?;
+        let mut volumes = Vec::new();
         for v in &spec.manifest.container.volumes {
-            std::fs::create_dir_all(spec.data_dir.join("volumes").join(&v.name))?;
+            let dir = spec.data_dir.join("volumes").join(&v.name);
+            volumes.push(super::open_volume(&dir, v.source.as_deref())?.1);
         }
-        self.run(&self.create_args(spec))?;
+        let env_file = match spec.secrets.is_empty() {
+            true => None,
+            false => Some(SecretEnvFile::write(&spec.data_dir, &spec.secrets)?),
+        };
+        let args = self.create_args(spec, env_file.as_ref().map(|f| f.path.as_path()), &volumes);
+        self.run(&args)?;
         Ok(())
     }
 
@@ -363,9 +454,15 @@ mod tests {
             image,
             publish_ip: "127.0.0.3".parse().unwrap(),
             data_dir: "/var/lib/archy/apps/org.example.hello".into(),
-            secrets: Default::default(),
+            secrets: [("DB_PASSWORD".to_string(), "hunter2-secret".to_string())].into(),
         };
-        let a = Podman::new("n1").create_args(&spec).join(" ");
+        let volumes = [PathBuf::from(
+            "/var/lib/archy/apps/org.example.hello/volumes/data",
+        )];
+        let env = Path::new("/var/lib/archy/apps/org.example.hello/.create.env");
+        let a = Podman::new("n1")
+            .create_args(&spec, Some(env), &volumes)
+            .join(" ");
         for want in [
             "--name archy-n1-org.example.hello",
             "--cap-drop ALL",
@@ -373,11 +470,13 @@ mod tests {
             "--security-opt no-new-privileges",
             "-p 127.0.0.3:18080:8080/tcp",
             "--label io.archy.node=n1",
-            "-v /var/lib/archy/apps/org.example.hello/volumes/data:/data",
+            "-v /var/lib/archy/apps/org.example.hello/volumes/data:/data:nosuid,nodev",
+            "--env-file /var/lib/archy/apps/org.example.hello/.create.env",
             &format!("{} /bin/busybox httpd -f", "ab".repeat(32)),
         ] {
             assert!(a.contains(want), "missing {want:?} in {a}");
         }
         assert!(!a.contains("--privileged"));
+        assert!(!a.contains("hunter2"), "a secret on the command line: {a}");
     }
 }

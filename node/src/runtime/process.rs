@@ -41,12 +41,14 @@
 mod image;
 pub mod sandbox;
 
+pub use image::{UnpackLimits, Unpacked};
+
 use std::{
     collections::BTreeMap,
     fs,
     io::{BufRead, BufReader, Read, Seek, SeekFrom},
     net::SocketAddr,
-    path::{Component, Path, PathBuf},
+    path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -138,10 +140,14 @@ pub struct AppSpec {
     pub readonly_root: bool,
 }
 
-/// A host directory (or file) bind-mounted into the app's root.
+/// A host directory (or a path beneath it) bind-mounted into the app's root.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MountSpec {
+    /// The volume's own directory under the app's data dir.
     pub host: PathBuf,
+    /// A path beneath `host`, resolved at every start without following symlinks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
     pub target: String,
     pub readonly: bool,
 }
@@ -210,12 +216,26 @@ pub fn same_process(pid: u32, start_time: u64) -> Option<bool> {
     }
 }
 
+/// Creates `path` and its missing parents as 0700 directories, and makes `path` itself
+/// 0700 if it already existed: what the runtime keeps (unpacked images, app state) is
+/// for root alone, whatever the umask or the service unit say.
+pub(crate) fn create_private_dir(path: &Path) -> Result<(), ProcessError> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io_at(path))?;
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io_at(path))
+}
+
 /// The process runtime for one node.
 #[derive(Debug, Clone)]
 pub struct ProcessRuntime {
     node: String,
     root: PathBuf,
     helper: PathBuf,
+    unpack: UnpackLimits,
 }
 
 impl ProcessRuntime {
@@ -230,7 +250,14 @@ impl ProcessRuntime {
             node: node.into(),
             root: root.into(),
             helper: helper.into(),
+            unpack: UnpackLimits::default(),
         }
+    }
+
+    /// Budgets for unpacking one image (defaults: [`UnpackLimits::default`]).
+    pub fn with_unpack_limits(mut self, limits: UnpackLimits) -> Self {
+        self.unpack = limits;
+        self
     }
 
     /// Whether this host can run the process runtime: root and overlayfs.
@@ -251,18 +278,10 @@ impl ProcessRuntime {
         &self.root
     }
 
-    fn image_dir(&self, image: &ImageRef) -> Result<PathBuf, ProcessError> {
-        let hex = image
-            .config_digest
-            .strip_prefix("sha256:")
-            .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-            .ok_or_else(|| {
-                ProcessError::Invalid(format!(
-                    "unsupported config digest {:?}",
-                    image.config_digest
-                ))
-            })?;
-        Ok(self.root.join("images").join(hex))
+    /// `<root>/images/<BLAKE3 hex>`: an unpacked image is found by the signed hash of
+    /// the archive it came from, never by anything the archive itself says.
+    fn image_dir(&self, image: &ImageRef) -> PathBuf {
+        self.root.join("images").join(image.hash.to_hex())
     }
 
     /// `<root>/apps/<id>`, refusing ids that could name anything else.
@@ -313,19 +332,15 @@ impl ProcessRuntime {
     }
 
     /// Builds the stored spec from the reconciler's container spec and the image config.
-    fn app_spec(&self, spec: &ContainerSpec) -> Result<AppSpec, ProcessError> {
+    fn app_spec(&self, spec: &ContainerSpec) -> Result<AppSpec, RuntimeError> {
         let m = &spec.manifest;
         let c = &m.container;
-        let image_dir = self.image_dir(&spec.image)?;
+        let image_dir = self.image_dir(&spec.image);
         let config_path = image_dir.join("config.json");
         let config: RuntimeConfig = match fs::read(&config_path) {
             Ok(b) => serde_json::from_slice(&b)
                 .map_err(|e| ProcessError::Invalid(format!("{}: {e}", config_path.display())))?,
-            Err(_) => {
-                return Err(ProcessError::ImageNotLoaded(
-                    spec.image.config_digest.clone(),
-                ))
-            }
+            Err(_) => return Err(ProcessError::ImageNotLoaded(spec.image.hash.to_string()).into()),
         };
         // Docker semantics: an entrypoint from the manifest replaces the image's command too.
         let (entrypoint, cmd) = match &c.entrypoint {
@@ -337,7 +352,7 @@ impl ProcessRuntime {
         };
         let argv: Vec<String> = entrypoint.into_iter().chain(cmd).collect();
         if argv.is_empty() {
-            return Err(ProcessError::NoCommand);
+            return Err(ProcessError::NoCommand.into());
         }
         let mut env: BTreeMap<String, String> = config
             .env
@@ -353,24 +368,12 @@ impl ProcessRuntime {
         env.insert("HOSTNAME".into(), hostname.clone());
         let mut mounts = Vec::new();
         for v in &c.volumes {
-            let root = spec.data_dir.join("volumes").join(&v.name);
-            fs::create_dir_all(&root).map_err(io_at(&root))?;
-            let mut host = root;
-            if let Some(src) = &v.source {
-                let rel = Path::new(src);
-                if !rel
-                    .components()
-                    .all(|c| matches!(c, Component::Normal(_) | Component::CurDir))
-                {
-                    return Err(ProcessError::Invalid(format!(
-                        "volume {}: source {src:?} must stay inside the volume",
-                        v.name
-                    )));
-                }
-                host = host.join(rel);
-            }
+            // Checked now, so a refusal fails the create; resolved again at every start.
+            let host = spec.data_dir.join("volumes").join(&v.name);
+            super::open_volume(&host, v.source.as_deref())?;
             mounts.push(MountSpec {
                 host,
+                source: v.source.clone(),
                 target: v.target.clone(),
                 readonly: v.readonly == Some(true),
             });
@@ -379,6 +382,7 @@ impl ProcessRuntime {
         if let Some(dir) = &secrets_dir {
             mounts.push(MountSpec {
                 host: dir.clone(),
+                source: None,
                 target: "/run/secrets".into(),
                 readonly: true,
             });
@@ -571,11 +575,15 @@ impl Runtime for ProcessRuntime {
     }
 
     fn image_loaded(&self, image: &ImageRef) -> Result<bool, RuntimeError> {
-        let dir = self.image_dir(image)?;
+        let dir = self.image_dir(image);
         Ok(dir.join("rootfs").is_dir() && dir.join("config.json").is_file())
     }
 
+    /// Unpacks a verified archive (its BLAKE3 hash is `image.hash`; the caller checked
+    /// it) after checking that its config is the one the catalog names; every layer is
+    /// then checked against the config's diff_ids while it unpacks.
     fn load_image(&self, archive: &Path, image: &ImageRef) -> Result<(), RuntimeError> {
+        archy_catalog::oci::check_digest(&image.config_digest).map_err(ProcessError::Invalid)?;
         let info = archy_catalog::oci::inspect(archive).map_err(ProcessError::from)?;
         if info.config_digest != image.config_digest {
             return Err(RuntimeError::DigestMismatch {
@@ -585,7 +593,15 @@ impl Runtime for ProcessRuntime {
         if self.image_loaded(image)? {
             return Ok(());
         }
-        image::unpack(archive, &info, &self.image_dir(image)?)?;
+        let done = image::unpack(archive, &info, &self.image_dir(image), &self.unpack)?;
+        tracing::info!(
+            image = %image.hash,
+            entries = done.entries,
+            bytes = done.bytes,
+            skipped_special = done.skipped_special,
+            cleared_setid = done.cleared_setid,
+            "image unpacked"
+        );
         Ok(())
     }
 
@@ -603,14 +619,8 @@ impl Runtime for ProcessRuntime {
             fs::remove_dir_all(&dir).map_err(io_at(&dir))?;
         }
         let app = self.app_spec(spec)?;
-        {
-            use std::os::unix::fs::DirBuilderExt;
-            fs::DirBuilder::new()
-                .recursive(true)
-                .mode(0o700)
-                .create(&dir)
-                .map_err(io_at(&dir))?;
-        }
+        create_private_dir(&self.root)?;
+        create_private_dir(&dir)?;
         let path = dir.join("spec.json");
         let bytes = serde_json::to_vec_pretty(&app)
             .map_err(|e| ProcessError::Invalid(format!("spec: {e}")))?;

@@ -21,6 +21,26 @@ use archy_catalog::{
     manifest, oci, AppManifest, ImageRef,
 };
 
+/// Whether this test can have what it needs (`why` is `None`, or says what is missing).
+/// Without it the test is skipped with the reason printed, unless
+/// `ARCHY_REQUIRE_PRIVILEGED=1` (CI sets it): then a missing privilege or runtime fails
+/// the test, so nothing passes by skipping.
+pub fn can_run(why: Option<String>) -> bool {
+    let Some(why) = why else {
+        return true;
+    };
+    if std::env::var("ARCHY_REQUIRE_PRIVILEGED").is_ok_and(|v| v == "1") {
+        panic!("ARCHY_REQUIRE_PRIVILEGED=1 but {why}");
+    }
+    eprintln!("SKIPPED: {why}");
+    false
+}
+
+/// `None` as root, else why a test needs it.
+pub fn needs_root() -> Option<String> {
+    (!nix::unistd::geteuid().is_root()).then(|| "this test needs root".to_string())
+}
+
 /// Runs `archy ARGS` (the binary this test build made) to completion.
 pub fn archy(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_archy"))

@@ -276,10 +276,20 @@ pub struct ImageRef {
     pub hash: ContentHash,
     /// Archive size in bytes.
     pub size: u64,
-    /// The OCI image config digest (`sha256:<hex>`), checked after the runtime loads it.
+    /// The OCI image config digest (`sha256:` + 64 lowercase hex, refused in any other
+    /// form when parsed), checked after the runtime loads it.
+    #[serde(deserialize_with = "config_digest")]
     pub config_digest: String,
     /// `oci-archive` or `docker-archive`.
     pub format: crate::oci::ArchiveFormat,
+}
+
+/// Reads a config digest, refusing anything but `sha256:` + 64 lowercase hex: it becomes
+/// a file name and a podman argument on every node.
+fn config_digest<'de, D: serde::Deserializer<'de>>(d: D) -> Result<String, D::Error> {
+    let s = String::deserialize(d)?;
+    crate::oci::check_digest(&s).map_err(serde::de::Error::custom)?;
+    Ok(s)
 }
 
 /// One release of an app in the catalog.

@@ -906,7 +906,14 @@ impl Validator {
                 ("source", vol.source.as_ref()),
             ] {
                 if let Some(v) = val {
-                    if RUNTIME_SOCKETS.iter().any(|s| v.contains(s)) {
+                    if v.contains([':', ',']) || v.chars().any(char::is_control) {
+                        // A runtime would read `/etc:ro` or `a,b` as mount options.
+                        self.err(
+                            format!("{path}.{field}"),
+                            shorten(v),
+                            "a path without ':', ',' or control characters",
+                        );
+                    } else if RUNTIME_SOCKETS.iter().any(|s| v.contains(s)) {
                         self.err(
                             format!("{path}.{field}"),
                             shorten(v),
@@ -1084,6 +1091,14 @@ app:
                 source: Some("../../other-app".into()),
                 readonly: None,
             },
+            // A runtime reads `:` and `,` as option separators: `/etc:ro` would pass
+            // the forbidden-target list as text and then mount over /etc.
+            Volume {
+                name: "opt".into(),
+                target: "/etc:ro".into(),
+                source: Some("a,b".into()),
+                readonly: None,
+            },
         ];
         m.container.capabilities_add = vec!["SYS_ADMIN".into(), "cap_net_bind_service".into()];
         let errs = errors_of(&m);
@@ -1094,6 +1109,8 @@ app:
             "app.container.volumes[0].source",
             "app.container.volumes[1].target",
             "app.container.volumes[2].source",
+            "app.container.volumes[3].target",
+            "app.container.volumes[3].source",
             "app.container.capabilities_add[0]",
         ] {
             assert!(has(&errs, path), "missing {path} in {errs:#?}");

@@ -57,8 +57,35 @@ pub struct ImageInfo {
     /// `sha256:<hex>` of the image config blob.
     pub config_digest: String,
     pub config: RuntimeConfig,
-    /// Paths of the layer tars inside the archive, bottom layer first.
-    pub layers: Vec<String>,
+    /// The layers, bottom first, each with the digests it must match.
+    pub layers: Vec<Layer>,
+}
+
+/// One layer of an image: where it is in the archive and the digests that bind it to
+/// the config (and so to the config digest the catalog signs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layer {
+    /// Path of the layer tar (possibly gzip-compressed) inside the archive.
+    pub path: String,
+    /// `sha256:<hex>` of the layer blob as stored (oci-archive; docker-archive has none).
+    pub digest: Option<String>,
+    /// `sha256:<hex>` of the uncompressed layer tar: the config's `rootfs.diff_ids` entry.
+    pub diff_id: String,
+}
+
+/// Checks that `digest` is `sha256:` and 64 lowercase hex digits, the only form Archy
+/// accepts for an image config digest (it becomes a file name and a podman argument).
+pub fn check_digest(digest: &str) -> Result<(), String> {
+    let ok = digest.strip_prefix("sha256:").is_some_and(|h| {
+        h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    });
+    match ok {
+        true => Ok(()),
+        false => Err(format!(
+            "{:?} is not a digest: expected sha256: and 64 lowercase hex digits",
+            digest.chars().take(80).collect::<String>()
+        )),
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -127,11 +154,8 @@ fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 fn blob_path(digest: &str) -> Result<String, OciError> {
-    let hex = digest
-        .strip_prefix("sha256:")
-        .filter(|h| h.len() == 64 && h.bytes().all(|b| b.is_ascii_hexdigit()))
-        .ok_or_else(|| fmt_err(format!("unsupported digest {digest:?}")))?;
-    Ok(format!("blobs/sha256/{hex}"))
+    check_digest(digest).map_err(fmt_err)?;
+    Ok(format!("blobs/sha256/{}", &digest["sha256:".len()..]))
 }
 
 #[derive(Deserialize)]
@@ -157,6 +181,40 @@ struct OciManifest {
 struct ConfigBlob {
     #[serde(default)]
     config: RuntimeConfig,
+    #[serde(default)]
+    rootfs: RootfsSection,
+}
+
+#[derive(Deserialize, Default)]
+struct RootfsSection {
+    #[serde(default)]
+    diff_ids: Vec<String>,
+}
+
+/// Pairs the layer paths (and blob digests) with the config's `diff_ids`, one each.
+fn layers_of(
+    found: Vec<(String, Option<String>)>,
+    diff_ids: Vec<String>,
+) -> Result<Vec<Layer>, OciError> {
+    if found.len() != diff_ids.len() {
+        return Err(fmt_err(format!(
+            "the image has {} layers but its config lists {} diff_ids",
+            found.len(),
+            diff_ids.len()
+        )));
+    }
+    found
+        .into_iter()
+        .zip(diff_ids)
+        .map(|((path, digest), diff_id)| {
+            check_digest(&diff_id).map_err(|e| fmt_err(format!("config rootfs.diff_ids: {e}")))?;
+            Ok(Layer {
+                path,
+                digest,
+                diff_id,
+            })
+        })
+        .collect()
 }
 
 fn json<T: for<'de> Deserialize<'de>>(
@@ -203,16 +261,17 @@ fn inspect_oci(small: &BTreeMap<String, Vec<u8>>) -> Result<ImageInfo, OciError>
         let config_bytes = verified_blob(small, &manifest.config.digest)?;
         let config: ConfigBlob = serde_json::from_slice(config_bytes)
             .map_err(|e| fmt_err(format!("image config: {e}")))?;
-        let layers = manifest
+        let found = manifest
             .layers
             .iter()
-            .map(|l| blob_path(&l.digest))
-            .collect::<Result<_, _>>()?;
+            .map(|l| Ok((blob_path(&l.digest)?, Some(l.digest.clone()))))
+            .collect::<Result<_, OciError>>()?;
+        check_digest(&manifest.config.digest).map_err(fmt_err)?;
         return Ok(ImageInfo {
             format: ArchiveFormat::OciArchive,
             config_digest: manifest.config.digest,
             config: config.config,
-            layers,
+            layers: layers_of(found, config.rootfs.diff_ids)?,
         });
     }
     Err(fmt_err("index.json nests too deeply"))
@@ -236,16 +295,176 @@ fn inspect_docker(small: &BTreeMap<String, Vec<u8>>) -> Result<ImageInfo, OciErr
         .ok_or_else(|| fmt_err(format!("config {} is missing", first.config)))?;
     let config: ConfigBlob =
         serde_json::from_slice(config_bytes).map_err(|e| fmt_err(format!("image config: {e}")))?;
+    let found = first
+        .layers
+        .iter()
+        .map(|l| (l.trim_start_matches("./").to_string(), None))
+        .collect();
     Ok(ImageInfo {
         format: ArchiveFormat::DockerArchive,
         config_digest: sha256_digest(config_bytes),
         config: config.config,
-        layers: first
-            .layers
-            .iter()
-            .map(|l| l.trim_start_matches("./").to_string())
-            .collect(),
+        layers: layers_of(found, config.rootfs.diff_ids)?,
     })
+}
+
+/// Where each of `layers` is in the archive: `(offset, size)` of its bytes, by path.
+pub fn layer_positions(
+    archive: &Path,
+    layers: &[Layer],
+) -> Result<BTreeMap<String, (u64, u64)>, OciError> {
+    let io = |source| OciError::Io {
+        path: archive.to_path_buf(),
+        source,
+    };
+    let wanted: std::collections::BTreeSet<&str> = layers.iter().map(|l| l.path.as_str()).collect();
+    let mut ar = tar::Archive::new(fs::File::open(archive).map_err(io)?);
+    let mut found = BTreeMap::new();
+    for entry in ar.entries_with_seek().map_err(io)? {
+        let entry = entry.map_err(io)?;
+        let path = entry.path().map_err(io)?;
+        let path = path.to_string_lossy();
+        let path = path.trim_start_matches("./");
+        if wanted.contains(path) && entry.header().entry_type().is_file() {
+            found.insert(path.to_string(), (entry.raw_file_position(), entry.size()));
+        }
+    }
+    match layers.iter().find(|l| !found.contains_key(&l.path)) {
+        Some(missing) => Err(fmt_err(format!(
+            "layer {} is missing from the archive",
+            missing.path
+        ))),
+        None => Ok(found),
+    }
+}
+
+/// Hashes what is read through it.
+#[derive(Debug)]
+struct Hashing<R> {
+    inner: R,
+    hash: Sha256,
+}
+
+impl<R: Read> Read for Hashing<R> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+type Stored = Hashing<std::io::BufReader<std::io::Take<fs::File>>>;
+
+#[derive(Debug)]
+enum Plain {
+    Gzip(Box<flate2::read::MultiGzDecoder<Stored>>),
+    Raw(Stored),
+}
+
+/// One layer's uncompressed tar, read from the archive while both of its digests are
+/// computed and the uncompressed bytes are counted against a budget (a gzip bomb stops
+/// there). Read the tar from it, then [`LayerStream::finish`] checks the digests.
+#[derive(Debug)]
+pub struct LayerStream {
+    plain: Plain,
+    plain_hash: Sha256,
+    read: u64,
+    max_bytes: u64,
+}
+
+impl LayerStream {
+    /// Opens `layer` at `(offset, size)` in `archive`; at most `max_bytes` uncompressed
+    /// bytes may come out of it. gzip and uncompressed layers are read; zstd is refused.
+    pub fn open(archive: &Path, at: (u64, u64), max_bytes: u64) -> Result<Self, OciError> {
+        use std::io::{BufRead, Seek};
+        let io = |source| OciError::Io {
+            path: archive.to_path_buf(),
+            source,
+        };
+        let mut file = fs::File::open(archive).map_err(io)?;
+        file.seek(std::io::SeekFrom::Start(at.0)).map_err(io)?;
+        let mut stored = Hashing {
+            inner: std::io::BufReader::new(file.take(at.1)),
+            hash: Sha256::new(),
+        };
+        let plain = match stored.inner.fill_buf().map_err(io)? {
+            [0x1f, 0x8b, ..] => Plain::Gzip(Box::new(flate2::read::MultiGzDecoder::new(stored))),
+            [0x28, 0xb5, 0x2f, 0xfd, ..] => {
+                return Err(fmt_err(
+                    "zstd-compressed layers are not supported (use gzip or none)",
+                ))
+            }
+            _ => Plain::Raw(stored),
+        };
+        Ok(Self {
+            plain,
+            plain_hash: Sha256::new(),
+            read: 0,
+            max_bytes,
+        })
+    }
+
+    /// Reads what is left, then checks the stored bytes against `layer.digest` and the
+    /// uncompressed ones against `layer.diff_id`. Returns the uncompressed size.
+    pub fn finish(mut self, layer: &Layer) -> Result<u64, OciError> {
+        std::io::copy(&mut self, &mut std::io::sink())
+            .map_err(|e| fmt_err(format!("layer {}: {e}", layer.path)))?;
+        let diff_id = format!("sha256:{}", hex::encode(self.plain_hash.finalize()));
+        let mut stored = match self.plain {
+            Plain::Gzip(gz) => gz.into_inner(),
+            Plain::Raw(raw) => raw,
+        };
+        std::io::copy(&mut stored, &mut std::io::sink())
+            .map_err(|e| fmt_err(format!("layer {}: {e}", layer.path)))?;
+        if let Some(digest) = &layer.digest {
+            let actual = format!("sha256:{}", hex::encode(stored.hash.finalize()));
+            if &actual != digest {
+                return Err(fmt_err(format!(
+                    "layer {}: content does not match its digest {digest} ({actual})",
+                    layer.path
+                )));
+            }
+        }
+        if diff_id != layer.diff_id {
+            return Err(fmt_err(format!(
+                "layer {}: uncompressed content {diff_id} is not the config's diff_id {}",
+                layer.path, layer.diff_id
+            )));
+        }
+        Ok(self.read)
+    }
+}
+
+impl Read for LayerStream {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = match &mut self.plain {
+            Plain::Gzip(gz) => gz.read(buf)?,
+            Plain::Raw(raw) => raw.read(buf)?,
+        };
+        self.read += n as u64;
+        if self.read > self.max_bytes {
+            return Err(std::io::Error::other(format!(
+                "the image unpacks to more than {} bytes (unpack budget max_bytes)",
+                self.max_bytes
+            )));
+        }
+        self.plain_hash.update(&buf[..n]);
+        Ok(n)
+    }
+}
+
+/// Checks every layer of an archive against its digest and the config's diff_ids,
+/// reading at most `max_bytes` uncompressed bytes in all: after this, the config digest
+/// names exactly the files the archive holds. (A runtime that unpacks layers itself
+/// checks them while unpacking instead.)
+pub fn verify_layers(archive: &Path, info: &ImageInfo, max_bytes: u64) -> Result<u64, OciError> {
+    let positions = layer_positions(archive, &info.layers)?;
+    let mut total = 0u64;
+    for layer in &info.layers {
+        let at = positions[&layer.path];
+        total += LayerStream::open(archive, at, max_bytes.saturating_sub(total))?.finish(layer)?;
+    }
+    Ok(total)
 }
 
 /// Options for [`pack_rootfs`]: the image's default command and environment.

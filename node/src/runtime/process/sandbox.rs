@@ -347,9 +347,15 @@ fn prepare_root(spec: &AppSpec, app_dir: &Path) -> Result<(), ProcessError> {
     }
 
     for m in &spec.mounts {
+        // The volume (and its `source`) resolved again now, without symlinks, and bound
+        // from the opened handle, so what is mounted is what was checked.
+        let (handle, found) = crate::runtime::open_volume(&m.host, m.source.as_deref())
+            .map_err(|e| ProcessError::Invalid(e.to_string()))?;
+        let is_dir = rustix::fs::fstat(&handle)
+            .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir())
+            .map_err(|e| io_at(&found)(e.into()))?;
         let target = resolve_in_root(&merged, &m.target)?;
-        if fs::metadata(&m.host).map(|md| md.is_dir()).unwrap_or(true) {
-            fs::create_dir_all(&m.host).map_err(io_at(&m.host))?;
+        if is_dir {
             fs::create_dir_all(&target).map_err(io_at(&target))?;
         } else if fs::symlink_metadata(&target).is_err() {
             if let Some(parent) = target.parent() {
@@ -357,17 +363,21 @@ fn prepare_root(spec: &AppSpec, app_dir: &Path) -> Result<(), ProcessError> {
             }
             fs::File::create(&target).map_err(io_at(&target))?;
         }
+        let from = PathBuf::from(format!("/proc/self/fd/{}", handle.as_raw_fd()));
         mount(
-            Some(&m.host),
+            Some(&from),
             &target,
             NONE,
             MsFlags::MS_BIND | MsFlags::MS_REC,
             NONE,
         )
-        .map_err(mount_err(&m.host.to_string_lossy(), &target))?;
+        .map_err(mount_err(&found.to_string_lossy(), &target))?;
+        let mut flags =
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
         if m.readonly {
-            remount_readonly(&target)?;
+            flags |= MsFlags::MS_RDONLY;
         }
+        mount(NONE, &target, NONE, flags, NONE).map_err(mount_err("nosuid,nodev", &target))?;
     }
     if spec.readonly_root {
         remount_readonly(&merged)?;

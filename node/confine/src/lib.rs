@@ -1,0 +1,1 @@
+//! Confinement primitives for Archy's process runtime (being written).
