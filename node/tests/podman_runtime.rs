@@ -31,7 +31,7 @@ fn podman_runs_adopts_and_removes_an_app() {
     let (m, archive, image) = common::manifest_with_image(d.path(), &text);
     let m = m.normalized();
     let node = format!("t{}", std::process::id());
-    let rt = Podman::new(&node);
+    let rt = Podman::new(&node, archy_node::runtime::node_ids(d.path()));
     let spec = ContainerSpec {
         manifest_hash: m.manifest_hash(),
         manifest: m,
@@ -62,7 +62,9 @@ fn podman_runs_adopts_and_removes_an_app() {
     );
 
     // A fresh runtime (as after a daemon restart) finds the container by its labels.
-    let again = Podman::new(&node).list().unwrap();
+    let again = Podman::new(&node, archy_node::runtime::node_ids(d.path()))
+        .list()
+        .unwrap();
     assert_eq!(again.len(), 1);
     assert_eq!(again[0].manifest_hash, spec.manifest_hash);
     assert_eq!(
@@ -70,7 +72,12 @@ fn podman_runs_adopts_and_removes_an_app() {
         (ContainerStatus::Running, Liveness::Alive)
     );
     // Another node sharing the engine sees none of it.
-    assert!(Podman::new(format!("{node}x")).list().unwrap().is_empty());
+    assert!(
+        Podman::new(format!("{node}x"), archy_node::runtime::node_ids(d.path()))
+            .list()
+            .unwrap()
+            .is_empty()
+    );
 
     rt.stop("org.example.podtest").unwrap();
     assert_eq!(rt.list().unwrap()[0].status, ContainerStatus::Exited);
@@ -111,7 +118,7 @@ fn executor_installs_converges_repairs_drift_and_uninstalls() {
         dirs: vec![blobs.clone()],
     };
     let node = format!("e{}", std::process::id());
-    let rt = Podman::new(&node);
+    let rt = Podman::new(&node, archy_node::runtime::node_ids(d.path()));
     let target = |m: &archy_catalog::AppManifest| {
         let m = m.normalized();
         AppTarget {

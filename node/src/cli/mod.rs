@@ -56,7 +56,7 @@ pub enum Command {
     /// Internal: the process runtime's in-namespace helpers (started by the node).
     #[command(hide = true)]
     ProcessHelper {
-        #[arg(value_parser = ["supervise", "exec"])]
+        #[arg(value_parser = ["supervise", "exec", "userns"])]
         role: String,
         app_dir: PathBuf,
     },
@@ -231,6 +231,7 @@ pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             use archy_node::runtime::process::sandbox;
             let role = match role.as_str() {
                 "supervise" => sandbox::Role::Supervise,
+                "userns" => sandbox::Role::UserNs,
                 _ => sandbox::Role::Exec,
             };
             Ok(sandbox::main(role, &app_dir))

@@ -6,6 +6,7 @@
 //! daemon adopts what is already running instead of recreating it.
 
 pub mod health;
+pub mod ids;
 pub mod podman;
 pub mod process;
 
@@ -191,24 +192,28 @@ pub fn for_node(kind: &str, node: &str, data: &Path) -> Result<Arc<dyn Runtime>,
     match kind {
         "podman" => {
             podman::Podman::check().map_err(|why| format!("podman does not work here: {why}"))?;
-            Ok(Arc::new(podman::Podman::new(node)))
+            Ok(Arc::new(podman::Podman::new(node, node_ids(data))))
         }
         "process" => {
             process::ProcessRuntime::check()?;
             let helper = std::env::current_exe().map_err(|e| {
                 format!("cannot find the archy binary for the process runtime: {e}")
             })?;
-            Ok(Arc::new(process::ProcessRuntime::new(
-                node,
-                data.join("process"),
-                helper,
-            )))
+            Ok(Arc::new(
+                process::ProcessRuntime::new(node, data.join("process"), helper)
+                    .with_ids(node_ids(data)),
+            ))
         }
         other => Err(format!(
             "runtime {other:?} is not one of {}",
             RUNTIMES.join(", ")
         )),
     }
+}
+
+/// The id blocks of a node's apps, kept in `<data>/id-ranges.json`.
+pub fn node_ids(data: &Path) -> ids::IdRanges {
+    ids::IdRanges::new(data.join("id-ranges.json"), ids::DEFAULT_POOL)
 }
 
 /// A container engine, as the reconciler sees it.

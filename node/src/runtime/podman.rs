@@ -57,13 +57,16 @@ pub struct Podman {
     /// The node's name: part of container names and the `io.archy.node` label.
     node: String,
     program: String,
+    ids: super::ids::IdRanges,
 }
 
 impl Podman {
-    pub fn new(node: impl Into<String>) -> Self {
+    /// Podman for node `node`, whose apps' id blocks are kept in `ids`.
+    pub fn new(node: impl Into<String>, ids: super::ids::IdRanges) -> Self {
         Self {
             node: node.into(),
             program: "podman".into(),
+            ids,
         }
     }
 
@@ -115,12 +118,12 @@ impl Podman {
     /// Secret values are never among them (any local user can read a command line):
     /// they go in `env_file`, which [`Runtime::create`] writes 0600 and removes after.
     /// `volumes` are the host paths [`super::open_volume`] checked, one per volume.
-    pub fn create_args(
-        &self,
-        spec: &ContainerSpec,
-        env_file: Option<&Path>,
-        volumes: &[PathBuf],
-    ) -> Vec<String> {
+    pub fn create_args(&self, spec: &ContainerSpec, prepared: &Prepared) -> Vec<String> {
+        let Prepared {
+            env_file,
+            volumes,
+            id_start,
+        } = prepared;
         let m = &spec.manifest;
         let c = &m.container;
         let mut a: Vec<String> = vec!["create".into(), "--name".into(), self.container_name(&m.id)];
@@ -153,6 +156,10 @@ impl Podman {
         for (k, v) in &c.env {
             a.extend(["--env".into(), format!("{k}={v}")]);
         }
+        // Root in the app is the first id of its own block on the host.
+        for map in ["--uidmap", "--gidmap"] {
+            a.extend([map.into(), format!("0:{id_start}:{}", super::ids::PER_APP)]);
+        }
         if let Some(f) = env_file {
             a.extend(["--env-file".into(), f.display().to_string()]);
         }
@@ -184,6 +191,12 @@ impl Podman {
                 a.extend(["--cpus".into(), cpu.to_string()]);
             }
         }
+        let pids = m.resources.as_ref().and_then(|r| r.pids_limit);
+        a.extend([
+            "--pids-limit".into(),
+            pids.unwrap_or(archy_catalog::manifest::DEFAULT_PIDS_LIMIT)
+                .to_string(),
+        ]);
         if let Some(ep) = &c.entrypoint {
             a.extend([
                 "--entrypoint".into(),
@@ -198,6 +211,17 @@ impl Podman {
         }
         a
     }
+}
+
+/// What [`Runtime::create`] prepares on the host before it asks podman to create.
+#[derive(Debug, Clone)]
+pub struct Prepared {
+    /// The secrets' env file, if the app has secrets.
+    pub env_file: Option<PathBuf>,
+    /// One host path per volume, checked by [`super::open_volume`].
+    pub volumes: Vec<PathBuf>,
+    /// The first host id of the app's block.
+    pub id_start: u32,
 }
 
 /// Secrets as `KEY=value` lines in a 0600 file for `podman create --env-file`, removed
@@ -327,17 +351,30 @@ impl Runtime for Podman {
     fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         spec.require_absolute_data_dir()?;
         image_id(&spec.image)?;
+        let id_start = self.ids.for_app(&spec.manifest.id)?;
         let mut volumes = Vec::new();
         for v in &spec.manifest.container.volumes {
             let dir = spec.data_dir.join("volumes").join(&v.name);
-            volumes.push(super::open_volume(&dir, v.source.as_deref())?.1);
+            let (_, path) = super::open_volume(&dir, v.source.as_deref())?;
+            if !super::ids::owned_by_block(&dir, id_start) {
+                super::ids::shift_owners(&dir, id_start)?;
+            }
+            volumes.push(path);
+        }
+        let secrets = spec.data_dir.join("secrets");
+        if secrets.is_dir() {
+            super::ids::shift_owners(&secrets, id_start)?;
         }
         let env_file = match spec.secrets.is_empty() {
             true => None,
             false => Some(SecretEnvFile::write(&spec.data_dir, &spec.secrets)?),
         };
-        let args = self.create_args(spec, env_file.as_ref().map(|f| f.path.as_path()), &volumes);
-        self.run(&args)?;
+        let prepared = Prepared {
+            env_file: env_file.as_ref().map(|f| f.path.clone()),
+            volumes,
+            id_start,
+        };
+        self.run(&self.create_args(spec, &prepared))?;
         Ok(())
     }
 
@@ -456,12 +493,15 @@ mod tests {
             data_dir: "/var/lib/archy/apps/org.example.hello".into(),
             secrets: [("DB_PASSWORD".to_string(), "hunter2-secret".to_string())].into(),
         };
-        let volumes = [PathBuf::from(
-            "/var/lib/archy/apps/org.example.hello/volumes/data",
-        )];
-        let env = Path::new("/var/lib/archy/apps/org.example.hello/.create.env");
-        let a = Podman::new("n1")
-            .create_args(&spec, Some(env), &volumes)
+        let prepared = Prepared {
+            env_file: Some("/var/lib/archy/apps/org.example.hello/.create.env".into()),
+            volumes: vec!["/var/lib/archy/apps/org.example.hello/volumes/data".into()],
+            id_start: 1_000_065_536,
+        };
+        let ids =
+            crate::runtime::ids::IdRanges::new("/nonexistent", crate::runtime::ids::DEFAULT_POOL);
+        let a = Podman::new("n1", ids)
+            .create_args(&spec, &prepared)
             .join(" ");
         for want in [
             "--name archy-n1-org.example.hello",
@@ -472,6 +512,9 @@ mod tests {
             "--label io.archy.node=n1",
             "-v /var/lib/archy/apps/org.example.hello/volumes/data:/data:nosuid,nodev",
             "--env-file /var/lib/archy/apps/org.example.hello/.create.env",
+            "--uidmap 0:1000065536:65536",
+            "--gidmap 0:1000065536:65536",
+            "--pids-limit 1024",
             &format!("{} /bin/busybox httpd -f", "ab".repeat(32)),
         ] {
             assert!(a.contains(want), "missing {want:?} in {a}");

@@ -138,6 +138,26 @@ pub struct AppSpec {
     pub mounts: Vec<MountSpec>,
     pub ports: Vec<PortSpec>,
     pub readonly_root: bool,
+    /// The first host id of the app's block: root in the app is this id on the host.
+    pub id_start: u32,
+    /// The app's cgroup (`archy/<name>` in each hierarchy).
+    pub cgroup: String,
+    /// Capabilities on top of the default container set, from the manifest.
+    pub capabilities: Vec<String>,
+    pub memory_bytes: Option<u64>,
+    pub cpus: Option<f64>,
+    pub pids: u32,
+}
+
+impl AppSpec {
+    /// The app's cgroup limits.
+    pub fn limits(&self) -> archy_confine::cgroup::Limits {
+        archy_confine::cgroup::Limits {
+            memory_bytes: self.memory_bytes,
+            cpus: self.cpus,
+            pids: Some(u64::from(self.pids)),
+        }
+    }
 }
 
 /// A host directory (or a path beneath it) bind-mounted into the app's root.
@@ -236,6 +256,7 @@ pub struct ProcessRuntime {
     root: PathBuf,
     helper: PathBuf,
     unpack: UnpackLimits,
+    ids: crate::runtime::ids::IdRanges,
 }
 
 impl ProcessRuntime {
@@ -246,12 +267,24 @@ impl ProcessRuntime {
         root: impl Into<PathBuf>,
         helper: impl Into<PathBuf>,
     ) -> Self {
+        let root = root.into();
         Self {
             node: node.into(),
-            root: root.into(),
+            ids: crate::runtime::ids::IdRanges::new(
+                root.join("id-ranges.json"),
+                crate::runtime::ids::DEFAULT_POOL,
+            ),
+            root,
             helper: helper.into(),
             unpack: UnpackLimits::default(),
         }
+    }
+
+    /// Where the apps' id blocks are kept (default `<root>/id-ranges.json`; a node keeps
+    /// one table for both runtimes).
+    pub fn with_ids(mut self, ids: crate::runtime::ids::IdRanges) -> Self {
+        self.ids = ids;
+        self
     }
 
     /// Budgets for unpacking one image (defaults: [`UnpackLimits::default`]).
@@ -421,6 +454,22 @@ impl ProcessRuntime {
                 })
                 .collect(),
             readonly_root: c.readonly_root == Some(true),
+            id_start: self.ids.for_app(&m.id)?,
+            cgroup: format!("{}.{}", self.node, m.id),
+            capabilities: c.capabilities_add.clone(),
+            memory_bytes: m
+                .resources
+                .as_ref()
+                .and_then(|r| r.memory_limit.as_deref())
+                .map(archy_catalog::manifest::parse_memory)
+                .transpose()
+                .map_err(ProcessError::Invalid)?,
+            cpus: m.resources.as_ref().and_then(|r| r.cpu_limit),
+            pids: m
+                .resources
+                .as_ref()
+                .and_then(|r| r.pids_limit)
+                .unwrap_or(archy_catalog::manifest::DEFAULT_PIDS_LIMIT),
         })
     }
 

@@ -253,7 +253,13 @@ pub struct Resources {
     /// CPU cores, e.g. `0.5`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cpu_limit: Option<f64>,
+    /// Processes and threads the app may have at once (default [`DEFAULT_PIDS_LIMIT`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pids_limit: Option<u32>,
 }
+
+/// Processes and threads an app may have at once unless its manifest says otherwise.
+pub const DEFAULT_PIDS_LIMIT: u32 = 1024;
 
 /// One problem in a manifest: where, what was found, and what is allowed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -691,6 +697,15 @@ impl Validator {
                     Ok(b) if b >= 4 << 20 => {}
                     Ok(_) => self.err("app.resources.memory_limit", shorten(mem), "at least 4m"),
                     Err(e) => self.err("app.resources.memory_limit", shorten(mem), e),
+                }
+            }
+            if let Some(pids) = r.pids_limit {
+                if !(8..=65_536).contains(&pids) {
+                    self.err(
+                        "app.resources.pids_limit",
+                        pids.to_string(),
+                        "a number of processes between 8 and 65536",
+                    );
                 }
             }
             if let Some(cpu) = r.cpu_limit {

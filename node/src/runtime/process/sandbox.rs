@@ -56,6 +56,8 @@ use archy_catalog::manifest::Protocol;
 pub enum Role {
     Supervise,
     Exec,
+    /// Holds a new user namespace open until its stdin closes (see [`hold_userns`]).
+    UserNs,
 }
 
 /// Entry point of `archy process-helper <role> <app dir>`.
@@ -63,6 +65,82 @@ pub fn main(role: Role, app_dir: &Path) -> ExitCode {
     match role {
         Role::Supervise => supervise(app_dir),
         Role::Exec => exec(app_dir),
+        Role::UserNs => hold_userns(),
+    }
+}
+
+/// The environment variable that names the userns holder's PID to the exec helper.
+const USERNS_PID: &str = "ARCHY_USERNS_PID";
+
+/// `process-helper userns`: makes a new user namespace, says `ready`, and keeps it alive
+/// until stdin closes. The supervisor writes the app's id maps for it, mounts the image
+/// idmapped through it, and the exec helper joins it; after that nothing needs it.
+fn hold_userns() -> ExitCode {
+    if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
+        println!("error: cannot create a user namespace: {e}");
+        return ExitCode::from(1);
+    }
+    println!("ready");
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stdin().read_to_end(&mut Vec::new());
+    ExitCode::SUCCESS
+}
+
+/// The holder of an app's user namespace: the child process and the namespace's handle.
+struct UserNs {
+    holder: std::process::Child,
+    ns: fs::File,
+}
+
+impl UserNs {
+    /// Starts a holder and maps ids 0..65535 in it to the app's block at `start`.
+    fn create(start: u32) -> Result<UserNs, ProcessError> {
+        let mut holder = Command::new("/proc/self/exe")
+            .args(["process-helper", "userns", "/"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .map_err(|source| ProcessError::Helper {
+                program: "/proc/self/exe".into(),
+                source,
+            })?;
+        let mut line = String::new();
+        if let Some(out) = holder.stdout.take() {
+            let _ = std::io::BufRead::read_line(&mut std::io::BufReader::new(out), &mut line);
+        }
+        if line.trim() != "ready" {
+            let _ = holder.kill();
+            let _ = holder.wait();
+            return Err(ProcessError::Invalid(format!(
+                "user namespace: {}",
+                line.trim().trim_start_matches("error: ")
+            )));
+        }
+        let range = archy_confine::idmap::IdRange {
+            start,
+            count: crate::runtime::ids::PER_APP,
+        };
+        let ns = archy_confine::idmap::write_maps(holder.id(), range, range)
+            .map_err(|e| ProcessError::Invalid(e.to_string()))
+            .and_then(|()| {
+                let path = PathBuf::from(format!("/proc/{}/ns/user", holder.id()));
+                fs::File::open(&path).map_err(io_at(&path))
+            });
+        match ns {
+            Ok(ns) => Ok(UserNs { holder, ns }),
+            Err(e) => {
+                let _ = holder.kill();
+                let _ = holder.wait();
+                Err(e)
+            }
+        }
+    }
+}
+
+impl Drop for UserNs {
+    fn drop(&mut self) {
+        drop(self.holder.stdin.take());
+        let _ = self.holder.wait();
     }
 }
 
@@ -90,6 +168,7 @@ struct Started {
     app_pid: u32,
     sockets: Vec<HostSocket>,
     app_dir: PathBuf,
+    cgroup: archy_confine::cgroup::AppCgroup,
 }
 
 fn supervise(app_dir: &Path) -> ExitCode {
@@ -135,6 +214,11 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
         };
         sockets.push(s);
     }
+    // Before the PID namespace: the holder must not become the app's PID 1.
+    let userns = UserNs::create(spec.id_start)?;
+    let cgroup = archy_confine::cgroup::Hierarchy::detect()
+        .and_then(|h| archy_confine::cgroup::AppCgroup::create(&h, &spec.cgroup, &spec.limits()))
+        .map_err(|e| ProcessError::Invalid(format!("cgroup: {e}")))?;
     unshare(
         CloneFlags::CLONE_NEWNS
             | CloneFlags::CLONE_NEWNET
@@ -145,7 +229,7 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
     .map_err(|e| ProcessError::Invalid(format!("cannot create namespaces: {e}")))?;
     loopback_up().map_err(|e| ProcessError::Invalid(format!("cannot bring lo up: {e}")))?;
     nix::unistd::sethostname(&spec.hostname)?;
-    prepare_root(&spec, &app_dir)?;
+    prepare_root(&spec, &app_dir, &userns)?;
 
     // The exec helper reports a failure before its exec through this pipe; a successful
     // exec closes it (close-on-exec), so EOF without a message means the app runs.
@@ -158,6 +242,7 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
         cmd.arg("process-helper")
             .arg("exec")
             .arg(&app_dir)
+            .env(USERNS_PID, userns.holder.id().to_string())
             .stdin(Stdio::from(status_w))
             .stdout(log)
             .stderr(log2);
@@ -169,8 +254,11 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
     };
     let mut message = String::new();
     let _ = fs::File::from(status_r).read_to_string(&mut message);
+    // The exec helper has joined the namespace (or failed): the holder may go.
+    drop(userns);
     let mut child = child;
     if !message.is_empty() {
+        let _ = cgroup.remove();
         let _ = child.kill();
         let _ = child.wait();
         return Err(ProcessError::Invalid(message));
@@ -196,6 +284,7 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
         app_pid,
         sockets,
         app_dir,
+        cgroup,
     })
 }
 
@@ -269,17 +358,36 @@ fn mount_tmpfs(target: &Path, flags: MsFlags, mode: &str) -> Result<(), ProcessE
 
 /// Mounts the app's root at `<app dir>/merged`, in the supervisor's private mount
 /// namespace (so none of it is visible on the host, and all of it goes with the app).
-fn prepare_root(spec: &AppSpec, app_dir: &Path) -> Result<(), ProcessError> {
+fn prepare_root(spec: &AppSpec, app_dir: &Path, userns: &UserNs) -> Result<(), ProcessError> {
     const NONE: Option<&str> = None;
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .map_err(mount_err("private propagation", Path::new("/")))?;
     let merged = app_dir.join("merged");
     let upper = app_dir.join("upper");
     let work = app_dir.join("work");
-    for d in [&merged, &upper, &work] {
+    let lower = app_dir.join("lower");
+    for d in [&merged, &upper, &work, &lower] {
         fs::create_dir_all(d).map_err(io_at(d))?;
     }
-    for p in [&spec.rootfs, &upper, &work] {
+    // What the app writes is owned by its block of host ids (root in the app is
+    // `id_start` on the host), and so are its volumes and secrets.
+    let shift = |dir: &Path| -> Result<(), ProcessError> {
+        crate::runtime::ids::shift_owners(dir, spec.id_start)
+            .map(|_| ())
+            .map_err(|e| ProcessError::Invalid(format!("{}: {e}", dir.display())))
+    };
+    if !crate::runtime::ids::owned_by_block(&upper, spec.id_start) {
+        shift(&upper)?;
+    }
+    // The image, shared by every app that uses it, is shown to this app's namespace
+    // through an idmapped mount (nosuid, nodev): its root-owned files are the app's root's.
+    archy_confine::idmap::idmapped_mount(
+        &spec.rootfs,
+        &lower,
+        std::os::fd::AsFd::as_fd(&userns.ns),
+    )
+    .map_err(|e| ProcessError::Invalid(format!("the image for the app's user namespace: {e}")))?;
+    for p in [&lower, &upper, &work] {
         let s = p.to_string_lossy();
         if s.contains([',', ':', '\\']) {
             return Err(ProcessError::Invalid(format!(
@@ -289,7 +397,7 @@ fn prepare_root(spec: &AppSpec, app_dir: &Path) -> Result<(), ProcessError> {
     }
     let options = format!(
         "lowerdir={},upperdir={},workdir={}",
-        spec.rootfs.display(),
+        lower.display(),
         upper.display(),
         work.display()
     );
@@ -297,7 +405,7 @@ fn prepare_root(spec: &AppSpec, app_dir: &Path) -> Result<(), ProcessError> {
         Some("overlay"),
         &merged,
         Some("overlay"),
-        MsFlags::empty(),
+        MsFlags::MS_NOSUID | MsFlags::MS_NODEV,
         Some(options.as_str()),
     )
     .map_err(mount_err(
@@ -344,6 +452,11 @@ fn prepare_root(spec: &AppSpec, app_dir: &Path) -> Result<(), ProcessError> {
         }
         let text = format!("127.0.0.1\tlocalhost {}\n::1\tlocalhost\n", spec.hostname);
         fs::write(&hosts, text).map_err(io_at(&hosts))?;
+        std::os::unix::fs::lchown(&hosts, Some(spec.id_start), Some(spec.id_start))
+            .map_err(io_at(&hosts))?;
+    }
+    if let Some(dir) = spec.secrets_dir.as_deref().filter(|d| d.is_dir()) {
+        shift(dir)?;
     }
 
     for m in &spec.mounts {
@@ -351,6 +464,9 @@ fn prepare_root(spec: &AppSpec, app_dir: &Path) -> Result<(), ProcessError> {
         // from the opened handle, so what is mounted is what was checked.
         let (handle, found) = crate::runtime::open_volume(&m.host, m.source.as_deref())
             .map_err(|e| ProcessError::Invalid(e.to_string()))?;
+        if !crate::runtime::ids::owned_by_block(&m.host, spec.id_start) {
+            shift(&m.host)?;
+        }
         let is_dir = rustix::fs::fstat(&handle)
             .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir())
             .map_err(|e| io_at(&found)(e.into()))?;
@@ -450,6 +566,7 @@ fn serve(started: Started) -> ExitCode {
         app_pid,
         sockets,
         app_dir,
+        cgroup,
     } = started;
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_io()
@@ -500,6 +617,9 @@ fn serve(started: Started) -> ExitCode {
         _ => "exited\n".to_string(),
     };
     let _ = fs::write(app_dir.join("exit"), &text);
+    if let Err(e) = cgroup.remove() {
+        eprintln!("archy-process: {e}");
+    }
     eprint!("archy-process: app {text}");
     ExitCode::SUCCESS
 }
@@ -699,6 +819,22 @@ fn exec_app(
 ) -> Result<std::convert::Infallible, ProcessError> {
     let spec = read_spec(app_dir)?;
     let merged = app_dir.join("merged");
+    let confine = |what: &'static str| {
+        move |e: archy_confine::ConfineError| ProcessError::Invalid(format!("{what}: {e}"))
+    };
+    // Into the app's cgroup first: everything the app starts is counted from here on.
+    archy_confine::cgroup::Hierarchy::detect()
+        .and_then(|h| archy_confine::cgroup::AppCgroup::open(&h, &spec.cgroup))
+        .and_then(|c| c.add_self())
+        .map_err(confine("cgroup"))?;
+    let userns = std::env::var(USERNS_PID)
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        .ok_or_else(|| ProcessError::Invalid(format!("{USERNS_PID} is not set")))
+        .and_then(|pid| {
+            let path = PathBuf::from(format!("/proc/{pid}/ns/user"));
+            fs::File::open(&path).map_err(io_at(&path))
+        })?;
     // Secret values are read now, from their 0600 files, and only ever given to the app.
     let mut env: BTreeMap<String, String> = spec.env.clone();
     if let Some(dir) = &spec.secrets_dir {
@@ -708,8 +844,13 @@ fn exec_app(
             env.insert(name.clone(), value);
         }
     }
-    let proc_dir = resolve_in_root(&merged, "/proc")?;
+    // A mount namespace of its own, so pivoting the root does not move the supervisor's.
+    unshare(CloneFlags::CLONE_NEWNS)
+        .map_err(|e| ProcessError::Invalid(format!("cannot create a mount namespace: {e}")))?;
     const NONE: Option<&str> = None;
+    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
+        .map_err(mount_err("private propagation", Path::new("/")))?;
+    let proc_dir = resolve_in_root(&merged, "/proc")?;
     mount(
         Some("proc"),
         &proc_dir,
@@ -718,10 +859,25 @@ fn exec_app(
         NONE,
     )
     .map_err(mount_err("proc", &proc_dir))?;
-    nix::unistd::chroot(&merged)?;
+    archy_confine::procfs::mask(&merged).map_err(confine("masking /proc"))?;
+    // pivot_root, and the host's tree unmounted: no path leads back to it.
+    nix::unistd::chdir(&merged)?;
+    nix::unistd::pivot_root(".", ".")
+        .map_err(|e| ProcessError::Invalid(format!("pivot_root into the app's root: {e}")))?;
+    nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
+        .map_err(|e| ProcessError::Invalid(format!("unmounting the host's root: {e}")))?;
     nix::unistd::chdir("/")?;
-    // Inside the root now: plain paths cannot leave it.
     let user = resolve_user(spec.user.as_deref())?;
+    // Root of the app's own user namespace from here: host ids id_start.. and no
+    // capability over the host, its mounts, devices or network.
+    nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER)
+        .map_err(|e| ProcessError::Invalid(format!("joining the app's user namespace: {e}")))?;
+    drop(userns);
+    nix::unistd::setgroups(&[])?;
+    let root = (Uid::from_raw(0), Gid::from_raw(0));
+    nix::unistd::setresgid(root.1, root.1, root.1)?;
+    nix::unistd::setresuid(root.0, root.0, root.0)?;
+    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 1024, 1024)?;
     if fs::create_dir_all(&spec.workdir).is_err()
         || nix::unistd::chdir(spec.workdir.as_str()).is_err()
     {
@@ -730,7 +886,10 @@ fn exec_app(
             spec.workdir
         )));
     }
-    nix::sys::resource::setrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE, 1024, 1024)?;
+    // The bounding set shrinks while this process may still shrink it; a user switch
+    // then clears the rest, as it does for a non-root user in podman.
+    let keep = archy_confine::caps::app_set(&spec.capabilities).map_err(confine("capabilities"))?;
+    archy_confine::caps::restrict_to(&keep).map_err(confine("capabilities"))?;
     if let Some(u) = &user {
         nix::unistd::setgroups(&[u.gid])?;
         nix::unistd::setgid(u.gid)?;
@@ -739,6 +898,7 @@ fn exec_app(
     }
     env.entry("HOME".into()).or_insert_with(|| "/root".into());
     nix::sys::prctl::set_no_new_privs()?;
+    archy_confine::seccomp::apply_default().map_err(confine("seccomp"))?;
     // After the credential change, which would clear it.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     let (program, args) = spec.argv.split_first().ok_or(ProcessError::NoCommand)?;
