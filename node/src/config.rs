@@ -13,6 +13,12 @@
 //! bootstrap = ["/ip4/127.0.0.1/tcp/4500/p2p/12D3Koo..."]  # DHT nodes to join through
 //! relays = ["ws://127.0.0.1:7447"]
 //! me = "npub1..."              # the operator's key, for marketplace trust scores
+//!
+//! [unpack]                     # budgets for one image (defaults shown)
+//! max_bytes = 34359738368      # uncompressed bytes over all layers (32 GiB)
+//! max_entries = 500000
+//! max_path_bytes = 4096
+//! max_depth = 128
 //! ```
 
 use std::{
@@ -21,6 +27,8 @@ use std::{
 };
 
 use serde::{Deserialize, Serialize};
+
+use crate::runtime::process::UnpackLimits;
 
 /// Default local API address.
 pub const DEFAULT_API: &str = "127.0.0.1:7420";
@@ -59,6 +67,14 @@ pub struct NodeConfig {
     pub relays: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub me: Option<String>,
+    /// Budgets for unpacking one image: `[unpack]` with `max_bytes`, `max_entries`,
+    /// `max_path_bytes`, `max_depth` (see docs/security.md for the defaults).
+    #[serde(default, skip_serializing_if = "is_default_unpack")]
+    pub unpack: UnpackLimits,
+}
+
+fn is_default_unpack(u: &UnpackLimits) -> bool {
+    *u == UnpackLimits::default()
 }
 
 fn default_name() -> String {
@@ -95,6 +111,7 @@ impl Default for NodeConfig {
             bootstrap: Vec::new(),
             relays: Vec::new(),
             me: None,
+            unpack: UnpackLimits::default(),
         }
     }
 }
@@ -200,6 +217,23 @@ mod tests {
         assert!(e.contains("config.toml") && e.contains("loopback"), "{e}");
         std::fs::write(d.path().join("config.toml"), "runtime = \"process\"\n").unwrap();
         assert_eq!(NodeConfig::load(d.path()).unwrap().runtime, "process");
+        std::fs::write(
+            d.path().join("config.toml"),
+            "[unpack]\nmax_entries = 1000\n",
+        )
+        .unwrap();
+        let u = NodeConfig::load(d.path()).unwrap().unpack;
+        assert_eq!(
+            (u.max_entries, u.max_depth),
+            (1000, UnpackLimits::default().max_depth)
+        );
+        std::fs::write(
+            d.path().join("config.toml"),
+            "[unpack]\nmax_entrys = 1000\n",
+        )
+        .unwrap();
+        let e = NodeConfig::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("max_entrys"), "{e}");
         std::fs::write(d.path().join("config.toml"), "runtime = \"docker\"\n").unwrap();
         let e = NodeConfig::load(d.path()).unwrap_err().to_string();
         assert!(e.contains("podman, process"), "{e}");

@@ -140,8 +140,8 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         .canonicalize()
         .with_context(|| format!("cannot resolve {}", data.display()))?;
     cfg.check().map_err(anyhow::Error::msg)?;
-    let runtime =
-        crate::runtime::for_node(&cfg.runtime, &cfg.name, &data).map_err(anyhow::Error::msg)?;
+    let runtime = crate::runtime::for_node(&cfg.runtime, &cfg.name, &data, cfg.unpack)
+        .map_err(anyhow::Error::msg)?;
     let token = load_or_create_token(&data)?;
     let mut store = StateStore::open(&data)?;
     let anchor = data.join("root.json");
@@ -368,6 +368,7 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
     Json(json!({
         "name": node.cfg.name,
         "runtime": node.runtime.name(),
+        "protections": node.runtime.protections(),
         "catalog": catalog,
         "swarm": swarm,
         "trusted_versions": store.state.trusted.as_ref().map(|t| json!({"root": t.root_version, "timestamp": t.timestamp_version, "catalog": t.catalog_version})),

@@ -80,7 +80,12 @@ impl Drop for Ctx {
         // Daemons first, so nothing recreates what is removed next.
         self.services.clear();
         for node in &self.nodes {
-            let Ok(rt) = archy_node::runtime::for_node(self.runtime, &node.name, &node.data) else {
+            let Ok(rt) = archy_node::runtime::for_node(
+                self.runtime,
+                &node.name,
+                &node.data,
+                Default::default(),
+            ) else {
                 continue;
             };
             for c in rt.list().unwrap_or_default() {

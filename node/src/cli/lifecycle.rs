@@ -146,6 +146,10 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                     v["name"].as_str().unwrap_or("?"),
                     v["runtime"].as_str().unwrap_or("?")
                 );
+                if let Some(p) = v["protections"].as_array() {
+                    let words: Vec<&str> = p.iter().filter_map(|x| x.as_str()).collect();
+                    println!("confined {}", words.join("; "));
+                }
                 match v["catalog"].as_object() {
                     Some(c) => println!(
                         "catalog  v{} with {} app(s), verified {} s ago, from {}",

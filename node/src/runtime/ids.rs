@@ -226,7 +226,11 @@ mod tests {
         let a = ids.for_app("org.example.a").expect("a");
         let b = ids.for_app("org.example.b").expect("b");
         assert_ne!(a, b);
-        assert_eq!(a % PER_APP, 0);
+        assert_eq!(
+            (a - DEFAULT_POOL.start) % PER_APP,
+            0,
+            "blocks are aligned in the pool"
+        );
         assert!(a >= DEFAULT_POOL.start && b >= DEFAULT_POOL.start);
         // Found again, also by a new handle on the same file (a restarted daemon).
         let again = IdRanges::new(d.path().join("id-ranges.json"), DEFAULT_POOL);

@@ -188,11 +188,18 @@ pub const RUNTIMES: &[&str] = &["podman", "process"];
 /// The runtime a node uses: `podman` (checked to work here) or `process` (its images and
 /// apps under `<data>/process`, started through this very `archy` binary). The error
 /// says why the runtime cannot be used on this host.
-pub fn for_node(kind: &str, node: &str, data: &Path) -> Result<Arc<dyn Runtime>, String> {
+pub fn for_node(
+    kind: &str,
+    node: &str,
+    data: &Path,
+    unpack: process::UnpackLimits,
+) -> Result<Arc<dyn Runtime>, String> {
     match kind {
         "podman" => {
             podman::Podman::check().map_err(|why| format!("podman does not work here: {why}"))?;
-            Ok(Arc::new(podman::Podman::new(node, node_ids(data))))
+            Ok(Arc::new(
+                podman::Podman::new(node, node_ids(data)).with_unpack_limits(unpack),
+            ))
         }
         "process" => {
             process::ProcessRuntime::check()?;
@@ -201,7 +208,8 @@ pub fn for_node(kind: &str, node: &str, data: &Path) -> Result<Arc<dyn Runtime>,
             })?;
             Ok(Arc::new(
                 process::ProcessRuntime::new(node, data.join("process"), helper)
-                    .with_ids(node_ids(data)),
+                    .with_ids(node_ids(data))
+                    .with_unpack_limits(unpack),
             ))
         }
         other => Err(format!(
@@ -235,6 +243,8 @@ pub trait Runtime: Send + Sync {
         Ok(self.list()?.into_iter().find(|c| c.app_id == app_id))
     }
     fn logs(&self, app_id: &str, tail: usize) -> Result<String, RuntimeError>;
+    /// What confines every app on this runtime, in words (`archy node status`).
+    fn protections(&self) -> Vec<String>;
 }
 
 /// Whether a PID is alive: `Some(true/false)` when /proc answers, `None` when it cannot

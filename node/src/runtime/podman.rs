@@ -58,6 +58,7 @@ pub struct Podman {
     node: String,
     program: String,
     ids: super::ids::IdRanges,
+    unpack: super::process::UnpackLimits,
 }
 
 impl Podman {
@@ -67,7 +68,14 @@ impl Podman {
             node: node.into(),
             program: "podman".into(),
             ids,
+            unpack: Default::default(),
         }
+    }
+
+    /// The byte budget for checking an archive's layers before it is loaded.
+    pub fn with_unpack_limits(mut self, limits: super::process::UnpackLimits) -> Self {
+        self.unpack = limits;
+        self
     }
 
     /// Whether podman works here (`podman info` succeeds); the error says why not.
@@ -160,6 +168,18 @@ impl Podman {
         for map in ["--uidmap", "--gidmap"] {
             a.extend([map.into(), format!("0:{id_start}:{}", super::ids::PER_APP)]);
         }
+        // A private IPC namespace whose /dev/shm is mounted inside the container: podman's
+        // default host-side shm mount gets copied into the user namespaces of containers
+        // created later, and then removing this one fails with EBUSY (podman 4.3).
+        a.extend(
+            [
+                "--ipc",
+                "none",
+                "--tmpfs",
+                "/dev/shm:rw,nosuid,nodev,noexec,size=65536k",
+            ]
+            .map(String::from),
+        );
         if let Some(f) = env_file {
             a.extend(["--env-file".into(), f.display().to_string()]);
         }
@@ -315,12 +335,8 @@ impl Runtime for Podman {
                 expected: image.config_digest.clone(),
             });
         }
-        archy_catalog::oci::verify_layers(
-            archive,
-            &info,
-            super::process::UnpackLimits::default().max_bytes,
-        )
-        .map_err(super::process::ProcessError::from)?;
+        archy_catalog::oci::verify_layers(archive, &info, self.unpack.max_bytes)
+            .map_err(super::process::ProcessError::from)?;
         let out = self.run(&[
             "load".into(),
             "-q".into(),
@@ -451,6 +467,20 @@ impl Runtime for Podman {
         Ok(found)
     }
 
+    fn protections(&self) -> Vec<String> {
+        [
+            "own user namespace per app (--uidmap: root inside is an unprivileged host id)",
+            "capabilities: a small default set plus the manifest's (--cap-drop ALL)",
+            "seccomp: podman's default profile",
+            "no-new-privileges",
+            "pids, memory and CPU limits",
+            "nosuid,nodev volumes",
+            "podman's masked and read-only /proc paths",
+        ]
+        .map(String::from)
+        .to_vec()
+    }
+
     fn logs(&self, app_id: &str, tail: usize) -> Result<String, RuntimeError> {
         let out = self.run(&[
             "logs".into(),
@@ -515,6 +545,7 @@ mod tests {
             "--uidmap 0:1000065536:65536",
             "--gidmap 0:1000065536:65536",
             "--pids-limit 1024",
+            "--ipc none --tmpfs /dev/shm:rw,nosuid,nodev,noexec,size=65536k",
             &format!("{} /bin/busybox httpd -f", "ab".repeat(32)),
         ] {
             assert!(a.contains(want), "missing {want:?} in {a}");

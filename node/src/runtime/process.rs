@@ -236,6 +236,16 @@ pub fn same_process(pid: u32, start_time: u64) -> Option<bool> {
     }
 }
 
+/// Whether a kernel release such as `6.18.44-fc` is at least `major.minor`.
+fn kernel_at_least(release: &str, major: u32, minor: u32) -> Option<bool> {
+    let mut parts = release.split(|c: char| !c.is_ascii_digit());
+    let (a, b) = (
+        parts.next()?.parse::<u32>().ok()?,
+        parts.next()?.parse::<u32>().ok()?,
+    );
+    Some((a, b) >= (major, minor))
+}
+
 /// Creates `path` and its missing parents as 0700 directories, and makes `path` itself
 /// 0700 if it already existed: what the runtime keeps (unpacked images, app state) is
 /// for root alone, whatever the umask or the service unit say.
@@ -293,17 +303,72 @@ impl ProcessRuntime {
         self
     }
 
-    /// Whether this host can run the process runtime: root and overlayfs.
+    /// Whether this host can run the process runtime with every protection: root,
+    /// overlayfs, user namespaces, idmapped mounts for overlay (Linux 5.19), seccomp, and
+    /// cgroups with the memory, cpu and pids controllers. The error names everything that
+    /// is missing; the runtime never runs an app with less.
     pub fn check() -> Result<(), String> {
         if !nix::unistd::geteuid().is_root() {
             return Err(ProcessError::NotRoot.to_string());
         }
+        let mut missing = Vec::new();
         let fs = fs::read_to_string("/proc/filesystems").unwrap_or_default();
         if !fs.lines().any(|l| l.trim_end().ends_with("overlay")) {
             // The module may still load on first mount; say so rather than refuse.
             tracing::warn!("overlay is not listed in /proc/filesystems; app starts may fail");
         }
-        Ok(())
+        let userns = fs::read_to_string("/proc/sys/user/max_user_namespaces").unwrap_or_default();
+        if userns.trim().parse::<u64>().unwrap_or(0) == 0 {
+            missing.push("user namespaces (sysctl user.max_user_namespaces is 0)".to_string());
+        }
+        let release = nix::sys::utsname::uname()
+            .map(|u| u.release().to_string_lossy().into_owned())
+            .unwrap_or_default();
+        if kernel_at_least(&release, 5, 19) != Some(true) {
+            missing.push(format!(
+                "idmapped mounts under overlayfs (Linux 5.19 or later; this is {release:?})"
+            ));
+        }
+        let status = fs::read_to_string("/proc/self/status").unwrap_or_default();
+        if !status.lines().any(|l| l.starts_with("Seccomp:")) {
+            missing.push("seccomp (a kernel built with CONFIG_SECCOMP_FILTER)".to_string());
+        }
+        if let Err(e) = archy_confine::cgroup::Hierarchy::detect() {
+            missing.push(format!("cgroup limits: {e}"));
+        }
+        match missing.is_empty() {
+            true => Ok(()),
+            false => Err(format!(
+                "the process runtime cannot confine apps on this host; missing: {}. Use --runtime podman, or give the host what is missing",
+                missing.join("; ")
+            )),
+        }
+    }
+
+    /// What confines an app on this runtime, as `archy node status` lists it.
+    pub fn protections() -> Vec<String> {
+        let cgroup = match archy_confine::cgroup::Hierarchy::detect() {
+            Ok(archy_confine::cgroup::Hierarchy::V2 { .. }) => {
+                "cgroup v2 limits (memory, cpu, pids)"
+            }
+            Ok(archy_confine::cgroup::Hierarchy::V1 { .. }) => {
+                "cgroup v1 limits (memory, cpu, pids)"
+            }
+            Err(_) => "no cgroup limits",
+        };
+        [
+            "own user namespace per app (root inside is an unprivileged host id)",
+            "pivot_root (host tree unmounted)",
+            "capabilities: podman's default set plus the manifest's",
+            "seccomp: podman's default filter",
+            "no_new_privs",
+            "masked and read-only /proc paths",
+            "nosuid,nodev root and volumes",
+            cgroup,
+            "own mount, network, PID, UTS and IPC namespaces",
+        ]
+        .map(String::from)
+        .to_vec()
     }
 
     /// The runtime's root directory.
@@ -745,6 +810,10 @@ impl Runtime for ProcessRuntime {
         }))
     }
 
+    fn protections(&self) -> Vec<String> {
+        Self::protections()
+    }
+
     fn logs(&self, app_id: &str, tail_lines: usize) -> Result<String, RuntimeError> {
         self.read_spec(app_id)?;
         Ok(tail(&self.app_dir(app_id)?.join("app.log"), tail_lines)?)
@@ -778,6 +847,15 @@ mod tests {
         for bad in ["", "..", "../etc", "a/b", ".hidden", "a b"] {
             assert!(rt.app_dir(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn kernel_releases_compare_by_major_and_minor() {
+        assert_eq!(kernel_at_least("6.18.44-fc-v1147", 5, 19), Some(true));
+        assert_eq!(kernel_at_least("5.19.0", 5, 19), Some(true));
+        assert_eq!(kernel_at_least("5.15.0-91-generic", 5, 19), Some(false));
+        assert_eq!(kernel_at_least("4.19", 5, 19), Some(false));
+        assert_eq!(kernel_at_least("garbage", 5, 19), None);
     }
 
     #[test]

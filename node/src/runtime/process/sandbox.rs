@@ -1,25 +1,34 @@
-//! The two helper roles behind `archy process-helper` (a hidden subcommand), which put an
-//! app of the process runtime into its own namespaces and keep it reachable.
+//! The helper roles behind `archy process-helper` (a hidden subcommand), which confine
+//! an app of the process runtime and keep it reachable.
 //!
 //! - `supervise <app dir>` (started by [`super::ProcessRuntime`]): detaches with
-//!   `setsid`, binds the published ports on the host, enters new mount, network, PID, UTS
-//!   and IPC namespaces, brings `lo` up, mounts the app's root (overlay of the image
-//!   rootfs and the app's writable layer, `/dev`, volumes, `/run/secrets`), starts
-//!   `exec`, writes the `pid` file and answers `ready` (or `error: ...`) on stdout. It then
-//!   stays as the port forwarder, from inside the app's network namespace, on a
-//!   single-threaded event loop (a process that unshared its PID namespace cannot create
-//!   threads), passes SIGTERM on to the app, and exits with the app, recording its status
-//!   in `exit`. A published TCP port only accepts connections once the app listens on its
-//!   container port, so a TCP health check means what it says.
-//! - `exec <app dir>`: PID 1 of the new PID namespace. Mounts `/proc`, chroots, changes
-//!   to the working dir, sets the file limit, the user and `no_new_privs`, asks to be
-//!   killed if the supervisor dies, and forks the app (PID 2), staying as its init: it
-//!   passes signals on, reaps orphans and exits with the app's status (see
-//!   [`run_init`]). A failure before the app's exec is reported through its stdin, a
-//!   close-on-exec pipe from the supervisor.
+//!   `setsid`, binds the published ports on the host, starts a `userns` holder and writes
+//!   the app's id map into it (ids 0-65535 to the app's block of host ids), creates the
+//!   app's cgroup with its limits, enters new network, PID, UTS and IPC namespaces, brings
+//!   `lo` up, starts `exec`, writes the `pid` file and answers `ready` (or `error: ...`)
+//!   on stdout. It then stays as the port forwarder, from inside the app's network
+//!   namespace, on a single-threaded event loop (a process that unshared its PID namespace
+//!   cannot create threads), passes SIGTERM on to the app, exits with the app, recording
+//!   its status in `exit`, and removes the cgroup. A published TCP port only accepts
+//!   connections once the app listens on its container port, so a TCP health check means
+//!   what it says. The supervisor keeps the host's mount namespace: it holds no copy of
+//!   the host's mounts that could keep them busy.
+//! - `userns`: holds a new user namespace open until its stdin closes.
+//! - `exec <app dir>`: PID 1 of the new PID namespace, still root on the host. Joins the
+//!   app's cgroup, reads the secrets, makes its own mount namespace and mounts the app's
+//!   root there (an overlay of the image, shown to the app's user namespace through an
+//!   idmapped mount, and the app's writable layer, `nosuid,nodev`; `/dev`, the volumes,
+//!   `/run/secrets`), mounts `/proc` with its dangerous paths masked or read-only,
+//!   `pivot_root`s into the app's root and unmounts the host's, joins the app's user
+//!   namespace as its root, bounds the capabilities, switches to the app's user, sets
+//!   `no_new_privs` and the seccomp filter, asks to be killed if the supervisor dies,
+//!   and forks the app (PID 2), staying as its init: it passes signals on, reaps
+//!   orphans and exits with the app's status (see [`run_init`]). A failure before the
+//!   app's exec is reported through its stdin, a close-on-exec pipe from the supervisor.
 //!
 //! Every path inside the app's root is resolved without leaving it (see
-//! [`resolve_in_root`]): an image's symlinks cannot make the helpers write to the host.
+//! [`resolve_in_root`]), and volumes are bound from handles opened without following
+//! symlinks: an app's or image's symlinks cannot make the helpers touch the host.
 
 use std::{
     collections::{BTreeMap, HashMap, VecDeque},
@@ -86,10 +95,9 @@ fn hold_userns() -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// The holder of an app's user namespace: the child process and the namespace's handle.
+/// The holder of an app's user namespace, until the exec helper has joined it.
 struct UserNs {
     holder: std::process::Child,
-    ns: fs::File,
 }
 
 impl UserNs {
@@ -120,18 +128,12 @@ impl UserNs {
             start,
             count: crate::runtime::ids::PER_APP,
         };
-        let ns = archy_confine::idmap::write_maps(holder.id(), range, range)
-            .map_err(|e| ProcessError::Invalid(e.to_string()))
-            .and_then(|()| {
-                let path = PathBuf::from(format!("/proc/{}/ns/user", holder.id()));
-                fs::File::open(&path).map_err(io_at(&path))
-            });
-        match ns {
-            Ok(ns) => Ok(UserNs { holder, ns }),
+        match archy_confine::idmap::write_maps(holder.id(), range, range) {
+            Ok(()) => Ok(UserNs { holder }),
             Err(e) => {
                 let _ = holder.kill();
                 let _ = holder.wait();
-                Err(e)
+                Err(ProcessError::Invalid(e.to_string()))
             }
         }
     }
@@ -219,9 +221,11 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
     let cgroup = archy_confine::cgroup::Hierarchy::detect()
         .and_then(|h| archy_confine::cgroup::AppCgroup::create(&h, &spec.cgroup, &spec.limits()))
         .map_err(|e| ProcessError::Invalid(format!("cgroup: {e}")))?;
+    // No mount namespace for the supervisor: the exec helper makes its own, mounts the
+    // app's root there and pivots into it, leaving no copy of the host's mounts behind
+    // (a copy would keep them busy, e.g. podman's per-container shm mounts).
     unshare(
-        CloneFlags::CLONE_NEWNS
-            | CloneFlags::CLONE_NEWNET
+        CloneFlags::CLONE_NEWNET
             | CloneFlags::CLONE_NEWPID
             | CloneFlags::CLONE_NEWUTS
             | CloneFlags::CLONE_NEWIPC,
@@ -229,7 +233,6 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
     .map_err(|e| ProcessError::Invalid(format!("cannot create namespaces: {e}")))?;
     loopback_up().map_err(|e| ProcessError::Invalid(format!("cannot bring lo up: {e}")))?;
     nix::unistd::sethostname(&spec.hostname)?;
-    prepare_root(&spec, &app_dir, &userns)?;
 
     // The exec helper reports a failure before its exec through this pipe; a successful
     // exec closes it (close-on-exec), so EOF without a message means the app runs.
@@ -358,10 +361,8 @@ fn mount_tmpfs(target: &Path, flags: MsFlags, mode: &str) -> Result<(), ProcessE
 
 /// Mounts the app's root at `<app dir>/merged`, in the supervisor's private mount
 /// namespace (so none of it is visible on the host, and all of it goes with the app).
-fn prepare_root(spec: &AppSpec, app_dir: &Path, userns: &UserNs) -> Result<(), ProcessError> {
+fn prepare_root(spec: &AppSpec, app_dir: &Path, userns: &fs::File) -> Result<(), ProcessError> {
     const NONE: Option<&str> = None;
-    mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
-        .map_err(mount_err("private propagation", Path::new("/")))?;
     let merged = app_dir.join("merged");
     let upper = app_dir.join("upper");
     let work = app_dir.join("work");
@@ -381,12 +382,10 @@ fn prepare_root(spec: &AppSpec, app_dir: &Path, userns: &UserNs) -> Result<(), P
     }
     // The image, shared by every app that uses it, is shown to this app's namespace
     // through an idmapped mount (nosuid, nodev): its root-owned files are the app's root's.
-    archy_confine::idmap::idmapped_mount(
-        &spec.rootfs,
-        &lower,
-        std::os::fd::AsFd::as_fd(&userns.ns),
-    )
-    .map_err(|e| ProcessError::Invalid(format!("the image for the app's user namespace: {e}")))?;
+    archy_confine::idmap::idmapped_mount(&spec.rootfs, &lower, std::os::fd::AsFd::as_fd(userns))
+        .map_err(|e| {
+            ProcessError::Invalid(format!("the image for the app's user namespace: {e}"))
+        })?;
     for p in [&lower, &upper, &work] {
         let s = p.to_string_lossy();
         if s.contains([',', ':', '\\']) {
@@ -850,6 +849,7 @@ fn exec_app(
     const NONE: Option<&str> = None;
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .map_err(mount_err("private propagation", Path::new("/")))?;
+    prepare_root(&spec, app_dir, &userns)?;
     let proc_dir = resolve_in_root(&merged, "/proc")?;
     mount(
         Some("proc"),
