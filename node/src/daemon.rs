@@ -134,6 +134,9 @@ struct Metrics {
 /// Runs the daemon until Ctrl-C or SIGTERM.
 pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     std::fs::create_dir_all(&data).with_context(|| format!("cannot create {}", data.display()))?;
+    // The node's keys, secrets, app data and unpacked images are for root alone.
+    std::fs::set_permissions(&data, std::os::unix::fs::PermissionsExt::from_mode(0o700))
+        .with_context(|| format!("cannot make {} private (0700)", data.display()))?;
     // Volume paths handed to the engine must be absolute (podman reads a relative one as
     // the name of a named volume).
     let data = data

@@ -2,8 +2,9 @@
 //! reads its own id map and capability sets, then tries a mount, a block device node, a
 //! write to `/proc/sysrq-trigger`, reading a host file by its path (directly and after a
 //! chroot walk-up), seeing host processes (to ptrace them), more processes than its pids
-//! limit and more memory than its memory limit. It writes what happened to its volume;
-//! the test asserts every attempt failed. These are the rows of the isolation table in
+//! limit and more memory than its memory limit, and plants `h -> /` in its volume. It
+//! writes what happened to its volume; the test asserts every attempt failed, and that a
+//! next release naming the planted symlink as its volume `source` is refused. These are the rows of the isolation table in
 //! docs/security.md.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
@@ -34,6 +35,8 @@ fn script(canary: &Path, test_pid: u32) -> String {
         &format!("mkdir -p /jail; chroot /jail /bin/busybox sh -c 'cd ../../../../..; cat {canary}' >/dev/null 2>&1 && echo chroot_escape=READ >> $r || echo chroot_escape=refused >> $r"),
         &format!("test -e /proc/{test_pid} && echo host_process=VISIBLE >> $r || echo host_process=hidden >> $r"),
         "head -c 200000000 /dev/zero | tail > /dev/null; echo memory_exit=$? >> $r",
+        // A symlink to the host's root, planted for a later release to name as `source`.
+        "ln -s / /data/h",
         "echo done=1 >> $r",
         // The shell dies at the first fork the pids limit refuses; the last line it
         // wrote says how far it got.
@@ -85,10 +88,31 @@ fn report_of(rt: &dyn Runtime, dir: &Path, id: &str) -> BTreeMap<String, String>
         std::thread::sleep(Duration::from_millis(200));
     };
     rt.remove(id).unwrap();
+    // The next release names the planted symlink as its volume's source: refused.
+    let text2 = text_with_source(&spec.manifest, "h");
+    let mut next = spec.clone();
+    next.manifest = text2;
+    next.manifest_hash = next.manifest.manifest_hash();
+    let e = rt
+        .create(&next)
+        .expect_err("a source through a planted symlink")
+        .to_string();
+    assert!(e.contains("symlink") && e.contains("volume data"), "{e}");
+    assert!(
+        rt.list().unwrap().iter().all(|c| c.app_id != id),
+        "nothing created"
+    );
     text.lines()
         .filter_map(|l| l.split_once('='))
         .map(|(k, v)| (k.to_string(), v.trim().to_string()))
         .collect()
+}
+
+/// `m` with its first volume bound from `source` inside the volume.
+fn text_with_source(m: &archy_catalog::AppManifest, source: &str) -> archy_catalog::AppManifest {
+    let mut m = m.clone();
+    m.container.volumes[0].source = Some(source.to_string());
+    m
 }
 
 /// Every row of the isolation table, asserted on one runtime's report.

@@ -4,8 +4,8 @@
 //! image id), never by a mutable tag. Containers are named `archy-<node>-<app id>` and
 //! labelled with node, app, manifest hash and image, so several nodes can share one
 //! engine and a restarted daemon finds its containers again. Every container gets the
-//! same hardening: all capabilities dropped except a small default set plus the
-//! manifest's allow-listed extras, `no-new-privileges`, ports published on the node's
+//! same hardening: its own user namespace, all capabilities dropped except podman's default
+//! set plus the manifest's allow-listed extras, `no-new-privileges`, ports published on the node's
 //! address only, volumes only under the app's data dir.
 //!
 //! Debian's podman on hosts like the CI machine needs `--runtime runc` and explicit
@@ -24,18 +24,6 @@ use super::{
     LABEL_NODE,
 };
 use crate::planner::{ContainerStatus, Liveness, ObservedContainer};
-
-/// Capabilities every container keeps (podman's defaults minus the risky ones).
-const DEFAULT_CAPS: &[&str] = &[
-    "CHOWN",
-    "DAC_OVERRIDE",
-    "FOWNER",
-    "FSETID",
-    "KILL",
-    "NET_BIND_SERVICE",
-    "SETGID",
-    "SETUID",
-];
 
 /// What every podman command that runs a container needs on hosts like the CI machine
 /// (Debian's podman: runc, explicit ulimits).
@@ -137,7 +125,11 @@ impl Podman {
         let mut a: Vec<String> = vec!["create".into(), "--name".into(), self.container_name(&m.id)];
         a.extend(HOST_ARGS.iter().map(|s| s.to_string()));
         a.extend(["--security-opt", "no-new-privileges", "--cap-drop", "ALL"].map(String::from));
-        let mut caps: Vec<String> = DEFAULT_CAPS.iter().map(|s| s.to_string()).collect();
+        // The same default set as the process runtime: podman's own.
+        let mut caps: Vec<String> = archy_confine::caps::DEFAULT_CAPABILITIES
+            .iter()
+            .map(|s| s.to_string())
+            .collect();
         caps.extend(c.capabilities_add.iter().cloned());
         caps.sort();
         caps.dedup();
@@ -470,7 +462,7 @@ impl Runtime for Podman {
     fn protections(&self) -> Vec<String> {
         [
             "own user namespace per app (--uidmap: root inside is an unprivileged host id)",
-            "capabilities: a small default set plus the manifest's (--cap-drop ALL)",
+            "capabilities: podman's default set plus the manifest's (--cap-drop ALL)",
             "seccomp: podman's default profile",
             "no-new-privileges",
             "pids, memory and CPU limits",

@@ -160,6 +160,15 @@ impl AppSpec {
     }
 }
 
+/// The fields of [`AppSpec`] that identify an app, readable from any version of it.
+#[derive(Debug, Clone, Deserialize)]
+struct SpecLabels {
+    node: String,
+    app_id: String,
+    manifest_hash: ContentHash,
+    image: ContentHash,
+}
+
 /// A host directory (or a path beneath it) bind-mounted into the app's root.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct MountSpec {
@@ -406,6 +415,12 @@ impl ProcessRuntime {
             }
             Err(e) => Err(io_at(&path)(e)),
         }
+    }
+
+    /// Just the labels of a `spec.json`, which every version of it carries.
+    fn read_labels(&self, app_id: &str) -> Option<SpecLabels> {
+        let path = self.app_dir(app_id).ok()?.join("spec.json");
+        serde_json::from_slice(&fs::read(path).ok()?).ok()
     }
 
     fn read_pid(&self, app_id: &str) -> Result<Option<PidRecord>, ProcessError> {
@@ -793,17 +808,35 @@ impl Runtime for ProcessRuntime {
 
     fn observe(&self, app_id: &str) -> Result<Option<ObservedContainer>, RuntimeError> {
         // Only complete apps of this node (a dir without a readable spec is not one).
-        let Ok(spec) = self.read_spec(app_id) else {
-            return Ok(None);
+        let (labels, current) = match self.read_spec(app_id) {
+            Ok(spec) => (
+                SpecLabels {
+                    node: spec.node,
+                    app_id: spec.app_id,
+                    manifest_hash: spec.manifest_hash,
+                    image: spec.image,
+                },
+                true,
+            ),
+            // A spec an older Archy wrote, from before apps were confined: reported with a
+            // manifest hash that matches nothing, so the planner recreates it confined.
+            Err(ProcessError::Invalid(_)) => match self.read_labels(app_id) {
+                Some(labels) => (labels, false),
+                None => return Ok(None),
+            },
+            Err(_) => return Ok(None),
         };
-        if spec.node != self.node || spec.app_id != app_id {
+        if labels.node != self.node || labels.app_id != app_id {
             return Ok(None);
         }
         let (status, liveness) = self.status_of(app_id)?;
         Ok(Some(ObservedContainer {
             app_id: app_id.to_string(),
-            manifest_hash: spec.manifest_hash,
-            image: spec.image,
+            manifest_hash: match current {
+                true => labels.manifest_hash,
+                false => ContentHash::of(b"spec written by an older archy"),
+            },
+            image: labels.image,
             status,
             liveness,
             healthy: None,
@@ -847,6 +880,37 @@ mod tests {
         for bad in ["", "..", "../etc", "a/b", ".hidden", "a b"] {
             assert!(rt.app_dir(bad).is_err(), "{bad:?}");
         }
+    }
+
+    #[test]
+    fn an_app_from_an_older_archy_is_reported_for_recreation() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let rt = ProcessRuntime::new("n1", d.path(), "/bin/false");
+        let dir = rt.app_dir("org.example.old").expect("dir");
+        fs::create_dir_all(&dir).expect("mkdir");
+        let hash = ContentHash::of(b"manifest");
+        // What an older version wrote: no id block, cgroup or limits.
+        let old = serde_json::json!({
+            "node": "n1", "app_id": "org.example.old", "manifest_hash": hash,
+            "image": ContentHash::of(b"image"), "config_digest": "sha256:x",
+            "rootfs": "/x", "argv": ["/bin/true"], "env": {}, "secrets_dir": null,
+            "secret_names": [], "workdir": "/", "user": null, "hostname": "h",
+            "mounts": [], "ports": [], "readonly_root": false,
+        });
+        fs::write(dir.join("spec.json"), old.to_string()).expect("write");
+        let seen = rt
+            .observe("org.example.old")
+            .expect("observe")
+            .expect("reported");
+        assert_ne!(
+            seen.manifest_hash, hash,
+            "drifts, so the planner recreates it"
+        );
+        assert_eq!(seen.image, ContentHash::of(b"image"));
+        assert!(ProcessRuntime::new("n2", d.path(), "/bin/false")
+            .observe("org.example.old")
+            .expect("observe")
+            .is_none());
     }
 
     #[test]

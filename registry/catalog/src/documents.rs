@@ -480,6 +480,30 @@ mod tests {
     use super::*;
 
     #[test]
+    fn an_image_ref_with_a_config_digest_in_another_form_does_not_parse() {
+        let good = format!("sha256:{}", "ab".repeat(32));
+        let image = |digest: &str| {
+            serde_json::json!({
+                "hash": ContentHash::of(b"x").to_string(),
+                "size": 1,
+                "config_digest": digest,
+                "format": "oci-archive",
+            })
+        };
+        assert!(serde_json::from_value::<ImageRef>(image(&good)).is_ok());
+        for bad in [
+            "latest",
+            "sha256:../../etc/passwd",
+            &good.to_uppercase(),
+            "sha256:",
+            &format!("{good}0"),
+        ] {
+            let e = serde_json::from_value::<ImageRef>(image(bad)).expect_err(bad);
+            assert!(e.to_string().contains("not a digest"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn signed_bytes_survive_re_signing_verbatim() {
         let body = serde_json::json!({"_type": "timestamp", "version": 3, "odd": "  spacing  "});
         let mut env = Envelope::new_unsigned(&body).unwrap();

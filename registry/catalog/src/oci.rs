@@ -353,12 +353,14 @@ impl<R: Read> Read for Hashing<R> {
     }
 }
 
-type Stored = Hashing<std::io::BufReader<std::io::Take<fs::File>>>;
+type Bytes = std::io::BufReader<std::io::Take<fs::File>>;
 
+/// A layer's uncompressed tar: decompressed from the stored bytes (hashed on the way for
+/// the blob digest), or the stored bytes themselves (one hash serves both digests).
 #[derive(Debug)]
 enum Plain {
-    Gzip(Box<flate2::read::MultiGzDecoder<Stored>>),
-    Raw(Stored),
+    Gzip(Box<flate2::read::MultiGzDecoder<Hashing<Bytes>>>),
+    Raw(Bytes),
 }
 
 /// One layer's uncompressed tar, read from the archive while both of its digests are
@@ -383,12 +385,12 @@ impl LayerStream {
         };
         let mut file = fs::File::open(archive).map_err(io)?;
         file.seek(std::io::SeekFrom::Start(at.0)).map_err(io)?;
-        let mut stored = Hashing {
-            inner: std::io::BufReader::new(file.take(at.1)),
-            hash: Sha256::new(),
-        };
-        let plain = match stored.inner.fill_buf().map_err(io)? {
-            [0x1f, 0x8b, ..] => Plain::Gzip(Box::new(flate2::read::MultiGzDecoder::new(stored))),
+        let mut stored = std::io::BufReader::new(file.take(at.1));
+        let plain = match stored.fill_buf().map_err(io)? {
+            [0x1f, 0x8b, ..] => Plain::Gzip(Box::new(flate2::read::MultiGzDecoder::new(Hashing {
+                inner: stored,
+                hash: Sha256::new(),
+            }))),
             [0x28, 0xb5, 0x2f, 0xfd, ..] => {
                 return Err(fmt_err(
                     "zstd-compressed layers are not supported (use gzip or none)",
@@ -410,14 +412,17 @@ impl LayerStream {
         std::io::copy(&mut self, &mut std::io::sink())
             .map_err(|e| fmt_err(format!("layer {}: {e}", layer.path)))?;
         let diff_id = format!("sha256:{}", hex::encode(self.plain_hash.finalize()));
-        let mut stored = match self.plain {
-            Plain::Gzip(gz) => gz.into_inner(),
-            Plain::Raw(raw) => raw,
+        let stored_digest = match self.plain {
+            Plain::Gzip(gz) => {
+                let mut stored = gz.into_inner();
+                std::io::copy(&mut stored, &mut std::io::sink())
+                    .map_err(|e| fmt_err(format!("layer {}: {e}", layer.path)))?;
+                format!("sha256:{}", hex::encode(stored.hash.finalize()))
+            }
+            Plain::Raw(_) => diff_id.clone(),
         };
-        std::io::copy(&mut stored, &mut std::io::sink())
-            .map_err(|e| fmt_err(format!("layer {}: {e}", layer.path)))?;
         if let Some(digest) = &layer.digest {
-            let actual = format!("sha256:{}", hex::encode(stored.hash.finalize()));
+            let actual = stored_digest;
             if &actual != digest {
                 return Err(fmt_err(format!(
                     "layer {}: content does not match its digest {digest} ({actual})",

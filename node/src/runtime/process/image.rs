@@ -242,6 +242,10 @@ fn extract(
     let mut ar = tar::Archive::new(layer);
     let mut written: BTreeSet<PathBuf> = BTreeSet::new();
     let mut opaque: Vec<PathBuf> = Vec::new();
+    // The parent of the last entry, resolved: entries of one directory come in a row, and
+    // an entry only changes its parent's children, never how the parent resolves (a
+    // whiteout may remove the parent itself: it drops the handle).
+    let mut parent: Option<(PathBuf, OwnedFd)> = None;
     for entry in ar.entries()? {
         let mut entry = entry?;
         state.done.entries += 1;
@@ -265,14 +269,26 @@ fn extract(
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
                 return refuse(format!("entry {}: whiteout of no file", rel.display()));
             }
+            // It may remove the directory the cached parent handle points into.
+            parent = None;
             if let Some(fd) = rootfs.dir(&dir)? {
                 remove_at(&fd, OsStr::from_bytes(hidden))
                     .map_err(|e| LayerError(format!("whiteout {}: {}", rel.display(), e.0)))?;
             }
             continue;
         }
-        apply_entry(&mut entry, &rel, &dir, &name, rootfs, state)
-            .map_err(|e| LayerError(format!("entry {}: {}", rel.display(), e.0)))?;
+        let kind = entry.header().entry_type();
+        if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
+            state.done.skipped_special += 1;
+            continue;
+        }
+        let at = |e: LayerError| LayerError(format!("entry {}: {}", rel.display(), e.0));
+        if parent.as_ref().is_none_or(|(p, _)| *p != dir) {
+            parent = Some((dir.clone(), rootfs.dir_created(&dir).map_err(at)?));
+        }
+        if let Some((_, fd)) = &parent {
+            apply_entry(&mut entry, &rel, fd, &name, rootfs, state).map_err(at)?;
+        }
         written.insert(rel);
     }
     for dir in opaque {
@@ -283,10 +299,11 @@ fn extract(
     Ok(())
 }
 
+/// Applies one entry (not a whiteout, device or fifo) as `name` in `parent`.
 fn apply_entry<R: Read>(
     entry: &mut tar::Entry<'_, R>,
     rel: &Path,
-    dir: &Path,
+    parent: &OwnedFd,
     name: &OsStr,
     rootfs: &Rootfs,
     state: &mut UnpackState,
@@ -309,21 +326,16 @@ fn apply_entry<R: Read>(
         state.done.cleared_setid += 1;
     }
     let mtime = i64::try_from(header.mtime().unwrap_or(0)).unwrap_or(0);
-    if kind.is_character_special() || kind.is_block_special() || kind.is_fifo() {
-        state.done.skipped_special += 1;
-        return Ok(());
-    }
-    let parent = rootfs.dir_created(dir)?;
     if kind.is_dir() {
-        let existing = rfs::statat(&parent, name, AtFlags::SYMLINK_NOFOLLOW);
+        let existing = rfs::statat(parent, name, AtFlags::SYMLINK_NOFOLLOW);
         if !existing
             .is_ok_and(|s| rfs::FileType::from_raw_mode(s.st_mode) == rfs::FileType::Directory)
         {
-            remove_at(&parent, name)?;
-            rfs::mkdirat(&parent, name, Mode::from_raw_mode(0o700))?;
+            remove_at(parent, name)?;
+            rfs::mkdirat(parent, name, Mode::from_raw_mode(0o700))?;
         }
         let fd = rfs::openat(
-            &parent,
+            parent,
             name,
             OFlags::DIRECTORY | OFlags::RDONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::empty(),
@@ -337,9 +349,9 @@ fn apply_entry<R: Read>(
         if target.len() > state.limits.max_path_bytes {
             return refuse("symlink target longer than the path budget (max_path_bytes)");
         }
-        remove_at(&parent, name)?;
-        rfs::symlinkat(OsStr::from_bytes(&target), &parent, name)?;
-        rfs::chownat(&parent, name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)?;
+        remove_at(parent, name)?;
+        rfs::symlinkat(OsStr::from_bytes(&target), parent, name)?;
+        rfs::chownat(parent, name, owner.0, owner.1, AtFlags::SYMLINK_NOFOLLOW)?;
     } else if kind.is_hard_link() {
         let target = entry
             .link_name_bytes()
@@ -359,8 +371,8 @@ fn apply_entry<R: Read>(
                 target.display()
             ));
         };
-        remove_at(&parent, name)?;
-        rfs::linkat(&tparent, tname, &parent, name, AtFlags::empty()).map_err(|e| {
+        remove_at(parent, name)?;
+        rfs::linkat(&tparent, tname, parent, name, AtFlags::empty()).map_err(|e| {
             LayerError(format!(
                 "hardlink to {}: {}",
                 target.display(),
@@ -368,9 +380,9 @@ fn apply_entry<R: Read>(
             ))
         })?;
     } else if kind.is_file() || kind == tar::EntryType::Continuous || kind.is_gnu_sparse() {
-        remove_at(&parent, name)?;
+        remove_at(parent, name)?;
         let fd = rfs::openat(
-            &parent,
+            parent,
             name,
             OFlags::CREATE | OFlags::EXCL | OFlags::WRONLY | OFlags::NOFOLLOW | OFlags::CLOEXEC,
             Mode::from_raw_mode(0o600),
@@ -614,6 +626,18 @@ mod tests {
             "opaque keeps this layer"
         );
         assert!(!root.join("var/.wh..wh..opq").exists() && !root.join("etc/.wh.gone").exists());
+    }
+
+    #[test]
+    fn a_whiteout_of_the_directory_being_filled_is_followed() {
+        let d = tempfile::tempdir().expect("tempdir");
+        let root = d.path();
+        extract_into(root, &layer(&[E::Dir("a/"), E::Dir("a/b/"), E::File("a/b/1", "1")]))
+            .expect("lower");
+        let upper = layer(&[E::File("a/b/2", "2"), E::File("a/.wh.b", ""), E::File("a/b/3", "3")]);
+        extract_into(root, &upper).expect("upper");
+        assert!(!root.join("a/b/1").exists() && !root.join("a/b/2").exists());
+        assert_eq!(fs::read_to_string(root.join("a/b/3")).expect("3"), "3");
     }
 
     #[test]
