@@ -79,6 +79,8 @@ fn main() -> Result<()> {
     for run in 0..args.runs {
         let root = work.join(format!("unpack-{run}"));
         let rt = ProcessRuntime::new("bench", &root, &args.archy);
+        // Each run starts with no dirty pages of the last one being written back.
+        std::process::Command::new("sync").status()?;
         let t = Instant::now();
         rt.load_image(&archive, &image).context("load_image")?;
         unpack_s.push(t.elapsed().as_secs_f64());
@@ -270,7 +272,8 @@ fn table(args: &Args, r: &serde_json::Value, base: Option<&serde_json::Value>) -
         "## Process runtime: unpack and start (issue 13)\n\n\
          `bench/process.sh --baseline {} --write-docs` (as root, release builds), on {}.\n\
          Unpack: `ProcessRuntime::load_image` of a generated {} MiB image in {} uncompressed layers \
-         of 128 KiB files, into a fresh dir, {} runs (median; each run listed). Start: a busybox \
+         of 128 KiB files, into a fresh dir on the work dir's filesystem after a `sync`, {} runs \
+         (median; each run listed). Start: a busybox \
          app started {} times; `start` returns once the app has been exec'd, so this is the time \
          to its first instruction with every protection applied (user namespace, idmapped \
          overlay, pivot_root, masked /proc, capabilities, seccomp, cgroup).\n\n\

@@ -385,7 +385,8 @@ impl LayerStream {
         };
         let mut file = fs::File::open(archive).map_err(io)?;
         file.seek(std::io::SeekFrom::Start(at.0)).map_err(io)?;
-        let mut stored = std::io::BufReader::new(file.take(at.1));
+        // Large reads: the layer streams through two hashes and a tar reader.
+        let mut stored = std::io::BufReader::with_capacity(1 << 20, file.take(at.1));
         let plain = match stored.fill_buf().map_err(io)? {
             [0x1f, 0x8b, ..] => Plain::Gzip(Box::new(flate2::read::MultiGzDecoder::new(Hashing {
                 inner: stored,
