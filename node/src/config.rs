@@ -14,6 +14,7 @@
 //! relays = ["ws://127.0.0.1:7447"]
 //! me = "npub1..."              # the operator's key, for marketplace trust scores
 //!
+//! max_image_bytes = 68719476736 # largest image archive fetched (64 GiB)
 //! [unpack]                     # budgets for one image (defaults shown)
 //! max_bytes = 34359738368      # uncompressed bytes over all layers (32 GiB)
 //! max_entries = 500000
@@ -67,10 +68,21 @@ pub struct NodeConfig {
     pub relays: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub me: Option<String>,
+    /// The largest image archive this node fetches, in bytes: a size claimed by a catalog
+    /// or an announcement above it is refused before anything is planned or allocated.
+    #[serde(default = "default_max_image_bytes")]
+    pub max_image_bytes: u64,
     /// Budgets for unpacking one image: `[unpack]` with `max_bytes`, `max_entries`,
     /// `max_path_bytes`, `max_depth` (see docs/security.md for the defaults).
     #[serde(default, skip_serializing_if = "is_default_unpack")]
     pub unpack: UnpackLimits,
+}
+
+/// Default [`NodeConfig::max_image_bytes`]: 64 GiB.
+pub const DEFAULT_MAX_IMAGE_BYTES: u64 = 64 << 30;
+
+fn default_max_image_bytes() -> u64 {
+    DEFAULT_MAX_IMAGE_BYTES
 }
 
 fn is_default_unpack(u: &UnpackLimits) -> bool {
@@ -111,6 +123,7 @@ impl Default for NodeConfig {
             bootstrap: Vec::new(),
             relays: Vec::new(),
             me: None,
+            max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             unpack: UnpackLimits::default(),
         }
     }

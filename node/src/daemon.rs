@@ -114,11 +114,31 @@ struct Node {
     metrics: Metrics,
 }
 
-/// The catalog the reconciler installs from: verified, when, and where it came from.
+/// The catalog the reconciler installs from: verified, when, where it came from, and
+/// until when it may be used (its timestamp's expiry, or the catalog's if earlier).
 struct HeldCatalog {
     catalog: Catalog,
     verified_at: u64,
     source: String,
+    expires: chrono::DateTime<chrono::Utc>,
+}
+
+impl HeldCatalog {
+    /// Why nothing may be installed or updated from it any more, once it has expired: a
+    /// node cut off from its origin must not keep installing what may since have been
+    /// revoked (a freeze attack).
+    fn expired(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
+        (now >= self.expires).then(|| {
+            format!(
+                "catalog v{} expired at {}; no fresh head since {} (origin and peers unreachable?): installs and updates are refused until one arrives",
+                self.catalog.version,
+                self.expires.to_rfc3339(),
+                chrono::DateTime::from_timestamp(self.verified_at as i64, 0)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_else(|| self.verified_at.to_string()),
+            )
+        })
+    }
 }
 
 #[derive(Default)]
@@ -127,6 +147,8 @@ struct Metrics {
     actions: AtomicU64,
     failures: AtomicU64,
     verification_failures: AtomicU64,
+    /// Inputs refused by a budget (an image size over `max_image_bytes`, ...).
+    refused_inputs: AtomicU64,
     rollbacks: AtomicU64,
     fetched: Arc<crate::swarm_source::FetchCounters>,
 }
@@ -212,11 +234,14 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
             chrono::Utc::now(),
             &Limits::default(),
         ) {
-            catalog = Some(HeldCatalog {
-                catalog: c,
-                verified_at: state::now(),
-                source: "saved head".into(),
-            });
+            if let Some(expires) = saved.expires(&c) {
+                catalog = Some(HeldCatalog {
+                    catalog: c,
+                    verified_at: state::now(),
+                    source: "saved head".into(),
+                    expires,
+                });
+            }
         }
         head.set(saved);
     }
@@ -343,7 +368,7 @@ fn error(code: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Response {
-    let catalog = node.catalog.lock().await.as_ref().map(|h| json!({"version": h.catalog.version, "apps": h.catalog.apps.len(), "age_seconds": state::now().saturating_sub(h.verified_at), "source": h.source}));
+    let catalog = node.catalog.lock().await.as_ref().map(|h| json!({"version": h.catalog.version, "apps": h.catalog.apps.len(), "age_seconds": state::now().saturating_sub(h.verified_at), "source": h.source, "expires": h.expires.to_rfc3339(), "expired": h.expired(chrono::Utc::now())}));
     let held = node.swarm.node.list_complete().await.unwrap_or_default();
     let f = &node.metrics.fetched;
     let swarm = json!({
@@ -462,6 +487,11 @@ async fn install(
                     "the manifest does not name the announced image",
                 );
             }
+            if let Err(e) = check_image_size(&node.cfg, &m.image) {
+                node.metrics.refused_inputs.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(handle = %m.handle, "{e}");
+                return error(StatusCode::UNPROCESSABLE_ENTITY, e);
+            }
             AppSource::Market {
                 handle: m.handle,
                 manifest: Box::new(m.manifest),
@@ -473,12 +503,16 @@ async fn install(
                 tracing::warn!(error = %e, "catalog sync failed; using the last verified catalog");
             }
             let catalog = node.catalog.lock().await;
-            let Some(HeldCatalog { catalog: c, .. }) = catalog.as_ref() else {
+            let Some(held) = catalog.as_ref() else {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,
                     "no verified catalog yet (is origin_dir configured and reachable?)",
                 );
             };
+            if let Some(why) = held.expired(chrono::Utc::now()) {
+                return error(StatusCode::SERVICE_UNAVAILABLE, why);
+            }
+            let c = &held.catalog;
             match c.release(&id, body.version.as_deref()) {
                 Some(r) => {
                     if let Err(e) = r.check() {
@@ -682,6 +716,11 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
             m.verification_failures.load(Ordering::Relaxed),
         ),
         (
+            "archy_refused_inputs_total",
+            "Inputs refused by a budget before anything was allocated for them.",
+            m.refused_inputs.load(Ordering::Relaxed),
+        ),
+        (
             "archy_served_bytes_total",
             "Verified content bytes this node sent to peers.",
             served.bytes(),
@@ -725,6 +764,10 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
     if let Some(t) = &store.state.trusted {
         out.push_str(&format!("# HELP archy_catalog_version Highest accepted catalog version.\n# TYPE archy_catalog_version gauge\narchy_catalog_version {}\n", t.catalog_version));
     }
+    drop(store);
+    if let Some(h) = node.catalog.lock().await.as_ref() {
+        out.push_str(&format!("# HELP archy_catalog_expires_timestamp_seconds When the held catalog stops being usable (its timestamp's expiry), Unix seconds.\n# TYPE archy_catalog_expires_timestamp_seconds gauge\narchy_catalog_expires_timestamp_seconds {}\n", h.expires.timestamp()));
+    }
     ([("content-type", "text/plain; version=0.0.4")], out).into_response()
 }
 
@@ -748,6 +791,7 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
     let mut got = None;
     // The catalog accepted last: an unchanged head then costs a timestamp, not a catalog.
     let held = node.head.get();
+    let held_expiry = node.catalog.lock().await.as_ref().map(|h| h.expires);
     let sync = |origin: Option<archy_registry::PeerAddr>, peers: Vec<archy_registry::PeerAddr>| {
         let (trusted, held) = (&trusted, &held);
         async move {
@@ -822,6 +866,14 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
         anyhow::bail!("{}", why.join("; "));
     };
     tracing::debug!(%source, version = catalog.version, "head verified");
+    let expires = head
+        .expires(&catalog)
+        .context("the verified head's timestamp does not parse")?;
+    if expires - chrono::Utc::now() < chrono::Duration::days(1)
+        && held_expiry.is_none_or(|e| e != expires)
+    {
+        tracing::warn!(%source, expires = %expires.to_rfc3339(), "the catalog expires within a day; the publisher must sign a new timestamp");
+    }
     // Peers that trust an older root need the chain: keep every root known that walks
     // to the trusted one.
     let known = held.iter().flat_map(|h| h.roots.clone());
@@ -845,6 +897,7 @@ async fn sync_catalog(node: &Node) -> anyhow::Result<()> {
         catalog,
         verified_at: state::now(),
         source,
+        expires,
     });
     Ok(())
 }
@@ -946,14 +999,14 @@ async fn reconcile_one(node: &Arc<Node>, id: &str) -> Outcome {
     let Some(record) = record else {
         return remove_app(node, id, recorded, purge == Some(true)).await;
     };
-    let release = match desired_release(node, id, &record).await {
+    let last_good = cond.as_ref().and_then(|c| c.last_good.clone());
+    let release = match desired_release(node, id, &record, last_good.as_ref()).await {
         Ok(r) => r,
         Err(e) => {
             record_failure(node, id, e.to_string(), None).await;
             return Outcome::Done;
         }
     };
-    let last_good = cond.as_ref().and_then(|c| c.last_good.clone());
     let held_back = cond
         .as_ref()
         .and_then(|c| c.held_back.as_ref())
@@ -1254,11 +1307,42 @@ async fn record_failure(node: &Node, id: &str, error: String, held: Option<HeldB
 
 /// The release a desired app asks for: from the verified catalog (policy-checked) or
 /// the stored market announcement.
-async fn desired_release(node: &Node, id: &str, r: &DesiredRecord) -> anyhow::Result<Deployment> {
+/// Refuses an image whose claimed size is over the node's budget, naming both figures.
+fn check_image_size(cfg: &NodeConfig, image: &archy_catalog::ImageRef) -> Result<(), String> {
+    match image.size > cfg.max_image_bytes {
+        true => Err(format!(
+            "image {} claims {} bytes, more than this node's max_image_bytes ({}); refused",
+            image.hash, image.size, cfg.max_image_bytes
+        )),
+        false => Ok(()),
+    }
+}
+
+/// The release `r` asks for. From an expired catalog only the release already running
+/// (`last_good`, if it is what `r` pins) is kept; anything else is refused.
+async fn desired_release(
+    node: &Node,
+    id: &str,
+    r: &DesiredRecord,
+    last_good: Option<&Deployment>,
+) -> anyhow::Result<Deployment> {
     let (manifest, image) = match &r.source {
         AppSource::Catalog { version } => {
             let catalog = node.catalog.lock().await;
-            let c = &catalog.as_ref().context("no verified catalog yet")?.catalog;
+            let held = catalog.as_ref().context("no verified catalog yet")?;
+            if let Some(why) = held.expired(chrono::Utc::now()) {
+                return match last_good {
+                    Some(good)
+                        if version
+                            .as_deref()
+                            .is_none_or(|v| good.manifest.version == v) =>
+                    {
+                        Ok(good.clone())
+                    }
+                    _ => Err(anyhow::anyhow!("{id}: {why}")),
+                };
+            }
+            let c = &held.catalog;
             let rel = c
                 .release(id, version.as_deref())
                 .with_context(|| format!("{id} is not in catalog v{}", c.version))?;
@@ -1270,6 +1354,9 @@ async fn desired_release(node: &Node, id: &str, r: &DesiredRecord) -> anyhow::Re
             manifest, image, ..
         } => ((**manifest).clone(), image.clone()),
     };
+    // Checked again here: a catalog, or a request saved before the budget changed, may
+    // claim more; the fetch would plan its pieces from that number.
+    check_image_size(&node.cfg, &image).map_err(anyhow::Error::msg)?;
     Ok(Deployment {
         manifest: Box::new(manifest.normalized()),
         image,

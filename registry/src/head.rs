@@ -47,6 +47,20 @@ pub struct SignedHead {
     pub catalog: Vec<u8>,
 }
 
+impl SignedHead {
+    /// When the head stops being usable: the earlier of its timestamp's and its
+    /// catalog's expiry. Read from the head's own bytes, so call it on a verified head
+    /// with the catalog [`verify_head`] returned; `None` if the timestamp does not parse.
+    pub fn expires(&self, catalog: &Catalog) -> Option<chrono::DateTime<chrono::Utc>> {
+        let ts: archy_catalog::documents::Timestamp =
+            archy_catalog::documents::EnvelopeRef::parse(&self.timestamp)
+                .ok()?
+                .body()
+                .ok()?;
+        Some(ts.expires.min(catalog.expires))
+    }
+}
+
 /// Why a head could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum HeadError {

@@ -151,13 +151,19 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                     println!("confined {}", words.join("; "));
                 }
                 match v["catalog"].as_object() {
-                    Some(c) => println!(
-                        "catalog  v{} with {} app(s), verified {} s ago, from {}",
-                        c["version"],
-                        c["apps"],
-                        c["age_seconds"],
-                        c["source"].as_str().unwrap_or("?")
-                    ),
+                    Some(c) => {
+                        println!(
+                            "catalog  v{} with {} app(s), verified {} s ago, from {}, expires {}",
+                            c["version"],
+                            c["apps"],
+                            c["age_seconds"],
+                            c["source"].as_str().unwrap_or("?"),
+                            c["expires"].as_str().unwrap_or("?")
+                        );
+                        if let Some(why) = c["expired"].as_str() {
+                            println!("         EXPIRED: {why}");
+                        }
+                    }
                     None => println!("catalog  none verified yet"),
                 }
                 let sw = &v["swarm"];

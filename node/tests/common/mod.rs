@@ -170,6 +170,15 @@ pub fn signed<T: serde::Serialize>(path: &Path, doc: &T, keys: &[&SecretKey]) ->
 /// catalog of every manifest under `apps` and its timestamp into `<dir>/publish`, with
 /// each image under `blobs/<blake3 hex>`, as an origin serves it. Returns the publish dir.
 pub fn publish_signed(apps: &Path, dir: &Path) -> PathBuf {
+    publish_signed_until(apps, dir, chrono::Utc::now() + chrono::Duration::days(1))
+}
+
+/// [`publish_signed`] with a timestamp that expires at `expires`.
+pub fn publish_signed_until(
+    apps: &Path,
+    dir: &Path,
+    expires: chrono::DateTime<chrono::Utc>,
+) -> PathBuf {
     let key = SecretKey::generate().unwrap();
     let in_30_days = chrono::Utc::now() + chrono::Duration::days(30);
     let root = Root::for_keys(1, in_30_days, (&[&key], 1), &key, &key);
@@ -185,8 +194,7 @@ pub fn publish_signed(apps: &Path, dir: &Path) -> PathBuf {
         .unwrap();
     }
     let cat = signed(&publish.join("catalog.json"), &built.catalog, &[&key]);
-    let ts =
-        Timestamp::for_catalog(&cat, 1, chrono::Utc::now() + chrono::Duration::days(1)).unwrap();
+    let ts = Timestamp::for_catalog(&cat, 1, expires).unwrap();
     signed(&publish.join("timestamp.json"), &ts, &[&key]);
     publish
 }
