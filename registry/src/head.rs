@@ -16,7 +16,8 @@
 //! the client already holds that very catalog (a node polling an unchanged head costs
 //! the server a timestamp, not the whole catalog); the timestamp still pins its hash, so
 //! the client verifies the catalog it holds against it. Every frame is
-//! bounded by [`Limits`] and at most [`MAX_ROOTS`] roots are sent.
+//! bounded by [`Limits`] (the catalog also by the size its timestamp pins) and checked
+//! from its header before its bytes are read; at most [`MAX_ROOTS`] roots are sent.
 
 use std::{
     path::Path,
@@ -272,12 +273,7 @@ pub async fn fetch_head(
         .map_err(|e| e.to_string())?;
         send.write_all(&req).await.map_err(|e| e.to_string())?;
         send.finish().map_err(|e| e.to_string())?;
-        let most = limits.root as usize * MAX_ROOTS
-            + limits.timestamp as usize
-            + limits.catalog as usize
-            + 5 * (MAX_ROOTS + 2);
-        let bytes = recv.read_to_end(most).await.map_err(|e| e.to_string())?;
-        let mut head = parse_frames(&bytes, limits)?;
+        let mut head = read_frames(&mut recv, limits).await?;
         if head.catalog.is_empty() {
             match held_catalog {
                 Some(held) => head.catalog = held.bytes.to_vec(),
@@ -292,46 +288,82 @@ pub async fn fetch_head(
         .map_err(err)
 }
 
-fn parse_frames(mut bytes: &[u8], limits: &Limits) -> Result<SignedHead, String> {
+/// Reads a head's frames one at a time, each checked before its bytes are read: the
+/// kind must be known and in order (roots, the timestamp, then the catalog), and the
+/// length within [`frame_limit`]. A peer can make a node read and hold no more than one
+/// frame's limit, and for the catalog no more than its timestamp pins.
+async fn read_frames(
+    recv: &mut iroh::endpoint::RecvStream,
+    limits: &Limits,
+) -> Result<SignedHead, String> {
     let mut head = SignedHead::default();
+    let mut pinned: Option<u64> = None;
     let mut got_t = false;
-    while !bytes.is_empty() {
-        let [kind, a, b, c, d, rest @ ..] = bytes else {
-            return Err("truncated frame header".into());
-        };
-        let len = u32::from_be_bytes([*a, *b, *c, *d]) as usize;
-        let limit = match kind {
-            b'R' => limits.root,
-            b'T' => limits.timestamp,
-            b'C' => limits.catalog,
-            other => return Err(format!("unknown frame kind {other:#x}")),
-        };
-        if len as u64 > limit || len > rest.len() {
+    loop {
+        let mut header = [0u8; 5];
+        match recv.read_exact(&mut header).await {
+            Ok(()) => {}
+            Err(iroh::endpoint::ReadExactError::FinishedEarly(0)) => break,
+            Err(e) => return Err(format!("reading a frame header: {e}")),
+        }
+        let [kind, a, b, c, d] = header;
+        let len = u64::from(u32::from_be_bytes([a, b, c, d]));
+        let limit = frame_limit(kind, got_t, pinned, head.roots.len(), limits)?;
+        if len > limit {
             return Err(format!(
-                "frame {} of {len} bytes: over its limit of {limit} or truncated",
-                *kind as char
+                "frame {} of {len} bytes: over its limit of {limit}",
+                kind as char
             ));
         }
-        let (doc, tail) = rest.split_at(len);
+        let mut doc = vec![0u8; len as usize];
+        recv.read_exact(&mut doc)
+            .await
+            .map_err(|e| format!("frame {}: {e}", kind as char))?;
         match kind {
-            b'R' => {
-                if head.roots.len() >= MAX_ROOTS {
-                    return Err(format!("more than {MAX_ROOTS} roots"));
-                }
-                head.roots.push((document_version(doc), doc.to_vec()));
-            }
+            b'R' => head.roots.push((document_version(&doc), doc)),
             b'T' => {
-                head.timestamp = doc.to_vec();
+                pinned = pinned_catalog_size(&doc);
+                head.timestamp = doc;
                 got_t = true;
             }
-            _ => head.catalog = doc.to_vec(),
+            _ => head.catalog = doc,
         }
-        bytes = tail;
     }
     if !got_t {
         return Err("the peer has no head".into());
     }
     Ok(head)
+}
+
+/// The most bytes the next frame of `kind` may have, or why it may not come at all:
+/// roots (at most [`MAX_ROOTS`]) before the timestamp, one timestamp, and one catalog
+/// after it, no longer than the size the timestamp pins.
+fn frame_limit(
+    kind: u8,
+    got_t: bool,
+    pinned: Option<u64>,
+    roots: usize,
+    limits: &Limits,
+) -> Result<u64, String> {
+    match (kind, got_t) {
+        (b'R', false) if roots < MAX_ROOTS => Ok(limits.root),
+        (b'R', false) => Err(format!("more than {MAX_ROOTS} roots")),
+        (b'T', false) => Ok(limits.timestamp),
+        (b'C', true) => Ok(pinned.map_or(limits.catalog, |p| p.min(limits.catalog))),
+        (b'R' | b'T', true) => Err(format!("frame {} after the timestamp", kind as char)),
+        (b'C', false) => Err("catalog frame before the timestamp".into()),
+        (other, _) => Err(format!("unknown frame kind {other:#x}")),
+    }
+}
+
+/// The catalog size an (unverified) timestamp pins; verification checks it later.
+fn pinned_catalog_size(timestamp: &[u8]) -> Option<u64> {
+    let ts: archy_catalog::documents::Timestamp =
+        archy_catalog::documents::EnvelopeRef::parse(timestamp)
+            .ok()?
+            .body()
+            .ok()?;
+    Some(ts.catalog.size)
 }
 
 /// Verifies `head` against `trusted` (roots walked one version at a time, then the
@@ -490,4 +522,44 @@ pub async fn sync_head(
         }
     }
     best.ok_or_else(|| HeadError::Nobody(why.join("; ")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn frames_come_in_order_and_within_their_limits() {
+        let l = Limits::default();
+        assert_eq!(frame_limit(b'R', false, None, 0, &l), Ok(l.root));
+        assert!(
+            frame_limit(b'R', false, None, MAX_ROOTS, &l).is_err(),
+            "too many roots"
+        );
+        assert_eq!(frame_limit(b'T', false, None, 2, &l), Ok(l.timestamp));
+        assert!(
+            frame_limit(b'T', true, None, 0, &l).is_err(),
+            "a second timestamp"
+        );
+        assert!(
+            frame_limit(b'R', true, None, 0, &l).is_err(),
+            "a root after the timestamp"
+        );
+        assert!(
+            frame_limit(b'C', false, None, 0, &l).is_err(),
+            "a catalog before its timestamp"
+        );
+        assert_eq!(
+            frame_limit(b'C', true, Some(700), 0, &l),
+            Ok(700),
+            "the pinned size"
+        );
+        assert_eq!(
+            frame_limit(b'C', true, Some(u64::MAX), 0, &l),
+            Ok(l.catalog),
+            "never over the limit"
+        );
+        assert_eq!(frame_limit(b'C', true, None, 0, &l), Ok(l.catalog));
+        assert!(frame_limit(b'X', false, None, 0, &l).is_err());
+    }
 }

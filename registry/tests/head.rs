@@ -360,3 +360,86 @@ async fn a_node_anchored_at_a_later_root_serves_the_chain_to_older_peers() {
     let kept = root_chain(&got.trusted, vec![(1, v1), (2, forged)], &limits);
     assert_eq!(kept, vec![(3, v3)]);
 }
+
+/// A peer that answers with a real timestamp (pinning a catalog of a few hundred bytes)
+/// and then a catalog frame that claims 64 MiB, and streams it, counting what it got out.
+#[derive(Debug, Clone)]
+struct InflatingHead {
+    timestamp: Vec<u8>,
+    sent: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl iroh::protocol::ProtocolHandler for InflatingHead {
+    async fn accept(
+        &self,
+        conn: iroh::endpoint::Connection,
+    ) -> Result<(), iroh::protocol::AcceptError> {
+        let Ok((mut send, mut recv)) = conn.accept_bi().await else {
+            return Ok(());
+        };
+        let _ = recv.read_to_end(1024).await;
+        let mut out = vec![b'T'];
+        out.extend((self.timestamp.len() as u32).to_be_bytes());
+        out.extend(&self.timestamp);
+        out.push(b'C');
+        out.extend((64u32 << 20).to_be_bytes());
+        if send.write_all(&out).await.is_err() {
+            return Ok(());
+        }
+        let chunk = vec![0u8; 64 << 10];
+        for _ in 0..1024 {
+            if send.write_all(&chunk).await.is_err() {
+                break;
+            }
+            self.sent
+                .fetch_add(chunk.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        }
+        let _ = send.finish();
+        conn.closed().await;
+        Ok(())
+    }
+}
+
+/// Before, a node read up to 160 MiB from every peer it asked before it checked any
+/// frame. Now the catalog frame is refused from its header: its length is over the size
+/// the timestamp (sent first) pins, and none of its bytes are read.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_catalog_frame_longer_than_its_timestamp_pins_is_refused_before_it_is_read() {
+    let tmp = tempfile::tempdir().unwrap();
+    let publish = tmp.path().join("publish");
+    Publisher::new().publish(&publish, 1);
+    let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let hostile = SwarmNode::builder(&tmp.path().join("hostile"), local())
+        .accept(
+            HEAD_ALPN,
+            InflatingHead {
+                timestamp: std::fs::read(publish.join("timestamp.json")).unwrap(),
+                sent: sent.clone(),
+            },
+        )
+        .spawn()
+        .await
+        .unwrap();
+    let node = node(tmp.path(), "n").await;
+    let e = fetch_head(
+        &node,
+        &hostile.addr(),
+        1,
+        None,
+        &Limits::default(),
+        Duration::from_secs(3),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("frame C of 67108864 bytes: over its limit"),
+        "{e}"
+    );
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let sent = sent.load(std::sync::atomic::Ordering::Relaxed);
+    assert!(
+        sent < 16 << 20,
+        "the peer got {sent} bytes of a refused frame through"
+    );
+}
