@@ -27,6 +27,13 @@ pub const PAGE_SIZE: usize = 5_000;
 pub const MAX_PAGES: usize = 50;
 /// Most keys in one `authors` or `#p` filter.
 const MAX_KEYS_PER_FILTER: usize = 1_000;
+/// Most events one relay may send in one sync (all filters together); past it the relay
+/// is dropped for the rest of the sync and what it sent beyond is not kept.
+pub const MAX_EVENTS_PER_RELAY: usize = 50_000;
+/// Most event bytes (normalised JSON) one relay may send in one sync.
+pub const MAX_BYTES_PER_RELAY: usize = 64 << 20;
+/// Largest event or relay message accepted (a manifest is at most 256 KiB).
+pub const MAX_EVENT_BYTES: u32 = 512 << 10;
 
 /// Why the client could not start.
 #[derive(Debug, thiserror::Error)]
@@ -45,6 +52,8 @@ pub struct RelayReport {
     pub ok: bool,
     /// Events received (all requests).
     pub events: usize,
+    /// Event bytes received (normalised JSON, all requests).
+    pub bytes: usize,
     /// The first problem, if any.
     pub error: Option<String>,
 }
@@ -66,6 +75,7 @@ pub struct RelaySet {
     /// Relays whose connection succeeded.
     connected: Vec<String>,
     reports: Vec<RelayReport>,
+    budget: RelayBudget,
 }
 
 impl RelaySet {
@@ -85,7 +95,13 @@ impl RelaySet {
                 parsed.push(u);
             }
         }
-        let client = Client::default();
+        // Each event and message is bounded before it is parsed or stored.
+        let mut limits = RelayLimits::default();
+        limits.messages.max_size = Some(2 * MAX_EVENT_BYTES);
+        limits.events.max_size = Some(MAX_EVENT_BYTES);
+        let client = Client::builder()
+            .opts(ClientOptions::new().relay_limits(limits))
+            .build();
         for u in &parsed {
             client
                 .add_relay(u.clone())
@@ -120,6 +136,7 @@ impl RelaySet {
                 url,
                 ok: result.is_ok(),
                 events: 0,
+                bytes: 0,
                 error: result.err().map(|e| format!("cannot connect: {e}")),
             });
         }
@@ -134,7 +151,14 @@ impl RelaySet {
             timeout,
             connected,
             reports,
+            budget: RelayBudget::default(),
         })
+    }
+
+    /// What each relay may send in all (default [`RelayBudget::default`]).
+    pub fn with_budget(mut self, budget: RelayBudget) -> Self {
+        self.budget = budget;
+        self
     }
 
     /// Per-relay outcomes so far.
@@ -153,18 +177,28 @@ impl RelaySet {
             };
             let filter = filter.clone();
             let timeout = self.timeout;
+            let spent = self
+                .reports
+                .iter()
+                .find(|r| r.url == url)
+                .map_or((0, 0), |r| (r.events, r.bytes));
+            let budget = RelayBudget {
+                events: self.budget.events.saturating_sub(spent.0),
+                bytes: self.budget.bytes.saturating_sub(spent.1),
+            };
             tasks.spawn(async move {
-                let (events, error) = fetch_paged(&relay, filter, timeout).await;
-                (url, events, error)
+                let (events, bytes, error) = fetch_paged(&relay, filter, timeout, budget).await;
+                (url, events, bytes, error)
             });
         }
         let mut out = Vec::new();
         while let Some(joined) = tasks.join_next().await {
-            let Ok((url, events, error)) = joined else {
+            let Ok((url, events, bytes, error)) = joined else {
                 continue;
             };
             if let Some(report) = self.reports.iter_mut().find(|r| r.url == url) {
                 report.events += events.len();
+                report.bytes += bytes;
                 if let Some(e) = error {
                     // A relay that failed once is not waited on again in this session.
                     tracing::warn!(relay = %url, error = %e, "relay query failed; dropping it");
@@ -232,9 +266,11 @@ async fn fetch_paged(
     relay: &Relay,
     filter: Filter,
     timeout: Duration,
-) -> (Vec<Event>, Option<String>) {
+    mut budget: RelayBudget,
+) -> (Vec<Event>, usize, Option<String>) {
     let mut seen: HashSet<EventId> = HashSet::new();
     let mut events = Vec::new();
+    let mut bytes = 0usize;
     let mut until: Option<Timestamp> = None;
     for _ in 0..MAX_PAGES {
         let mut f = filter.clone().limit(PAGE_SIZE);
@@ -246,7 +282,7 @@ async fn fetch_paged(
             .await
         {
             Ok(s) => s,
-            Err(e) => return (events, Some(e.to_string())),
+            Err(e) => return (events, bytes, Some(e.to_string())),
         };
         let mut new = 0usize;
         let mut oldest: Option<Timestamp> = None;
@@ -257,6 +293,12 @@ async fn fetch_paged(
                     Ok(event) => {
                         oldest = Some(oldest.map_or(event.created_at, |o| o.min(event.created_at)));
                         if seen.insert(event.id) {
+                            let size = event.as_json().len();
+                            if let Err(over) = budget.spend(size) {
+                                error = Some(over);
+                                break;
+                            }
+                            bytes += size;
                             new += 1;
                             events.push(event);
                         }
@@ -278,10 +320,10 @@ async fn fetch_paged(
             });
         }
         let Some(oldest) = oldest else {
-            return (events, error);
+            return (events, bytes, error);
         };
         if error.is_some() || new == 0 {
-            return (events, error);
+            return (events, bytes, error);
         }
         until = Some(if until == Some(oldest) {
             tracing::warn!(relay = %relay.url(), second = %oldest, "relay returned a full page within one second; the rest of that second is skipped");
@@ -290,7 +332,44 @@ async fn fetch_paged(
             oldest
         });
     }
-    (events, None)
+    (events, bytes, None)
+}
+
+/// What one relay may send in one sync (one [`RelaySet`]), all filters together.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RelayBudget {
+    pub events: usize,
+    pub bytes: usize,
+}
+
+impl Default for RelayBudget {
+    fn default() -> Self {
+        Self {
+            events: MAX_EVENTS_PER_RELAY,
+            bytes: MAX_BYTES_PER_RELAY,
+        }
+    }
+}
+
+impl RelayBudget {
+    /// Takes one event of `size` bytes, or says which budget it would break.
+    fn spend(&mut self, size: usize) -> Result<(), String> {
+        if self.events == 0 {
+            return Err(
+                "sent more events in one sync than the budget per relay allows; the rest is ignored"
+                    .into(),
+            );
+        }
+        if size > self.bytes {
+            return Err(
+                "sent more event bytes in one sync than the budget per relay allows; the rest is ignored"
+                    .into(),
+            );
+        }
+        self.events -= 1;
+        self.bytes -= size;
+        Ok(())
+    }
 }
 
 /// What a node needs to look at the marketplace.

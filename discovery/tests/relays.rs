@@ -531,3 +531,65 @@ async fn a_silent_relay_times_out_and_is_reported() {
         .unwrap();
     assert!(good_report.ok, "{good_report:?}");
 }
+
+/// A relay that floods: more events than one sync's budget lets a relay send. The fetch
+/// keeps no more than the budget, reports the relay with the reason and drops it for the
+/// rest of the sync (its memory and time are bounded by the budget, not by the relay).
+#[tokio::test]
+async fn a_flooding_relay_is_cut_off_at_its_budget() {
+    let relay = start_relay().await;
+    let urls = urls_of(&[&relay]).await;
+    let dev = Keys::generate();
+    let mut events = Vec::new();
+    for i in 0..30u64 {
+        let c = content(
+            &format!("org.example.flood{i}"),
+            &format!("Flood {i}"),
+            "1.0.0",
+        );
+        events.extend(announcements(&dev, &c, None));
+    }
+    publish(&urls, &events).await;
+    let budget = archy_discovery::client::RelayBudget {
+        events: 10,
+        bytes: archy_discovery::client::MAX_BYTES_PER_RELAY,
+    };
+    let mut relays = RelaySet::connect(&urls, TIMEOUT)
+        .await
+        .unwrap()
+        .with_budget(budget);
+    let market = Filter::new().kind(archy_discovery::announcement::MARKET_KIND);
+    let got = relays.fetch(market.clone()).await;
+    assert_eq!(got.len(), 10, "no more than the budget is kept");
+    let report = &relays.reports()[0];
+    assert!(!report.ok, "the relay is reported");
+    assert!(
+        report
+            .error
+            .as_deref()
+            .is_some_and(|e| e.contains("budget")),
+        "{report:?}"
+    );
+    assert!(
+        relays.fetch(market).await.is_empty(),
+        "and not asked again in this sync"
+    );
+    // A byte budget cuts off the same way.
+    let budget = archy_discovery::client::RelayBudget {
+        events: 1_000,
+        bytes: 4_000,
+    };
+    let mut relays = RelaySet::connect(&urls, TIMEOUT)
+        .await
+        .unwrap()
+        .with_budget(budget);
+    let got = relays
+        .fetch(Filter::new().kind(archy_discovery::announcement::MARKET_KIND))
+        .await;
+    let bytes: usize = got.iter().map(|(e, _)| e.as_json().len()).sum();
+    assert!(bytes <= 4_000 && !got.is_empty(), "{bytes} bytes kept");
+    assert!(relays.reports()[0]
+        .error
+        .as_deref()
+        .is_some_and(|e| e.contains("budget")));
+}
