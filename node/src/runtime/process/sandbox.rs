@@ -82,8 +82,8 @@ pub fn main(role: Role, app_dir: &Path) -> ExitCode {
 const USERNS_PID: &str = "ARCHY_USERNS_PID";
 
 /// `process-helper userns`: makes a new user namespace, says `ready`, and keeps it alive
-/// until stdin closes. The supervisor writes the app's id maps for it, mounts the image
-/// idmapped through it, and the exec helper joins it; after that nothing needs it.
+/// until stdin closes. The supervisor writes the app's id maps for it; the exec helper
+/// mounts the image idmapped through it and joins it; after that nothing needs it.
 fn hold_userns() -> ExitCode {
     if let Err(e) = unshare(CloneFlags::CLONE_NEWUSER) {
         println!("error: cannot create a user namespace: {e}");
