@@ -765,6 +765,7 @@ async fn metrics(State(node): State<Arc<Node>>) -> Response {
         out.push_str(&format!("# HELP archy_catalog_version Highest accepted catalog version.\n# TYPE archy_catalog_version gauge\narchy_catalog_version {}\n", t.catalog_version));
     }
     drop(store);
+    out.push_str(&format!("# HELP archy_dht_refused_records_total DHT records and provider records refused for others (not Archy's, forged, or over a cap).\n# TYPE archy_dht_refused_records_total counter\narchy_dht_refused_records_total {}\n", node.swarm.dht_refused().await));
     if let Some(h) = node.catalog.lock().await.as_ref() {
         out.push_str(&format!("# HELP archy_catalog_expires_timestamp_seconds When the held catalog stops being usable (its timestamp's expiry), Unix seconds.\n# TYPE archy_catalog_expires_timestamp_seconds gauge\narchy_catalog_expires_timestamp_seconds {}\n", h.expires.timestamp()));
     }

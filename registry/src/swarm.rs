@@ -144,6 +144,15 @@ impl Swarm {
         }
     }
 
+    /// DHT records and provider records this node refused to store for others (0
+    /// without a DHT).
+    pub async fn dht_refused(&self) -> u64 {
+        match &self.dht {
+            Some(dht) => dht.stats().await.map(|s| s.refused).unwrap_or(0),
+            None => 0,
+        }
+    }
+
     /// A lookup's answer as iroh addresses, without this node (a failed lookup is
     /// logged and finds nobody).
     fn others(

@@ -28,6 +28,7 @@
 //! # Ok(()) }
 //! ```
 
+mod inbound;
 mod record;
 
 use std::{
@@ -38,6 +39,7 @@ use std::{
 
 use archy_catalog::ContentHash;
 use futures_util::StreamExt;
+pub use inbound::InboundLimits;
 pub use libp2p::Multiaddr;
 use libp2p::{
     identify, identity,
@@ -86,6 +88,8 @@ pub struct DhtConfig {
     pub query_timeout: Duration,
     /// How often provider and address records are republished.
     pub republish: Duration,
+    /// What other peers may make this node store.
+    pub inbound: InboundLimits,
 }
 
 impl DhtConfig {
@@ -97,6 +101,7 @@ impl DhtConfig {
             iroh_addrs: Vec::new(),
             query_timeout: Duration::from_secs(5),
             republish: Duration::from_secs(60),
+            inbound: InboundLimits::default(),
         }
     }
 }
@@ -121,6 +126,16 @@ enum Command {
     Address(PeerId, oneshot::Sender<Option<AddressRecord>>),
     AddPeer(Multiaddr),
     RoutingPeers(oneshot::Sender<usize>),
+    Stats(oneshot::Sender<DhtStats>),
+}
+
+/// What this node holds for others, and what it refused.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DhtStats {
+    /// Value records in the store (address records, this node's own included).
+    pub records: usize,
+    /// Records and provider records refused by the inbound policy.
+    pub refused: u64,
 }
 
 enum Pending {
@@ -222,9 +237,20 @@ impl Dht {
                     .set_provider_record_ttl(Some(cfg.republish * 3))
                     .set_publication_interval(Some(cfg.republish))
                     .set_record_ttl(Some(cfg.republish * 3))
-                    .set_periodic_bootstrap_interval(Some(Duration::from_secs(30)));
+                    .set_periodic_bootstrap_interval(Some(Duration::from_secs(30)))
+                    // Nothing a peer sends is stored before `InboundPolicy` accepts it.
+                    .set_record_filtering(kad::StoreInserts::FilterBoth);
                 let id = key.public().to_peer_id();
-                let mut kad = kad::Behaviour::with_config(id, MemoryStore::new(id), kcfg);
+                let store = MemoryStore::with_config(
+                    id,
+                    kad::store::MemoryStoreConfig {
+                        max_records: 10_000,
+                        max_value_bytes: record::MAX_RECORD_BYTES,
+                        max_providers_per_key: 64,
+                        max_provided_keys: 65_536,
+                    },
+                );
+                let mut kad = kad::Behaviour::with_config(id, store, kcfg);
                 // Loopback and private-network peers would otherwise stay clients.
                 kad.set_mode(Some(Mode::Server));
                 let identify = identify::Behaviour::new(identify::Config::new(
@@ -339,6 +365,16 @@ impl Dht {
     }
 
     /// How many peers this node's routing table holds.
+    /// What this node stores for others, and how many records it refused.
+    pub async fn stats(&self) -> Result<DhtStats, DhtError> {
+        let (tx, rx) = oneshot::channel();
+        self.commands
+            .send(Command::Stats(tx))
+            .await
+            .map_err(|_| DhtError::Stopped)?;
+        rx.await.map_err(|_| DhtError::Stopped)
+    }
+
     pub async fn routing_peers(&self) -> Result<usize, DhtError> {
         let (tx, rx) = oneshot::channel();
         self.commands
@@ -408,17 +444,30 @@ async fn run(
     me: PeerId,
 ) {
     let mut pending: HashMap<QueryId, Pending> = HashMap::new();
+    let mut inbound = inbound::InboundPolicy::new(cfg.inbound);
+    let mut seen_ips: HashMap<PeerId, HashSet<std::net::IpAddr>> = HashMap::new();
     let mut republish = tokio::time::interval(cfg.republish);
     republish.tick().await;
+    let mut ticks = 0u32;
     loop {
         tokio::select! {
             cmd = commands.recv() => {
                 let Some(cmd) = cmd else { return };
+                if let Command::Stats(reply) = cmd {
+                    let records = kad::store::RecordStore::records(swarm.behaviour_mut().kad.store_mut()).count();
+                    let _ = reply.send(DhtStats { records, refused: inbound.refused });
+                    continue;
+                }
                 handle_command(&mut swarm, &mut pending, cmd);
             }
-            event = swarm.select_next_some() => handle_event(&mut swarm, &mut pending, event),
+            event = swarm.select_next_some() => handle_event(&mut swarm, &mut pending, &mut inbound, &mut seen_ips, event),
             _ = republish.tick() => {
                 publish_address(&mut swarm, &me, &AddressRecord::sign(&cfg.secret, &cfg.iroh_addrs, now_secs()));
+                // Provider records live three republish intervals.
+                ticks += 1;
+                if ticks % 3 == 0 {
+                    inbound.new_lifetime();
+                }
             }
         }
     }
@@ -473,22 +522,101 @@ fn handle_command(
             let n = kad.kbuckets().map(|b| b.num_entries()).sum();
             let _ = reply.send(n);
         }
+        Command::Stats(_) => {} // answered by the run loop, which holds the policy
     }
 }
+
+/// Whether a peer seen connecting from `seen` may be listening on `claimed`: the same
+/// IP, or both loopback, or both private (a host with several local addresses connects
+/// from one and listens on another); never a public IP it was not seen from.
+fn plausible(seen: std::net::IpAddr, claimed: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    let private = |ip: IpAddr| match ip {
+        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+    };
+    seen == claimed
+        || (seen.is_loopback() && claimed.is_loopback())
+        || (private(seen) && private(claimed))
+}
+
+/// Most addresses taken from what one peer says about itself.
+const MAX_SELF_REPORTED_ADDRS: usize = 8;
 
 fn handle_event(
     swarm: &mut Swarm<Behaviour>,
     pending: &mut HashMap<QueryId, Pending>,
+    inbound: &mut inbound::InboundPolicy,
+    seen_ips: &mut HashMap<PeerId, HashSet<std::net::IpAddr>>,
     event: SwarmEvent<BehaviourEvent>,
 ) {
     match event {
+        SwarmEvent::ConnectionEstablished {
+            peer_id, endpoint, ..
+        } => {
+            if let Some(ip) = socket_of(endpoint.get_remote_address()).map(|a| a.ip()) {
+                seen_ips.entry(peer_id).or_default().insert(ip);
+            }
+        }
         SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
             peer_id,
             info,
             ..
         })) => {
-            for addr in info.listen_addrs {
+            // What a peer says about itself is taken only where it matches how it was
+            // seen connecting (see `plausible`), TCP only, and a few at most: it cannot
+            // point others at a public address that is not its own.
+            let seen = seen_ips.get(&peer_id);
+            let own = info
+                .listen_addrs
+                .into_iter()
+                .filter(|a| {
+                    socket_of(a).is_some_and(|s| {
+                        seen.is_some_and(|ips| ips.iter().any(|ip| plausible(*ip, s.ip())))
+                    })
+                })
+                .take(MAX_SELF_REPORTED_ADDRS);
+            for addr in own {
                 swarm.behaviour_mut().kad.add_address(&peer_id, addr);
+            }
+        }
+        SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::InboundRequest { request })) => {
+            use kad::store::RecordStore;
+            match request {
+                kad::InboundRequest::PutRecord {
+                    source,
+                    record: Some(record),
+                    ..
+                } => {
+                    let stored = inbound.record(&record).and_then(|()| {
+                        swarm
+                            .behaviour_mut()
+                            .kad
+                            .store_mut()
+                            .put(record)
+                            .map_err(|e| e.to_string())
+                    });
+                    if let Err(why) = stored {
+                        inbound.refuse(source, &why);
+                    }
+                }
+                kad::InboundRequest::AddProvider {
+                    record: Some(record),
+                } => {
+                    let source = record.provider;
+                    let stored = inbound.provider(&record).and_then(|()| {
+                        swarm
+                            .behaviour_mut()
+                            .kad
+                            .store_mut()
+                            .add_provider(record)
+                            .map_err(|e| e.to_string())
+                    });
+                    if let Err(why) = stored {
+                        inbound.refuse(source, &why);
+                    }
+                }
+                _ => {}
             }
         }
         SwarmEvent::Behaviour(BehaviourEvent::Kad(kad::Event::OutboundQueryProgressed {
@@ -534,5 +662,24 @@ fn handle_event(
             _ => {}
         },
         _ => {}
+    }
+}
+
+#[cfg(test)]
+mod plausible_tests {
+    use super::plausible;
+
+    #[test]
+    fn self_reported_addresses_must_match_how_the_peer_was_seen() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        assert!(plausible(ip("127.0.0.1"), ip("127.0.0.3")));
+        assert!(plausible(ip("192.168.1.5"), ip("10.0.0.7")));
+        assert!(plausible(ip("203.0.113.9"), ip("203.0.113.9")));
+        assert!(
+            !plausible(ip("203.0.113.9"), ip("198.51.100.1")),
+            "another public IP"
+        );
+        assert!(!plausible(ip("127.0.0.1"), ip("198.51.100.1")));
+        assert!(!plausible(ip("192.168.1.5"), ip("127.0.0.1")));
     }
 }

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 
 const CONTEXT: &str = "archy-iroh-addr-v1";
 /// Largest address record accepted.
-const MAX_RECORD_BYTES: usize = 4096;
+pub(crate) const MAX_RECORD_BYTES: usize = 4096;
 
 /// Why an address record was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
