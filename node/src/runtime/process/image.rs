@@ -646,9 +646,16 @@ mod tests {
     fn a_whiteout_of_the_directory_being_filled_is_followed() {
         let d = tempfile::tempdir().expect("tempdir");
         let root = d.path();
-        extract_into(root, &layer(&[E::Dir("a/"), E::Dir("a/b/"), E::File("a/b/1", "1")]))
-            .expect("lower");
-        let upper = layer(&[E::File("a/b/2", "2"), E::File("a/.wh.b", ""), E::File("a/b/3", "3")]);
+        extract_into(
+            root,
+            &layer(&[E::Dir("a/"), E::Dir("a/b/"), E::File("a/b/1", "1")]),
+        )
+        .expect("lower");
+        let upper = layer(&[
+            E::File("a/b/2", "2"),
+            E::File("a/.wh.b", ""),
+            E::File("a/b/3", "3"),
+        ]);
         extract_into(root, &upper).expect("upper");
         assert!(!root.join("a/b/1").exists() && !root.join("a/b/2").exists());
         assert_eq!(fs::read_to_string(root.join("a/b/3")).expect("3"), "3");
