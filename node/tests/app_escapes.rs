@@ -31,6 +31,8 @@ fn script(canary: &Path, test_pid: u32) -> String {
         "mknod /tmp/disk b 8 0 2>/dev/null && echo mknod=MADE >> $r || echo mknod=refused >> $r",
         // 'h' only prints the sysrq help to the kernel log, should the write get through.
         "(echo h > /proc/sysrq-trigger) 2>/dev/null && echo sysrq=WROTE >> $r || echo sysrq=refused >> $r",
+        // A kernel without sysrq-trigger still has /proc/sys, read-only for the app.
+        "(echo archy > /proc/sys/kernel/domainname) 2>/dev/null && echo proc_sys=WROTE >> $r || echo proc_sys=refused >> $r",
         &format!("cat {canary} >/dev/null 2>&1 && echo host_file=READ >> $r || echo host_file=refused >> $r"),
         &format!("mkdir -p /jail; chroot /jail /bin/busybox sh -c 'cd ../../../../..; cat {canary}' >/dev/null 2>&1 && echo chroot_escape=READ >> $r || echo chroot_escape=refused >> $r"),
         &format!("test -e /proc/{test_pid} && echo host_process=VISIBLE >> $r || echo host_process=hidden >> $r"),
@@ -150,6 +152,7 @@ fn assert_confined(runtime: &str, r: &BTreeMap<String, String>) {
         ("mount", "refused"),
         ("mknod", "refused"),
         ("sysrq", "refused"),
+        ("proc_sys", "refused"),
         ("host_file", "refused"),
         ("chroot_escape", "refused"),
         ("host_process", "hidden"),

@@ -53,13 +53,20 @@ impl SignedHead {
     /// catalog's expiry. Read from the head's own bytes, so call it on a verified head
     /// with the catalog [`verify_head`] returned; `None` if the timestamp does not parse.
     pub fn expires(&self, catalog: &Catalog) -> Option<chrono::DateTime<chrono::Utc>> {
-        let ts: archy_catalog::documents::Timestamp =
-            archy_catalog::documents::EnvelopeRef::parse(&self.timestamp)
-                .ok()?
-                .body()
-                .ok()?;
-        Some(ts.expires.min(catalog.expires))
+        Some(
+            timestamp_body(&self.timestamp)?
+                .expires
+                .min(catalog.expires),
+        )
     }
+}
+
+/// The body of a signed timestamp's bytes, without checking its signatures.
+fn timestamp_body(bytes: &[u8]) -> Option<archy_catalog::documents::Timestamp> {
+    archy_catalog::documents::EnvelopeRef::parse(bytes)
+        .ok()?
+        .body()
+        .ok()
 }
 
 /// Why a head could not be had.
@@ -322,7 +329,8 @@ async fn read_frames(
         match kind {
             b'R' => head.roots.push((document_version(&doc), doc)),
             b'T' => {
-                pinned = pinned_catalog_size(&doc);
+                // Unverified here; verification checks the catalog against it later.
+                pinned = timestamp_body(&doc).map(|t| t.catalog.size);
                 head.timestamp = doc;
                 got_t = true;
             }
@@ -354,16 +362,6 @@ fn frame_limit(
         (b'C', false) => Err("catalog frame before the timestamp".into()),
         (other, _) => Err(format!("unknown frame kind {other:#x}")),
     }
-}
-
-/// The catalog size an (unverified) timestamp pins; verification checks it later.
-fn pinned_catalog_size(timestamp: &[u8]) -> Option<u64> {
-    let ts: archy_catalog::documents::Timestamp =
-        archy_catalog::documents::EnvelopeRef::parse(timestamp)
-            .ok()?
-            .body()
-            .ok()?;
-    Some(ts.catalog.size)
 }
 
 /// Verifies `head` against `trusted` (roots walked one version at a time, then the

@@ -133,10 +133,15 @@ pub fn shift_owners(dir: &Path, start: u32) -> Result<u64, RuntimeError> {
     Ok(changed)
 }
 
-/// Whether `dir` itself is owned by the block at `start` (a tree already shifted).
-pub fn owned_by_block(dir: &Path, start: u32) -> bool {
+/// Gives a tree the app owns (its writable layer, a volume) to its block: shifted once,
+/// the first time (a tree whose top is owned by the block was shifted before; what the
+/// app makes in it afterwards is the block's already). Returns how many entries changed.
+pub fn give_to_block(dir: &Path, start: u32) -> Result<u64, RuntimeError> {
     use std::os::unix::fs::MetadataExt;
-    fs::symlink_metadata(dir).is_ok_and(|m| m.uid() == start && m.gid() == start)
+    match fs::symlink_metadata(dir).is_ok_and(|m| m.uid() == start && m.gid() == start) {
+        true => Ok(0),
+        false => shift_owners(dir, start),
+    }
 }
 
 fn shift_one(

@@ -364,9 +364,7 @@ impl Runtime for Podman {
         for v in &spec.manifest.container.volumes {
             let dir = spec.data_dir.join("volumes").join(&v.name);
             let (_, path) = super::open_volume(&dir, v.source.as_deref())?;
-            if !super::ids::owned_by_block(&dir, id_start) {
-                super::ids::shift_owners(&dir, id_start)?;
-            }
+            super::ids::give_to_block(&dir, id_start)?;
             volumes.push(path);
         }
         let secrets = spec.data_dir.join("secrets");

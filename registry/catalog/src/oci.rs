@@ -103,8 +103,12 @@ fn fmt_err(s: impl Into<String>) -> OciError {
     OciError::Format(s.into())
 }
 
-/// Small entries are kept in memory while scanning; layers are skipped.
+/// Largest single metadata document (index, manifest, config) kept while scanning.
 const MAX_METADATA_ENTRY: u64 = 4 << 20;
+/// Most metadata bytes kept from one archive, all documents together.
+pub const MAX_METADATA_TOTAL: u64 = 16 << 20;
+/// Most entries one archive may have (its layers are single entries).
+pub const MAX_ARCHIVE_ENTRIES: u64 = 100_000;
 
 /// Reads the format, config digest, runtime config and layer list of an archive file.
 pub fn inspect(path: &Path) -> Result<ImageInfo, OciError> {
@@ -115,14 +119,23 @@ pub fn inspect(path: &Path) -> Result<ImageInfo, OciError> {
     inspect_reader(std::io::BufReader::new(f))
 }
 
-/// Like [`inspect`], from any reader of the archive bytes.
+/// Like [`inspect`], from any reader of the archive bytes. Only JSON documents (an entry
+/// whose first byte is `{` or `[`) are kept, each up to 4 MiB and [`MAX_METADATA_TOTAL`] in all;
+/// layers (tar or gzip) are skipped without being held, and an archive of more than
+/// [`MAX_ARCHIVE_ENTRIES`] entries is refused.
 pub fn inspect_reader(r: impl Read) -> Result<ImageInfo, OciError> {
     let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    let mut kept = 0u64;
     let mut ar = tar::Archive::new(r);
     let entries = ar
         .entries()
         .map_err(|e| fmt_err(format!("not a tar archive: {e}")))?;
-    for entry in entries {
+    for (n, entry) in entries.enumerate() {
+        if n as u64 >= MAX_ARCHIVE_ENTRIES {
+            return Err(fmt_err(format!(
+                "more than {MAX_ARCHIVE_ENTRIES} entries in the archive"
+            )));
+        }
         let mut entry = entry.map_err(|e| fmt_err(format!("corrupt tar: {e}")))?;
         let Ok(path) = entry
             .path()
@@ -130,13 +143,25 @@ pub fn inspect_reader(r: impl Read) -> Result<ImageInfo, OciError> {
         else {
             continue;
         };
-        if entry.header().entry_type().is_file() && entry.size() <= MAX_METADATA_ENTRY {
-            let mut buf = Vec::with_capacity(entry.size() as usize);
-            entry
-                .read_to_end(&mut buf)
-                .map_err(|e| fmt_err(format!("corrupt tar entry {path}: {e}")))?;
-            small.insert(path, buf);
+        if !entry.header().entry_type().is_file() || entry.size() > MAX_METADATA_ENTRY {
+            continue;
         }
+        let mut first = [0u8; 1];
+        let corrupt = |e: std::io::Error| fmt_err(format!("corrupt tar entry {path}: {e}"));
+        // JSON documents only: docker-archive's manifest.json is an array.
+        if entry.read(&mut first).map_err(corrupt)? == 0 || !matches!(first[0], b'{' | b'[') {
+            continue;
+        }
+        kept += entry.size();
+        if kept > MAX_METADATA_TOTAL {
+            return Err(fmt_err(format!(
+                "more than {MAX_METADATA_TOTAL} bytes of JSON documents in the archive"
+            )));
+        }
+        let mut buf = Vec::with_capacity(entry.size() as usize);
+        buf.push(first[0]);
+        entry.read_to_end(&mut buf).map_err(corrupt)?;
+        small.insert(path, buf);
     }
     if small.contains_key("index.json") {
         inspect_oci(&small)
@@ -685,6 +710,22 @@ mod tests {
         assert_eq!(info.config_digest, a.config_digest);
         assert_eq!(info.config.cmd, Some(vec!["/bin/hello".to_string()]));
         assert_eq!(info.layers.len(), 1);
+    }
+
+    #[test]
+    fn an_archive_of_many_json_documents_is_refused_at_the_metadata_budget() {
+        let mut b = tar::Builder::new(Vec::new());
+        let doc = format!("{{\"pad\": \"{}\"}}", "x".repeat(1 << 20));
+        for i in 0..(MAX_METADATA_TOTAL >> 20) + 2 {
+            let mut h = tar::Header::new_ustar();
+            h.set_size(doc.len() as u64);
+            h.set_mode(0o644);
+            b.append_data(&mut h, format!("blobs/sha256/{i}"), doc.as_bytes())
+                .unwrap();
+        }
+        let bytes = b.into_inner().unwrap();
+        let e = inspect_reader(&bytes[..]).unwrap_err().to_string();
+        assert!(e.contains("bytes of JSON documents"), "{e}");
     }
 
     #[test]

@@ -372,14 +372,8 @@ fn prepare_root(spec: &AppSpec, app_dir: &Path, userns: &fs::File) -> Result<(),
     }
     // What the app writes is owned by its block of host ids (root in the app is
     // `id_start` on the host), and so are its volumes and secrets.
-    let shift = |dir: &Path| -> Result<(), ProcessError> {
-        crate::runtime::ids::shift_owners(dir, spec.id_start)
-            .map(|_| ())
-            .map_err(|e| ProcessError::Invalid(format!("{}: {e}", dir.display())))
-    };
-    if !crate::runtime::ids::owned_by_block(&upper, spec.id_start) {
-        shift(&upper)?;
-    }
+    let owned = |e: crate::runtime::RuntimeError| ProcessError::Invalid(e.to_string());
+    crate::runtime::ids::give_to_block(&upper, spec.id_start).map_err(owned)?;
     // The image, shared by every app that uses it, is shown to this app's namespace
     // through an idmapped mount (nosuid, nodev): its root-owned files are the app's root's.
     archy_confine::idmap::idmapped_mount(&spec.rootfs, &lower, std::os::fd::AsFd::as_fd(userns))
@@ -454,8 +448,9 @@ fn prepare_root(spec: &AppSpec, app_dir: &Path, userns: &fs::File) -> Result<(),
         std::os::unix::fs::lchown(&hosts, Some(spec.id_start), Some(spec.id_start))
             .map_err(io_at(&hosts))?;
     }
+    // Always: a secret generated since the last start is root's.
     if let Some(dir) = spec.secrets_dir.as_deref().filter(|d| d.is_dir()) {
-        shift(dir)?;
+        crate::runtime::ids::shift_owners(dir, spec.id_start).map_err(owned)?;
     }
 
     for m in &spec.mounts {
@@ -463,9 +458,7 @@ fn prepare_root(spec: &AppSpec, app_dir: &Path, userns: &fs::File) -> Result<(),
         // from the opened handle, so what is mounted is what was checked.
         let (handle, found) = crate::runtime::open_volume(&m.host, m.source.as_deref())
             .map_err(|e| ProcessError::Invalid(e.to_string()))?;
-        if !crate::runtime::ids::owned_by_block(&m.host, spec.id_start) {
-            shift(&m.host)?;
-        }
+        crate::runtime::ids::give_to_block(&m.host, spec.id_start).map_err(owned)?;
         let is_dir = rustix::fs::fstat(&handle)
             .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir())
             .map_err(|e| io_at(&found)(e.into()))?;
