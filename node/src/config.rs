@@ -27,9 +27,10 @@ use std::{
     path::{Path, PathBuf},
 };
 
+use archy_registry::{Multiaddr, PeerAddr};
 use serde::{Deserialize, Serialize};
 
-use crate::runtime::process::UnpackLimits;
+use crate::runtime::{process::UnpackLimits, RuntimeKind};
 
 /// Default local API address.
 pub const DEFAULT_API: &str = "127.0.0.1:7420";
@@ -41,8 +42,8 @@ pub struct NodeConfig {
     pub name: String,
     #[serde(default = "default_api")]
     pub api: SocketAddr,
-    #[serde(default = "default_runtime")]
-    pub runtime: String,
+    #[serde(default)]
+    pub runtime: RuntimeKind,
     #[serde(default = "default_publish_ip")]
     pub publish_ip: IpAddr,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -50,11 +51,15 @@ pub struct NodeConfig {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub root: Option<PathBuf>,
     /// The origin's swarm address, `<endpoint id>@<ip:port>`.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub origin: Option<String>,
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "text::option"
+    )]
+    pub origin: Option<PeerAddr>,
     /// Other nodes to fetch from, same syntax.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub peers: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty", with = "text::list")]
+    pub peers: Vec<PeerAddr>,
     /// UDP address of this node's swarm endpoint.
     #[serde(default = "default_swarm_listen")]
     pub swarm_listen: SocketAddr,
@@ -63,7 +68,7 @@ pub struct NodeConfig {
     pub dht_listen: Option<SocketAddr>,
     /// `/ip4/IP/tcp/PORT/p2p/PEER_ID` of DHT nodes to join through.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub bootstrap: Vec<String>,
+    pub bootstrap: Vec<Multiaddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -100,9 +105,6 @@ fn default_api() -> SocketAddr {
 fn default_swarm_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 0))
 }
-fn default_runtime() -> String {
-    "podman".into()
-}
 fn default_publish_ip() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
 }
@@ -112,7 +114,7 @@ impl Default for NodeConfig {
         Self {
             name: default_name(),
             api: default_api(),
-            runtime: default_runtime(),
+            runtime: RuntimeKind::default(),
             publish_ip: default_publish_ip(),
             origin_dir: None,
             root: None,
@@ -137,8 +139,22 @@ pub enum ConfigError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The file does not parse (the message names the key and the line).
     #[error("{path}: {message}")]
     Invalid { path: PathBuf, message: String },
+    #[error("{path}: {source}")]
+    Rule { path: PathBuf, source: ConfigRule },
+}
+
+/// A configuration that parses but breaks a rule.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ConfigRule {
+    #[error("api = {0}: the local API only listens on loopback addresses")]
+    ApiNotLoopback(SocketAddr),
+    #[error("name = {0:?}: letters, digits, '-' and '_' only")]
+    BadName(String),
+    #[error("bootstrap is set but dht_listen is not: set dht_listen (e.g. \"127.0.0.1:0\") to join the DHT")]
+    BootstrapWithoutDht,
 }
 
 impl NodeConfig {
@@ -154,7 +170,7 @@ impl NodeConfig {
             Err(source) => return Err(ConfigError::Io { path, source }),
         };
         cfg.check()
-            .map_err(|message| ConfigError::Invalid { path, message })?;
+            .map_err(|source| ConfigError::Rule { path, source })?;
         Ok(cfg)
     }
 
@@ -169,13 +185,12 @@ impl NodeConfig {
             .map_err(|source| ConfigError::Io { path, source })
     }
 
-    /// The API must stay on loopback; names must be usable in container names.
-    pub fn check(&self) -> Result<(), String> {
+    /// The API must stay on loopback; names must be usable in container names; a DHT
+    /// bootstrap needs a DHT to join. (Addresses and the runtime are checked by their
+    /// types when the file is parsed.)
+    pub fn check(&self) -> Result<(), ConfigRule> {
         if !self.api.ip().is_loopback() {
-            return Err(format!(
-                "api = {}: the local API only listens on loopback addresses",
-                self.api
-            ));
+            return Err(ConfigRule::ApiNotLoopback(self.api));
         }
         if self.name.is_empty()
             || !self
@@ -183,30 +198,73 @@ impl NodeConfig {
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
-            return Err(format!(
-                "name = {:?}: letters, digits, '-' and '_' only",
-                self.name
-            ));
-        }
-        for p in self.origin.iter().chain(&self.peers) {
-            p.parse::<archy_registry::PeerAddr>()
-                .map_err(|e| e.to_string())?;
-        }
-        for b in &self.bootstrap {
-            b.parse::<archy_registry::Multiaddr>()
-                .map_err(|e| format!("bootstrap = {b:?}: {e}"))?;
+            return Err(ConfigRule::BadName(self.name.clone()));
         }
         if !self.bootstrap.is_empty() && self.dht_listen.is_none() {
-            return Err("bootstrap is set but dht_listen is not: set dht_listen (e.g. \"127.0.0.1:0\") to join the DHT".into());
-        }
-        if !crate::runtime::RUNTIMES.contains(&self.runtime.as_str()) {
-            return Err(format!(
-                "runtime = {:?}: one of {}",
-                self.runtime,
-                crate::runtime::RUNTIMES.join(", ")
-            ));
+            return Err(ConfigRule::BootstrapWithoutDht);
         }
         Ok(())
+    }
+}
+
+/// Serde for fields kept in config.toml as text: any type with `FromStr` and `Display`
+/// (such as [`PeerAddr`]), so a bad value is refused when the file is parsed, with the
+/// type's own error.
+mod text {
+    use std::{fmt::Display, str::FromStr};
+
+    use serde::{de::Error, Deserialize, Deserializer, Serializer};
+
+    fn parse<T: FromStr, E: Error>(s: &str) -> Result<T, E>
+    where
+        T::Err: Display,
+    {
+        s.parse().map_err(|e| E::custom(format!("{s:?}: {e}")))
+    }
+
+    pub mod option {
+        use super::*;
+
+        pub fn serialize<T: Display, S: Serializer>(
+            v: &Option<T>,
+            s: S,
+        ) -> Result<S::Ok, S::Error> {
+            match v {
+                Some(v) => s.collect_str(v),
+                None => s.serialize_none(),
+            }
+        }
+
+        pub fn deserialize<'de, T, D>(d: D) -> Result<Option<T>, D::Error>
+        where
+            T: FromStr,
+            T::Err: Display,
+            D: Deserializer<'de>,
+        {
+            Option::<String>::deserialize(d)?
+                .map(|s| parse(&s))
+                .transpose()
+        }
+    }
+
+    pub mod list {
+        use super::*;
+
+        pub fn serialize<T: Display, S: Serializer>(v: &[T], s: S) -> Result<S::Ok, S::Error> {
+            s.collect_seq(v.iter().map(|v| v.to_string()))
+        }
+
+        pub fn deserialize<'de, T, D>(d: D) -> Result<Vec<T>, D::Error>
+        where
+            T: FromStr,
+            T::Err: Display,
+            D: Deserializer<'de>,
+        {
+            Vec::<String>::deserialize(d)?
+                .iter()
+                .map(|s| parse(s))
+                .collect()
+        }
     }
 }
 
@@ -229,7 +287,10 @@ mod tests {
         let e = NodeConfig::load(d.path()).unwrap_err().to_string();
         assert!(e.contains("config.toml") && e.contains("loopback"), "{e}");
         std::fs::write(d.path().join("config.toml"), "runtime = \"process\"\n").unwrap();
-        assert_eq!(NodeConfig::load(d.path()).unwrap().runtime, "process");
+        assert_eq!(
+            NodeConfig::load(d.path()).unwrap().runtime,
+            RuntimeKind::Process
+        );
         std::fs::write(
             d.path().join("config.toml"),
             "[unpack]\nmax_entries = 1000\n",
@@ -249,10 +310,32 @@ mod tests {
         assert!(e.contains("max_entrys"), "{e}");
         std::fs::write(d.path().join("config.toml"), "runtime = \"docker\"\n").unwrap();
         let e = NodeConfig::load(d.path()).unwrap_err().to_string();
-        assert!(e.contains("podman, process"), "{e}");
+        assert!(e.contains("podman") && e.contains("process"), "{e}");
         std::fs::write(d.path().join("config.toml"), "bootstrap = [\"nope\"]\n").unwrap();
         let e = NodeConfig::load(d.path()).unwrap_err().to_string();
-        assert!(e.contains("bootstrap = \"nope\""), "{e}");
+        assert!(e.contains("bootstrap") && e.contains("nope"), "{e}");
+        std::fs::write(
+            d.path().join("config.toml"),
+            "peers = [\"nope@1.2.3.4:5\"]\n",
+        )
+        .unwrap();
+        let e = NodeConfig::load(d.path()).unwrap_err().to_string();
+        assert!(e.contains("peers") && e.contains("nope@1.2.3.4:5"), "{e}");
+        let c = NodeConfig {
+            origin: Some(
+                format!(
+                    "{}@127.0.0.1:4433",
+                    "7a19ddf08533f66004148316cfd540004a614c3435d7d7f8b9310798cc6a4912"
+                )
+                .parse()
+                .unwrap(),
+            ),
+            bootstrap: vec!["/ip4/127.0.0.1/tcp/4500".parse().unwrap()],
+            dht_listen: Some("127.0.0.1:0".parse().unwrap()),
+            ..NodeConfig::default()
+        };
+        c.save(d.path()).unwrap();
+        assert_eq!(NodeConfig::load(d.path()).unwrap(), c);
         std::fs::write(
             d.path().join("config.toml"),
             "bootstrap = [\"/ip4/127.0.0.1/tcp/1\"]\n",

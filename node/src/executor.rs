@@ -40,6 +40,26 @@ pub enum Stage {
     Failed,
 }
 
+impl Stage {
+    /// The stage's name, as it appears in events and output.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Stage::Plan => "plan",
+            Stage::Fetch => "fetch",
+            Stage::Verify => "verify",
+            Stage::Load => "load",
+            Stage::Stop => "stop",
+            Stage::Remove => "remove",
+            Stage::Create => "create",
+            Stage::Start => "start",
+            Stage::Healthy => "healthy",
+            Stage::Rollback => "rollback",
+            Stage::Done => "done",
+            Stage::Failed => "failed",
+        }
+    }
+}
+
 /// One progress report. `bytes_*` are set during fetch.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ProgressEvent {
@@ -71,8 +91,6 @@ pub enum ExecError {
     Secrets(std::io::Error),
     #[error("not healthy within {seconds} s: {reason}")]
     Unhealthy { seconds: u64, reason: String },
-    #[error("waiting for dependencies")]
-    DependenciesNotReady,
 }
 
 impl ExecError {
@@ -86,7 +104,6 @@ impl ExecError {
                 | ExecError::Load(_)
                 | ExecError::Fetch(_)
                 | ExecError::Verify { .. }
-                | ExecError::DependenciesNotReady
         )
     }
 }
@@ -255,7 +272,6 @@ fn run(
     let mut archive: Option<PathBuf> = None;
     for &action in &actions {
         match (action, target) {
-            (Action::WaitForDependencies, _) => return Err(ExecError::DependenciesNotReady),
             (Action::FetchImage, Some(t)) | (Action::LoadImage, Some(t)) if archive.is_none() => {
                 let total = t.spec.image.size;
                 r.stage(
@@ -427,7 +443,6 @@ mod tests {
             ExecError::Inspect(rt()),
             ExecError::Load(rt()),
             ExecError::Fetch("no providers".into()),
-            ExecError::DependenciesNotReady,
         ] {
             assert!(!untouched.touched_the_app(), "{untouched}");
         }

@@ -9,6 +9,7 @@ pub mod config;
 pub mod daemon;
 pub mod executor;
 pub mod planner;
+pub mod policy;
 pub mod runtime;
 pub mod secrets;
 pub mod state;

@@ -1,12 +1,11 @@
-//! The reconciler's decisions, as pure functions.
+//! The reconciler's runtime decisions, as pure functions.
 //!
 //! `plan(desired, observed)` says what to do to make one app's runtime state match what
 //! the operator asked for; the executor performs the actions. Keeping the decision free of
 //! I/O means every situation the anchors got wrong (ghosts after uninstall, zombies
 //! reported "Up", drift that recreates forever) is a table row in the tests below, and a
 //! convergence test checks that applying a plan and planning again yields nothing.
-
-use std::time::Duration;
+//! Which release to plan for, and what a failure leads to, is [`crate::policy`].
 
 use archy_catalog::ContentHash;
 
@@ -20,8 +19,6 @@ pub struct DesiredApp {
     pub image: ContentHash,
     /// Started (true) or installed but stopped (false).
     pub running: bool,
-    /// Every dependency is installed and healthy.
-    pub dependencies_ready: bool,
 }
 
 /// Whether the process behind a container is alive, as far as can be told.
@@ -70,7 +67,6 @@ pub struct Observed {
 /// One step of a plan, in execution order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Action {
-    WaitForDependencies,
     FetchImage,
     LoadImage,
     /// Take over an existing container with our labels and the right manifest hash.
@@ -97,9 +93,6 @@ pub fn plan(desired: Option<&DesiredApp>, observed: &Observed) -> Vec<Action> {
             None => vec![],
         };
     };
-    if !d.dependencies_ready {
-        return vec![WaitForDependencies];
-    }
     let mut actions = Vec::new();
     let drifted = observed
         .container
@@ -170,7 +163,6 @@ pub fn apply(desired: Option<&DesiredApp>, observed: &Observed, action: Action) 
         healthy: None,
     };
     match (action, desired) {
-        (Action::WaitForDependencies, _) => {}
         (Action::FetchImage, _) => o.image_fetched = true,
         (Action::LoadImage, _) => o.image_loaded = true,
         (Action::Adopt, _) => o.recorded = true,
@@ -199,54 +191,6 @@ pub fn apply(desired: Option<&DesiredApp>, observed: &Observed, action: Action) 
     o
 }
 
-/// Delay before retrying an app after `failures` consecutive failures: 10 s doubling to
-/// 5 min. Zero failures, no delay.
-pub fn backoff(failures: u32) -> Duration {
-    if failures == 0 {
-        return Duration::ZERO;
-    }
-    let secs = 10u64.saturating_mul(1u64 << (failures - 1).min(10));
-    Duration::from_secs(secs.min(300))
-}
-
-/// The failure count after a reconcile pass: reset once the app has been healthy for 10
-/// minutes, otherwise kept (or bumped on a new failure).
-pub fn next_failures(failures: u32, failed_now: bool, healthy_for: Option<Duration>) -> u32 {
-    if failed_now {
-        failures.saturating_add(1)
-    } else if healthy_for.is_some_and(|d| d >= Duration::from_secs(600)) {
-        0
-    } else {
-        failures
-    }
-}
-
-/// Whether a failed update goes back to the last release that was healthy.
-///
-/// Only when something of the running app was touched (a fetch or verification failure
-/// leaves the old container as it was), the app should run, and there is a healthy
-/// release that is not the one that just failed (restarting the same release again is
-/// the backoff's job, not a rollback).
-pub fn should_roll_back(
-    attempted: ContentHash,
-    last_good: Option<ContentHash>,
-    wants_running: bool,
-    app_touched: bool,
-) -> bool {
-    app_touched && wants_running && last_good.is_some_and(|good| good != attempted)
-}
-
-/// Whether the release the operator wants is one that already failed for this very
-/// install request. A held-back release is tried again only when asked again (a newer
-/// request) or when the desired release changes.
-pub fn is_held_back(
-    attempted: ContentHash,
-    request: u64,
-    held_back: Option<(ContentHash, u64)>,
-) -> bool {
-    held_back == Some((attempted, request))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -262,7 +206,6 @@ mod tests {
             manifest_hash: h("m1"),
             image: h("i1"),
             running,
-            dependencies_ready: true,
         }
     }
 
@@ -300,10 +243,6 @@ mod tests {
         let mut unhealthy = container(Running, Alive);
         unhealthy.healthy = Some(false);
         let nothing = Observed::default();
-        let blocked = DesiredApp {
-            dependencies_ready: false,
-            ..d.clone()
-        };
 
         let rows: Vec<(&str, Option<&DesiredApp>, Observed, Vec<Action>)> = vec![
             (
@@ -438,19 +377,13 @@ mod tests {
                 observed(None, false),
                 vec![],
             ),
-            (
-                "dependency not ready",
-                Some(&blocked),
-                nothing,
-                vec![WaitForDependencies],
-            ),
         ];
         for (name, d, o, want) in rows {
             assert_eq!(plan(d, &o), want, "row: {name}");
         }
     }
 
-    /// Every plan, applied, leads to a state whose plan is empty (or only waits): drift
+    /// Every plan, applied, leads to a state whose plan is empty: drift
     /// repair converges instead of recreating forever.
     #[test]
     fn plans_converge() {
@@ -495,47 +428,5 @@ mod tests {
             }
         }
         assert!(cases > 400);
-    }
-
-    #[test]
-    fn backoff_doubles_to_five_minutes_and_resets_after_ten_healthy() {
-        assert_eq!(backoff(0), Duration::ZERO);
-        assert_eq!(backoff(1), Duration::from_secs(10));
-        assert_eq!(backoff(2), Duration::from_secs(20));
-        assert_eq!(backoff(5), Duration::from_secs(160));
-        assert_eq!(backoff(6), Duration::from_secs(300));
-        assert_eq!(backoff(60), Duration::from_secs(300));
-        assert_eq!(next_failures(3, true, None), 4);
-        assert_eq!(next_failures(3, false, Some(Duration::from_secs(599))), 3);
-        assert_eq!(next_failures(3, false, Some(Duration::from_secs(600))), 0);
-    }
-
-    #[test]
-    fn a_failed_update_rolls_back_only_to_a_different_healthy_release() {
-        let (new, old) = (h("v2"), h("v1"));
-        // attempted, last good, wants running, app touched -> roll back
-        let table = [
-            (new, Some(old), true, true, true),
-            (new, Some(old), true, false, false), // fetch failed: old one untouched
-            (new, Some(old), false, true, false), // stopped app: nothing to keep alive
-            (new, Some(new), true, true, false),  // same release: backoff, not rollback
-            (new, None, true, true, false),       // first install: nothing to go back to
-        ];
-        for (attempted, good, running, touched, expected) in table {
-            assert_eq!(
-                should_roll_back(attempted, good, running, touched),
-                expected,
-                "{attempted:?} {good:?} running={running} touched={touched}"
-            );
-        }
-    }
-
-    #[test]
-    fn a_held_back_release_waits_for_a_new_request() {
-        let (bad, other) = (h("v2"), h("v3"));
-        assert!(is_held_back(bad, 4, Some((bad, 4))));
-        assert!(!is_held_back(bad, 5, Some((bad, 4)))); // asked again
-        assert!(!is_held_back(other, 4, Some((bad, 4)))); // the catalog moved on
-        assert!(!is_held_back(bad, 4, None));
     }
 }

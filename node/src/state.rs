@@ -52,6 +52,20 @@ pub enum Phase {
     Uninstalling,
 }
 
+impl Phase {
+    /// The phase's name, as it appears in the API and in metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Phase::Pending => "pending",
+            Phase::Installing => "installing",
+            Phase::Running => "running",
+            Phase::Stopped => "stopped",
+            Phase::Failed => "failed",
+            Phase::Uninstalling => "uninstalling",
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Condition {
     pub phase: Phase,
@@ -59,8 +73,11 @@ pub struct Condition {
     pub last_error: Option<String>,
     /// The desired generation the last successful reconcile applied.
     pub observed_generation: u64,
-    /// Consecutive failures (drives the backoff).
+    /// Recent failures (drives the backoff); starts over after ten healthy minutes.
     pub failures: u32,
+    /// Unix seconds since when the app has been running and healthy without a failure.
+    #[serde(default)]
+    pub healthy_since: Option<u64>,
     /// Unix seconds before which the app is not retried.
     pub retry_at: u64,
     pub updated_at: u64,
@@ -83,6 +100,7 @@ impl Condition {
             last_error: None,
             observed_generation: 0,
             failures: 0,
+            healthy_since: None,
             retry_at: 0,
             updated_at: now(),
             last_good: None,

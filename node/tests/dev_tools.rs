@@ -78,16 +78,31 @@ fn pack_is_deterministic() {
     assert!(String::from_utf8_lossy(&o.stderr).contains("missing"));
 }
 
+/// The image's command comes after `--`, with arguments that look like flags.
+#[test]
+fn pack_takes_the_command_after_a_double_dash() {
+    let d = tempfile::tempdir().unwrap();
+    fs::create_dir_all(d.path().join("rootfs")).unwrap();
+    let cmd = ["/bin/busybox", "httpd", "-f", "-p", "8080"];
+    let mut args = vec!["app", "pack", "rootfs", "--out", "c.tar", "--"];
+    args.extend(cmd);
+    let o = archy(&args, d.path());
+    assert!(o.status.success(), "{o:?}");
+    let info = archy_catalog::oci::inspect(&d.path().join("c.tar")).unwrap();
+    assert_eq!(info.config.cmd, Some(cmd.map(String::from).to_vec()));
+}
+
 /// The demo on its default runtime (podman here when it works) and forced onto the
 /// engine-less process runtime; one after the other, since both publish the same ports.
 #[test]
 fn demo_once_runs_to_its_summary_on_both_runtimes() {
-    for runtime in ["auto", "process"] {
+    for runtime in ["default", "process"] {
         let d = tempfile::tempdir().unwrap();
-        let out = archy(
-            &["demo", "--once", "--dir", "work", "--runtime", runtime],
-            d.path(),
-        );
+        let mut args = vec!["demo", "--once", "--dir", "work"];
+        if runtime == "process" {
+            args.extend(["--runtime", "process"]);
+        }
+        let out = archy(&args, d.path());
         let stdout = String::from_utf8_lossy(&out.stdout);
         assert!(
             out.status.success(),

@@ -127,7 +127,6 @@ fn executor_installs_converges_repairs_drift_and_uninstalls() {
                 manifest_hash: m.manifest_hash(),
                 image: image.hash,
                 running: true,
-                dependencies_ready: true,
             },
             spec: ContainerSpec {
                 manifest_hash: m.manifest_hash(),

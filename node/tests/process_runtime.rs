@@ -269,7 +269,6 @@ fn target(a: &App, data: &Path) -> AppTarget {
             manifest_hash: m.manifest_hash(),
             image: a.image.hash,
             running: true,
-            dependencies_ready: true,
         },
         spec: spec(a, m, "127.0.0.1", data),
     }

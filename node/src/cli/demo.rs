@@ -22,7 +22,7 @@ use archy_catalog::{
     keys::SecretKey,
     oci, Limits, TrustedState,
 };
-use archy_node::runtime::{podman::Podman, process::ProcessRuntime};
+use archy_node::runtime::{podman::Podman, process::ProcessRuntime, RuntimeKind};
 use chrono::{Duration, Utc};
 
 /// Options of `archy demo`.
@@ -41,10 +41,10 @@ pub struct DemoArgs {
     /// (no runtime, origin or nodes; what the lifecycle gate needs).
     #[arg(long)]
     pub publish_only: bool,
-    /// Container runtime of the nodes: podman when it works here, else the process
-    /// runtime (which needs root); the demo says which it chose.
-    #[arg(long, value_parser = ["auto", "podman", "process"], default_value = "auto")]
-    pub runtime: String,
+    /// Container runtime of the nodes (default: podman when it works here, else the
+    /// process runtime, which needs root); the demo says which it chose.
+    #[arg(long, value_enum)]
+    pub runtime: Option<RuntimeKind>,
 }
 
 /// One line of the summary.
@@ -71,8 +71,8 @@ struct Ctx {
     dht_bootstrap: Option<String>,
     /// The market app found by search: its announced manifest and image.
     market_app: Option<serde_json::Value>,
-    /// The nodes' runtime (`podman` or `process`), chosen by the runtime step.
-    runtime: &'static str,
+    /// The nodes' runtime, chosen by the runtime step.
+    runtime: RuntimeKind,
 }
 
 impl Drop for Ctx {
@@ -176,7 +176,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         origin_addr: None,
         market_app: None,
         dht_bootstrap: None,
-        runtime: "podman",
+        runtime: RuntimeKind::Podman,
     };
     let mut demo = Demo {
         ctx,
@@ -193,7 +193,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
         verify_as_node(&c.dir)
     }) && !args.publish_only
         && demo.step("runtime: podman, else process", |c| {
-            choose_runtime(c, &args.runtime)
+            choose_runtime(c, args.runtime)
         })
         && demo.step("origin: serve the images to the swarm", start_origin)
         && demo.step("nodes: start 3 daemons", start_nodes)
@@ -452,12 +452,10 @@ fn archy_json(args: &[&str]) -> anyhow::Result<serde_json::Value> {
 }
 
 fn wait_for_ctrl_c() {
-    if let Ok(rt) = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        let _ = rt.block_on(tokio::signal::ctrl_c());
-    }
+    let _ = super::block_on(async {
+        archy_node::daemon::shutdown_signal().await;
+        Ok(())
+    });
 }
 
 fn start_relay(c: &mut Ctx) -> anyhow::Result<String> {
@@ -803,17 +801,17 @@ fn install_market_app(c: &mut Ctx) -> anyhow::Result<String> {
 
 /// Podman when it works here, otherwise the engine-less process runtime; says which
 /// and why.
-fn choose_runtime(c: &mut Ctx, wanted: &str) -> anyhow::Result<String> {
+fn choose_runtime(c: &mut Ctx, wanted: Option<RuntimeKind>) -> anyhow::Result<String> {
     let podman = match wanted {
-        "process" => Err("not chosen (--runtime process)".to_string()),
-        _ => Podman::check(),
+        Some(RuntimeKind::Process) => Err("not chosen (--runtime process)".to_string()),
+        _ => Podman::check().map_err(|e| e.to_string()),
     };
     let chosen = match podman {
         Ok(()) => {
-            c.runtime = "podman";
+            c.runtime = RuntimeKind::Podman;
             "podman (--runtime runc)".to_string()
         }
-        Err(why) if wanted == "podman" => {
+        Err(why) if wanted == Some(RuntimeKind::Podman) => {
             bail!("podman does not work here ({why}); install podman and runc")
         }
         Err(why) => {
@@ -823,7 +821,7 @@ fn choose_runtime(c: &mut Ctx, wanted: &str) -> anyhow::Result<String> {
                      (install podman and runc, or run as root)"
                 )
             })?;
-            c.runtime = "process";
+            c.runtime = RuntimeKind::Process;
             format!("process runtime (podman: {why})")
         }
     };

@@ -39,7 +39,7 @@ pub enum KeyCommand {
         #[arg(long)]
         to: String,
         #[command(flatten)]
-        send: super::publish::SendArgs,
+        send: super::app::publish::SendArgs,
     },
 }
 
@@ -50,7 +50,7 @@ pub fn run(cmd: KeyCommand) -> anyhow::Result<ExitCode> {
     }
 }
 
-fn rotate(to: &str, args: super::publish::SendArgs) -> anyhow::Result<ExitCode> {
+fn rotate(to: &str, args: super::app::publish::SendArgs) -> anyhow::Result<ExitCode> {
     let new_key = parse_public_key(to, "--to")?;
     let old = load_keys(&args.key)?;
     if new_key == old.public_key() {
@@ -59,9 +59,9 @@ fn rotate(to: &str, args: super::publish::SendArgs) -> anyhow::Result<ExitCode> 
     let statement = archy_discovery::announcement::successor_builder(&new_key)
         .sign_with_keys(&old)
         .context("cannot sign the successor statement")?;
-    super::market::block_on(async move {
+    super::block_on(async move {
         let label = format!("successor {}", new_key.to_bech32()?);
-        let sent = super::publish::send(&args, &[(label, statement)]).await?;
+        let sent = super::app::publish::send(&args, &[(label, statement)]).await?;
         if args.json {
             let mut out = sent.to_json();
             out["old"] = old.public_key().to_bech32()?.into();

@@ -6,7 +6,7 @@
 //! key and follow list (`--me`), and print each result with its trust score, tier and
 //! the reasons behind them. `endorse` and `report` sign and send one event.
 
-use std::{future::Future, process::ExitCode, time::Duration};
+use std::{process::ExitCode, time::Duration};
 
 use archy_discovery::{
     announcement::{endorsement_builder, report_builder},
@@ -15,7 +15,7 @@ use archy_discovery::{
 };
 use nostr_sdk::prelude::*;
 
-use super::publish::{send, SendArgs};
+use super::app::publish::{send, SendArgs};
 use clap::{Args, Subcommand};
 use serde_json::json;
 
@@ -78,15 +78,8 @@ pub struct SyncArgs {
 }
 
 /// Runs `fut` on a fresh multi-threaded runtime (the CLI is synchronous).
-pub fn block_on<F: Future<Output = anyhow::Result<ExitCode>>>(fut: F) -> anyhow::Result<ExitCode> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(fut)
-}
-
 pub fn run(cmd: MarketCommand) -> anyhow::Result<ExitCode> {
-    block_on(async move {
+    super::block_on(async move {
         match cmd {
             MarketCommand::Search { words, sync } => {
                 let result = fetch(&sync).await?;

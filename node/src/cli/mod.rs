@@ -1,16 +1,19 @@
 //! Command-line definitions and dispatch for `archy`.
 
+mod app;
 mod demo;
-mod dev;
+mod fetch;
 mod key;
-mod lifecycle;
 mod market;
-mod publish;
+mod node;
+mod origin;
+mod progress;
 mod relay;
-mod swarm;
+mod seed;
 
-use std::{path::PathBuf, process::ExitCode};
+use std::{future::Future, path::PathBuf, process::ExitCode};
 
+use anyhow::Context;
 use clap::{Parser, Subcommand};
 
 /// Archy: a peer-to-peer app registry and distribution network for self-hosted nodes.
@@ -31,14 +34,14 @@ pub enum Command {
     Demo(demo::DemoArgs),
     /// The node daemon: run it, or ask it how it is.
     #[command(subcommand)]
-    Node(lifecycle::NodeCommand),
+    Node(node::NodeCommand),
     /// The origin: serve a signed publish dir to the swarm.
     #[command(subcommand)]
-    Origin(lifecycle::OriginCommand),
+    Origin(origin::OriginCommand),
     /// Apps: validate, render and pack manifests and images; publish and retract them on
     /// the Nostr marketplace (developer tools).
     #[command(subcommand)]
-    App(AppCommand),
+    App(app::AppCommand),
     /// Nostr keys for developers and operators.
     #[command(subcommand)]
     Key(key::KeyCommand),
@@ -50,9 +53,9 @@ pub enum Command {
     Market(market::MarketCommand),
     /// Fetch one blob from the origin and peers at once, verifying every byte
     /// (progress with bytes, rate and each provider's share; --json for scripts).
-    Fetch(swarm::FetchArgs),
+    Fetch(fetch::FetchArgs),
     /// Serve and announce every blob a data dir's store holds, until Ctrl-C.
-    Seed(swarm::SeedArgs),
+    Seed(seed::SeedArgs),
     /// Internal: the process runtime's in-namespace helpers (started by the node).
     #[command(hide = true)]
     ProcessHelper {
@@ -62,113 +65,14 @@ pub enum Command {
     },
 }
 
-#[derive(Debug, Subcommand)]
-pub enum AppCommand {
-    /// Check a manifest against the schema and the security policy.
-    ///
-    /// Prints every problem with its field path, the bad value and what is allowed.
-    /// Exits 0 when the manifest is valid, 1 otherwise.
-    Validate {
-        /// The manifest file (YAML or JSON, root key `app`).
-        file: PathBuf,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Print the normalised manifest (every default filled in) and the runtime
-    /// configuration it becomes.
-    Render {
-        /// The manifest file (YAML or JSON, root key `app`).
-        file: PathBuf,
-        /// Print JSON instead of YAML.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Build an OCI image archive from a root filesystem directory, without podman.
-    ///
-    /// The archive is deterministic: the same directory gives the same bytes, and so
-    /// the same BLAKE3 content hash.
-    Pack {
-        /// The directory that becomes the image's root filesystem.
-        dir: PathBuf,
-        /// Where to write the `oci-archive` tar.
-        #[arg(long)]
-        out: PathBuf,
-        /// Default command of the image (repeat for each argument).
-        #[arg(long = "cmd", num_args = 1..)]
-        cmd: Vec<String>,
-        /// Print the result as JSON.
-        #[arg(long)]
-        json: bool,
-    },
-    /// Announce an app release on the Nostr marketplace: validate, hash and inspect
-    /// the image, sign, publish to every relay, report per relay.
-    Publish(publish::PublishArgs),
-    /// Withdraw an app from the Nostr marketplace: delete (NIP-09) its app and release
-    /// announcements on every relay.
-    Retract(publish::RetractArgs),
-    /// Install an app: APP_ID from the signed catalog, or PUBKEY/APP_ID from the Nostr
-    /// marketplace (shown with its trust score; "unverified" apps need
-    /// --allow-unverified). The node verifies, fetches, runs and health-checks it;
-    /// progress is shown until it is healthy or has failed.
-    Install {
-        app_id: String,
-        /// Install this version instead of the latest.
-        #[arg(long)]
-        version: Option<String>,
-        #[command(flatten)]
-        market: lifecycle::MarketChoice,
-        #[command(flatten)]
-        follow: lifecycle::FollowArgs,
-    },
-    /// Uninstall an app: its container goes; its data stays unless --purge.
-    Uninstall {
-        app_id: String,
-        /// Also delete the app's data and secrets.
-        #[arg(long)]
-        purge: bool,
-        #[command(flatten)]
-        follow: lifecycle::FollowArgs,
-    },
-    /// Start a stopped app.
-    Start {
-        app_id: String,
-        #[command(flatten)]
-        follow: lifecycle::FollowArgs,
-    },
-    /// Stop an app (it stays installed and stopped across restarts).
-    Stop {
-        app_id: String,
-        #[command(flatten)]
-        follow: lifecycle::FollowArgs,
-    },
-    /// Restart an app's container.
-    Restart {
-        app_id: String,
-        #[command(flatten)]
-        data: lifecycle::DataArg,
-    },
-    /// List installed apps with their phase and version.
-    List {
-        #[command(flatten)]
-        data: lifecycle::DataArg,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show one app: phase, version, last error.
-    Status {
-        app_id: String,
-        #[command(flatten)]
-        data: lifecycle::DataArg,
-        #[arg(long)]
-        json: bool,
-    },
-    /// Show an app's recent log lines.
-    Logs {
-        app_id: String,
-        #[command(flatten)]
-        data: lifecycle::DataArg,
-    },
+/// Runs a command's async part on the CLI's one kind of runtime (multi-threaded, with
+/// every driver).
+pub fn block_on<T>(fut: impl Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?
+        .block_on(fut)
 }
 
 /// Sets up logging: `RUST_LOG` if set, else warnings (info with -v, debug with -vv).
@@ -189,44 +93,14 @@ pub fn init_tracing(verbose: u8) {
 pub fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Demo(args) => demo::run(args),
-        Command::App(cmd) => match cmd {
-            AppCommand::Validate { file, json } => dev::validate(&file, json),
-            AppCommand::Render { file, json } => dev::render(&file, json),
-            AppCommand::Pack {
-                dir,
-                out,
-                cmd,
-                json,
-            } => dev::pack(&dir, &out, cmd, json),
-            AppCommand::Publish(args) => publish::run(args),
-            AppCommand::Retract(args) => publish::retract(args),
-            AppCommand::Install {
-                app_id,
-                version,
-                market,
-                follow,
-            } => lifecycle::install(&app_id, version, &market, &follow),
-            AppCommand::Uninstall {
-                app_id,
-                purge,
-                follow,
-            } => lifecycle::uninstall(&app_id, purge, &follow),
-            AppCommand::Start { app_id, follow } => {
-                lifecycle::set_running(&app_id, "start", &follow)
-            }
-            AppCommand::Stop { app_id, follow } => lifecycle::set_running(&app_id, "stop", &follow),
-            AppCommand::Restart { app_id, data } => lifecycle::restart(&app_id, &data),
-            AppCommand::List { data, json } => lifecycle::list(&data, json),
-            AppCommand::Status { app_id, data, json } => lifecycle::status(&app_id, &data, json),
-            AppCommand::Logs { app_id, data } => lifecycle::logs(&app_id, &data),
-        },
-        Command::Node(cmd) => lifecycle::node(cmd),
-        Command::Origin(cmd) => lifecycle::origin(cmd),
+        Command::App(cmd) => app::run(cmd),
+        Command::Node(cmd) => node::node(cmd),
+        Command::Origin(cmd) => origin::origin(cmd),
         Command::Key(cmd) => key::run(cmd),
         Command::Relay(cmd) => relay::run(cmd),
         Command::Market(cmd) => market::run(cmd),
-        Command::Fetch(args) => swarm::fetch(args),
-        Command::Seed(args) => swarm::seed(args),
+        Command::Fetch(args) => fetch::fetch(args),
+        Command::Seed(args) => seed::seed(args),
         Command::ProcessHelper { role, app_dir } => {
             use archy_node::runtime::process::sandbox;
             let role = match role.as_str() {

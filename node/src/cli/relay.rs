@@ -33,7 +33,7 @@ pub enum RelayCommand {
 
 pub fn run(cmd: RelayCommand) -> anyhow::Result<ExitCode> {
     match cmd {
-        RelayCommand::Run { listen, data } => super::market::block_on(serve(listen, data)),
+        RelayCommand::Run { listen, data } => super::block_on(serve(listen, data)),
     }
 }
 

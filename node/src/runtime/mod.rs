@@ -182,40 +182,73 @@ pub enum RuntimeError {
     Process(#[from] process::ProcessError),
 }
 
-/// The runtime names `NodeConfig.runtime` and `archy node run --runtime` accept.
-pub const RUNTIMES: &[&str] = &["podman", "process"];
+/// Which runtime a node uses (`runtime` in config.toml, `archy node run --runtime`).
+#[derive(
+    Debug,
+    Clone,
+    Copy,
+    PartialEq,
+    Eq,
+    Default,
+    serde::Serialize,
+    serde::Deserialize,
+    clap::ValueEnum,
+)]
+#[serde(rename_all = "lowercase")]
+pub enum RuntimeKind {
+    /// The podman engine (checked to work here).
+    #[default]
+    Podman,
+    /// No engine: apps run as supervised processes in their own namespaces (root only).
+    Process,
+}
+
+impl std::fmt::Display for RuntimeKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RuntimeKind::Podman => "podman",
+            RuntimeKind::Process => "process",
+        })
+    }
+}
+
+/// Why a runtime cannot be used on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeUnavailable {
+    #[error("podman does not work here: {0}")]
+    Podman(String),
+    #[error("{0}")]
+    Process(String),
+    #[error("cannot find the archy binary for the process runtime: {0}")]
+    NoHelper(#[source] std::io::Error),
+}
 
 /// The runtime a node uses: `podman` (checked to work here) or `process` (its images and
 /// apps under `<data>/process`, started through this very `archy` binary). The error
 /// says why the runtime cannot be used on this host.
 pub fn for_node(
-    kind: &str,
+    kind: RuntimeKind,
     node: &str,
     data: &Path,
     unpack: process::UnpackLimits,
-) -> Result<Arc<dyn Runtime>, String> {
+) -> Result<Arc<dyn Runtime>, RuntimeUnavailable> {
     match kind {
-        "podman" => {
-            podman::Podman::check().map_err(|why| format!("podman does not work here: {why}"))?;
+        RuntimeKind::Podman => {
+            podman::Podman::check().map_err(|why| RuntimeUnavailable::Podman(why.to_string()))?;
             Ok(Arc::new(
                 podman::Podman::new(node, node_ids(data)).with_unpack_limits(unpack),
             ))
         }
-        "process" => {
-            process::ProcessRuntime::check()?;
-            let helper = std::env::current_exe().map_err(|e| {
-                format!("cannot find the archy binary for the process runtime: {e}")
-            })?;
+        RuntimeKind::Process => {
+            process::ProcessRuntime::check()
+                .map_err(|why| RuntimeUnavailable::Process(why.to_string()))?;
+            let helper = std::env::current_exe().map_err(RuntimeUnavailable::NoHelper)?;
             Ok(Arc::new(
                 process::ProcessRuntime::new(node, data.join("process"), helper)
                     .with_ids(node_ids(data))
                     .with_unpack_limits(unpack),
             ))
         }
-        other => Err(format!(
-            "runtime {other:?} is not one of {}",
-            RUNTIMES.join(", ")
-        )),
     }
 }
 

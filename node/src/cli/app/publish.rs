@@ -133,11 +133,11 @@ pub async fn send(args: &SendArgs, events: &[(String, Event)]) -> anyhow::Result
 }
 
 pub fn run(args: PublishArgs) -> anyhow::Result<ExitCode> {
-    super::market::block_on(publish(args))
+    crate::cli::block_on(publish(args))
 }
 
 async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
-    let keys = super::key::load_keys(&args.send.key)?;
+    let keys = crate::cli::key::load_keys(&args.send.key)?;
     if let Some(bad) = args.providers.iter().find(|p| !is_endpoint_id(p)) {
         anyhow::bail!("--provider {bad:?}: not an iroh endpoint id (64 lowercase hex digits)");
     }
@@ -187,8 +187,8 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
 }
 
 pub fn retract(args: RetractArgs) -> anyhow::Result<ExitCode> {
-    super::market::block_on(async move {
-        let keys = super::key::load_keys(&args.send.key)?;
+    crate::cli::block_on(async move {
+        let keys = crate::cli::key::load_keys(&args.send.key)?;
         let me = keys.public_key();
         // Find every announcement of this app the relays hold, to name them all.
         let mut relays =

@@ -1,15 +1,8 @@
-//! The swarm by hand: `archy fetch` pulls one blob from the origin and peers at once
-//! (every byte BLAKE3-verified), `archy seed` serves and announces what a store holds.
-//! Both use the same node key, store and DHT as the daemon, so a data dir can be
-//! inspected or pre-seeded with them.
+//! `archy fetch`: pull one blob from the origin and peers at once, every byte
+//! BLAKE3-verified, with the same node key, store and DHT as the daemon (so a data dir
+//! can be inspected or pre-seeded with it).
 
-use std::{
-    io::{IsTerminal, Write},
-    net::SocketAddr,
-    path::PathBuf,
-    process::ExitCode,
-    time::{Duration, Instant},
-};
+use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, time::Instant};
 
 use anyhow::Context;
 use archy_catalog::ContentHash;
@@ -18,6 +11,8 @@ use archy_registry::{
 };
 use clap::Args;
 use serde_json::json;
+
+use super::progress::{mib, ByteProgress};
 
 /// Where this swarm node keeps its key and store, and how it reaches the others.
 #[derive(Debug, Clone, Args)]
@@ -41,7 +36,7 @@ pub struct SwarmArgs {
 }
 
 impl SwarmArgs {
-    async fn start(&self) -> anyhow::Result<Swarm> {
+    pub async fn start(&self) -> anyhow::Result<Swarm> {
         let dht = (self.dht || !self.bootstrap.is_empty()).then(|| DhtSettings {
             listen: self.dht_listen,
             bootstrap: self.bootstrap.clone(),
@@ -85,24 +80,8 @@ pub struct FetchArgs {
     pub json: bool,
 }
 
-#[derive(Debug, Args)]
-pub struct SeedArgs {
-    #[command(flatten)]
-    pub swarm: SwarmArgs,
-    /// Import this file into the store first (repeat).
-    #[arg(long = "import")]
-    pub imports: Vec<PathBuf>,
-    /// Print this node's endpoint id (creating its key if needed) and exit.
-    #[arg(long)]
-    pub print_id: bool,
-    /// Print the ready line as JSON.
-    #[arg(long)]
-    pub json: bool,
-}
-
 pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async {
+    super::block_on(async {
         let swarm = args.swarm.start().await?;
         let plan = FetchPlan {
             size: args.size,
@@ -132,7 +111,10 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
                     );
                     return Ok(ExitCode::FAILURE);
                 }
-                let hint = if args.origin.is_none() && args.peers.is_empty() && args.swarm.bootstrap.is_empty() {
+                let hint = if args.origin.is_none()
+                    && args.peers.is_empty()
+                    && args.swarm.bootstrap.is_empty()
+                {
                     " (name providers with --origin or --peer, or find them in the DHT with --bootstrap)"
                 } else {
                     ""
@@ -193,60 +175,6 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     })
 }
 
-pub fn seed(args: SeedArgs) -> anyhow::Result<ExitCode> {
-    if args.print_id {
-        let key = archy_registry::node_key(&args.swarm.data)?;
-        let id = iroh_id(&key);
-        println!("{id}");
-        return Ok(ExitCode::SUCCESS);
-    }
-    let rt = tokio::runtime::Runtime::new()?;
-    rt.block_on(async {
-        let swarm = args.swarm.start().await?;
-        for f in &args.imports {
-            swarm
-                .import(f)
-                .await
-                .with_context(|| format!("cannot import {}", f.display()))?;
-        }
-        let held = swarm.announce_held().await?;
-        let addr = swarm.node.addr();
-        archy_catalog::fsutil::write_atomic(
-            &args.swarm.data.join("swarm.addr"),
-            addr.to_string().as_bytes(),
-        )?;
-        let dht: Vec<String> = swarm.dht_addrs().iter().map(|a| a.to_string()).collect();
-        if args.json {
-            println!(
-                "{}",
-                json!({"addr": addr.to_string(), "dht": dht, "blobs": held.iter().map(|h| h.to_string()).collect::<Vec<_>>()})
-            );
-        } else {
-            println!("seeding {} blob(s) at {addr}", held.len());
-            for d in &dht {
-                println!("dht {d}");
-            }
-            for h in &held {
-                println!("  {h}");
-            }
-        }
-        std::io::stdout().flush()?;
-        archy_node::daemon::shutdown_signal().await;
-        swarm.shutdown().await;
-        Ok(ExitCode::SUCCESS)
-    })
-}
-
-/// The endpoint id (ed25519 public key, hex) of a node key.
-fn iroh_id(secret: &[u8; 32]) -> String {
-    hex::encode(iroh::SecretKey::from_bytes(secret).public().as_bytes())
-}
-
-/// `12.3 MiB`.
-pub(crate) fn mib(b: u64) -> String {
-    format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
-}
-
 fn label(p: &str, origin: Option<&PeerAddr>) -> String {
     if origin.is_some_and(|o| o.to_string() == p) {
         "origin".into()
@@ -255,27 +183,15 @@ fn label(p: &str, origin: Option<&PeerAddr>) -> String {
     }
 }
 
-/// Draws `[=====>    ] 45.2/128.0 MiB 12.3 MiB/s  origin 40% · peer 3f2a… 60%` on stderr
-/// until the fetch ends (one line per second when stderr is not a terminal).
+/// Shows the fetch's progress until it ends, with each provider's share.
 async fn progress_bar(mut rx: tokio::sync::watch::Receiver<FetchStatus>, origin: Option<PeerAddr>) {
-    let tty = std::io::stderr().is_terminal();
-    let started = Instant::now();
-    let mut last_print = Instant::now() - Duration::from_secs(2);
+    let mut display: Option<ByteProgress> = None;
     while rx.changed().await.is_ok() {
         let s = rx.borrow_and_update().clone();
-        let every = if tty {
-            Duration::from_millis(100)
-        } else {
-            Duration::from_secs(1)
-        };
-        if last_print.elapsed() < every || s.size == 0 {
+        if s.size == 0 {
             continue;
         }
-        last_print = Instant::now();
         let received: u64 = s.received.values().sum();
-        let width = 30usize;
-        let filled = ((s.verified as f64 / s.size as f64) * width as f64) as usize;
-        let rate = received as f64 / started.elapsed().as_secs_f64().max(0.001);
         let shares: Vec<String> = s
             .received
             .iter()
@@ -288,22 +204,11 @@ async fn progress_bar(mut rx: tokio::sync::watch::Receiver<FetchStatus>, origin:
                 )
             })
             .collect();
-        let line = format!(
-            "[{}>{}] {}/{} {}/s  {}",
-            "=".repeat(filled.min(width)),
-            " ".repeat(width - filled.min(width)),
-            mib(s.verified),
-            mib(s.size),
-            mib(rate as u64),
-            shares.join(" · ")
-        );
-        if tty {
-            eprint!("\r{line}\x1b[K");
-        } else {
-            eprintln!("{line}");
-        }
+        display
+            .get_or_insert_with(|| ByteProgress::new("fetch", s.size))
+            .update(s.verified, s.size, &shares.join(" · "));
     }
-    if tty {
-        eprintln!();
+    if let Some(mut d) = display {
+        d.finish();
     }
 }

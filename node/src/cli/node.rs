@@ -1,0 +1,201 @@
+//! `archy node run|status`: run the node daemon, or ask it how it is.
+
+use std::{
+    net::{IpAddr, SocketAddr},
+    path::PathBuf,
+    process::ExitCode,
+};
+
+use archy_node::{client::ApiClient, config::NodeConfig, daemon, runtime::RuntimeKind};
+use archy_registry::{Multiaddr, PeerAddr};
+use clap::{Args, Subcommand};
+
+use super::progress::mib;
+
+/// The node's data directory.
+#[derive(Debug, Clone, Args)]
+pub struct DataArg {
+    /// The node's data directory (state, secrets, app data, API address and token).
+    #[arg(long, env = "ARCHY_DATA", default_value = ".archy")]
+    pub data: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+#[allow(clippy::large_enum_variant)] // parsed once per process
+pub enum NodeCommand {
+    /// Run the node daemon: catalog sync, reconciler, local API. Stops on Ctrl-C/SIGTERM.
+    ///
+    /// Settings come from <data>/config.toml; flags override them for this run.
+    Run {
+        #[command(flatten)]
+        data: DataArg,
+        /// Node name (container names and labels).
+        #[arg(long)]
+        name: Option<String>,
+        /// Local API address (loopback only; port 0 picks one).
+        #[arg(long)]
+        api: Option<SocketAddr>,
+        /// Origin publish dir (root.json, timestamp.json, catalog.json, blobs/).
+        #[arg(long)]
+        origin_dir: Option<PathBuf>,
+        /// Trust anchor: the publisher's root.json (copied into the data dir once).
+        #[arg(long)]
+        root: Option<PathBuf>,
+        /// The origin's swarm address, `<endpoint id>@<ip:port>`.
+        #[arg(long)]
+        origin: Option<PeerAddr>,
+        /// Another node to fetch from (repeat).
+        #[arg(long = "peer")]
+        peers: Vec<PeerAddr>,
+        /// Host address app ports are published on.
+        #[arg(long)]
+        publish_ip: Option<IpAddr>,
+        /// Container runtime: podman (the engine) or process (no engine; root only).
+        #[arg(long, value_enum)]
+        runtime: Option<RuntimeKind>,
+        /// UDP address of the node's swarm endpoint (default 127.0.0.1:0, any port).
+        #[arg(long)]
+        swarm_listen: Option<SocketAddr>,
+        /// Join the DHT on this TCP address: find holders of what it fetches, announce
+        /// what it holds.
+        #[arg(long)]
+        dht_listen: Option<SocketAddr>,
+        /// A DHT node to join through, `/ip4/IP/tcp/PORT/p2p/PEER_ID` (repeat).
+        #[arg(long)]
+        bootstrap: Vec<Multiaddr>,
+    },
+    /// Show the node: catalog version and age, swarm address, DHT, origin and peers,
+    /// blobs held and bytes fetched by source, apps and phases.
+    Status {
+        #[command(flatten)]
+        data: DataArg,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
+    match cmd {
+        NodeCommand::Run {
+            data,
+            name,
+            api,
+            origin_dir,
+            root,
+            origin,
+            peers,
+            publish_ip,
+            runtime,
+            swarm_listen,
+            dht_listen,
+            bootstrap,
+        } => {
+            let mut cfg = NodeConfig::load(&data.data)?;
+            if let Some(v) = name {
+                cfg.name = v;
+            }
+            if let Some(v) = api {
+                cfg.api = v;
+            }
+            if origin_dir.is_some() {
+                cfg.origin_dir = origin_dir;
+            }
+            if root.is_some() {
+                cfg.root = root;
+            }
+            if origin.is_some() {
+                cfg.origin = origin;
+            }
+            if !peers.is_empty() {
+                cfg.peers = peers;
+            }
+            if let Some(v) = publish_ip {
+                cfg.publish_ip = v;
+            }
+            if let Some(v) = runtime {
+                cfg.runtime = v;
+            }
+            if let Some(v) = swarm_listen {
+                cfg.swarm_listen = v;
+            }
+            if dht_listen.is_some() {
+                cfg.dht_listen = dht_listen;
+            }
+            if !bootstrap.is_empty() {
+                cfg.bootstrap = bootstrap;
+            }
+            super::block_on(daemon::run(data.data, cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        NodeCommand::Status { data, json } => {
+            let v = ApiClient::from_data_dir(&data.data)?.get_json("/v1/status")?;
+            if json {
+                println!("{v}");
+            } else {
+                println!(
+                    "node     {}  (runtime {})",
+                    v["name"].as_str().unwrap_or("?"),
+                    v["runtime"].as_str().unwrap_or("?")
+                );
+                if let Some(p) = v["protections"].as_array() {
+                    let words: Vec<&str> = p.iter().filter_map(|x| x.as_str()).collect();
+                    println!("confined {}", words.join("; "));
+                }
+                match v["catalog"].as_object() {
+                    Some(c) => {
+                        println!(
+                            "catalog  v{} with {} app(s), verified {} s ago, from {}, expires {}",
+                            c["version"],
+                            c["apps"],
+                            c["age_seconds"],
+                            c["source"].as_str().unwrap_or("?"),
+                            c["expires"].as_str().unwrap_or("?")
+                        );
+                        if let Some(why) = c["expired"].as_str() {
+                            println!("         EXPIRED: {why}");
+                        }
+                    }
+                    None => println!("catalog  none verified yet"),
+                }
+                let sw = &v["swarm"];
+                println!("swarm    {}", sw["addr"].as_str().unwrap_or("?"));
+                for d in sw["dht"].as_array().into_iter().flatten() {
+                    println!(
+                        "dht      {} ({} peers known)",
+                        d.as_str().unwrap_or("?"),
+                        sw["dht_peers"]
+                    );
+                }
+                if let Some(o) = sw["origin"].as_str() {
+                    println!("origin   {o}");
+                }
+                for p in sw["peers"].as_array().into_iter().flatten() {
+                    println!("peer     {}", p.as_str().unwrap_or("?"));
+                }
+                for p in sw["head_servers"].as_array().into_iter().flatten() {
+                    println!(
+                        "peer     {} (head server, from the DHT)",
+                        p.as_str().unwrap_or("?")
+                    );
+                }
+                let bytes = |v: &serde_json::Value| mib(v.as_u64().unwrap_or(0));
+                let fetched = &sw["fetched_bytes"];
+                println!(
+                    "blobs    {} held (seeded); fetched since start: {} from the origin, {} from peers, {} from the publish dir",
+                    sw["blobs_held"],
+                    bytes(&fetched["origin"]),
+                    bytes(&fetched["peer"]),
+                    bytes(&fetched["publish_dir"])
+                );
+                println!(
+                    "served   {} to peers since start",
+                    bytes(&sw["served_bytes"])
+                );
+                for (id, phase) in v["apps"].as_object().into_iter().flatten() {
+                    println!("app      {id:<32} {}", phase.as_str().unwrap_or("?"));
+                }
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

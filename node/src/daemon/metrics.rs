@@ -1,0 +1,149 @@
+//! `/metrics`: the node's Prometheus exposition (OpenMetrics text, `prometheus-client`).
+//!
+//! The daemon's own counters live in [`Metrics`]; figures that other parts keep (bytes
+//! served and fetched, apps by phase, the catalog's version and expiry, DHT refusals)
+//! are read at scrape time into a registry built for that scrape.
+
+use std::sync::{atomic::Ordering, Arc};
+
+use axum::{extract::State, response::IntoResponse, response::Response};
+use prometheus_client::{
+    encoding::text::encode,
+    metrics::{counter::ConstCounter, counter::Counter, family::Family, gauge::ConstGauge},
+    registry::Registry,
+};
+
+use super::Node;
+use crate::swarm_source::FetchCounters;
+
+/// The daemon's counters.
+#[derive(Debug, Default)]
+pub(super) struct Metrics {
+    pub reconcile_passes: Counter,
+    pub actions: Counter,
+    pub failures: Counter,
+    pub verification_failures: Counter,
+    /// Inputs refused by a budget (an image size over `max_image_bytes`, ...).
+    pub refused_inputs: Counter,
+    pub rollbacks: Counter,
+    /// Image bytes fetched, by source (shared with the image source).
+    pub fetched: Arc<FetchCounters>,
+}
+
+type Labels = Vec<(&'static str, &'static str)>;
+
+/// `GET /metrics`.
+pub(super) async fn render(State(node): State<Arc<Node>>) -> Response {
+    let mut r = Registry::default();
+    let m = &node.metrics;
+    for (name, help, counter) in [
+        (
+            "archy_reconcile_passes",
+            "Reconcile passes run.",
+            &m.reconcile_passes,
+        ),
+        (
+            "archy_reconcile_actions",
+            "Actions performed by the reconciler.",
+            &m.actions,
+        ),
+        (
+            "archy_reconcile_failures",
+            "App reconciles that failed.",
+            &m.failures,
+        ),
+        (
+            "archy_rollbacks",
+            "Failed updates rolled back to the last healthy release.",
+            &m.rollbacks,
+        ),
+        (
+            "archy_verification_failures",
+            "Documents or images refused by verification.",
+            &m.verification_failures,
+        ),
+        (
+            "archy_refused_inputs",
+            "Inputs refused by a budget before anything was allocated for them.",
+            &m.refused_inputs,
+        ),
+    ] {
+        r.register(name, help, counter.clone());
+    }
+    let served = node.swarm.node.served();
+    r.register(
+        "archy_served_bytes",
+        "Verified content bytes this node sent to peers.",
+        ConstCounter::new(served.bytes()),
+    );
+    r.register(
+        "archy_served_transfers",
+        "Blob transfers this node answered (completed or aborted by the peer).",
+        ConstCounter::new(served.transfers.load(Ordering::Relaxed)),
+    );
+    let fetched = Family::<Labels, Counter>::default();
+    let f = &m.fetched;
+    for (source, n) in [
+        ("origin", &f.origin),
+        ("peer", &f.peers),
+        ("publish_dir", &f.publish_dir),
+    ] {
+        fetched
+            .get_or_create(&vec![("source", source)])
+            .inc_by(n.load(Ordering::Relaxed));
+    }
+    r.register(
+        "archy_fetched_bytes",
+        "Image bytes fetched, by source.",
+        fetched,
+    );
+    r.register(
+        "archy_fetch_resumed_bytes",
+        "Image bytes already held when a fetch started (not fetched again).",
+        ConstCounter::new(f.resumed.load(Ordering::Relaxed)),
+    );
+    r.register(
+        "archy_dht_refused_records",
+        "DHT records and provider records refused for others (not Archy's, forged, or over a cap).",
+        ConstCounter::new(node.swarm.dht_refused().await),
+    );
+    let phases = Family::<Labels, prometheus_client::metrics::gauge::Gauge>::default();
+    {
+        let store = node.store.lock().await;
+        for c in store.state.conditions.values() {
+            phases
+                .get_or_create(&vec![("phase", c.phase.as_str())])
+                .inc();
+        }
+        if let Some(t) = &store.state.trusted {
+            r.register(
+                "archy_catalog_version",
+                "Highest accepted catalog version.",
+                ConstGauge::new(t.catalog_version as i64),
+            );
+        }
+    }
+    r.register("archy_app_phase", "Apps by phase.", phases);
+    if let Some(h) = node.catalog.lock().await.as_ref() {
+        r.register(
+            "archy_catalog_expires_timestamp_seconds",
+            "When the held catalog stops being usable (its timestamp's expiry), Unix seconds.",
+            ConstGauge::new(h.expires.timestamp()),
+        );
+    }
+    let mut out = String::new();
+    match encode(&mut out, &r) {
+        Ok(()) => (
+            [(
+                "content-type",
+                "application/openmetrics-text; version=1.0.0; charset=utf-8",
+            )],
+            out,
+        )
+            .into_response(),
+        Err(e) => super::api::error(
+            axum::http::StatusCode::INTERNAL_SERVER_ERROR,
+            format!("cannot encode metrics: {e}"),
+        ),
+    }
+}
