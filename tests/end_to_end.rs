@@ -83,7 +83,7 @@ fn start_origin(dir: &Path, publish: &Path, extra: &[&str]) -> (Proc, String) {
         s(&dir.join("origin")),
     ];
     args.extend(extra.iter().map(|a| a.to_string()));
-    let origin = Proc::start(&args, "origin ");
+    let origin = common::start(&args, "origin ");
     let addr = origin.ready.split_whitespace().nth(1).unwrap().to_string();
     (origin, addr)
 }
@@ -137,7 +137,7 @@ impl NodeSpec {
     }
 
     fn start(&self) -> Proc {
-        Proc::start(&self.args, "archy node ")
+        common::start(&self.args, "archy node ")
     }
 
     fn d(&self) -> String {
@@ -359,7 +359,7 @@ fn origin_swarm_and_three_nodes_end_to_end() {
 /// A third-party developer publishes to a local relay; the operator finds the app with
 /// its trust score and installs it on node 1 (refused while unverified unless allowed).
 fn marketplace_app_installs_with_its_score(dir: &Path, node: &NodeSpec, bootstrap: &str) {
-    let relay = Proc::start(
+    let relay = common::start(
         &[
             "relay".into(),
             "run".into(),
@@ -397,7 +397,7 @@ fn marketplace_app_installs_with_its_score(dir: &Path, node: &NodeSpec, bootstra
     .unwrap();
     // The developer seeds the image into the swarm, announced in the DHT, and names the
     // seed as its provider.
-    let seed = Proc::start(
+    let seed = common::start(
         &[
             "seed".into(),
             "--data".into(),

@@ -95,6 +95,7 @@ async fn urls_of(relays: &[&LocalRelay]) -> Vec<String> {
 
 #[tokio::test]
 async fn published_app_is_found_with_its_score_and_followed_developer_ranks_first() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let (r1, r2) = (start_relay().await, start_relay().await);
     let urls = urls_of(&[&r1, &r2]).await;
     let me = Keys::generate();
@@ -154,6 +155,7 @@ async fn published_app_is_found_with_its_score_and_followed_developer_ranks_firs
 
 #[tokio::test]
 async fn deletion_by_the_author_removes_the_app_and_others_cannot_delete() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let relay = start_relay().await;
     let urls = urls_of(&[&relay]).await;
     let dev = Keys::generate();
@@ -182,6 +184,7 @@ async fn deletion_by_the_author_removes_the_app_and_others_cannot_delete() {
 
 #[tokio::test]
 async fn expired_announcement_is_ignored() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let relay = start_relay().await;
     let urls = urls_of(&[&relay]).await;
     let dev = Keys::generate();
@@ -225,6 +228,7 @@ async fn expired_announcement_is_ignored() {
 
 #[tokio::test]
 async fn id_collision_between_developers_is_two_apps_with_warnings() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let relay = start_relay().await;
     let urls = urls_of(&[&relay]).await;
     let (alice, mallory) = (Keys::generate(), Keys::generate());
@@ -271,6 +275,7 @@ async fn id_collision_between_developers_is_two_apps_with_warnings() {
 
 #[tokio::test]
 async fn sybil_endorsements_do_not_lift_an_app_but_a_trusted_one_does() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let relay = start_relay().await;
     let urls = urls_of(&[&relay]).await;
     let (me, friend, dev) = (Keys::generate(), Keys::generate(), Keys::generate());
@@ -349,6 +354,7 @@ async fn start_hostile_relay(forged: Event, malformed: Event) -> SocketAddr {
 
 #[tokio::test]
 async fn hostile_and_dead_relays_do_not_stop_the_good_one() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let good = start_relay().await;
     let dev = Keys::generate();
     let real = announcements(&dev, &content("org.example.real", "Real", "1.0.0"), None);
@@ -419,6 +425,7 @@ async fn hostile_and_dead_relays_do_not_stop_the_good_one() {
 
 #[tokio::test]
 async fn paging_gets_everything_from_a_relay_that_caps_results() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let capped = LocalRelay::new(
         RelayBuilder::default()
             .addr("127.0.0.1".parse().unwrap())
@@ -490,6 +497,7 @@ async fn start_silent_relay() -> SocketAddr {
 
 #[tokio::test]
 async fn a_silent_relay_times_out_and_is_reported() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let good = start_relay().await;
     let dev = Keys::generate();
     publish(
@@ -537,6 +545,7 @@ async fn a_silent_relay_times_out_and_is_reported() {
 /// rest of the sync (its memory and time are bounded by the budget, not by the relay).
 #[tokio::test]
 async fn a_flooding_relay_is_cut_off_at_its_budget() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let relay = start_relay().await;
     let urls = urls_of(&[&relay]).await;
     let dev = Keys::generate();

@@ -25,30 +25,7 @@ fn rss_bytes(pid: u32) -> u64 {
 
 /// A node daemon on the process runtime; with `publish`, that dir is its origin.
 fn daemon(data: &Path, name: &str, publish: Option<&Path>) -> common::Proc {
-    let mut args: Vec<String> = ["node", "run", "--data", &data.display().to_string()]
-        .into_iter()
-        .chain([
-            "--runtime",
-            "process",
-            "--name",
-            name,
-            "--api",
-            "127.0.0.1:0",
-        ])
-        .map(String::from)
-        .collect();
-    if let Some(p) = publish {
-        args.extend(["--origin-dir".into(), p.display().to_string()]);
-        args.extend(["--root".into(), p.join("root.json").display().to_string()]);
-    }
-    common::Proc::start(&args, "archy node")
-}
-
-fn archy(data: &Path, args: &[&str]) -> std::process::Output {
-    let mut all = args.to_vec();
-    let data = data.display().to_string();
-    all.extend(["--data", &data]);
-    common::archy(&all)
+    common::start_node(data, name, "process", publish)
 }
 
 /// A marketplace app whose announcement claims an image of 2^62 bytes: before, the fetch
@@ -133,7 +110,7 @@ fn an_expired_catalog_is_not_installed_from_while_the_origin_is_away() {
     let _cleanup = common::ProcessCleanup(vec![data.clone()]);
     let _node = daemon(&data, "freeze", Some(&publish));
     common::assert_ok(
-        &archy(
+        &common::archy_data(
             &data,
             &["app", "install", "org.example.hello", "--version", "1.0.0"],
         ),
@@ -145,7 +122,7 @@ fn an_expired_catalog_is_not_installed_from_while_the_origin_is_away() {
     let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
     std::thread::sleep(left + Duration::from_secs(2));
 
-    let out = archy(
+    let out = common::archy_data(
         &data,
         &["app", "install", "org.example.hello", "--version", "1.0.1"],
     );
@@ -166,14 +143,15 @@ fn an_expired_catalog_is_not_installed_from_while_the_origin_is_away() {
         "the running app keeps running"
     );
     let status: serde_json::Value =
-        serde_json::from_slice(&archy(&data, &["node", "status", "--json"]).stdout).unwrap();
+        serde_json::from_slice(&common::archy_data(&data, &["node", "status", "--json"]).stdout)
+            .unwrap();
     assert!(status["catalog"]["expired"].is_string(), "{status}");
     assert!(common::metrics(&data).contains("archy_catalog_expires_timestamp_seconds"));
-    let out = archy(&data, &["app", "status", "org.example.hello", "--json"]);
+    let out = common::archy_data(&data, &["app", "status", "org.example.hello", "--json"]);
     let app: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(app["version"], "1.0.0", "{app}");
     common::assert_ok(
-        &archy(&data, &["app", "uninstall", "org.example.hello"]),
+        &common::archy_data(&data, &["app", "uninstall", "org.example.hello"]),
         "uninstall",
     );
 }

@@ -7,15 +7,15 @@
 
 use std::{
     fs,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
+    process::Command,
     time::Duration,
 };
 
 use archy_catalog::oci;
 use archy_node::runtime::podman::Podman;
-use common::{assert_ok, http_ok, metrics, publish_signed, ProcessCleanup};
+use common::{archy_data, assert_ok, http_ok, metrics, publish_signed, ProcessCleanup};
 
 mod common;
 
@@ -60,46 +60,8 @@ fn publish_dir(dir: &Path, port: u16, releases: &[Release]) -> PathBuf {
     publish_signed(&apps, dir)
 }
 
-struct Daemon(Child);
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn start_daemon(data: &Path, name: &str, publish: &Path, runtime: &str) -> Daemon {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_archy"))
-        .args(["node", "run", "--data"])
-        .arg(data)
-        .args(["--runtime", runtime])
-        .args(["--name", name, "--api", "127.0.0.1:0", "--origin-dir"])
-        .arg(publish)
-        .arg("--root")
-        .arg(publish.join("root.json"))
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let mut line = String::new();
-    BufReader::new(child.stdout.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "daemon said {line:?}");
-    Daemon(child)
-}
-
-fn archy(data: &Path, args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_archy"))
-        .args(args)
-        .arg("--data")
-        .arg(data)
-        .output()
-        .unwrap()
-}
-
 fn app_json(data: &Path) -> serde_json::Value {
-    let out = archy(data, &["app", "status", "org.example.hello", "--json"]);
+    let out = archy_data(data, &["app", "status", "org.example.hello", "--json"]);
     assert_ok(&out, "app status");
     serde_json::from_slice(&out.stdout).unwrap()
 }
@@ -154,7 +116,7 @@ fn daemon_lifecycle_end_to_end() {
     let _ = Command::new("podman")
         .args(["rmi", "-f", config_digest.trim_start_matches("sha256:")])
         .output();
-    let daemon = start_daemon(&data, &name, &publish, "podman");
+    let daemon = common::start_node(&data, &name, "podman", Some(&publish));
 
     // The API needs the token.
     let addr = fs::read_to_string(data.join("api.addr")).unwrap();
@@ -180,7 +142,7 @@ fn daemon_lifecycle_end_to_end() {
     }
 
     // Unknown app: a clear refusal.
-    let out = archy(&data, &["app", "install", "org.example.nope"]);
+    let out = archy_data(&data, &["app", "install", "org.example.nope"]);
     assert!(!out.status.success());
     assert!(
         String::from_utf8_lossy(&out.stderr).contains("not in the signed catalog"),
@@ -189,7 +151,7 @@ fn daemon_lifecycle_end_to_end() {
     );
 
     // Install with progress.
-    let out = archy(&data, &["app", "install", "org.example.hello", "--json"]);
+    let out = archy_data(&data, &["app", "install", "org.example.hello", "--json"]);
     assert_ok(&out, "app install");
     let stages: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
@@ -221,49 +183,52 @@ fn daemon_lifecycle_end_to_end() {
     // Kill the daemon outright; the app keeps running and is adopted, not recreated.
     drop(daemon);
     assert!(http_ok([127, 0, 0, 1], port), "the app outlives its daemon");
-    let daemon = start_daemon(&data, &name, &publish, "podman");
+    let daemon = common::start_node(&data, &name, "podman", Some(&publish));
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(app_json(&data)["phase"], "running");
     assert_eq!(container_ids(&name), id_before, "adopted without recreate");
 
     // Stop and start.
-    assert!(archy(&data, &["app", "stop", "org.example.hello"])
-        .status
-        .success());
+    assert_ok(
+        &archy_data(&data, &["app", "stop", "org.example.hello"]),
+        ["app", "stop", "org.example.hello"],
+    );
     assert_eq!(app_json(&data)["phase"], "stopped");
     assert!(!http_ok([127, 0, 0, 1], port));
-    assert!(archy(&data, &["app", "start", "org.example.hello"])
-        .status
-        .success());
+    assert_ok(
+        &archy_data(&data, &["app", "start", "org.example.hello"]),
+        ["app", "start", "org.example.hello"],
+    );
     assert!(http_ok([127, 0, 0, 1], port));
 
     // Uninstall: no ghost in API or runtime; data and secrets stay.
-    assert!(archy(&data, &["app", "uninstall", "org.example.hello"])
-        .status
-        .success());
+    assert_ok(
+        &archy_data(&data, &["app", "uninstall", "org.example.hello"]),
+        ["app", "uninstall", "org.example.hello"],
+    );
     assert!(
-        !archy(&data, &["app", "status", "org.example.hello"])
+        !archy_data(&data, &["app", "status", "org.example.hello"])
             .status
             .success(),
         "no ghost in the API"
     );
     assert_eq!(container_ids(&name), "", "no ghost in the runtime");
     let list: Vec<serde_json::Value> =
-        serde_json::from_slice(&archy(&data, &["app", "list", "--json"]).stdout).unwrap();
+        serde_json::from_slice(&archy_data(&data, &["app", "list", "--json"]).stdout).unwrap();
     assert!(list.is_empty());
     // Reinstall finds its data (the same secret).
-    assert!(archy(&data, &["app", "install", "org.example.hello"])
-        .status
-        .success());
+    assert_ok(
+        &archy_data(&data, &["app", "install", "org.example.hello"]),
+        "reinstall",
+    );
     assert_eq!(
         fs::read_to_string(data.join("apps/org.example.hello/secrets/ADMIN_TOKEN")).unwrap(),
         secret
     );
     // Purge removes the data too.
-    assert!(
-        archy(&data, &["app", "uninstall", "org.example.hello", "--purge"])
-            .status
-            .success()
+    assert_ok(
+        &archy_data(&data, &["app", "uninstall", "org.example.hello", "--purge"]),
+        ["app", "uninstall", "org.example.hello", "--purge"],
     );
     assert!(!data.join("apps/org.example.hello").exists());
     let metrics = metrics(&data);
@@ -307,9 +272,9 @@ fn failed_update_rolls_back_to_the_last_healthy_release() {
     let name = format!("r{}", std::process::id());
     // Declared before the daemon, so it runs after the daemon is gone.
     let _apps = ProcessCleanup(vec![data.clone()]);
-    let daemon = start_daemon(&data, &name, &publish, "process");
+    let daemon = common::start_node(&data, &name, "process", Some(&publish));
     let install = |version: &str| {
-        archy(
+        archy_data(
             &data,
             &["app", "install", "org.example.hello", "--version", version],
         )
@@ -325,7 +290,7 @@ fn failed_update_rolls_back_to_the_last_healthy_release() {
         fs::read_to_string(data.join("apps/org.example.hello/secrets/ADMIN_TOKEN")).unwrap();
 
     // The bad update: the install fails, says why and that it rolled back.
-    let out = archy(
+    let out = archy_data(
         &data,
         &[
             "app",
@@ -382,7 +347,7 @@ fn failed_update_rolls_back_to_the_last_healthy_release() {
 
     // Stop and start are not a new request: the hold stays, 1.1.0 comes back.
     for verb in ["stop", "start"] {
-        let out = archy(&data, &["app", verb, "org.example.hello"]);
+        let out = archy_data(&data, &["app", verb, "org.example.hello"]);
         assert_ok(&out, verb);
     }
     let app = app_json(&data);
@@ -400,7 +365,7 @@ fn failed_update_rolls_back_to_the_last_healthy_release() {
     // After a daemon restart the bad release is still held back: no second attempt.
     let pid_before = fs::read_to_string(data.join("process/apps/org.example.hello/pid")).unwrap();
     drop(daemon);
-    let daemon = start_daemon(&data, &name, &publish, "process");
+    let daemon = common::start_node(&data, &name, "process", Some(&publish));
     std::thread::sleep(Duration::from_secs(3));
     let app = app_json(&data);
     assert_eq!(app["version"], "1.1.0", "{app}");
@@ -418,8 +383,9 @@ fn failed_update_rolls_back_to_the_last_healthy_release() {
     let app = app_json(&data);
     assert_eq!(app["version"], "1.0.0", "{app}");
     assert!(app["held_back"].is_null(), "{app}");
-    assert!(archy(&data, &["app", "uninstall", "org.example.hello"])
-        .status
-        .success());
+    assert_ok(
+        &archy_data(&data, &["app", "uninstall", "org.example.hello"]),
+        ["app", "uninstall", "org.example.hello"],
+    );
     drop(daemon);
 }

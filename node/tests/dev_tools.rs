@@ -2,14 +2,12 @@
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
-use std::{fs, path::Path, process::Command};
+use std::{fs, path::Path};
+
+mod common;
 
 fn archy(args: &[&str], dir: &Path) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_archy"))
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("run archy")
+    common::archy_cmd(args).dir(dir).output().unwrap()
 }
 
 const HELLO: &str = r#"app:

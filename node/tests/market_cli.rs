@@ -4,18 +4,16 @@
 
 use std::{
     path::{Path, PathBuf},
-    process::{Command, Output},
+    process::Output,
     time::Duration,
 };
 
 use archy_discovery::client::RelaySet;
-use common::Proc;
+use common::{archy, Proc};
 use nostr_sdk::prelude::*;
 use serde_json::Value;
 
 mod common;
-
-const ARCHY: &str = env!("CARGO_BIN_EXE_archy");
 
 /// An `archy relay run` process, killed on drop.
 struct RelayProcess {
@@ -31,19 +29,10 @@ impl RelayProcess {
         if let Some(d) = data {
             args.extend(["--data".into(), d.to_string_lossy().into_owned()]);
         }
-        let proc = Proc::start(&args, "relay listening on ws://127.0.0.1:");
+        let proc = common::start(&args, "relay listening on ws://127.0.0.1:");
         let url = proc.ready.split_whitespace().nth(3).unwrap().to_string();
         Self { _proc: proc, url }
     }
-}
-
-fn archy(args: &[&str]) -> Output {
-    Command::new(ARCHY)
-        .args(args)
-        .env_remove("ARCHY_RELAYS")
-        .env_remove("ARCHY_ME")
-        .output()
-        .unwrap()
 }
 
 fn json_of(out: &Output) -> Value {

@@ -14,7 +14,7 @@ mod common;
 
 /// `archy seed --import FILE --json` in `data`: the process and its ready line.
 fn seed(data: &Path, file: &Path) -> (Proc, Value) {
-    let p = Proc::start(
+    let p = common::start(
         &[
             "seed".into(),
             "--data".into(),

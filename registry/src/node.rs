@@ -242,10 +242,18 @@ impl SwarmNode {
     }
 
     /// Stops serving, closes the endpoint (peers see the connections close instead of
-    /// timing out) and flushes the store.
+    /// timing out) and flushes the store: the router shuts down its protocols, and the
+    /// blobs protocol shuts the store down (a second store shutdown could wait on an
+    /// actor that has already stopped). Bounded: a peer that never acknowledges the
+    /// close cannot hold the caller.
     pub async fn shutdown(&self) {
-        let _ = self.router.shutdown().await;
-        let _ = self.store.shutdown().await;
+        const LIMIT: Duration = Duration::from_secs(10);
+        if tokio::time::timeout(LIMIT, self.router.shutdown())
+            .await
+            .is_err()
+        {
+            tracing::warn!(limit = ?LIMIT, "the node did not shut down in time; going on");
+        }
     }
 }
 

@@ -47,6 +47,7 @@ fn bytes_from(report: &FetchReport, provider: &PeerAddr) -> u64 {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_sending_bad_bytes_is_dropped_and_the_blob_still_verifies() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let (file, want, size) = random_file(tmp.path(), 4 * MIB);
     let origin = provider(tmp.path(), "origin", &file).await;
@@ -86,6 +87,7 @@ async fn a_provider_sending_bad_bytes_is_dropped_and_the_blob_still_verifies() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_provider_killed_mid_transfer_costs_no_verified_range_twice() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let (file, want, size) = random_file(tmp.path(), 8 * MIB);
     let origin = provider(tmp.path(), "origin", &file).await;
@@ -123,6 +125,7 @@ async fn a_provider_killed_mid_transfer_costs_no_verified_range_twice() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_interrupted_fetch_resumes_and_a_partial_holder_serves_what_it_has() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let (file, want, size) = random_file(tmp.path(), 6 * MIB);
     let blob = (want, size);
@@ -165,6 +168,7 @@ async fn an_interrupted_fetch_resumes_and_a_partial_holder_serves_what_it_has() 
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_still_downloading_serves_pieces_as_it_gets_them() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     // The peer starts empty, at the same moment as the fetcher, from a faster origin
     // link than the fetcher's: everything the fetcher gets from it was announced by
     // bitfield updates after the fetcher connected (which add to what it had).
@@ -195,6 +199,7 @@ async fn a_peer_still_downloading_serves_pieces_as_it_gets_them() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_peer_gets_little_work_and_does_not_hold_the_fetch_back() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let (file, want, size) = random_file(tmp.path(), 8 * MIB);
     let origin = provider(tmp.path(), "origin", &file).await;
@@ -226,6 +231,7 @@ async fn a_slow_peer_gets_little_work_and_does_not_hold_the_fetch_back() {
 /// (the clock runs while other providers complete pieces) and is dropped after three.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_that_hangs_is_dropped_as_stalled() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let (file, want, size) = random_file(tmp.path(), 8 * MIB);
     let origin = provider(tmp.path(), "origin", &file).await;

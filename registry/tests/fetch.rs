@@ -13,6 +13,7 @@ mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_blob_from_three_providers_at_once() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let (file, want, size) = random_file(tmp.path(), 4 << 20);
     let mut providers = Vec::new();
@@ -96,6 +97,7 @@ async fn one_blob_from_three_providers_at_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_provider_share_goes_to_the_others() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let (file, want, size) = random_file(tmp.path(), 2 << 20);
     let good = provider(tmp.path(), "good", &file).await;
@@ -140,6 +142,7 @@ async fn a_dead_provider_share_goes_to_the_others() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nobody_has_it_is_a_clear_error() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let empty = node(tmp.path(), "e").await;
     let fetcher = node(tmp.path(), "f").await;

@@ -91,6 +91,7 @@ impl Publisher {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let publish = tmp.path().join("publish");
     let p = Publisher::new();
@@ -284,6 +285,7 @@ fn rotated_root(p: &Publisher, version: u64, key: &SecretKey, previous: &SecretK
 /// are not kept.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_node_anchored_at_a_later_root_serves_the_chain_to_older_peers() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let publish = tmp.path().join("publish");
     let p = Publisher::new();
@@ -405,6 +407,7 @@ impl iroh::protocol::ProtocolHandler for InflatingHead {
 /// the timestamp (sent first) pins, and none of its bytes are read.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_catalog_frame_longer_than_its_timestamp_pins_is_refused_before_it_is_read() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let publish = tmp.path().join("publish");
     Publisher::new().publish(&publish, 1);

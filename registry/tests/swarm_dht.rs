@@ -44,6 +44,7 @@ async fn assert_named(asker: &Swarm, hash: ContentHash, holder: &Swarm) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn holders_are_found_through_the_dht_and_a_dead_one_is_skipped() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let file = tmp.path().join("blob");
     let mut bytes = vec![0u8; 3 << 20];
@@ -91,6 +92,7 @@ async fn holders_are_found_through_the_dht_and_a_dead_one_is_skipped() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_fetcher_is_announced_from_its_first_verified_bytes_not_its_first_piece() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let (file, hash, size) = random_file(tmp.path(), 3 << 20);
     // The origin is not in the DHT (nobody finds it there); the fetcher's only way to

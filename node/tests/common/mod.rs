@@ -6,13 +6,15 @@
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses a part; tests fail loudly
 
 use std::{
+    ffi::OsStr,
     fs,
-    io::{BufRead, BufReader, Read, Write},
+    io::{Read, Write},
     path::{Path, PathBuf},
-    process::{Child, Command, Output, Stdio},
-    sync::mpsc,
-    time::{Duration, Instant},
+    process::{Command, Output},
+    time::Duration,
 };
+
+use archy_harness::{poll_until, Background, Cmd};
 
 use archy_catalog::{
     build::{build_catalog, resolve_image},
@@ -41,12 +43,24 @@ pub fn needs_root() -> Option<String> {
     (!nix::unistd::geteuid().is_root()).then(|| "this test needs root".to_string())
 }
 
-/// Runs `archy ARGS` (the binary this test build made) to completion.
-pub fn archy(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_archy"))
+/// `archy ARGS` (the binary this test build made), without the operator's defaults from
+/// the environment (`ARCHY_DATA`, `ARCHY_RELAYS`, `ARCHY_ME`), to build on.
+pub fn archy_cmd<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Cmd {
+    Cmd::new(env!("CARGO_BIN_EXE_archy"))
+        .env_remove("ARCHY_DATA")
+        .env_remove("ARCHY_RELAYS")
+        .env_remove("ARCHY_ME")
         .args(args)
-        .output()
-        .unwrap()
+}
+
+/// Runs `archy ARGS` to completion.
+pub fn archy(args: &[&str]) -> Output {
+    archy_cmd(args).output().unwrap()
+}
+
+/// Runs `archy ARGS --data DATA` to completion.
+pub fn archy_data(data: &Path, args: &[&str]) -> Output {
+    archy_cmd(args).arg("--data").arg(data).output().unwrap()
 }
 
 /// Fails the test, naming `what` and showing both output streams, unless `out` is a
@@ -62,9 +76,7 @@ pub fn assert_ok(out: &Output, what: impl std::fmt::Debug) {
 
 /// `archy ARGS`, which must succeed; its stdout.
 pub fn archy_ok(args: &[&str]) -> String {
-    let out = archy(args);
-    assert_ok(&out, args);
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    archy_cmd(args).stdout().unwrap_or_else(|e| panic!("{e}"))
 }
 
 /// A TCP port on 127.0.0.1 that was free a moment ago.
@@ -76,13 +88,9 @@ pub fn free_port() -> u16 {
         .port()
 }
 
-/// Polls `ok` every 200 ms until it holds; fails the test after `limit`.
+/// Polls `ok` until it holds; fails the test after `limit`.
 pub fn wait_until(what: &str, limit: Duration, mut ok: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !ok() {
-        assert!(start.elapsed() < limit, "{what}: not within {limit:?}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    poll_until(what, limit, || ok().then_some(())).unwrap_or_else(|e| panic!("{e}"));
 }
 
 /// `size` random bytes (they neither compress nor repeat).
@@ -224,41 +232,26 @@ impl Drop for ProcessCleanup {
 }
 
 /// A background `archy` process, killed (SIGKILL) when dropped.
-pub struct Proc {
-    pub child: Child,
-    /// The line it printed when ready.
-    pub ready: String,
+pub type Proc = Background;
+
+/// Starts `archy ARGS` and waits (at most 30 s) for a stdout line starting with `ready`.
+pub fn start(args: &[String], ready: &str) -> Proc {
+    archy_cmd(args)
+        .background("archy", ready, Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
-impl Proc {
-    /// Starts `archy ARGS` and waits (at most 30 s) for a stdout line starting with `ready`.
-    pub fn start(args: &[String], ready: &str) -> Proc {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_archy"))
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, rx) = mpsc::channel();
-        let ready = ready.to_string();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if line.starts_with(&ready) {
-                    let _ = tx.send(line);
-                }
-            }
-        });
-        let ready = rx
-            .recv_timeout(Duration::from_secs(30))
-            .unwrap_or_else(|_| panic!("archy {args:?} did not become ready"));
-        Proc { child, ready }
+/// `archy node run` on `runtime` with its origin dir `publish` (and its root.json as
+/// the trust anchor), API on a free port; waits for it to listen.
+pub fn start_node(data: &Path, name: &str, runtime: &str, publish: Option<&Path>) -> Proc {
+    let mut args: Vec<String> = ["node", "run", "--data", &data.display().to_string()]
+        .into_iter()
+        .chain(["--runtime", runtime, "--name", name, "--api", "127.0.0.1:0"])
+        .map(String::from)
+        .collect();
+    if let Some(p) = publish {
+        args.extend(["--origin-dir".into(), p.display().to_string()]);
+        args.extend(["--root".into(), p.join("root.json").display().to_string()]);
     }
-}
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+    start(&args, "archy node")
 }

@@ -24,6 +24,7 @@ struct Evil {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_peer_gets_no_forged_record_stored_and_its_providers_capped() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let mut cfg = DhtConfig::new([9; 32], "127.0.0.1:0".parse().unwrap());
     cfg.inbound = InboundLimits {
         providers_per_peer: 50,

@@ -38,6 +38,7 @@ async fn wait_for(dht: &Dht, hash: ContentHash, want: usize) -> Vec<archy_dht::P
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn announce_on_one_node_is_found_from_another_with_verified_addresses() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let a = Dht::start(cfg(1, &[])).await.unwrap();
     let b = Dht::start(cfg(2, &[&a])).await.unwrap();
     let c = Dht::start(cfg(3, &[&a])).await.unwrap();
@@ -70,6 +71,7 @@ async fn announce_on_one_node_is_found_from_another_with_verified_addresses() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_holder_does_not_stall_lookups() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let a = Dht::start(cfg(11, &[])).await.unwrap();
     let b = Dht::start(cfg(12, &[&a])).await.unwrap();
     let c = Dht::start(cfg(13, &[&a])).await.unwrap();
@@ -92,6 +94,7 @@ async fn a_dead_holder_does_not_stall_lookups() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_address_this_host_does_not_have_is_a_clear_error() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     // Binding fails locally (EADDRNOTAVAIL); nothing is sent anywhere.
     let mut c = cfg(22, &[]);
     c.listen = SocketAddr::from(([203, 0, 113, 1], 4001));
@@ -104,6 +107,7 @@ async fn an_address_this_host_does_not_have_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn head_servers_are_found_apart_from_blob_holders() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let a = Dht::start(cfg(21, &[])).await.unwrap();
     let b = Dht::start(cfg(22, &[&a])).await.unwrap();
     let c = Dht::start(cfg(23, &[&a])).await.unwrap();
