@@ -7,9 +7,10 @@
 use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use archy_catalog::{
-    documents::{Envelope, SPEC_VERSION},
+    documents::SPEC_VERSION,
     keys::SecretKey,
-    Catalog, ContentHash, Limits, Role, Root, Timestamp, TrustedState,
+    publisher::{sign, Publisher, Validity},
+    Catalog, ContentHash, Limits, Role, Root, TrustedState,
 };
 use archy_registry::{
     head::{
@@ -24,56 +25,27 @@ use common::{local, node};
 
 mod common;
 
-fn signed<T: serde::Serialize>(body: &T, key: &SecretKey) -> Vec<u8> {
-    signed_by(body, &[key])
+/// The publisher of these tests: fixed keys, and one validity for every document, so
+/// root v1 is the same bytes each time it is written.
+struct TestPublisher {
+    keys: Publisher,
+    validity: Validity,
 }
 
-fn signed_by<T: serde::Serialize>(body: &T, keys: &[&SecretKey]) -> Vec<u8> {
-    let mut env = Envelope::new_unsigned(body).unwrap();
-    for k in keys {
-        env.sign(k);
-    }
-    env.to_bytes()
-}
-
-/// A publisher with one key per role, writing a publish dir with an empty catalog.
-struct Publisher {
-    root_doc: Vec<u8>,
-    root: SecretKey,
-    catalog: SecretKey,
-    timestamp: SecretKey,
-}
-
-impl Publisher {
+impl TestPublisher {
     fn new() -> Self {
-        let mut p = Self {
-            root_doc: Vec::new(),
-            root: SecretKey::from_seed(&[1; 32]),
-            catalog: SecretKey::from_seed(&[2; 32]),
-            timestamp: SecretKey::from_seed(&[3; 32]),
-        };
-        p.root_doc = p.sign_root();
-        p
+        Self {
+            keys: Publisher::from_seed(1),
+            validity: Validity::default(),
+        }
     }
 
     fn root(&self) -> Vec<u8> {
-        self.root_doc.clone()
+        self.keys.signed_root(1, self.validity.root)
     }
 
-    fn sign_root(&self) -> Vec<u8> {
-        let root = Root::for_keys(
-            1,
-            Utc::now() + Days::days(365),
-            (&[&self.root], 1),
-            &self.catalog,
-            &self.timestamp,
-        );
-        signed(&root, &self.root)
-    }
-
-    /// Writes root, catalog v`version` and its timestamp into `dir`.
+    /// Writes root, an empty catalog v`version` and its timestamp into `dir`.
     fn publish(&self, dir: &Path, version: u64) {
-        std::fs::create_dir_all(dir.join("blobs")).unwrap();
         let catalog = Catalog {
             role: Role::Catalog,
             spec_version: SPEC_VERSION,
@@ -81,11 +53,8 @@ impl Publisher {
             expires: Utc::now() + Days::days(30),
             apps: BTreeMap::new(),
         };
-        let cat = signed(&catalog, &self.catalog);
-        let ts = Timestamp::for_catalog(&cat, version, Utc::now() + Days::days(1)).unwrap();
-        std::fs::write(dir.join("root.json"), self.root()).unwrap();
-        std::fs::write(dir.join("catalog.json"), &cat).unwrap();
-        std::fs::write(dir.join("timestamp.json"), signed(&ts, &self.timestamp)).unwrap();
+        self.keys.write_head(&catalog, dir, &self.validity).unwrap();
+        std::fs::create_dir_all(dir.join("blobs")).unwrap();
     }
 }
 
@@ -94,7 +63,7 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
     let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let publish = tmp.path().join("publish");
-    let p = Publisher::new();
+    let p = TestPublisher::new();
     p.publish(&publish, 1);
     let limits = Limits::default();
     let anchor = TrustedState::bootstrap(&p.root(), &limits).unwrap();
@@ -269,15 +238,15 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
 
 /// Root `version` with `key` as its root key, signed by `key` and by `previous` (the
 /// key of the root before it, as a rotation must be).
-fn rotated_root(p: &Publisher, version: u64, key: &SecretKey, previous: &SecretKey) -> Vec<u8> {
+fn rotated_root(p: &TestPublisher, version: u64, key: &SecretKey, previous: &SecretKey) -> Vec<u8> {
     let root = Root::for_keys(
         version,
         Utc::now() + Days::days(365),
         (&[key], 1),
-        &p.catalog,
-        &p.timestamp,
+        p.keys.catalog_key(),
+        p.keys.timestamp_key(),
     );
-    signed_by(&root, &[previous, key])
+    sign(&root, &[previous, key])
 }
 
 /// A node anchored at root v2 (it never walked v1 -> v2) keeps the chain it is sent, so
@@ -288,13 +257,13 @@ async fn a_node_anchored_at_a_later_root_serves_the_chain_to_older_peers() {
     let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let publish = tmp.path().join("publish");
-    let p = Publisher::new();
+    let p = TestPublisher::new();
     p.publish(&publish, 1);
     let (k2, k3) = (
         SecretKey::from_seed(&[12; 32]),
         SecretKey::from_seed(&[13; 32]),
     );
-    let (v1, v2) = (p.root(), rotated_root(&p, 2, &k2, &p.root));
+    let (v1, v2) = (p.root(), rotated_root(&p, 2, &k2, &p.keys.root_keys()[0]));
     let v3 = rotated_root(&p, 3, &k3, &k2);
     std::fs::create_dir_all(publish.join("roots")).unwrap();
     std::fs::write(publish.join("roots/1.json"), &v1).unwrap();
@@ -358,7 +327,12 @@ async fn a_node_anchored_at_a_later_root_serves_the_chain_to_older_peers() {
     assert!(e.contains("refused"), "{e}");
 
     // A forged v2 (its own key, not k2) breaks the walk: only v3 is kept.
-    let forged = rotated_root(&p, 2, &SecretKey::from_seed(&[66; 32]), &p.root);
+    let forged = rotated_root(
+        &p,
+        2,
+        &SecretKey::from_seed(&[66; 32]),
+        &p.keys.root_keys()[0],
+    );
     let kept = root_chain(&got.trusted, vec![(1, v1), (2, forged)], &limits);
     assert_eq!(kept, vec![(3, v3)]);
 }
@@ -410,7 +384,7 @@ async fn a_catalog_frame_longer_than_its_timestamp_pins_is_refused_before_it_is_
     let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
     let tmp = tempfile::tempdir().unwrap();
     let publish = tmp.path().join("publish");
-    Publisher::new().publish(&publish, 1);
+    TestPublisher::new().publish(&publish, 1);
     let sent = std::sync::Arc::new(std::sync::atomic::AtomicU64::new(0));
     let hostile = SwarmNode::builder(&tmp.path().join("hostile"), local())
         .accept(

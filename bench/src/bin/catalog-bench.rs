@@ -12,12 +12,7 @@ use std::{fs, path::PathBuf, time::Instant};
 
 use anyhow::Context;
 use archy_bench::{machine, max_rss, peak_heap, reset_peak, write_section, PeakAlloc};
-use archy_catalog::{
-    build::build_catalog,
-    documents::{Envelope, Root, Timestamp},
-    keys::SecretKey,
-    oci, Limits, TrustedState,
-};
+use archy_catalog::{build::build_catalog, oci, publisher::Publisher, Limits, TrustedState};
 use chrono::{Duration, Utc};
 use clap::Parser;
 
@@ -100,19 +95,8 @@ fn main() -> anyhow::Result<()> {
         fs::write(apps_dir.join(format!("app{i:05}.yaml")), m)?;
     }
 
-    let keys: Vec<SecretKey> = (0..3)
-        .map(|_| SecretKey::generate())
-        .collect::<Result<_, _>>()?;
-    let root = Root::for_keys(
-        1,
-        Utc::now() + Duration::days(365),
-        (&[&keys[0]], 1),
-        &keys[1],
-        &keys[2],
-    );
-    let mut root_env = Envelope::new_unsigned(&root)?;
-    root_env.sign(&keys[0]);
-    let root_bytes = root_env.to_bytes();
+    let publisher = Publisher::generate()?;
+    let root_bytes = publisher.signed_root(1, Utc::now() + Duration::days(365));
 
     let t = Instant::now();
     let built = build_catalog(&apps_dir, 1, Utc::now() + Duration::days(30))
@@ -120,17 +104,10 @@ fn main() -> anyhow::Result<()> {
     let build_s = t.elapsed().as_secs_f64();
 
     let t = Instant::now();
-    let mut env = Envelope::new_unsigned(&built.catalog)?;
-    env.sign(&keys[1]);
-    let catalog_bytes = env.to_bytes();
-    let ts = Timestamp::for_catalog(&catalog_bytes, 1, Utc::now() + Duration::days(1))
-        .map_err(anyhow::Error::msg)?;
-    let mut ts_env = Envelope::new_unsigned(&ts)?;
-    ts_env.sign(&keys[2]);
-    let ts_bytes = ts_env.to_bytes();
+    let catalog_bytes = publisher.signed_catalog(&built.catalog);
+    let ts_bytes = publisher.signed_timestamp(&catalog_bytes, 1, Utc::now() + Duration::days(1))?;
     let sign_s = t.elapsed().as_secs_f64();
     drop(built);
-    drop(env);
 
     let docs = tmp.path().join("docs");
     fs::create_dir_all(&docs)?;

@@ -1,6 +1,6 @@
 //! Helpers the node's process-level tests share: an image archive made from the host's
 //! static busybox (as `archy app pack` makes one, without any engine), talking to a
-//! daemon's API, probing apps, signing test documents, background `archy` processes, and
+//! daemon's API, probing apps, a signed publish dir, background `archy` processes, and
 //! cleaning up what the process runtime started.
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses a part; tests fail loudly
@@ -17,10 +17,10 @@ use std::{
 use archy_harness::{poll_until, Background, Cmd};
 
 use archy_catalog::{
-    build::{build_catalog, resolve_image},
-    documents::{Envelope, Root, Timestamp},
-    keys::SecretKey,
-    manifest, oci, AppManifest, ImageRef,
+    build::resolve_image,
+    manifest, oci,
+    publisher::{Publisher, Validity},
+    AppManifest, ImageRef,
 };
 
 /// Whether this test can have what it needs (`why` is `None`, or says what is missing).
@@ -163,20 +163,9 @@ pub fn http_ok(ip: [u8; 4], port: u16) -> bool {
     out.starts_with("HTTP/1.0 200") || out.starts_with("HTTP/1.1 200")
 }
 
-/// Writes `doc` signed by `keys` to `path`; returns the bytes.
-pub fn signed<T: serde::Serialize>(path: &Path, doc: &T, keys: &[&SecretKey]) -> Vec<u8> {
-    let mut env = Envelope::new_unsigned(doc).unwrap();
-    for k in keys {
-        env.sign(k);
-    }
-    let bytes = env.to_bytes();
-    fs::write(path, &bytes).unwrap();
-    bytes
-}
-
-/// The publisher's side for tests: signs a root of trust (one key for every role), a
-/// catalog of every manifest under `apps` and its timestamp into `<dir>/publish`, with
-/// each image under `blobs/<blake3 hex>`, as an origin serves it. Returns the publish dir.
+/// The publisher's side for tests: signs a root of trust, a catalog of every manifest
+/// under `apps` and its timestamp (one day) into `<dir>/publish`, with each image under
+/// `blobs/<blake3 hex>`, as an origin serves it. Returns the publish dir.
 pub fn publish_signed(apps: &Path, dir: &Path) -> PathBuf {
     publish_signed_until(apps, dir, chrono::Utc::now() + chrono::Duration::days(1))
 }
@@ -187,24 +176,15 @@ pub fn publish_signed_until(
     dir: &Path,
     expires: chrono::DateTime<chrono::Utc>,
 ) -> PathBuf {
-    let key = SecretKey::generate().unwrap();
-    let in_30_days = chrono::Utc::now() + chrono::Duration::days(30);
-    let root = Root::for_keys(1, in_30_days, (&[&key], 1), &key, &key);
-    let publish = dir.join("publish");
-    fs::create_dir_all(publish.join("blobs")).unwrap();
-    signed(&publish.join("root.json"), &root, &[&key]);
-    let built = build_catalog(apps, 1, in_30_days).unwrap();
-    for r in &built.releases {
-        fs::copy(
-            &r.image_file,
-            publish.join("blobs").join(r.image.hash.to_hex()),
-        )
-        .unwrap();
-    }
-    let cat = signed(&publish.join("catalog.json"), &built.catalog, &[&key]);
-    let ts = Timestamp::for_catalog(&cat, 1, expires).unwrap();
-    signed(&publish.join("timestamp.json"), &ts, &[&key]);
-    publish
+    let validity = Validity {
+        timestamp: expires,
+        ..Validity::default()
+    };
+    Publisher::generate()
+        .unwrap()
+        .publish(apps, &dir.join("publish"), 1, &validity)
+        .unwrap()
+        .dir
 }
 
 /// Stops whatever the process runtime left running under these data dirs, however the

@@ -434,12 +434,17 @@ impl Timestamp {
         catalog_bytes: &[u8],
         version: u64,
         expires: DateTime<Utc>,
-    ) -> Result<Self, String> {
+    ) -> Result<Self, NotACatalog> {
         let env = Envelope::from_slice(catalog_bytes)
-            .map_err(|e| format!("not a signed document: {e}"))?;
-        let header = env.header().map_err(|e| format!("no _type/version: {e}"))?;
+            .map_err(|e| NotACatalog(format!("not a signed document: {e}")))?;
+        let header = env
+            .header()
+            .map_err(|e| NotACatalog(format!("no _type/version: {e}")))?;
         if header.role != Role::Catalog {
-            return Err(format!("this is a {} document, not a catalog", header.role));
+            return Err(NotACatalog(format!(
+                "this is a {} document, not a catalog",
+                header.role
+            )));
         }
         Ok(Self {
             role: Role::Timestamp,
@@ -454,6 +459,11 @@ impl Timestamp {
         })
     }
 }
+
+/// Bytes given as a catalog to pin in a timestamp that are not a signed catalog.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot pin this file in a timestamp: {0}")]
+pub struct NotACatalog(String);
 
 /// Parses `365d`, `30d`, `12h`, `90m`, `2w` into a duration for expiry dates.
 pub fn parse_validity(s: &str) -> Result<chrono::Duration, String> {

@@ -9,7 +9,9 @@
 //! - [`trust`]: [`TrustedState`], which accepts documents only when they pass every
 //!   TUF-style check (threshold, expiry, rollback, mix-and-match, size limits);
 //! - [`oci`]: reading and writing OCI image archives;
-//! - [`build`]: turning a directory of manifests into a catalog.
+//! - [`build`]: turning a directory of manifests into a catalog;
+//! - [`publisher`]: a publisher holding all its keys on one machine (demo, tests,
+//!   benchmarks), signing a publish dir as an origin serves it.
 //!
 //! ```
 //! use archy_catalog::{documents::*, keys::SecretKey, trust::{Limits, TrustedState}};
@@ -37,6 +39,7 @@ pub mod hash;
 pub mod keys;
 pub mod manifest;
 pub mod oci;
+pub mod publisher;
 pub mod trust;
 
 pub use documents::{Catalog, Envelope, ImageRef, Release, Role, Root, Timestamp};

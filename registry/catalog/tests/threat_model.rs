@@ -16,6 +16,7 @@ use archy_catalog::{
     keys::{KeyMap, SecretKey},
     manifest::{self, ManifestFormat},
     oci::ArchiveFormat,
+    publisher::sign,
     ContentHash, Limits, TrustError, TrustedState,
 };
 use chrono::{DateTime, Duration, Utc};
@@ -86,7 +87,7 @@ impl Publisher {
 
     fn root_bytes(&self) -> Vec<u8> {
         let rk: Vec<&SecretKey> = self.root_keys.iter().collect();
-        signed(&self.root(), &rk)
+        sign(&self.root(), &rk)
     }
 
     fn state(&self) -> TrustedState {
@@ -134,21 +135,13 @@ app:
     }
 
     fn catalog_bytes(&self, version: u64) -> Vec<u8> {
-        signed(&self.catalog(version), &[&self.catalog_key])
+        sign(&self.catalog(version), &[&self.catalog_key])
     }
 
     fn timestamp_bytes(&self, version: u64, catalog_bytes: &[u8]) -> Vec<u8> {
         let ts = Timestamp::for_catalog(catalog_bytes, version, now() + Duration::days(1)).unwrap();
-        signed(&ts, &[&self.timestamp_key])
+        sign(&ts, &[&self.timestamp_key])
     }
-}
-
-fn signed<T: serde::Serialize>(doc: &T, keys: &[&SecretKey]) -> Vec<u8> {
-    let mut env = Envelope::new_unsigned(doc).unwrap();
-    for k in keys {
-        env.sign(k);
-    }
-    env.to_bytes()
 }
 
 fn limits() -> Limits {
@@ -178,7 +171,7 @@ fn arbitrary_installation_catalog_signed_by_unknown_key_is_refused() {
     let p = Publisher::new();
     let mut s = p.state();
     let attacker = seed(66);
-    let cat = signed(&p.catalog(1), &[&attacker]);
+    let cat = sign(&p.catalog(1), &[&attacker]);
     let ts = p.timestamp_bytes(1, &cat);
     let e = verify_head(&mut s, &ts, &cat).unwrap_err();
     assert_eq!(e.kind(), "unknown_key", "{e}");
@@ -204,7 +197,7 @@ fn arbitrary_installation_key_of_another_role_does_not_count() {
     let p = Publisher::new();
     let mut s = p.state();
     // The timestamp key is trusted, but not for the catalog role.
-    let cat = signed(&p.catalog(1), &[&p.timestamp_key]);
+    let cat = sign(&p.catalog(1), &[&p.timestamp_key]);
     let ts = p.timestamp_bytes(1, &cat);
     assert_eq!(
         verify_head(&mut s, &ts, &cat).unwrap_err().kind(),
@@ -225,7 +218,7 @@ fn wrong_software_entry_whose_image_differs_from_its_manifest_is_refused() {
         .get_mut("1.0.0")
         .unwrap();
     rel.image.hash = ContentHash::of(b"other image");
-    let cat = signed(&c, &[&p.catalog_key]);
+    let cat = sign(&c, &[&p.catalog_key]);
     let e = verify_head(&mut s, &p.timestamp_bytes(1, &cat), &cat).unwrap_err();
     assert_eq!(e.kind(), "malformed", "{e}");
     assert!(e.to_string().contains("not the image hash"), "{e}");
@@ -245,7 +238,7 @@ fn wrong_software_signed_entry_that_breaks_the_security_policy_is_refused() {
         .unwrap();
     rel.manifest.container.privileged = Some(true);
     rel.manifest_hash = rel.manifest.manifest_hash();
-    let cat = signed(&c, &[&p.catalog_key]);
+    let cat = sign(&c, &[&p.catalog_key]);
     // The catalog as a whole is still usable; the faulty release is refused before it
     // can be applied, and the publisher's `verify` lists it.
     let verified = verify_head(&mut s, &p.timestamp_bytes(1, &cat), &cat).unwrap();
@@ -278,7 +271,7 @@ fn wrong_type_timestamp_presented_as_catalog_is_refused() {
 fn key_compromise_one_root_key_cannot_sign_a_root() {
     let p = Publisher::new();
     let rk: Vec<&SecretKey> = p.root_keys.iter().collect();
-    let bytes = signed(&p.root(), &rk[..1]);
+    let bytes = sign(&p.root(), &rk[..1]);
     let e = TrustedState::bootstrap(&bytes, &limits()).unwrap_err();
     assert_eq!(
         e,
@@ -306,7 +299,7 @@ fn key_compromise_root_listing_a_key_twice_is_malformed() {
     let p = Publisher::new();
     let mut root = p.root();
     root.roles.root.keyids = vec![p.root_keys[0].key_id(), p.root_keys[0].key_id()];
-    let bytes = signed(&root, &[&p.root_keys[0]]);
+    let bytes = sign(&root, &[&p.root_keys[0]]);
     assert_eq!(
         TrustedState::bootstrap(&bytes, &limits())
             .unwrap_err()
@@ -360,7 +353,7 @@ fn rollback_of_the_root_is_refused() {
     let mut s = p.state();
     let rk: Vec<&SecretKey> = p.root_keys.iter().collect();
     let v2 = p.root_doc(2, &rk, 2, &p.catalog_key, &p.timestamp_key);
-    s.update_root(&signed(&v2, &rk), &limits()).unwrap();
+    s.update_root(&sign(&v2, &rk), &limits()).unwrap();
     let e = s.update_root(&p.root_bytes(), &limits()).unwrap_err();
     assert_eq!(
         e,
@@ -394,7 +387,7 @@ fn freeze_expired_timestamp_is_refused() {
     let cat = p.catalog_bytes(1);
     let ts = Timestamp::for_catalog(&cat, 1, now() - Duration::seconds(1)).unwrap();
     let e = s
-        .verify_timestamp(&signed(&ts, &[&p.timestamp_key]), now(), &limits())
+        .verify_timestamp(&sign(&ts, &[&p.timestamp_key]), now(), &limits())
         .unwrap_err();
     assert_eq!(e.kind(), "expired");
 }
@@ -405,7 +398,7 @@ fn freeze_expired_catalog_is_refused() {
     let mut s = p.state();
     let mut c = p.catalog(1);
     c.expires = now() - Duration::days(1);
-    let cat = signed(&c, &[&p.catalog_key]);
+    let cat = sign(&c, &[&p.catalog_key]);
     let e = verify_head(&mut s, &p.timestamp_bytes(1, &cat), &cat).unwrap_err();
     assert_eq!(e.kind(), "expired");
 }
@@ -416,7 +409,7 @@ fn freeze_expired_root_is_refused_when_used() {
     let mut root = p.root();
     root.expires = now() - Duration::days(1);
     let rk: Vec<&SecretKey> = p.root_keys.iter().collect();
-    let mut s = TrustedState::bootstrap(&signed(&root, &rk), &limits()).unwrap();
+    let mut s = TrustedState::bootstrap(&sign(&root, &rk), &limits()).unwrap();
     let cat = p.catalog_bytes(1);
     let e = s
         .verify_timestamp(&p.timestamp_bytes(1, &cat), now(), &limits())
@@ -442,7 +435,7 @@ fn mix_and_match_catalog_other_than_the_pinned_one_is_refused() {
     // A validly signed catalog of the same size, but not the pinned one.
     let mut other = p.catalog(2);
     other.expires += Duration::seconds(1);
-    let other = signed(&other, &[&p.catalog_key]);
+    let other = sign(&other, &[&p.catalog_key]);
     assert_eq!(other.len(), pinned.len());
     let e = verify_head(&mut s, &ts, &other).unwrap_err();
     assert_eq!(e.kind(), "hash_mismatch", "{e}");
@@ -455,7 +448,7 @@ fn mix_and_match_catalog_version_must_equal_the_pinned_version() {
     let cat = p.catalog_bytes(7);
     let mut ts = Timestamp::for_catalog(&cat, 1, now() + Duration::days(1)).unwrap();
     ts.catalog.version = 8;
-    let ts = signed(&ts, &[&p.timestamp_key]);
+    let ts = sign(&ts, &[&p.timestamp_key]);
     let e = verify_head(&mut s, &ts, &cat).unwrap_err();
     assert_eq!(
         e,
@@ -517,12 +510,12 @@ fn rotation_new_root_needs_old_and_new_thresholds() {
     let old: Vec<&SecretKey> = p.root_keys.iter().collect();
 
     let mut s = p.state();
-    let only_new = signed(&v2, &nr);
+    let only_new = sign(&v2, &nr);
     assert_eq!(
         s.update_root(&only_new, &limits()).unwrap_err().kind(),
         "unknown_key"
     );
-    let only_old = signed(&v2, &old);
+    let only_old = sign(&v2, &old);
     assert_eq!(
         s.update_root(&only_old, &limits()).unwrap_err().kind(),
         "unknown_key"
@@ -530,7 +523,7 @@ fn rotation_new_root_needs_old_and_new_thresholds() {
     assert_eq!(s.root_version, 1, "refused rotations leave the old root");
 
     let both: Vec<&SecretKey> = old.iter().chain(nr.iter()).copied().collect();
-    s.update_root(&signed(&v2, &both), &limits()).unwrap();
+    s.update_root(&sign(&v2, &both), &limits()).unwrap();
     assert_eq!(s.root_version, 2);
 }
 
@@ -541,7 +534,7 @@ fn rotation_skipping_a_version_is_refused() {
     let v3 = p.root_doc(3, &rk, 2, &p.catalog_key, &p.timestamp_key);
     let mut s = p.state();
     assert_eq!(
-        s.update_root(&signed(&v3, &rk), &limits()).unwrap_err(),
+        s.update_root(&sign(&v3, &rk), &limits()).unwrap_err(),
         TrustError::RootGap { trusted: 1, got: 3 }
     );
 }
@@ -556,7 +549,7 @@ fn rotation_revokes_the_old_catalog_key_and_resets_its_version() {
     let new_catalog_key = seed(21);
     let rk: Vec<&SecretKey> = p.root_keys.iter().collect();
     let v2 = p.root_doc(2, &rk, 2, &new_catalog_key, &p.timestamp_key);
-    s.update_root(&signed(&v2, &rk), &limits()).unwrap();
+    s.update_root(&sign(&v2, &rk), &limits()).unwrap();
     assert_eq!(
         s.catalog_version, 0,
         "a rotated catalog role starts its version count afresh"
@@ -567,7 +560,7 @@ fn rotation_revokes_the_old_catalog_key_and_resets_its_version() {
     let e = verify_head(&mut s, &p.timestamp_bytes(2, &old_signed), &old_signed).unwrap_err();
     assert_eq!(e.kind(), "unknown_key");
     // The new one does, even with a lower version than the old key had pinned.
-    let fresh = signed(&p.catalog(1), &[&new_catalog_key]);
+    let fresh = sign(&p.catalog(1), &[&new_catalog_key]);
     verify_head(&mut s, &p.timestamp_bytes(3, &fresh), &fresh).unwrap();
 }
 
@@ -581,7 +574,7 @@ fn rotation_chain_is_walked_version_by_version() {
         let next: Vec<&SecretKey> = pair.iter().collect();
         let doc = p.root_doc(i as u64 + 2, &next, 2, &p.catalog_key, &p.timestamp_key);
         let signers: Vec<&SecretKey> = prev.iter().chain(next.iter()).copied().collect();
-        s.update_root(&signed(&doc, &signers), &limits()).unwrap();
+        s.update_root(&sign(&doc, &signers), &limits()).unwrap();
         prev = next;
     }
     assert_eq!(s.root_version, 3);
