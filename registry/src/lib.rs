@@ -15,10 +15,12 @@ mod node;
 pub mod origin;
 pub mod schedule;
 mod served;
+mod shutdown;
 mod swarm;
 
 pub use fetch::{Fetch, FetchOptions, FetchReport, FetchStatus};
 pub use node::{node_key, PeerAddr, SwarmError, SwarmNode, SwarmNodeBuilder};
 pub use origin::Origin;
 pub use served::ServedCounters;
+pub use shutdown::shutdown_signal;
 pub use swarm::{socket_of, DhtSettings, FetchPlan, Multiaddr, Swarm};

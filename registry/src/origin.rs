@@ -174,33 +174,55 @@ impl Origin {
     }
 }
 
-/// Runs an origin until Ctrl-C or SIGTERM, reloading the publish dir every 2 s: what
-/// `archy-registry serve` and `archy origin serve` do. Prints the address line nodes
-/// take as `--origin` (and the DHT address they take as `--bootstrap`).
-pub async fn serve_until_stopped(
-    publish: &Path,
-    data: &Path,
-    listen: SocketAddr,
-    dht: Option<DhtSettings>,
-) -> Result<(), SwarmError> {
-    let mut origin = Origin::start(publish, data, listen, dht).await?;
-    println!(
-        "origin {} serving catalog v{} ({} image(s))",
-        origin.addr(),
-        origin.catalog_version,
-        origin.blobs
-    );
-    for a in origin.swarm.dht_addrs() {
-        println!("dht {a}");
+/// How to run an origin: the arguments of `archy-registry serve` and `archy origin
+/// serve`, which are one command under two names.
+#[derive(Debug, Clone, clap::Args)]
+pub struct OriginArgs {
+    /// Publish dir: root.json (older roots as roots/<version>.json), timestamp.json,
+    /// catalog.json and blobs/<blake3 hex>, as `catalog-signer` writes it.
+    #[arg(long)]
+    pub publish: PathBuf,
+    /// The origin's own data dir (node key, blob store, origin.json).
+    #[arg(long)]
+    pub data: PathBuf,
+    /// UDP address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Also run a DHT node on this TCP address (prints `dht <multiaddr>` for nodes'
+    /// --bootstrap) and announce every image there.
+    #[arg(long)]
+    pub dht_listen: Option<SocketAddr>,
+    /// A DHT node to join through, `/ip4/IP/tcp/PORT/p2p/PEER_ID` (repeat).
+    #[arg(long, requires = "dht_listen")]
+    pub bootstrap: Vec<crate::Multiaddr>,
+}
+
+impl OriginArgs {
+    /// Runs the origin until Ctrl-C or SIGTERM, reloading the publish dir every 2 s.
+    /// Prints the address line nodes take as `--origin` (and the DHT address they take
+    /// as `--bootstrap`).
+    pub async fn serve_until_stopped(self) -> Result<(), SwarmError> {
+        let dht = self.dht_listen.map(|listen| DhtSettings {
+            listen,
+            bootstrap: self.bootstrap,
+        });
+        let mut origin = Origin::start(&self.publish, &self.data, self.listen, dht).await?;
+        println!(
+            "origin {} serving catalog v{} ({} image(s))",
+            origin.addr(),
+            origin.catalog_version,
+            origin.blobs
+        );
+        for a in origin.swarm.dht_addrs() {
+            println!("dht {a}");
+        }
+        use std::io::Write;
+        let _ = std::io::stdout().flush();
+        tokio::select! {
+            () = crate::shutdown_signal() => {}
+            () = origin.watch(Duration::from_secs(2)) => {}
+        }
+        origin.swarm.shutdown().await;
+        Ok(())
     }
-    use std::io::Write;
-    let _ = std::io::stdout().flush();
-    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term.recv() => {}
-        () = origin.watch(Duration::from_secs(2)) => {}
-    }
-    origin.swarm.shutdown().await;
-    Ok(())
 }

@@ -168,7 +168,7 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
         std::io::stdout().flush()?;
         if args.seed {
             eprintln!("seeding {} until Ctrl-C", swarm.node.addr());
-            archy_node::daemon::shutdown_signal().await;
+            archy_registry::shutdown_signal().await;
         }
         swarm.shutdown().await;
         Ok(ExitCode::SUCCESS)

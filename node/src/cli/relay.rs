@@ -67,22 +67,8 @@ async fn serve(listen: SocketAddr, data: Option<PathBuf>) -> anyhow::Result<Exit
     let url = relay.url().await;
     println!("relay listening on {url} (storage: {storage})");
     tracing::info!(%url, %storage, "relay running");
-    wait_for_shutdown().await?;
+    archy_registry::shutdown_signal().await;
     relay.shutdown();
     eprintln!("relay stopped");
     Ok(ExitCode::SUCCESS)
-}
-
-async fn wait_for_shutdown() -> anyhow::Result<()> {
-    #[cfg(unix)]
-    {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-        tokio::select! {
-            r = tokio::signal::ctrl_c() => r?,
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    tokio::signal::ctrl_c().await?;
-    Ok(())
 }

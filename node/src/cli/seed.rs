@@ -60,7 +60,7 @@ pub fn seed(args: SeedArgs) -> anyhow::Result<ExitCode> {
             }
         }
         std::io::stdout().flush()?;
-        archy_node::daemon::shutdown_signal().await;
+        archy_registry::shutdown_signal().await;
         swarm.shutdown().await;
         Ok(ExitCode::SUCCESS)
     })

@@ -14,7 +14,9 @@ use anyhow::Context;
 use archy_catalog::{Limits, TrustedState};
 use tokio::sync::{broadcast, Mutex, Notify};
 
-use super::{api, metrics::Metrics, reconcile, shutdown_signal, sync, HeldCatalog, Node};
+use archy_registry::shutdown_signal;
+
+use super::{api, metrics::Metrics, reconcile, sync, HeldCatalog, Node};
 use crate::{
     config::NodeConfig,
     state::{self, StateStore},

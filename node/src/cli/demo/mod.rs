@@ -271,7 +271,7 @@ fn archy_json(args: &[&str]) -> anyhow::Result<serde_json::Value> {
 
 fn wait_for_ctrl_c() {
     let _ = super::block_on(async {
-        archy_node::daemon::shutdown_signal().await;
+        archy_registry::shutdown_signal().await;
         Ok(())
     });
 }
