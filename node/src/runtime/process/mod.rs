@@ -38,25 +38,36 @@
 //! limits, and any network beyond the app's own loopback (no outbound connections).
 //! Needs root and overlayfs.
 
+mod error;
+mod files;
 mod image;
+mod procfs;
 pub mod sandbox;
+mod spec;
 
+pub(crate) use error::io_at;
+pub use error::ProcessError;
+pub(crate) use files::{create_private_dir, lock};
+use files::{open_log, tail};
 pub use image::{UnpackLimits, Unpacked};
+use procfs::{kernel_at_least, signal, wait_gone};
+pub use procfs::{proc_state, same_process, ProcState};
+use spec::SpecLabels;
+pub use spec::{AppSpec, MountSpec, PidRecord, PortSpec};
 
 use std::{
     collections::BTreeMap,
     fs,
-    io::{BufRead, BufReader, Read, Seek, SeekFrom},
+    io::{BufRead, BufReader},
     net::SocketAddr,
     path::{Path, PathBuf},
     process::{Command, Stdio},
     sync::mpsc,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
-use archy_catalog::{manifest::Protocol, oci::RuntimeConfig, ContentHash, ImageRef};
-use nix::{sys::signal::Signal, unistd::Pid};
-use serde::{Deserialize, Serialize};
+use archy_catalog::{oci::RuntimeConfig, ContentHash, ImageRef};
+use nix::sys::signal::Signal;
 
 use super::{ContainerSpec, Runtime, RuntimeError};
 use crate::planner::{ContainerStatus, Liveness, ObservedContainer};
@@ -69,204 +80,6 @@ const START_TIMEOUT: Duration = Duration::from_secs(30);
 const LOG_ROTATE_BYTES: u64 = 8 << 20;
 /// The PATH an app gets when neither the image nor the manifest sets one.
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-/// Why the process runtime could not do something.
-#[derive(Debug, thiserror::Error)]
-pub enum ProcessError {
-    #[error("the process runtime needs root (it mounts and enters namespaces); run the node as root or use --runtime podman")]
-    NotRoot,
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("cannot read image archive: {0}")]
-    Archive(#[from] archy_catalog::oci::OciError),
-    #[error("image layer {layer}: {message}")]
-    Layer { layer: String, message: String },
-    #[error("image {0} is not loaded")]
-    ImageNotLoaded(String),
-    #[error("no app {0} in this runtime")]
-    NoSuchApp(String),
-    #[error("{0:?} is not a usable app id")]
-    BadAppId(String),
-    #[error("app {0} is running; stop it first")]
-    Running(String),
-    #[error("the image and manifest give no command to run")]
-    NoCommand,
-    #[error("{0}")]
-    Invalid(String),
-    #[error("cannot run the helper {program}: {source}")]
-    Helper {
-        program: PathBuf,
-        source: std::io::Error,
-    },
-    #[error("app {app} did not start: {reason}")]
-    StartFailed { app: String, reason: String },
-    #[error("app {0} did not stop within its deadline")]
-    StopTimeout(String),
-    #[error("{0}")]
-    Sys(#[from] nix::Error),
-}
-
-/// Attaches the path to an I/O error.
-pub(crate) fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ProcessError + '_ {
-    move |source| ProcessError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
-}
-
-/// What `create` decides for an app, stored as `spec.json`; the helpers act on it.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct AppSpec {
-    pub node: String,
-    pub app_id: String,
-    pub manifest_hash: ContentHash,
-    pub image: ContentHash,
-    pub config_digest: String,
-    /// The image's unpacked root filesystem (the overlay's lower layer).
-    pub rootfs: PathBuf,
-    pub argv: Vec<String>,
-    /// Without secret values: those are read from `secrets_dir` when the app starts.
-    pub env: BTreeMap<String, String>,
-    pub secrets_dir: Option<PathBuf>,
-    pub secret_names: Vec<String>,
-    pub workdir: String,
-    pub user: Option<String>,
-    pub hostname: String,
-    pub mounts: Vec<MountSpec>,
-    pub ports: Vec<PortSpec>,
-    pub readonly_root: bool,
-    /// The first host id of the app's block: root in the app is this id on the host.
-    pub id_start: u32,
-    /// The app's cgroup (`archy/<name>` in each hierarchy).
-    pub cgroup: String,
-    /// Capabilities on top of the default container set, from the manifest.
-    pub capabilities: Vec<String>,
-    pub memory_bytes: Option<u64>,
-    pub cpus: Option<f64>,
-    pub pids: u32,
-}
-
-impl AppSpec {
-    /// The app's cgroup limits.
-    pub fn limits(&self) -> archy_confine::cgroup::Limits {
-        archy_confine::cgroup::Limits {
-            memory_bytes: self.memory_bytes,
-            cpus: self.cpus,
-            pids: Some(u64::from(self.pids)),
-        }
-    }
-}
-
-/// The fields of [`AppSpec`] that identify an app, readable from any version of it.
-#[derive(Debug, Clone, Deserialize)]
-struct SpecLabels {
-    node: String,
-    app_id: String,
-    manifest_hash: ContentHash,
-    image: ContentHash,
-}
-
-/// A host directory (or a path beneath it) bind-mounted into the app's root.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct MountSpec {
-    /// The volume's own directory under the app's data dir.
-    pub host: PathBuf,
-    /// A path beneath `host`, resolved at every start without following symlinks.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub source: Option<String>,
-    pub target: String,
-    pub readonly: bool,
-}
-
-/// `host` (on the node's publish address) forwarded to `container` on the app's loopback.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub struct PortSpec {
-    pub host: SocketAddr,
-    pub container: u16,
-    pub protocol: Protocol,
-}
-
-/// The `pid` file: supervisor and app, each with its start time (clock ticks since boot).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-pub struct PidRecord {
-    pub pid: u32,
-    pub start_time: u64,
-    pub app_pid: u32,
-    pub app_start_time: u64,
-}
-
-/// What /proc says about a PID.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ProcState {
-    /// Alive (not a zombie) with this start time.
-    Alive { start_time: u64 },
-    /// No such process, or a zombie.
-    Gone,
-    /// /proc could not be read.
-    Unknown,
-}
-
-/// Reads `/proc/PID/stat`: state (field 3) and start time (field 22).
-pub fn proc_state(pid: u32) -> ProcState {
-    if pid == 0 {
-        return ProcState::Gone;
-    }
-    let text = match fs::read_to_string(format!("/proc/{pid}/stat")) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return ProcState::Gone,
-        Err(e) if e.raw_os_error() == Some(nix::libc::ESRCH) => return ProcState::Gone,
-        Err(_) => return ProcState::Unknown,
-    };
-    // `comm` (field 2) is in parentheses and may itself contain spaces and ')'.
-    let Some(rest) = text.rfind(')').map(|i| &text[i + 1..]) else {
-        return ProcState::Unknown;
-    };
-    let fields: Vec<&str> = rest.split_whitespace().collect();
-    match (
-        fields.first(),
-        fields.get(19).and_then(|s| s.parse::<u64>().ok()),
-    ) {
-        (Some(&"Z") | Some(&"X") | Some(&"x"), _) => ProcState::Gone,
-        (Some(_), Some(start_time)) => ProcState::Alive { start_time },
-        _ => ProcState::Unknown,
-    }
-}
-
-/// Whether `pid` is still the process that had `start_time`: `Some(false)` when it is
-/// gone or the PID now belongs to another process, `None` when it cannot be told.
-pub fn same_process(pid: u32, start_time: u64) -> Option<bool> {
-    match proc_state(pid) {
-        ProcState::Alive { start_time: s } => Some(s == start_time),
-        ProcState::Gone => Some(false),
-        ProcState::Unknown => None,
-    }
-}
-
-/// Whether a kernel release such as `6.18.44-fc` is at least `major.minor`.
-fn kernel_at_least(release: &str, major: u32, minor: u32) -> Option<bool> {
-    let mut parts = release.split(|c: char| !c.is_ascii_digit());
-    let (a, b) = (
-        parts.next()?.parse::<u32>().ok()?,
-        parts.next()?.parse::<u32>().ok()?,
-    );
-    Some((a, b) >= (major, minor))
-}
-
-/// Creates `path` and its missing parents as 0700 directories, and makes `path` itself
-/// 0700 if it already existed: what the runtime keeps (unpacked images, app state) is
-/// for root alone, whatever the umask or the service unit say.
-pub(crate) fn create_private_dir(path: &Path) -> Result<(), ProcessError> {
-    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    fs::DirBuilder::new()
-        .recursive(true)
-        .mode(0o700)
-        .create(path)
-        .map_err(io_at(path))?;
-    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io_at(path))
-}
 
 /// The process runtime for one node.
 #[derive(Debug, Clone)]
@@ -629,73 +442,6 @@ impl ProcessRuntime {
             false => Ok(()),
         }
     }
-}
-
-fn open_log(path: &Path) -> Result<fs::File, ProcessError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    fs::OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_at(path))
-}
-
-/// Takes a `flock` on `path` (created 0600), held until the result is dropped.
-pub(crate) fn lock(
-    path: &Path,
-    how: nix::fcntl::FlockArg,
-) -> Result<nix::fcntl::Flock<fs::File>, ProcessError> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let f = fs::OpenOptions::new()
-        .create(true)
-        .truncate(false)
-        .write(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(io_at(path))?;
-    nix::fcntl::Flock::lock(f, how).map_err(|(_, e)| ProcessError::Sys(e))
-}
-
-fn signal(pid: u32, sig: Signal) {
-    if let Ok(pid) = i32::try_from(pid) {
-        let _ = nix::sys::signal::kill(Pid::from_raw(pid), sig);
-    }
-}
-
-/// Waits until `pid` no longer is the process with `start_time`; false on timeout.
-fn wait_gone(pid: u32, start_time: u64, timeout: Duration) -> bool {
-    let started = Instant::now();
-    loop {
-        if same_process(pid, start_time) == Some(false) {
-            return true;
-        }
-        if started.elapsed() >= timeout {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(25));
-    }
-}
-
-/// The last `n` lines of a file, reading at most its last 1 MiB.
-fn tail(path: &Path, n: usize) -> Result<String, ProcessError> {
-    let mut f = match fs::File::open(path) {
-        Ok(f) => f,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(String::new()),
-        Err(e) => return Err(io_at(path)(e)),
-    };
-    let len = f.metadata().map_err(io_at(path))?.len();
-    let from = len.saturating_sub(1 << 20);
-    f.seek(SeekFrom::Start(from)).map_err(io_at(path))?;
-    let mut buf = Vec::new();
-    f.read_to_end(&mut buf).map_err(io_at(path))?;
-    let text = String::from_utf8_lossy(&buf);
-    let lines: Vec<&str> = text.lines().collect();
-    let mut out = lines[lines.len().saturating_sub(n)..].join("\n");
-    if !out.is_empty() {
-        out.push('\n');
-    }
-    Ok(out)
 }
 
 impl Runtime for ProcessRuntime {
