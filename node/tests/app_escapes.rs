@@ -170,10 +170,12 @@ fn assert_confined(runtime: &str, r: &BTreeMap<String, String>) {
 
 #[test]
 fn a_hostile_app_cannot_reach_the_host_on_the_process_runtime() {
-    let busybox =
-        (!Path::new("/bin/busybox").is_file()).then(|| "this test needs /bin/busybox".to_string());
     let unsupported = ProcessRuntime::check().err();
-    if !common::can_run(common::needs_root().or(busybox).or(unsupported)) {
+    if !common::can_run(
+        common::needs_root()
+            .or(common::needs_busybox())
+            .or(unsupported),
+    ) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -189,12 +191,7 @@ fn a_hostile_app_cannot_reach_the_host_on_the_process_runtime() {
 
 #[test]
 fn a_hostile_app_cannot_reach_the_host_on_podman() {
-    let busybox =
-        (!Path::new("/bin/busybox").is_file()).then(|| "this test needs /bin/busybox".to_string());
-    let podman = Podman::check()
-        .err()
-        .map(|why| format!("podman does not work here: {why}"));
-    if !common::can_run(busybox.or(podman)) {
+    if !common::can_run(common::needs_busybox().or(common::needs_podman())) {
         return;
     }
     let d = tempfile::tempdir().unwrap();

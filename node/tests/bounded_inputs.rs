@@ -86,10 +86,12 @@ fn an_inflated_image_size_is_refused_and_the_daemon_stays_small() {
 /// installing revoked releases forever).
 #[test]
 fn an_expired_catalog_is_not_installed_from_while_the_origin_is_away() {
-    let busybox =
-        (!Path::new("/bin/busybox").is_file()).then(|| "this test needs /bin/busybox".to_string());
     let unsupported = archy_node::runtime::process::ProcessRuntime::check().err();
-    if !common::can_run(common::needs_root().or(busybox).or(unsupported)) {
+    if !common::can_run(
+        common::needs_root()
+            .or(common::needs_busybox())
+            .or(unsupported),
+    ) {
         return;
     }
     let d = tempfile::tempdir().unwrap();

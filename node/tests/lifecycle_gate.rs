@@ -12,6 +12,8 @@
 
 use std::{path::Path, process::Command};
 
+mod common;
+
 fn gate(runtime: &str) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
     let archy = Path::new(env!("CARGO_BIN_EXE_archy"));
@@ -38,6 +40,12 @@ fn gate(runtime: &str) {
 
 #[test]
 fn every_example_app_passes_the_lifecycle_gate_on_both_runtimes() {
+    let needs = common::needs_root()
+        .or(common::needs_busybox())
+        .or(common::needs_podman());
+    if !common::can_run(needs) {
+        return;
+    }
     gate("process");
     gate("podman");
 }

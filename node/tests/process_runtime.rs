@@ -31,9 +31,7 @@ use archy_node::{
 const HELPER: &str = env!("CARGO_BIN_EXE_archy");
 
 fn skip() -> bool {
-    let busybox = (!Path::new("/bin/busybox").is_file())
-        .then(|| "this test needs /bin/busybox (busybox-static)".to_string());
-    !common::can_run(common::needs_root().or(busybox))
+    !common::can_run(common::needs_root().or(common::needs_busybox()))
 }
 
 /// A distinct port per test and process (kept clear of the podman tests' range).
@@ -441,10 +439,7 @@ fn podman_saved_archives_unpack_with_their_whiteouts() {
     if skip() {
         return;
     }
-    let podman = archy_node::runtime::podman::Podman::check()
-        .err()
-        .map(|why| format!("podman does not work here (needed to write the archives): {why}"));
-    if !common::can_run(podman) {
+    if !common::can_run(common::needs_podman()) {
         return;
     }
     let d = tempfile::tempdir().unwrap();

@@ -43,6 +43,19 @@ pub fn needs_root() -> Option<String> {
     (!nix::unistd::geteuid().is_root()).then(|| "this test needs root".to_string())
 }
 
+/// `None` with the host's static busybox (what test images are made of), else why.
+pub fn needs_busybox() -> Option<String> {
+    (!Path::new("/bin/busybox").is_file())
+        .then(|| "this test needs /bin/busybox (busybox-static)".to_string())
+}
+
+/// `None` when podman runs containers here, else why not.
+pub fn needs_podman() -> Option<String> {
+    archy_node::runtime::podman::Podman::check()
+        .err()
+        .map(|why| format!("podman does not work here: {why}"))
+}
+
 /// `archy ARGS` (the binary this test build made), without the operator's defaults from
 /// the environment (`ARCHY_DATA`, `ARCHY_RELAYS`, `ARCHY_ME`), to build on.
 pub fn archy_cmd<S: AsRef<OsStr>>(args: impl IntoIterator<Item = S>) -> Cmd {
