@@ -31,7 +31,6 @@ use std::{
 };
 
 use archy_catalog::oci;
-use archy_node::runtime::process::ProcessRuntime;
 use common::{
     archy, archy_ok, busybox_rootfs, free_port, http_ok, metrics, noise, publish_signed,
     wait_until, Proc, ProcessCleanup,
@@ -191,11 +190,7 @@ fn bytes_from(events: &[serde_json::Value]) -> String {
 /// A work dir with the signed big app published for `port`, or `None` (the test is
 /// skipped) where the process runtime does not work.
 fn setup() -> Option<(tempfile::TempDir, u16, PathBuf)> {
-    if !common::can_run(
-        ProcessRuntime::check()
-            .err()
-            .map(|why| format!("the process runtime does not work here: {why}")),
-    ) {
+    if !common::can_run(common::needs_process_runtime()) {
         return None;
     }
     let tmp = tempfile::tempdir().unwrap();

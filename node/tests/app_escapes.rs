@@ -170,11 +170,10 @@ fn assert_confined(runtime: &str, r: &BTreeMap<String, String>) {
 
 #[test]
 fn a_hostile_app_cannot_reach_the_host_on_the_process_runtime() {
-    let unsupported = ProcessRuntime::check().err();
     if !common::can_run(
         common::needs_root()
             .or(common::needs_busybox())
-            .or(unsupported),
+            .or(common::needs_process_runtime()),
     ) {
         return;
     }

@@ -33,8 +33,7 @@ fn daemon(data: &Path, name: &str, publish: Option<&Path>) -> common::Proc {
 /// memory, then crash-looped on the saved request.
 #[test]
 fn an_inflated_image_size_is_refused_and_the_daemon_stays_small() {
-    let unsupported = archy_node::runtime::process::ProcessRuntime::check().err();
-    if !common::can_run(common::needs_root().or(unsupported)) {
+    if !common::can_run(common::needs_root().or(common::needs_process_runtime())) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
@@ -86,11 +85,10 @@ fn an_inflated_image_size_is_refused_and_the_daemon_stays_small() {
 /// installing revoked releases forever).
 #[test]
 fn an_expired_catalog_is_not_installed_from_while_the_origin_is_away() {
-    let unsupported = archy_node::runtime::process::ProcessRuntime::check().err();
     if !common::can_run(
         common::needs_root()
             .or(common::needs_busybox())
-            .or(unsupported),
+            .or(common::needs_process_runtime()),
     ) {
         return;
     }

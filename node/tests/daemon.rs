@@ -244,11 +244,7 @@ fn daemon_lifecycle_end_to_end() {
 /// (also across a daemon restart) until the operator asks for something else.
 #[test]
 fn failed_update_rolls_back_to_the_last_healthy_release() {
-    if !common::can_run(
-        archy_node::runtime::process::ProcessRuntime::check()
-            .err()
-            .map(|why| format!("the process runtime does not work here: {why}")),
-    ) {
+    if !common::can_run(common::needs_process_runtime()) {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();

@@ -216,9 +216,9 @@ impl std::fmt::Display for RuntimeKind {
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeUnavailable {
     #[error("podman does not work here: {0}")]
-    Podman(String),
-    #[error("{0}")]
-    Process(String),
+    Podman(#[from] podman::PodmanUnavailable),
+    #[error(transparent)]
+    Process(#[from] process::ProcessUnavailable),
     #[error("cannot find the archy binary for the process runtime: {0}")]
     NoHelper(#[source] std::io::Error),
 }
@@ -234,14 +234,13 @@ pub fn for_node(
 ) -> Result<Arc<dyn Runtime>, RuntimeUnavailable> {
     match kind {
         RuntimeKind::Podman => {
-            podman::Podman::check().map_err(|why| RuntimeUnavailable::Podman(why.to_string()))?;
+            podman::Podman::check()?;
             Ok(Arc::new(
                 podman::Podman::new(node, node_ids(data)).with_unpack_limits(unpack),
             ))
         }
         RuntimeKind::Process => {
-            process::ProcessRuntime::check()
-                .map_err(|why| RuntimeUnavailable::Process(why.to_string()))?;
+            process::ProcessRuntime::check()?;
             let helper = std::env::current_exe().map_err(RuntimeUnavailable::NoHelper)?;
             Ok(Arc::new(
                 process::ProcessRuntime::new(node, data.join("process"), helper)

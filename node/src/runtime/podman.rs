@@ -39,6 +39,15 @@ pub const HOST_ARGS: &[&str] = &[
 /// Seconds a container gets to stop before it is killed.
 const STOP_TIMEOUT: &str = "3";
 
+/// Why podman cannot run apps on this host.
+#[derive(Debug, thiserror::Error)]
+pub enum PodmanUnavailable {
+    #[error("podman not found: {0}")]
+    NotFound(#[source] std::io::Error),
+    #[error("`podman info` failed: {stderr}")]
+    InfoFailed { stderr: String },
+}
+
 /// The podman engine, for one node.
 #[derive(Debug, Clone)]
 pub struct Podman {
@@ -67,14 +76,16 @@ impl Podman {
     }
 
     /// Whether podman works here (`podman info` succeeds); the error says why not.
-    pub fn check() -> Result<(), String> {
-        match Command::new("podman")
+    pub fn check() -> Result<(), PodmanUnavailable> {
+        let out = Command::new("podman")
             .args(["info", "--format", "{{.Host.OCIRuntime.Name}}"])
             .output()
-        {
-            Ok(o) if o.status.success() => Ok(()),
-            Ok(o) => Err(String::from_utf8_lossy(&o.stderr).trim().to_string()),
-            Err(e) => Err(format!("podman not found: {e}")),
+            .map_err(PodmanUnavailable::NotFound)?;
+        match out.status.success() {
+            true => Ok(()),
+            false => Err(PodmanUnavailable::InfoFailed {
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }),
         }
     }
 

@@ -49,6 +49,13 @@ pub fn needs_busybox() -> Option<String> {
         .then(|| "this test needs /bin/busybox (busybox-static)".to_string())
 }
 
+/// `None` when this host can run the process runtime with every protection, else why not.
+pub fn needs_process_runtime() -> Option<String> {
+    archy_node::runtime::process::ProcessRuntime::check()
+        .err()
+        .map(|why| why.to_string())
+}
+
 /// `None` when podman runs containers here, else why not.
 pub fn needs_podman() -> Option<String> {
     archy_node::runtime::podman::Podman::check()

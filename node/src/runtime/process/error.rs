@@ -49,3 +49,15 @@ pub(crate) fn io_at(path: &Path) -> impl FnOnce(std::io::Error) -> ProcessError 
         source,
     }
 }
+
+/// Why this host cannot run the process runtime with every protection.
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessUnavailable {
+    #[error("the process runtime needs root (it mounts and enters namespaces); run the node as root or use --runtime podman")]
+    NotRoot,
+    #[error(
+        "the process runtime cannot confine apps on this host; missing: {}. Use --runtime podman, or give the host what is missing",
+        .0.join("; ")
+    )]
+    Missing(Vec<String>),
+}

@@ -46,7 +46,7 @@ pub mod sandbox;
 mod spec;
 
 pub(crate) use error::io_at;
-pub use error::ProcessError;
+pub use error::{ProcessError, ProcessUnavailable};
 pub(crate) use files::{create_private_dir, lock};
 use files::{open_log, tail};
 pub use image::{UnpackLimits, Unpacked};
@@ -129,9 +129,9 @@ impl ProcessRuntime {
     /// overlayfs, user namespaces, idmapped mounts for overlay (Linux 5.19), seccomp, and
     /// cgroups with the memory, cpu and pids controllers. The error names everything that
     /// is missing; the runtime never runs an app with less.
-    pub fn check() -> Result<(), String> {
+    pub fn check() -> Result<(), ProcessUnavailable> {
         if !nix::unistd::geteuid().is_root() {
-            return Err(ProcessError::NotRoot.to_string());
+            return Err(ProcessUnavailable::NotRoot);
         }
         let mut missing = Vec::new();
         let fs = fs::read_to_string("/proc/filesystems").unwrap_or_default();
@@ -160,10 +160,7 @@ impl ProcessRuntime {
         }
         match missing.is_empty() {
             true => Ok(()),
-            false => Err(format!(
-                "the process runtime cannot confine apps on this host; missing: {}. Use --runtime podman, or give the host what is missing",
-                missing.join("; ")
-            )),
+            false => Err(ProcessUnavailable::Missing(missing)),
         }
     }
 
