@@ -12,7 +12,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use archy_catalog::{manifest::HealthCheckKind, oci, ImageRef};
+use archy_catalog::{manifest::HealthCheckKind, oci, ContentHash, ImageRef};
 use serde::{Deserialize, Serialize};
 
 use crate::{
@@ -70,11 +70,32 @@ pub struct ProgressEvent {
     pub message: String,
 }
 
+/// Why an image archive could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchError {
+    #[error(transparent)]
+    Swarm(#[from] archy_registry::SwarmError),
+    #[error("{hash} is in none of {dirs:?}")]
+    NotInDirs {
+        hash: ContentHash,
+        dirs: Vec<PathBuf>,
+    },
+    #[error("cannot keep {hash} in the blob store: {source}")]
+    Keep {
+        hash: ContentHash,
+        source: archy_registry::SwarmError,
+    },
+    #[error("cannot read the archive: {0}")]
+    Read(#[from] archy_catalog::oci::OciError),
+    #[error("no verified archive to load")]
+    NoArchive,
+}
+
 /// Why reconciling an app failed.
 #[derive(Debug, thiserror::Error)]
 pub enum ExecError {
     #[error("fetch failed: {0}")]
-    Fetch(String),
+    Fetch(#[from] FetchError),
     #[error("image verification failed: expected {expected}, got {actual}")]
     Verify { expected: String, actual: String },
     /// Reading the runtime's state (the container, whether the image is loaded) failed:
@@ -90,7 +111,10 @@ pub enum ExecError {
     #[error("cannot prepare secrets: {0}")]
     Secrets(std::io::Error),
     #[error("not healthy within {seconds} s: {reason}")]
-    Unhealthy { seconds: u64, reason: String },
+    Unhealthy {
+        seconds: u64,
+        reason: health::ProbeFailure,
+    },
 }
 
 impl ExecError {
@@ -167,10 +191,11 @@ impl ImageSource for DirImageSource {
             }
         }
         match problems.is_empty() {
-            true => Err(ExecError::Fetch(format!(
-                "{} is in none of {:?}",
-                image.hash, self.dirs
-            ))),
+            true => Err(FetchError::NotInDirs {
+                hash: image.hash,
+                dirs: self.dirs.clone(),
+            }
+            .into()),
             false => Err(ExecError::Verify {
                 expected: format!("{} ({} bytes)", image.hash, image.size),
                 actual: problems.join("; "),
@@ -181,7 +206,7 @@ impl ImageSource for DirImageSource {
 
 /// Checks an archive's BLAKE3 hash and size against the catalog's reference.
 pub fn verify_archive(path: &Path, image: &ImageRef) -> Result<(), ExecError> {
-    let (hash, size) = oci::hash_file(path).map_err(|e| ExecError::Fetch(e.to_string()))?;
+    let (hash, size) = oci::hash_file(path).map_err(FetchError::Read)?;
     if hash != image.hash || size != image.size {
         return Err(ExecError::Verify {
             expected: format!("{} ({} bytes)", image.hash, image.size),
@@ -354,7 +379,7 @@ fn load(
     archive: Option<&Path>,
     r: &mut Reporter<'_>,
 ) -> Result<(), ExecError> {
-    let archive = archive.ok_or_else(|| ExecError::Fetch("no verified archive to load".into()))?;
+    let archive = archive.ok_or(FetchError::NoArchive)?;
     r.stage(
         Stage::Load,
         0,
@@ -401,8 +426,7 @@ fn wait_healthy(t: &AppTarget, r: &mut Reporter<'_>) -> Result<(), ExecError> {
     let budget = (timing.start_period + (timing.interval + timing.timeout) * timing.retries)
         .min(Duration::from_secs(120));
     let started = Instant::now();
-    let mut last = String::new();
-    while started.elapsed() < budget {
+    let last = loop {
         let probe = match hc.kind {
             HealthCheckKind::Http => {
                 health::http(addr, hc.path.as_deref().unwrap_or("/"), timing.timeout)
@@ -410,7 +434,7 @@ fn wait_healthy(t: &AppTarget, r: &mut Reporter<'_>) -> Result<(), ExecError> {
             _ => health::tcp(addr, timing.timeout),
         };
         match probe {
-            health::Probe::Healthy => {
+            Ok(()) => {
                 r.stage(
                     Stage::Healthy,
                     0,
@@ -422,10 +446,10 @@ fn wait_healthy(t: &AppTarget, r: &mut Reporter<'_>) -> Result<(), ExecError> {
                 );
                 return Ok(());
             }
-            health::Probe::Unhealthy(why) => last = why,
+            Err(why) if started.elapsed() >= budget => break why,
+            Err(_) => std::thread::sleep(Duration::from_millis(200)),
         }
-        std::thread::sleep(Duration::from_millis(200));
-    }
+    };
     Err(ExecError::Unhealthy {
         seconds: budget.as_secs(),
         reason: last,
@@ -442,7 +466,7 @@ mod tests {
         for untouched in [
             ExecError::Inspect(rt()),
             ExecError::Load(rt()),
-            ExecError::Fetch("no providers".into()),
+            ExecError::Fetch(FetchError::NoArchive),
         ] {
             assert!(!untouched.touched_the_app(), "{untouched}");
         }
@@ -450,7 +474,10 @@ mod tests {
             ExecError::Runtime(rt()),
             ExecError::Unhealthy {
                 seconds: 8,
-                reason: "status 500".into(),
+                reason: health::ProbeFailure::Status {
+                    url: "http://127.0.0.1:8080/".into(),
+                    status: 500,
+                },
             },
         ] {
             assert!(touched.touched_the_app(), "{touched}");

@@ -14,7 +14,7 @@ use std::{
 use archy_catalog::ImageRef;
 use archy_registry::{FetchPlan, FetchStatus, PeerAddr, Swarm};
 
-use crate::executor::{DirImageSource, ExecError, FetchedImage, ImageSource};
+use crate::executor::{DirImageSource, ExecError, FetchError, FetchedImage, ImageSource};
 
 /// Image bytes this node fetched, by where they came from (the daemon's metrics).
 #[derive(Debug, Default)]
@@ -149,7 +149,10 @@ impl ImageSource for SwarmImageSource {
                         std::fs::create_dir_all(&self.blobs_dir)?;
                         self.swarm.node.export(&image.hash, &path).await
                     })
-                    .map_err(|e| ExecError::Fetch(format!("cannot keep {}: {e}", image.hash)))?;
+                    .map_err(|source| FetchError::Keep {
+                        hash: image.hash,
+                        source,
+                    })?;
                 self.counters
                     .publish_dir
                     .fetch_add(image.size, Ordering::Relaxed);
@@ -158,7 +161,7 @@ impl ImageSource for SwarmImageSource {
                     source: found.source,
                 })
             }
-            Err(e) => Err(ExecError::Fetch(e.to_string())),
+            Err(e) => Err(FetchError::Swarm(e).into()),
         }
     }
 }

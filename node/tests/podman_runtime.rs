@@ -47,15 +47,11 @@ fn podman_runs_adopts_and_removes_an_app() {
     rt.create(&spec).unwrap();
     rt.start("org.example.podtest").unwrap();
     let addr: SocketAddr = format!("127.0.0.1:{port}").parse().unwrap();
-    let mut probe = health::Probe::Unhealthy("not probed".into());
-    for _ in 0..50 {
-        probe = health::http(addr, "/", Duration::from_secs(1));
-        if probe == health::Probe::Healthy {
-            break;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    assert_eq!(probe, health::Probe::Healthy);
+    common::wait_until(
+        "the app to answer over HTTP",
+        Duration::from_secs(10),
+        || health::http(addr, "/", Duration::from_secs(1)).is_ok(),
+    );
     assert!(
         d.path().join("appdata/volumes/data").is_dir(),
         "volume dir under the app data dir"

@@ -86,7 +86,7 @@ fn get(addr: SocketAddr, deadline: Duration) -> Option<String> {
     use std::io::{Read, Write};
     let started = Instant::now();
     while started.elapsed() < deadline {
-        if health::http(addr, "/", Duration::from_secs(1)) == health::Probe::Healthy {
+        if health::http(addr, "/", Duration::from_secs(1)).is_ok() {
             let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
             s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
             write!(s, "GET / HTTP/1.0\r\n\r\n").ok()?;
