@@ -20,12 +20,14 @@
 //! from its header before its bytes are read; at most [`MAX_ROOTS`] roots are sent.
 
 use std::{
-    path::Path,
     sync::{Arc, RwLock},
     time::Duration,
 };
 
-use archy_catalog::{fsutil::write_atomic, Catalog, Limits, TrustError, TrustedState};
+use archy_catalog::{
+    head::{chain_is_whole, document_version, timestamp_body, verify_head, SignedHead},
+    Catalog, Limits, TrustError, TrustedState,
+};
 use iroh::{
     endpoint::Connection,
     protocol::{AcceptError, ProtocolHandler},
@@ -38,36 +40,6 @@ use crate::{PeerAddr, SwarmNode};
 pub const HEAD_ALPN: &[u8] = b"archy/head/1";
 /// Most roots one answer carries.
 pub const MAX_ROOTS: usize = 64;
-
-/// A signed head: the documents a node needs to move to the newest catalog.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct SignedHead {
-    /// Signed roots with their versions, ascending.
-    pub roots: Vec<(u64, Vec<u8>)>,
-    pub timestamp: Vec<u8>,
-    pub catalog: Vec<u8>,
-}
-
-impl SignedHead {
-    /// When the head stops being usable: the earlier of its timestamp's and its
-    /// catalog's expiry. Read from the head's own bytes, so call it on a verified head
-    /// with the catalog [`verify_head`] returned; `None` if the timestamp does not parse.
-    pub fn expires(&self, catalog: &Catalog) -> Option<chrono::DateTime<chrono::Utc>> {
-        Some(
-            timestamp_body(&self.timestamp)?
-                .expires
-                .min(catalog.expires),
-        )
-    }
-}
-
-/// The body of a signed timestamp's bytes, without checking its signatures.
-fn timestamp_body(bytes: &[u8]) -> Option<archy_catalog::documents::Timestamp> {
-    archy_catalog::documents::EnvelopeRef::parse(bytes)
-        .ok()?
-        .body()
-        .ok()
-}
 
 /// Why a head could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -103,81 +75,6 @@ pub struct HeadServer {
 struct ServedHead {
     head: Arc<SignedHead>,
     catalog_blake3: String,
-}
-
-/// The version a signed document's header claims (0 if it has none: verification
-/// refuses such a document later anyway).
-pub fn document_version(bytes: &[u8]) -> u64 {
-    archy_catalog::documents::EnvelopeRef::parse(bytes)
-        .ok()
-        .and_then(|e| e.header().ok())
-        .map_or(0, |h| h.version)
-}
-
-impl SignedHead {
-    /// A head from its documents; roots are sorted by their version.
-    pub fn new(roots: Vec<Vec<u8>>, timestamp: Vec<u8>, catalog: Vec<u8>) -> Self {
-        let mut roots: Vec<(u64, Vec<u8>)> = roots
-            .into_iter()
-            .map(|r| (document_version(&r), r))
-            .collect();
-        roots.sort_by_key(|(v, _)| *v);
-        roots.dedup_by_key(|(v, _)| *v);
-        Self {
-            roots,
-            timestamp,
-            catalog,
-        }
-    }
-
-    /// The signed documents of a publisher's publish dir, as they are on disk (not
-    /// verified): `root.json` and any older roots under `roots/`, `timestamp.json`,
-    /// `catalog.json`. Errors name the file.
-    pub fn read_publish_dir(publish: &Path) -> std::io::Result<Self> {
-        let mut roots = Vec::new();
-        if let Ok(dir) = std::fs::read_dir(publish.join("roots")) {
-            for entry in dir.flatten() {
-                roots.push(read_named(&entry.path())?);
-            }
-        }
-        roots.push(read_named(&publish.join("root.json"))?);
-        Ok(Self::new(
-            roots,
-            read_named(&publish.join("timestamp.json"))?,
-            read_named(&publish.join("catalog.json"))?,
-        ))
-    }
-
-    /// A head kept with [`SignedHead::save`] (`roots/<version>.json`, `timestamp.json`,
-    /// `catalog.json` under `dir`).
-    pub fn load(dir: &Path) -> std::io::Result<Self> {
-        let mut roots = Vec::new();
-        for entry in std::fs::read_dir(dir.join("roots"))?.flatten() {
-            roots.push(read_named(&entry.path())?);
-        }
-        Ok(Self::new(
-            roots,
-            read_named(&dir.join("timestamp.json"))?,
-            read_named(&dir.join("catalog.json"))?,
-        ))
-    }
-
-    /// Keeps the head under `dir`, each file atomically, the catalog before the
-    /// timestamp that pins it.
-    pub fn save(&self, dir: &Path) -> std::io::Result<()> {
-        std::fs::create_dir_all(dir.join("roots"))?;
-        for (v, r) in &self.roots {
-            write_atomic(&dir.join("roots").join(format!("{v}.json")), r)?;
-        }
-        write_atomic(&dir.join("catalog.json"), &self.catalog)?;
-        write_atomic(&dir.join("timestamp.json"), &self.timestamp)
-    }
-}
-
-/// Reads a file; the error names it.
-fn read_named(path: &Path) -> std::io::Result<Vec<u8>> {
-    std::fs::read(path)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 impl HeadServer {
@@ -364,29 +261,6 @@ fn frame_limit(
     }
 }
 
-/// Verifies `head` against `trusted` (roots walked one version at a time, then the
-/// timestamp and the catalog it pins); returns the new trusted state and the catalog.
-/// `trusted` itself is untouched: nothing is accepted until everything verified.
-pub fn verify_head(
-    trusted: &TrustedState,
-    head: &SignedHead,
-    now: chrono::DateTime<chrono::Utc>,
-    limits: &Limits,
-) -> Result<(TrustedState, Catalog), TrustError> {
-    let mut next = trusted.clone();
-    // Roots older than the trusted one are part of a chain kept for peers, not a step.
-    for (_, root) in head
-        .roots
-        .iter()
-        .filter(|(v, _)| *v >= trusted.root_version)
-    {
-        next.update_root(root, limits)?;
-    }
-    let ts = next.verify_timestamp(&head.timestamp, now, limits)?;
-    let catalog = next.verify_catalog(&head.catalog, Some(&ts), now, limits)?;
-    Ok((next, catalog))
-}
-
 /// Where a head came from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum HeadSource {
@@ -411,41 +285,6 @@ pub struct SyncedHead {
     pub catalog: Catalog,
     pub head: SignedHead,
     pub source: HeadSource,
-}
-
-/// The roots worth keeping to serve peers that trust an older root: the longest run of
-/// consecutive versions among `held` and the trusted root that ends at the trusted
-/// root and walks to it (each root signed by its predecessor's keys, as
-/// `TrustedState::update_root` checks). Roots outside that run are dropped; the trusted
-/// root itself is always kept.
-pub fn root_chain(
-    trusted: &TrustedState,
-    held: impl IntoIterator<Item = (u64, Vec<u8>)>,
-    limits: &Limits,
-) -> Vec<(u64, Vec<u8>)> {
-    let top = trusted.root_version;
-    let mut by_version: std::collections::BTreeMap<u64, Vec<u8>> =
-        held.into_iter().filter(|(v, _)| *v < top).collect();
-    by_version.insert(top, trusted.root.as_bytes().to_vec());
-    let mut low = top;
-    while low > 1 && by_version.contains_key(&(low - 1)) {
-        low -= 1;
-    }
-    let walks = |from: u64| {
-        let Ok(mut t) = TrustedState::bootstrap(&by_version[&from], limits) else {
-            return false;
-        };
-        (from + 1..=top).all(|v| t.update_root(&by_version[&v], limits).is_ok())
-            && t.root == trusted.root
-    };
-    let from = (low..top).find(|&from| walks(from)).unwrap_or(top);
-    (from..=top).map(|v| (v, by_version[&v].clone())).collect()
-}
-
-/// Whether `roots` hold every root a peer trusting any older root needs (versions 2 up
-/// to the trusted one; version 1 is every peer's oldest possible anchor).
-fn chain_is_whole(trusted: &TrustedState, roots: &[(u64, Vec<u8>)]) -> bool {
-    (2..=trusted.root_version).all(|v| roots.iter().any(|(have, _)| *have == v))
 }
 
 /// Gets a verified head: the origin's when it answers (origin always wins), else the

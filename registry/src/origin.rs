@@ -16,10 +16,10 @@ use std::{
     time::Duration,
 };
 
-use archy_catalog::{Limits, TrustedState};
+use archy_catalog::{head::SignedHead, Limits, TrustedState};
 
 use crate::{
-    head::{HeadServer, SignedHead, HEAD_ALPN},
+    head::{HeadServer, HEAD_ALPN},
     DhtSettings, PeerAddr, Swarm, SwarmError, SwarmNode,
 };
 
@@ -45,7 +45,7 @@ fn verify(
     trusted: &TrustedState,
     head: &SignedHead,
 ) -> Result<(TrustedState, archy_catalog::Catalog), SwarmError> {
-    crate::head::verify_head(trusted, head, chrono::Utc::now(), &Limits::default())
+    archy_catalog::head::verify_head(trusted, head, chrono::Utc::now(), &Limits::default())
         .map_err(|e| fail(format!("{}: {e}", publish.display())))
 }
 

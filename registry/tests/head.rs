@@ -8,15 +8,13 @@ use std::{collections::BTreeMap, path::Path, time::Duration};
 
 use archy_catalog::{
     documents::SPEC_VERSION,
+    head::{root_chain, SignedHead},
     keys::SecretKey,
     publisher::{sign, Publisher, Validity},
     Catalog, ContentHash, Limits, Role, Root, TrustedState,
 };
 use archy_registry::{
-    head::{
-        fetch_head, root_chain, sync_head, HeadServer, HeadSource, KnownCatalog, SignedHead,
-        HEAD_ALPN,
-    },
+    head::{fetch_head, sync_head, HeadServer, HeadSource, KnownCatalog, HEAD_ALPN},
     Origin, SwarmNode,
 };
 use chrono::{Duration as Days, Utc};

@@ -121,12 +121,12 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     .context("swarm endpoint")?;
     let mut catalog = None;
     if let (Some(saved), Some(trusted)) = (
-        archy_registry::head::SignedHead::load(&data.join("head")).ok(),
+        archy_catalog::head::SignedHead::load(&data.join("head")).ok(),
         store.state.trusted.as_ref(),
     ) {
         // The head accepted before the restart: served to peers at once, and the
         // catalog is usable before the first sync if it has not expired meanwhile.
-        if let Ok((_, c)) = archy_registry::head::verify_head(
+        if let Ok((_, c)) = archy_catalog::head::verify_head(
             trusted,
             &saved,
             chrono::Utc::now(),

@@ -127,8 +127,8 @@ pub(super) async fn sync_catalog(node: &Node) -> Result<(), SyncError> {
     }
     if got.is_none() {
         if let Some(dir) = node.cfg.origin_dir.clone() {
-            match archy_registry::head::SignedHead::read_publish_dir(&dir) {
-                Ok(head) => match archy_registry::head::verify_head(
+            match archy_catalog::head::SignedHead::read_publish_dir(&dir) {
+                Ok(head) => match archy_catalog::head::verify_head(
                     &trusted,
                     &head,
                     chrono::Utc::now(),
@@ -160,7 +160,7 @@ pub(super) async fn sync_catalog(node: &Node) -> Result<(), SyncError> {
     // Peers that trust an older root need the chain: keep every root known that walks
     // to the trusted one.
     let known = held.iter().flat_map(|h| h.roots.clone());
-    head.roots = archy_registry::head::root_chain(&next, known.chain(head.roots), &limits);
+    head.roots = archy_catalog::head::root_chain(&next, known.chain(head.roots), &limits);
     // An unchanged head (the usual pass: same root, timestamp and catalog versions)
     // writes nothing.
     if next != trusted || held.as_ref().is_none_or(|h| h.roots != head.roots) {

@@ -10,6 +10,8 @@
 //!   TUF-style check (threshold, expiry, rollback, mix-and-match, size limits);
 //! - [`oci`]: reading and writing OCI image archives;
 //! - [`build`]: turning a directory of manifests into a catalog;
+//! - [`head`]: a catalog head (roots, timestamp, catalog) and the one order it is
+//!   verified in;
 //! - [`publisher`]: a publisher holding all its keys on one machine (demo, tests,
 //!   benchmarks), signing a publish dir as an origin serves it.
 //!
@@ -36,6 +38,7 @@ pub mod build;
 pub mod documents;
 pub mod fsutil;
 pub mod hash;
+pub mod head;
 pub mod keys;
 pub mod manifest;
 pub mod oci;
