@@ -314,7 +314,11 @@ impl<'a> Fetch<'a> {
         let mut why = Vec::new();
         for (p, _) in providers {
             let r = async {
-                let conn = self.node.connect(p, self.options.connect_timeout).await?;
+                let conn = self
+                    .node
+                    .connect(p, self.options.connect_timeout)
+                    .await
+                    .map_err(|e| e.to_string())?;
                 let mut s = self
                     .node
                     .store
@@ -449,7 +453,7 @@ impl Ctx<'_> {
     async fn worker_inner(&self, i: usize, addr: PeerAddr) {
         let conn = match self.node.connect(&addr, self.options.connect_timeout).await {
             Ok(c) => c,
-            Err(e) => return self.drop_provider(i, e),
+            Err(e) => return self.drop_provider(i, e.to_string()),
         };
         let origin = self.lock().views[i].origin;
         let observe = async {

@@ -44,12 +44,66 @@ pub const MAX_ROOTS: usize = 64;
 /// Why a head could not be had.
 #[derive(Debug, thiserror::Error)]
 pub enum HeadError {
-    #[error("{peer}: {reason}")]
-    Peer { peer: String, reason: String },
+    /// The peer could not be asked, or broke the protocol.
+    #[error("{peer}: {fault}")]
+    Peer { peer: String, fault: HeadFault },
+    /// The peer's head did not verify (rollback, expired, bad signatures, ...).
     #[error("{peer}: head refused: {source}")]
     Refused { peer: String, source: TrustError },
-    #[error("no head from the origin or any peer: {0}")]
-    Nobody(String),
+    /// Every source failed; each failure, in the order asked.
+    #[error("no head from the origin or any peer: {}", list(.0))]
+    Nobody(Vec<HeadError>),
+}
+
+impl HeadError {
+    /// Whether a head was had and refused by verification somewhere (not merely
+    /// unavailable): what a node counts as a verification failure.
+    pub fn is_refusal(&self) -> bool {
+        match self {
+            HeadError::Refused { .. } => true,
+            HeadError::Peer { .. } => false,
+            HeadError::Nobody(all) => all.iter().any(HeadError::is_refusal),
+        }
+    }
+}
+
+fn list(errors: &[HeadError]) -> String {
+    let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
+    all.join("; ")
+}
+
+/// How asking a peer for its head failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HeadFault {
+    #[error(transparent)]
+    Connect(#[from] crate::ConnectError),
+    #[error("{what}: {source}")]
+    Stream {
+        what: &'static str,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    #[error("no answer within {0:?}")]
+    Silent(Duration),
+    #[error("more than {MAX_ROOTS} roots")]
+    TooManyRoots,
+    #[error("frame {} after the timestamp", char::from(*.0))]
+    AfterTimestamp(u8),
+    #[error("catalog frame before the timestamp")]
+    CatalogBeforeTimestamp,
+    #[error("unknown frame kind {0:#x}")]
+    UnknownFrame(u8),
+    #[error("frame {} of {len} bytes: over its limit of {limit}", char::from(*.kind))]
+    OverLimit { kind: u8, len: u64, limit: u64 },
+    #[error("the peer has no head")]
+    NoHead,
+    #[error("the peer sent no catalog")]
+    NoCatalog,
+}
+
+impl HeadFault {
+    fn stream(what: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Self {
+        move |source| HeadFault::Stream { what, source }
+    }
 }
 
 #[derive(Serialize, Deserialize)]
@@ -163,32 +217,38 @@ pub async fn fetch_head(
     limits: &Limits,
     timeout: Duration,
 ) -> Result<SignedHead, HeadError> {
-    let err = |reason: String| HeadError::Peer {
+    let err = |fault: HeadFault| HeadError::Peer {
         peer: peer.to_string(),
-        reason,
+        fault,
     };
     let work = async {
         let conn = node.connect_alpn(peer, HEAD_ALPN, timeout).await?;
-        let (mut send, mut recv) = conn.open_bi().await.map_err(|e| e.to_string())?;
+        let (mut send, mut recv) = conn
+            .open_bi()
+            .await
+            .map_err(|e| HeadFault::stream("open a stream")(e.into()))?;
         let req = serde_json::to_vec(&HeadRequest {
             root_version,
             catalog_blake3: held_catalog.map(|c| c.blake3.clone()),
         })
-        .map_err(|e| e.to_string())?;
-        send.write_all(&req).await.map_err(|e| e.to_string())?;
-        send.finish().map_err(|e| e.to_string())?;
+        .map_err(|e| HeadFault::stream("encode the request")(e.into()))?;
+        send.write_all(&req)
+            .await
+            .map_err(|e| HeadFault::stream("send the request")(e.into()))?;
+        send.finish()
+            .map_err(|e| HeadFault::stream("send the request")(e.into()))?;
         let mut head = read_frames(&mut recv, limits).await?;
         if head.catalog.is_empty() {
             match held_catalog {
                 Some(held) => head.catalog = held.bytes.to_vec(),
-                None => return Err("the peer sent no catalog".into()),
+                None => return Err(HeadFault::NoCatalog),
             }
         }
         Ok(head)
     };
     tokio::time::timeout(timeout * 4, work)
         .await
-        .map_err(|_| err(format!("no answer within {:?}", timeout * 4)))?
+        .map_err(|_| err(HeadFault::Silent(timeout * 4)))?
         .map_err(err)
 }
 
@@ -199,7 +259,7 @@ pub async fn fetch_head(
 async fn read_frames(
     recv: &mut iroh::endpoint::RecvStream,
     limits: &Limits,
-) -> Result<SignedHead, String> {
+) -> Result<SignedHead, HeadFault> {
     let mut head = SignedHead::default();
     let mut pinned: Option<u64> = None;
     let mut got_t = false;
@@ -208,21 +268,18 @@ async fn read_frames(
         match recv.read_exact(&mut header).await {
             Ok(()) => {}
             Err(iroh::endpoint::ReadExactError::FinishedEarly(0)) => break,
-            Err(e) => return Err(format!("reading a frame header: {e}")),
+            Err(e) => return Err(HeadFault::stream("read a frame header")(e.into())),
         }
         let [kind, a, b, c, d] = header;
         let len = u64::from(u32::from_be_bytes([a, b, c, d]));
         let limit = frame_limit(kind, got_t, pinned, head.roots.len(), limits)?;
         if len > limit {
-            return Err(format!(
-                "frame {} of {len} bytes: over its limit of {limit}",
-                kind as char
-            ));
+            return Err(HeadFault::OverLimit { kind, len, limit });
         }
         let mut doc = vec![0u8; len as usize];
         recv.read_exact(&mut doc)
             .await
-            .map_err(|e| format!("frame {}: {e}", kind as char))?;
+            .map_err(|e| HeadFault::stream("read a frame")(e.into()))?;
         match kind {
             b'R' => head.roots.push((document_version(&doc), doc)),
             b'T' => {
@@ -235,7 +292,7 @@ async fn read_frames(
         }
     }
     if !got_t {
-        return Err("the peer has no head".into());
+        return Err(HeadFault::NoHead);
     }
     Ok(head)
 }
@@ -249,15 +306,15 @@ fn frame_limit(
     pinned: Option<u64>,
     roots: usize,
     limits: &Limits,
-) -> Result<u64, String> {
+) -> Result<u64, HeadFault> {
     match (kind, got_t) {
         (b'R', false) if roots < MAX_ROOTS => Ok(limits.root),
-        (b'R', false) => Err(format!("more than {MAX_ROOTS} roots")),
+        (b'R', false) => Err(HeadFault::TooManyRoots),
         (b'T', false) => Ok(limits.timestamp),
         (b'C', true) => Ok(pinned.map_or(limits.catalog, |p| p.min(limits.catalog))),
-        (b'R' | b'T', true) => Err(format!("frame {} after the timestamp", kind as char)),
-        (b'C', false) => Err("catalog frame before the timestamp".into()),
-        (other, _) => Err(format!("unknown frame kind {other:#x}")),
+        (b'R' | b'T', true) => Err(HeadFault::AfterTimestamp(kind)),
+        (b'C', false) => Err(HeadFault::CatalogBeforeTimestamp),
+        (other, _) => Err(HeadFault::UnknownFrame(other)),
     }
 }
 
@@ -329,7 +386,11 @@ pub async fn sync_head(
                     }),
                 };
             }
-            Err(e) => why.push(format!("origin {e}")),
+            Err(HeadError::Peer { peer, fault }) => why.push(HeadError::Peer {
+                peer: format!("origin {peer}"),
+                fault,
+            }),
+            Err(e) => why.push(e),
         }
     }
     let answers = futures_util::future::join_all(
@@ -354,11 +415,14 @@ pub async fn sync_head(
                     });
                 }
             }
-            Ok((Err(e), _)) => why.push(format!("{p}: head refused: {e}")),
-            Err(e) => why.push(e.to_string()),
+            Ok((Err(source), _)) => why.push(HeadError::Refused {
+                peer: p.to_string(),
+                source,
+            }),
+            Err(e) => why.push(e),
         }
     }
-    best.ok_or_else(|| HeadError::Nobody(why.join("; ")))
+    best.ok_or(HeadError::Nobody(why))
 }
 
 #[cfg(test)]
@@ -366,14 +430,41 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_refusal_among_failures_is_still_a_refusal() {
+        let unavailable = || HeadError::Peer {
+            peer: "p1".into(),
+            fault: HeadFault::NoHead,
+        };
+        let refused = HeadError::Refused {
+            peer: "p2".into(),
+            source: TrustError::TooLarge {
+                role: archy_catalog::Role::Catalog,
+                size: 2,
+                limit: 1,
+            },
+        };
+        assert!(!HeadError::Nobody(vec![unavailable()]).is_refusal());
+        let both = HeadError::Nobody(vec![unavailable(), refused]);
+        assert!(both.is_refusal());
+        assert_eq!(
+            both.to_string(),
+            "no head from the origin or any peer: p1: the peer has no head; p2: head refused: \
+             document too large: catalog is 2 bytes, the limit is 1"
+        );
+    }
+
+    #[test]
     fn frames_come_in_order_and_within_their_limits() {
         let l = Limits::default();
-        assert_eq!(frame_limit(b'R', false, None, 0, &l), Ok(l.root));
+        assert_eq!(frame_limit(b'R', false, None, 0, &l).ok(), Some(l.root));
         assert!(
             frame_limit(b'R', false, None, MAX_ROOTS, &l).is_err(),
             "too many roots"
         );
-        assert_eq!(frame_limit(b'T', false, None, 2, &l), Ok(l.timestamp));
+        assert_eq!(
+            frame_limit(b'T', false, None, 2, &l).ok(),
+            Some(l.timestamp)
+        );
         assert!(
             frame_limit(b'T', true, None, 0, &l).is_err(),
             "a second timestamp"
@@ -387,16 +478,16 @@ mod tests {
             "a catalog before its timestamp"
         );
         assert_eq!(
-            frame_limit(b'C', true, Some(700), 0, &l),
-            Ok(700),
+            frame_limit(b'C', true, Some(700), 0, &l).ok(),
+            Some(700),
             "the pinned size"
         );
         assert_eq!(
-            frame_limit(b'C', true, Some(u64::MAX), 0, &l),
-            Ok(l.catalog),
+            frame_limit(b'C', true, Some(u64::MAX), 0, &l).ok(),
+            Some(l.catalog),
             "never over the limit"
         );
-        assert_eq!(frame_limit(b'C', true, None, 0, &l), Ok(l.catalog));
+        assert_eq!(frame_limit(b'C', true, None, 0, &l).ok(), Some(l.catalog));
         assert!(frame_limit(b'X', false, None, 0, &l).is_err());
     }
 }

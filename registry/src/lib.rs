@@ -19,7 +19,7 @@ mod shutdown;
 mod swarm;
 
 pub use fetch::{Fetch, FetchOptions, FetchReport, FetchStatus};
-pub use node::{node_key, PeerAddr, SwarmError, SwarmNode, SwarmNodeBuilder};
+pub use node::{node_key, ConnectError, PeerAddr, SwarmError, SwarmNode, SwarmNodeBuilder};
 pub use origin::Origin;
 pub use served::ServedCounters;
 pub use shutdown::shutdown_signal;

@@ -44,6 +44,17 @@ pub enum SwarmError {
     Publish(String),
 }
 
+/// Why a peer could not be dialled.
+#[derive(Debug, thiserror::Error)]
+pub enum ConnectError {
+    #[error("its id is not an ed25519 public key")]
+    NotAnEndpoint,
+    #[error("connect timed out after {0:?}")]
+    TimedOut(Duration),
+    #[error("connect: {0}")]
+    Failed(#[source] iroh::endpoint::ConnectError),
+}
+
 /// How to reach a peer: its endpoint id (its ed25519 public key) and a direct address.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub struct PeerAddr {
@@ -68,14 +79,6 @@ impl FromStr for PeerAddr {
             id: bytes,
             socket: sock.parse().map_err(|_| err())?,
         })
-    }
-}
-
-impl PeerAddr {
-    fn endpoint_addr(&self) -> Result<EndpointAddr, SwarmError> {
-        let id =
-            EndpointId::from_bytes(&self.id).map_err(|_| SwarmError::Addr(self.to_string()))?;
-        Ok(EndpointAddr::new(id).with_ip_addr(self.socket))
     }
 }
 
@@ -223,7 +226,7 @@ impl SwarmNode {
         &self,
         peer: &PeerAddr,
         timeout: Duration,
-    ) -> Result<Connection, String> {
+    ) -> Result<Connection, ConnectError> {
         self.connect_alpn(peer, iroh_blobs::ALPN, timeout).await
     }
 
@@ -233,12 +236,13 @@ impl SwarmNode {
         peer: &PeerAddr,
         alpn: &[u8],
         timeout: Duration,
-    ) -> Result<Connection, String> {
-        let addr = peer.endpoint_addr().map_err(|e| e.to_string())?;
+    ) -> Result<Connection, ConnectError> {
+        let id = EndpointId::from_bytes(&peer.id).map_err(|_| ConnectError::NotAnEndpoint)?;
+        let addr = EndpointAddr::new(id).with_ip_addr(peer.socket);
         tokio::time::timeout(timeout, self.endpoint.connect(addr, alpn))
             .await
-            .map_err(|_| format!("connect timed out after {timeout:?}"))?
-            .map_err(|e| format!("connect: {e}"))
+            .map_err(|_| ConnectError::TimedOut(timeout))?
+            .map_err(ConnectError::Failed)
     }
 
     /// Stops serving, closes the endpoint (peers see the connections close instead of

@@ -56,9 +56,7 @@ impl SourceFailure {
     /// `archy_verification_failures_total`), not merely unavailable.
     fn is_refusal(&self) -> bool {
         match self {
-            SourceFailure::Swarm(e) | SourceFailure::HeadServers(e) => {
-                matches!(e, HeadError::Refused { .. })
-            }
+            SourceFailure::Swarm(e) | SourceFailure::HeadServers(e) => e.is_refusal(),
             SourceFailure::PublishDirRefused { .. } => true,
             SourceFailure::PublishDir { .. } => false,
         }
