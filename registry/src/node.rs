@@ -30,10 +30,16 @@ use crate::{
 pub enum SwarmError {
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("endpoint: {0}")]
-    Endpoint(String),
-    #[error("store: {0}")]
-    Store(String),
+    #[error("cannot start the swarm endpoint: {0}")]
+    Endpoint(#[source] BoxError),
+    #[error("dht: {0}")]
+    Dht(#[from] archy_dht::DhtError),
+    #[error("{}: not a node key (64 hex digits)", .0.display())]
+    NodeKey(PathBuf),
+    #[error("cannot get randomness for a node key: {0}")]
+    Random(#[from] getrandom::Error),
+    #[error("blob store: {0}")]
+    Store(#[source] BoxError),
     #[error("bad peer address {0:?}: expected <endpoint id>@<ip:port>")]
     Addr(String),
     #[error("could not fetch {hash}: {reasons}")]
@@ -43,6 +49,9 @@ pub enum SwarmError {
     #[error("publish dir: {0}")]
     Publish(String),
 }
+
+/// An error of a library below, kept as the source.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 /// Why a peer could not be dialled.
 #[derive(Debug, thiserror::Error)]
@@ -101,12 +110,11 @@ pub fn node_key(data: &Path) -> Result<[u8; 32], SwarmError> {
     let path = data.join("node.key");
     if let Ok(text) = std::fs::read_to_string(&path) {
         let mut k = [0u8; 32];
-        hex::decode_to_slice(text.trim(), &mut k)
-            .map_err(|_| SwarmError::Endpoint(format!("{}: not a node key", path.display())))?;
+        hex::decode_to_slice(text.trim(), &mut k).map_err(|_| SwarmError::NodeKey(path.clone()))?;
         return Ok(k);
     }
     let mut k = [0u8; 32];
-    getrandom::fill(&mut k).map_err(|e| SwarmError::Endpoint(e.to_string()))?;
+    getrandom::fill(&mut k)?;
     std::fs::create_dir_all(data)?;
     archy_catalog::fsutil::write_atomic_mode(&path, hex::encode(k).as_bytes(), Some(0o600))?;
     Ok(k)
@@ -159,7 +167,7 @@ impl SwarmNode {
             .blobs()
             .add_path(abs)
             .await
-            .map_err(|e| SwarmError::Store(e.to_string()))?;
+            .map_err(|e| SwarmError::Store(e.into()))?;
         Ok(ContentHash(*tag.hash.as_bytes()))
     }
 
@@ -169,7 +177,7 @@ impl SwarmNode {
             .blobs()
             .has(to_hash(hash))
             .await
-            .map_err(|e| SwarmError::Store(e.to_string()))
+            .map_err(|e| SwarmError::Store(e.into()))
     }
 
     /// Every blob held whole.
@@ -180,7 +188,7 @@ impl SwarmNode {
             .list()
             .hashes()
             .await
-            .map_err(|e| SwarmError::Store(e.to_string()))?;
+            .map_err(|e| SwarmError::Store(e.into()))?;
         let mut out = Vec::new();
         for h in hashes {
             let h = ContentHash(*h.as_bytes());
@@ -198,7 +206,7 @@ impl SwarmNode {
             .blobs()
             .export(to_hash(hash), abs)
             .await
-            .map_err(|e| SwarmError::Store(e.to_string()))?;
+            .map_err(|e| SwarmError::Store(e.into()))?;
         Ok(())
     }
 
@@ -217,7 +225,7 @@ impl SwarmNode {
             .blobs()
             .observe(to_hash(hash))
             .await
-            .map_err(|e| SwarmError::Store(e.to_string()))?;
+            .map_err(|e| SwarmError::Store(e.into()))?;
         Ok((b.ranges.clone(), b.validated_size()))
     }
 
@@ -296,13 +304,13 @@ impl SwarmNodeBuilder {
             .clear_address_lookup()
             .portmapper_config(iroh::endpoint::PortmapperConfig::Disabled)
             .bind_addr(self.bind)
-            .map_err(|e| SwarmError::Endpoint(e.to_string()))?
+            .map_err(|e| SwarmError::Endpoint(e.into()))?
             .bind()
             .await
-            .map_err(|e| SwarmError::Endpoint(e.to_string()))?;
+            .map_err(|e| SwarmError::Endpoint(e.into()))?;
         let store = FsStore::load(data.join("blob-store"))
             .await
-            .map_err(|e| SwarmError::Store(e.to_string()))?;
+            .map_err(|e| SwarmError::Store(e.into()))?;
         let served = Arc::new(ServedCounters::default());
         let blobs = BlobsProtocol::new(&store, Some(served::event_sender(served.clone())));
         let mut router = Router::builder(endpoint.clone()).accept(iroh_blobs::ALPN, blobs);

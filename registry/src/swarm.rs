@@ -67,9 +67,7 @@ impl Swarm {
                 let mut cfg = DhtConfig::new(crate::node_key(node.data_dir())?, s.listen);
                 cfg.bootstrap = s.bootstrap;
                 cfg.iroh_addrs = vec![node.addr().socket];
-                let dht = Dht::start(cfg)
-                    .await
-                    .map_err(|e| SwarmError::Endpoint(format!("dht: {e}")))?;
+                let dht = Dht::start(cfg).await?;
                 Some(Arc::new(dht))
             }
         };

@@ -50,6 +50,25 @@ pub(crate) struct InboundPolicy {
     pub(crate) refused: u64,
 }
 
+/// Why a record a peer sent is not stored.
+#[derive(Debug, thiserror::Error)]
+pub enum Refusal {
+    #[error("a record under a key that is not Archy's")]
+    ForeignRecordKey,
+    #[error("an address record for no valid peer id")]
+    NoPeerId,
+    #[error(transparent)]
+    BadRecord(#[from] crate::RecordError),
+    #[error("a provider record under a key that is not Archy's")]
+    ForeignProviderKey,
+    #[error("more than {0} provider records from one peer")]
+    TooManyFromPeer(usize),
+    #[error("more than {0} provider records in all")]
+    TooMany(usize),
+    #[error("the record store refused it: {0}")]
+    Store(#[from] libp2p::kad::store::Error),
+}
+
 impl InboundPolicy {
     pub(crate) fn new(limits: InboundLimits) -> Self {
         Self {
@@ -59,41 +78,33 @@ impl InboundPolicy {
     }
 
     /// Whether to store a value record `source` sent.
-    pub(crate) fn record(&self, record: &Record) -> Result<(), String> {
+    pub(crate) fn record(&self, record: &Record) -> Result<(), Refusal> {
         let key = record.key.as_ref();
         let peer = key
             .strip_prefix(b"/archy/iroh-addr/".as_slice())
-            .ok_or("a record under a key that is not Archy's")?;
-        let peer =
-            PeerId::from_bytes(peer).map_err(|_| "an address record for no valid peer id")?;
-        AddressRecord::from_bytes(&record.value)
-            .and_then(|r| r.verify_for(&peer).map(|_| ()))
-            .map_err(|e| e.to_string())
+            .ok_or(Refusal::ForeignRecordKey)?;
+        let peer = PeerId::from_bytes(peer).map_err(|_| Refusal::NoPeerId)?;
+        AddressRecord::from_bytes(&record.value).and_then(|r| r.verify_for(&peer).map(|_| ()))?;
+        Ok(())
     }
 
     /// Whether to store a provider record (its provider is the peer that sent it:
     /// Kademlia drops one that names another).
-    pub(crate) fn provider(&mut self, record: &ProviderRecord) -> Result<(), String> {
+    pub(crate) fn provider(&mut self, record: &ProviderRecord) -> Result<(), Refusal> {
         let key = record.key.as_ref();
         let archy = key == b"/archy/heads"
             || key
                 .strip_prefix(b"/archy/blob/".as_slice())
                 .is_some_and(|h| h.len() == 32);
         if !archy {
-            return Err("a provider record under a key that is not Archy's".into());
+            return Err(Refusal::ForeignProviderKey);
         }
         let from_peer = self.per_peer.entry(record.provider).or_default();
         if *from_peer >= self.limits.providers_per_peer {
-            return Err(format!(
-                "more than {} provider records from one peer",
-                self.limits.providers_per_peer
-            ));
+            return Err(Refusal::TooManyFromPeer(self.limits.providers_per_peer));
         }
         if self.providers >= self.limits.providers {
-            return Err(format!(
-                "more than {} provider records in all",
-                self.limits.providers
-            ));
+            return Err(Refusal::TooMany(self.limits.providers));
         }
         *from_peer += 1;
         self.providers += 1;
@@ -101,10 +112,10 @@ impl InboundPolicy {
     }
 
     /// Counts a refusal, and logs it the first time `source` gets one.
-    pub(crate) fn refuse(&mut self, source: PeerId, why: &str) {
+    pub(crate) fn refuse(&mut self, source: PeerId, why: &Refusal) {
         self.refused += 1;
         if self.warned.insert(source) {
-            tracing::warn!(peer = %source, reason = why, "refused a DHT record (further refusals from this peer are counted, not logged)");
+            tracing::warn!(peer = %source, reason = %why, "refused a DHT record (further refusals from this peer are counted, not logged)");
         }
     }
 
@@ -145,12 +156,12 @@ mod tests {
         let e = p
             .provider(&provider(&blob(9), a))
             .expect_err("per-peer cap");
-        assert!(e.contains("one peer"), "{e}");
+        assert!(matches!(e, Refusal::TooManyFromPeer(3)), "{e}");
         p.provider(&provider(b"/archy/heads", b))
             .expect("b's first");
         p.provider(&provider(&blob(1), b)).expect("b's second");
         let e = p.provider(&provider(&blob(2), b)).expect_err("total cap");
-        assert!(e.contains("in all"), "{e}");
+        assert!(matches!(e, Refusal::TooMany(_)), "{e}");
         p.new_lifetime();
         p.provider(&provider(&blob(9), a)).expect("a new lifetime");
 
@@ -167,8 +178,10 @@ mod tests {
         let mut other = b"/archy/iroh-addr/".to_vec();
         other.extend(a.to_bytes());
         assert!(
-            p.record(&Record::new(RecordKey::new(&other), signed.to_bytes()))
-                .is_err(),
+            matches!(
+                p.record(&Record::new(RecordKey::new(&other), signed.to_bytes())),
+                Err(Refusal::BadRecord(_))
+            ),
             "the same record under another peer"
         );
         let forged = Record::new(RecordKey::new(&b"/archy/iroh-addr/x"), b"{}".to_vec());
@@ -178,11 +191,12 @@ mod tests {
         assert!(p
             .record(&Record::new(RecordKey::new(&key), b"garbage".to_vec()))
             .is_err());
-        assert!(p
-            .record(&Record::new(RecordKey::new(&b"/other"), Vec::new()))
-            .is_err());
-        p.refuse(a, "x");
-        p.refuse(a, "y");
+        assert!(matches!(
+            p.record(&Record::new(RecordKey::new(&b"/other"), Vec::new())),
+            Err(Refusal::ForeignRecordKey)
+        ));
+        p.refuse(a, &Refusal::ForeignRecordKey);
+        p.refuse(a, &Refusal::NoPeerId);
         assert_eq!(p.refused, 2);
     }
 }

@@ -594,7 +594,7 @@ fn handle_event(
                             .kad
                             .store_mut()
                             .put(record)
-                            .map_err(|e| e.to_string())
+                            .map_err(inbound::Refusal::from)
                     });
                     if let Err(why) = stored {
                         inbound.refuse(source, &why);
@@ -610,7 +610,7 @@ fn handle_event(
                             .kad
                             .store_mut()
                             .add_provider(record)
-                            .map_err(|e| e.to_string())
+                            .map_err(inbound::Refusal::from)
                     });
                     if let Err(why) = stored {
                         inbound.refuse(source, &why);
