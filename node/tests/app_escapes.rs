@@ -15,7 +15,7 @@ use std::{
     collections::BTreeMap,
     fs,
     path::Path,
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use archy_node::runtime::{podman::Podman, process::ProcessRuntime, ContainerSpec, Runtime};
@@ -74,21 +74,19 @@ fn report_of(rt: &dyn Runtime, dir: &Path, id: &str) -> BTreeMap<String, String>
     rt.create(&spec).unwrap();
     rt.start(id).unwrap();
     let report = data.join("volumes/data/report");
-    let started = Instant::now();
-    let text = loop {
-        let text = fs::read_to_string(&report).unwrap_or_default();
-        if text.contains("done=1") {
-            // Give the fork loop time to end one way or the other.
-            std::thread::sleep(Duration::from_secs(3));
-            break fs::read_to_string(&report).unwrap();
-        }
-        if started.elapsed() > Duration::from_secs(60) {
-            let logs = rt.logs(id, 50).unwrap_or_default();
-            let _ = rt.remove(id);
-            panic!("the app did not finish its report: {text}\nlogs: {logs}");
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    };
+    let finished = archy_harness::poll_until("the app's report", Duration::from_secs(60), || {
+        fs::read_to_string(&report)
+            .ok()
+            .filter(|t| t.contains("done=1"))
+    });
+    if let Err(e) = finished {
+        let logs = rt.logs(id, 50).unwrap_or_default();
+        let _ = rt.remove(id);
+        panic!("{e}: the app did not finish its report\nlogs: {logs}");
+    }
+    // Give the fork loop time to end one way or the other.
+    std::thread::sleep(Duration::from_secs(3));
+    let text = fs::read_to_string(&report).unwrap();
     rt.remove(id).unwrap();
     // The next release names the planted symlink as its volume's source: refused.
     let text2 = text_with_source(&spec.manifest, "h");

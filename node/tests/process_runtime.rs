@@ -14,7 +14,7 @@ use std::{
     fs,
     net::SocketAddr,
     path::{Path, PathBuf},
-    time::{Duration, Instant},
+    time::Duration,
 };
 
 use archy_catalog::{manifest, oci, AppManifest, ImageRef};
@@ -84,19 +84,16 @@ fn spec(a: &App, manifest: &AppManifest, ip: &str, data: &Path) -> ContainerSpec
 /// GET / until it answers 2xx (body returned) or `deadline` passes.
 fn get(addr: SocketAddr, deadline: Duration) -> Option<String> {
     use std::io::{Read, Write};
-    let started = Instant::now();
-    while started.elapsed() < deadline {
-        if health::http(addr, "/", Duration::from_secs(1)).is_ok() {
-            let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
-            s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
-            write!(s, "GET / HTTP/1.0\r\n\r\n").ok()?;
-            let mut body = String::new();
-            let _ = s.read_to_string(&mut body);
-            return Some(body);
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    None
+    archy_harness::poll_until("the app to answer", deadline, || {
+        health::http(addr, "/", Duration::from_secs(1)).ok()
+    })
+    .ok()?;
+    let mut s = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(1)).ok()?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    write!(s, "GET / HTTP/1.0\r\n\r\n").ok()?;
+    let mut body = String::new();
+    let _ = s.read_to_string(&mut body);
+    Some(body)
 }
 
 fn pid_record(rt: &ProcessRuntime, id: &str) -> PidRecord {
@@ -105,14 +102,7 @@ fn pid_record(rt: &ProcessRuntime, id: &str) -> PidRecord {
 
 /// Polls until `f` holds or `deadline` passes.
 fn eventually(deadline: Duration, mut f: impl FnMut() -> bool) -> bool {
-    let started = Instant::now();
-    while started.elapsed() < deadline {
-        if f() {
-            return true;
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    f()
+    archy_harness::poll_until("a condition", deadline, || f().then_some(())).is_ok() || f()
 }
 
 #[test]

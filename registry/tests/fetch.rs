@@ -77,12 +77,13 @@ async fn one_blob_from_three_providers_at_once() {
     // Every provider counted what it served (the counters follow transfer events, so
     // they may lag the fetch by a moment).
     let served = |nodes: &[&SwarmNode]| nodes.iter().map(|n| n.served().bytes()).sum::<u64>();
-    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
-    while (served(&providers.iter().collect::<Vec<_>>()) < size || fetcher.served().bytes() < size)
-        && std::time::Instant::now() < deadline
-    {
-        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-    }
+    let all: Vec<&SwarmNode> = providers.iter().collect();
+    let _ = archy_harness::poll_until_async(
+        "the served counters to catch up",
+        std::time::Duration::from_secs(10),
+        || async { (served(&all) >= size && fetcher.served().bytes() >= size).then_some(()) },
+    )
+    .await;
     for p in &providers {
         assert!(p.served().bytes() > 0, "{} served its share", p.addr());
     }

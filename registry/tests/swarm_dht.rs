@@ -28,18 +28,17 @@ async fn member(dir: &Path, name: &str, bootstrap: Vec<Multiaddr>) -> Swarm {
 
 /// Waits (at most 10 s) until `asker`'s DHT lookup for `hash` names `holder`.
 async fn assert_named(asker: &Swarm, hash: ContentHash, holder: &Swarm) {
-    let mut seen = Vec::new();
-    for _ in 0..40 {
-        seen = asker.providers(hash).await;
-        if seen.contains(&holder.node.addr()) {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!(
-        "the DHT does not name {} as a holder: {seen:?}",
-        holder.node.addr()
-    );
+    let want = holder.node.addr();
+    let seen = std::sync::Mutex::new(Vec::new());
+    let what = format!("the DHT to name {want} as a holder");
+    archy_harness::poll_until_async(&what, Duration::from_secs(10), || async {
+        let named = asker.providers(hash).await;
+        let found = named.contains(&want);
+        *seen.lock().unwrap() = named;
+        found.then_some(())
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}: it names {:?}", seen.lock().unwrap()));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -26,14 +26,13 @@ fn endpoint_id(n: u8) -> [u8; 32] {
 
 /// Polls `find_providers` until `want` holders are seen (bounded: 40 tries).
 async fn wait_for(dht: &Dht, hash: ContentHash, want: usize) -> Vec<archy_dht::Provider> {
-    for _ in 0..40 {
+    let what = format!("{want} providers of {hash}");
+    archy_harness::poll_until_async(&what, Duration::from_secs(10), || async {
         let found = dht.find_providers(hash).await.unwrap();
-        if found.len() >= want {
-            return found;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    panic!("never saw {want} providers of {hash}");
+        (found.len() >= want).then_some(found)
+    })
+    .await
+    .unwrap_or_else(|e| panic!("{e}"))
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -114,24 +113,21 @@ async fn head_servers_are_found_apart_from_blob_holders() {
     assert!(b.find_head_servers().await.unwrap().is_empty());
     c.announce(ContentHash::of(b"a blob")).await.unwrap();
     a.announce_head_server().await.unwrap();
-    let mut found = Vec::new();
-    for _ in 0..40 {
-        found = b.find_head_servers().await.unwrap();
-        if !found.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
+    let found =
+        archy_harness::poll_until_async("a head server", Duration::from_secs(10), || async {
+            let found = b.find_head_servers().await.unwrap();
+            (!found.is_empty()).then_some(found)
+        })
+        .await
+        .unwrap_or_default();
     let ids: Vec<_> = found.iter().map(|p| p.endpoint_id).collect();
     assert_eq!(ids, vec![endpoint_id(21)], "only a serves heads");
     // b learns c when c joins through a (bounded: 40 tries).
-    let mut known = 0;
-    for _ in 0..40 {
-        known = b.routing_peers().await.unwrap();
-        if known == 2 {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    }
-    assert_eq!(known, 2, "b knows a and c");
+    let known =
+        archy_harness::poll_until_async("b to know a and c", Duration::from_secs(10), || async {
+            let known = b.routing_peers().await.unwrap();
+            (known == 2).then_some(known)
+        })
+        .await;
+    assert_eq!(known.ok(), Some(2), "b knows a and c");
 }

@@ -265,6 +265,32 @@ pub fn poll_until<T>(
     }
 }
 
+/// [`poll_until`] for async checks, on tokio's clock (it does not block a worker).
+pub async fn poll_until_async<T, F, Fut>(
+    what: &str,
+    limit: Duration,
+    mut check: F,
+) -> Result<T, TimedOut>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Option<T>>,
+{
+    let start = Instant::now();
+    loop {
+        if let Some(v) = check().await {
+            return Ok(v);
+        }
+        if start.elapsed() >= limit {
+            return Err(TimedOut {
+                what: what.to_string(),
+                limit,
+            });
+        }
+        tokio::time::sleep(Duration::from_millis(200).min(limit.saturating_sub(start.elapsed())))
+            .await;
+    }
+}
+
 /// Ends the whole test process, naming the test, if it is still running after a limit:
 /// a hang becomes a red run with a name instead of a CI job that never finishes. Keep
 /// the guard for the test's length; dropping it disarms the watchdog.
