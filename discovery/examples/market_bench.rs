@@ -139,7 +139,7 @@ async fn seed(relay: String, announcements: usize) {
                     .publish(&e)
                     .await
                     .iter()
-                    .filter(|r| !r.accepted)
+                    .filter(|r| !r.accepted())
                     .count();
             }
             refused

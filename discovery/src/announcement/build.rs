@@ -6,8 +6,9 @@ use archy_catalog::manifest::ImageField;
 use nostr_sdk::prelude::*;
 
 use super::{
-    is_endpoint_id, parse::expect_tag, AnnouncementContent, EventRejection, APP_PREFIX,
-    ENDORSE_PREFIX, MARKER_TAG, MARKET_KIND, RELEASE_PREFIX, SUCCESSOR_PREFIX,
+    parse::{check_providers, expect_tag},
+    AnnouncementContent, EventRejection, APP_PREFIX, ENDORSE_PREFIX, MARKER_TAG, MARKET_KIND,
+    RELEASE_PREFIX, SUCCESSOR_PREFIX,
 };
 
 /// The `d` tag of an app announcement.
@@ -36,13 +37,9 @@ pub fn announcement_builders(
         &m.container.image,
         &content.image.hash.to_string(),
     )?;
-    if let Some(bad) = content.providers.iter().find(|p| !is_endpoint_id(p)) {
-        return Err(EventRejection::MalformedContent(format!(
-            "provider {bad:?} is not an iroh endpoint id (64 lowercase hex digits)"
-        )));
-    }
-    let json = serde_json::to_string(content)
-        .map_err(|e| EventRejection::MalformedContent(e.to_string()))?;
+    check_providers(&content.providers)?;
+    let json =
+        serde_json::to_string(content).map_err(|source| EventRejection::Encode { source })?;
     let build = |d: String| {
         let mut tags = vec![
             Tag::identifier(d),

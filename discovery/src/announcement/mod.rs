@@ -120,17 +120,23 @@ pub enum MarketEvent {
     Successor(SuccessorStatement),
 }
 
-/// Why an event was refused.
-#[derive(Debug, Clone, PartialEq, thiserror::Error)]
+/// Why an event was refused. Variants that wrap a parser's error keep it as their
+/// `source`; [`crate::error_chain`] writes the whole chain.
+#[derive(Debug, thiserror::Error)]
 pub enum EventRejection {
-    #[error("forged event: {0}")]
-    Forged(String),
+    #[error("forged event: its id or signature does not match its content")]
+    Forged {
+        #[source]
+        source: nostr_sdk::nostr::event::Error,
+    },
     #[error("wrong kind {found}: Archy marketplace events are kind {}", MARKET_KIND.as_u16())]
     WrongKind { found: u16 },
     #[error("not an Archy event (no `d` tag starting with `archy:`)")]
     NotArchy,
-    #[error("unknown Archy event type `d`={0:?}")]
-    UnknownType(String),
+    #[error("unknown Archy event type `d`={d:?}")]
+    UnknownType { d: String },
+    #[error("`d`={d:?} is an Archy event but not an app or release announcement")]
+    NotAnAnnouncement { d: String },
     #[error("missing `{0}` tag")]
     MissingTag(&'static str),
     #[error("tag `{tag}` is {found:?} but the content says {expected:?}")]
@@ -139,8 +145,31 @@ pub enum EventRejection {
         expected: String,
         found: String,
     },
-    #[error("malformed content: {0}")]
-    MalformedContent(String),
-    #[error("{0}")]
+    #[error("content is {bytes} bytes; at most {max} allowed")]
+    ContentTooLarge { bytes: usize, max: usize },
+    #[error("malformed content: not an announcement's JSON")]
+    MalformedContent {
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error("{field} {value:?} is not a public key")]
+    BadKey {
+        field: &'static str,
+        value: String,
+        #[source]
+        source: nostr_sdk::nostr::key::Error,
+    },
+    #[error("a key cannot name itself as its successor")]
+    SelfSuccession,
+    #[error("{count} providers; at most {max} allowed")]
+    TooManyProviders { count: usize, max: usize },
+    #[error("provider {value:?} is not an iroh endpoint id (64 lowercase hex digits)")]
+    BadProvider { value: String },
+    #[error("cannot encode the announcement content")]
+    Encode {
+        #[source]
+        source: serde_json::Error,
+    },
+    #[error(transparent)]
     InvalidManifest(ManifestError),
 }

@@ -29,15 +29,18 @@ pub fn parse_market_event(event: &Event) -> Result<MarketEvent, EventRejection> 
         .ok_or(EventRejection::NotArchy)?;
     event
         .verify()
-        .map_err(|e| EventRejection::Forged(e.to_string()))?;
+        .map_err(|source| EventRejection::Forged { source })?;
     if d.starts_with(APP_PREFIX) || d.starts_with(RELEASE_PREFIX) {
         parse_announcement_body(event, d).map(|a| MarketEvent::Announcement(Box::new(a)))
     } else if let Some(rest) = d.strip_prefix(ENDORSE_PREFIX) {
         let (dev, app_id) = rest
             .split_once('/')
-            .ok_or_else(|| EventRejection::UnknownType(d.to_string()))?;
-        let developer = PublicKey::from_hex(dev)
-            .map_err(|e| EventRejection::MalformedContent(format!("endorsed key {dev:?}: {e}")))?;
+            .ok_or_else(|| EventRejection::UnknownType { d: d.to_string() })?;
+        let developer = PublicKey::from_hex(dev).map_err(|source| EventRejection::BadKey {
+            field: "endorsed developer key",
+            value: dev.to_string(),
+            source,
+        })?;
         Ok(MarketEvent::Endorsement(Endorsement {
             event_id: event.id,
             endorser: event.pubkey,
@@ -46,13 +49,13 @@ pub fn parse_market_event(event: &Event) -> Result<MarketEvent, EventRejection> 
             created_at: event.created_at,
         }))
     } else if let Some(new_hex) = d.strip_prefix(SUCCESSOR_PREFIX) {
-        let successor = PublicKey::from_hex(new_hex).map_err(|e| {
-            EventRejection::MalformedContent(format!("successor key {new_hex:?}: {e}"))
+        let successor = PublicKey::from_hex(new_hex).map_err(|source| EventRejection::BadKey {
+            field: "successor key",
+            value: new_hex.to_string(),
+            source,
         })?;
         if successor == event.pubkey {
-            return Err(EventRejection::MalformedContent(
-                "a key cannot name itself as its successor".into(),
-            ));
+            return Err(EventRejection::SelfSuccession);
         }
         match event.tags.public_keys().next() {
             Some(p) if *p == successor => {}
@@ -72,7 +75,7 @@ pub fn parse_market_event(event: &Event) -> Result<MarketEvent, EventRejection> 
             created_at: event.created_at,
         }))
     } else {
-        Err(EventRejection::UnknownType(d.to_string()))
+        Err(EventRejection::UnknownType { d: d.to_string() })
     }
 }
 
@@ -80,9 +83,9 @@ pub fn parse_market_event(event: &Event) -> Result<MarketEvent, EventRejection> 
 pub fn parse_announcement(event: &Event) -> Result<Announcement, EventRejection> {
     match parse_market_event(event)? {
         MarketEvent::Announcement(a) => Ok(*a),
-        _ => Err(EventRejection::UnknownType(
-            event.tags.identifier().unwrap_or_default().to_string(),
-        )),
+        _ => Err(EventRejection::NotAnAnnouncement {
+            d: event.tags.identifier().unwrap_or_default().to_string(),
+        }),
     }
 }
 
@@ -112,13 +115,13 @@ pub(super) fn expect_tag(
 
 fn parse_announcement_body(event: &Event, d: &str) -> Result<Announcement, EventRejection> {
     if event.content.len() > MAX_CONTENT_BYTES {
-        return Err(EventRejection::MalformedContent(format!(
-            "{} bytes; at most {MAX_CONTENT_BYTES} allowed",
-            event.content.len()
-        )));
+        return Err(EventRejection::ContentTooLarge {
+            bytes: event.content.len(),
+            max: MAX_CONTENT_BYTES,
+        });
     }
     let content: AnnouncementContent = serde_json::from_str(&event.content)
-        .map_err(|e| EventRejection::MalformedContent(e.to_string()))?;
+        .map_err(|source| EventRejection::MalformedContent { source })?;
     let m = &content.manifest;
     m.validate_with(ImageField::Hash).map_err(|e| {
         EventRejection::InvalidManifest(e.with_source(format!("announcement {}", event.id)))
@@ -137,17 +140,7 @@ fn parse_announcement_body(event: &Event, d: &str) -> Result<Announcement, Event
     check_author(m, &event.pubkey)?;
     expect_tag("name", single_tag(event, "name")?, &m.name)?;
     expect_tag("version", single_tag(event, "version")?, &m.version)?;
-    if content.providers.len() > MAX_PROVIDERS {
-        return Err(EventRejection::MalformedContent(format!(
-            "{} providers; at most {MAX_PROVIDERS} allowed",
-            content.providers.len()
-        )));
-    }
-    if let Some(bad) = content.providers.iter().find(|p| !is_endpoint_id(p)) {
-        return Err(EventRejection::MalformedContent(format!(
-            "provider {bad:?} is not an iroh endpoint id (64 lowercase hex digits)"
-        )));
-    }
+    check_providers(&content.providers)?;
     let categories: Vec<String> = event
         .tags
         .hashtags()
@@ -192,6 +185,20 @@ pub fn check_author(manifest: &AppManifest, signer: &PublicKey) -> Result<(), Ev
             expected: declared.to_string(),
             found: signer.to_hex(),
         })
+    }
+}
+
+/// At most [`MAX_PROVIDERS`] providers, each an iroh endpoint id.
+pub(super) fn check_providers(providers: &[String]) -> Result<(), EventRejection> {
+    if providers.len() > MAX_PROVIDERS {
+        return Err(EventRejection::TooManyProviders {
+            count: providers.len(),
+            max: MAX_PROVIDERS,
+        });
+    }
+    match providers.iter().find(|p| !is_endpoint_id(p)) {
+        Some(bad) => Err(EventRejection::BadProvider { value: bad.clone() }),
+        None => Ok(()),
     }
 }
 

@@ -46,7 +46,7 @@ pub(super) fn check(event: &Event) -> Checked {
     let verified = |event: &Event| {
         event
             .verify()
-            .map_err(|e| EventRejection::Forged(e.to_string()))
+            .map_err(|source| EventRejection::Forged { source })
     };
     let result = match event.kind {
         k if k == MARKET_KIND => match parse_market_event(event) {

@@ -29,7 +29,7 @@ pub use listing::{npub, AppListing, AppReport, Successions};
 pub const MAX_SUCCESSION_DEPTH: usize = 8;
 
 /// An event that was refused, where it came from and why.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug)]
 pub struct Rejection {
     pub event_id: EventId,
     pub author: PublicKey,
@@ -110,7 +110,7 @@ impl Index {
         match checked {
             Checked::Ignored => return,
             Checked::Rejected(reason) => {
-                tracing::warn!(event = %event.id, author = %event.pubkey, relay, %reason, "refused marketplace event");
+                tracing::warn!(event = %event.id, author = %event.pubkey, relay, reason = %crate::error_chain(&reason), "refused marketplace event");
                 self.rejections.push(Rejection {
                     event_id: event.id,
                     author: event.pubkey,
