@@ -154,6 +154,10 @@ async fn seed(relay: String, announcements: usize) {
     while let Some(r) = workers.join_next().await {
         refused += r.unwrap();
     }
+    // Every worker has finished, so this is the last handle: close the connection.
+    if let Ok(relays) = Arc::try_unwrap(relays) {
+        relays.shutdown().await;
+    }
     eprintln!(
         "seeded {total} events ({announcements} announcements, {} developers) in {:.1?}, {refused} refused",
         developers.len(),

@@ -20,6 +20,7 @@ use crate::{
     announcement::{MARKER_TAG, MARKET_KIND},
     index::Index,
     market::MarketView,
+    transport::CountingTransport,
 };
 
 /// Events asked for per request; relays may return fewer, so fetches page on `until`.
@@ -144,10 +145,16 @@ impl PublishReport {
     }
 }
 
-/// Connections to a set of relays.
+/// Connections to a set of relays. End it with [`RelaySet::shutdown`], which closes
+/// every connection with a websocket close handshake; a set that is only dropped
+/// starts the close but cannot wait for it, so a runtime that ends right after resets
+/// the connections instead.
 #[derive(Debug)]
 pub struct RelaySet {
     client: Client,
+    transport: CountingTransport,
+    /// Set by [`RelaySet::shutdown`].
+    closed: bool,
     timeout: Duration,
     /// Relays whose connection succeeded and that have not failed since.
     connected: Vec<(String, Relay)>,
@@ -176,8 +183,10 @@ impl RelaySet {
         let mut limits = RelayLimits::default();
         limits.messages.max_size = Some(2 * MAX_EVENT_BYTES);
         limits.events.max_size = Some(MAX_EVENT_BYTES);
+        let transport = CountingTransport::new();
         let client = Client::builder()
             .opts(ClientOptions::new().relay_limits(limits))
+            .websocket_transport(transport.clone())
             .build();
         let mut relays = Vec::new();
         for u in parsed {
@@ -232,6 +241,8 @@ impl RelaySet {
             .collect();
         Ok(Self {
             client,
+            transport,
+            closed: false,
             timeout,
             connected,
             reports,
@@ -349,10 +360,27 @@ impl RelaySet {
         out
     }
 
-    /// Closes every connection and returns what each relay did.
-    pub async fn shutdown(self) -> Vec<RelayReport> {
+    /// Closes every connection, waiting (at most the per-relay timeout) for the close
+    /// handshakes, and returns what each relay did.
+    pub async fn shutdown(mut self) -> Vec<RelayReport> {
+        self.closed = true;
         self.client.shutdown().await;
-        self.reports
+        if !self.transport.all_closed(self.timeout).await {
+            tracing::warn!(timeout = ?self.timeout, "relay connections did not close in time; dropping them");
+        }
+        std::mem::take(&mut self.reports)
+    }
+}
+
+impl Drop for RelaySet {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        tracing::debug!("relay set dropped without shutdown; connections may be reset");
+        for (_, relay) in &self.connected {
+            relay.disconnect();
+        }
     }
 }
 

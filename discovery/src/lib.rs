@@ -19,6 +19,7 @@ pub mod announcement;
 pub mod client;
 pub mod index;
 pub mod market;
+mod transport;
 pub mod trust;
 
 /// An error and every `source` under it, as `outer: inner: innermost`: for logs, the
