@@ -139,7 +139,7 @@ async fn seed(relay: String, announcements: usize) {
                     .publish(&e)
                     .await
                     .iter()
-                    .filter(|r| !r.accepted)
+                    .filter(|r| !r.accepted())
                     .count();
             }
             refused
@@ -153,6 +153,10 @@ async fn seed(relay: String, announcements: usize) {
     let mut refused = 0;
     while let Some(r) = workers.join_next().await {
         refused += r.unwrap();
+    }
+    // Every worker has finished, so this is the last handle: close the connection.
+    if let Ok(relays) = Arc::try_unwrap(relays) {
+        relays.shutdown().await;
     }
     eprintln!(
         "seeded {total} events ({announcements} announcements, {} developers) in {:.1?}, {refused} refused",

@@ -7,7 +7,8 @@
 //! by the [`Index`]: nothing a relay says is trusted.
 
 use std::{
-    collections::{BTreeSet, HashSet},
+    collections::{BTreeSet, HashMap, HashSet},
+    sync::Arc,
     time::Duration,
 };
 
@@ -19,6 +20,7 @@ use crate::{
     announcement::{MARKER_TAG, MARKET_KIND},
     index::Index,
     market::MarketView,
+    transport::CountingTransport,
 };
 
 /// Events asked for per request; relays may return fewer, so fetches page on `until`.
@@ -40,12 +42,74 @@ pub const MAX_EVENT_BYTES: u32 = 512 << 10;
 pub enum ClientError {
     #[error("no relays given")]
     NoRelays,
-    #[error("relay URL {url:?} is invalid: {reason}")]
-    BadRelayUrl { url: String, reason: String },
+    #[error("relay URL {url:?} is invalid")]
+    BadRelayUrl {
+        url: String,
+        #[source]
+        source: nostr_sdk::nostr::types::url::Error,
+    },
+    #[error("cannot add relay {url} to the client")]
+    AddRelay {
+        url: RelayUrl,
+        #[source]
+        source: nostr_sdk::client::Error,
+    },
+}
+
+/// What went wrong with one relay. Sources are shared ([`Arc`]) so one connection
+/// failure can be reported for every event a publish tried to send.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum RelayError {
+    #[error("cannot connect")]
+    Connect {
+        #[source]
+        source: Arc<nostr_sdk::pool::relay::Error>,
+    },
+    #[error("the task talking to the relay failed")]
+    Task {
+        #[source]
+        source: Arc<tokio::task::JoinError>,
+    },
+    #[error("query failed")]
+    Query {
+        #[source]
+        source: Arc<nostr_sdk::pool::relay::Error>,
+    },
+    #[error("no end of stored events (EOSE) within {timeout:?}")]
+    NoEndOfStoredEvents { timeout: Duration },
+    #[error("the rest is ignored")]
+    OverBudget(#[source] BudgetExceeded),
+    #[error("did not take the event")]
+    Publish {
+        #[source]
+        source: Arc<nostr_sdk::pool::relay::Error>,
+    },
+    #[error("no answer within {timeout:?}")]
+    NoAnswer { timeout: Duration },
+}
+
+/// Which part of a [`RelayBudget`] a relay used up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum BudgetExceeded {
+    #[error("sent more events in one sync than the budget per relay allows")]
+    Events,
+    #[error("sent more event bytes in one sync than the budget per relay allows")]
+    Bytes,
+}
+
+/// Serializes an optional error as its whole chain of causes, one string.
+fn serialize_error_chain<S: serde::Serializer>(
+    error: &Option<RelayError>,
+    serializer: S,
+) -> Result<S::Ok, S::Error> {
+    match error {
+        Some(e) => serializer.serialize_some(&crate::error_chain(e)),
+        None => serializer.serialize_none(),
+    }
 }
 
 /// What happened with one relay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct RelayReport {
     pub url: String,
     /// Connected and answered every request.
@@ -55,25 +119,45 @@ pub struct RelayReport {
     /// Event bytes received (normalised JSON, all requests).
     pub bytes: usize,
     /// The first problem, if any.
-    pub error: Option<String>,
+    #[serde(serialize_with = "serialize_error_chain")]
+    pub error: Option<RelayError>,
 }
 
 /// The result of publishing one event to one relay.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone)]
 pub struct PublishReport {
     pub url: String,
-    pub accepted: bool,
-    /// The relay's message, or why it could not be reached.
-    pub message: String,
+    /// Why the relay did not take the event; `None` when it did.
+    pub error: Option<RelayError>,
 }
 
-/// Connections to a set of relays.
+impl PublishReport {
+    pub fn accepted(&self) -> bool {
+        self.error.is_none()
+    }
+
+    /// `accepted`, or the whole chain of why not.
+    pub fn message(&self) -> String {
+        match &self.error {
+            None => "accepted".to_string(),
+            Some(e) => crate::error_chain(e),
+        }
+    }
+}
+
+/// Connections to a set of relays. End it with [`RelaySet::shutdown`], which closes
+/// every connection with a websocket close handshake; a set that is only dropped
+/// starts the close but cannot wait for it, so a runtime that ends right after resets
+/// the connections instead.
 #[derive(Debug)]
 pub struct RelaySet {
     client: Client,
+    transport: CountingTransport,
+    /// Set by [`RelaySet::shutdown`].
+    closed: bool,
     timeout: Duration,
-    /// Relays whose connection succeeded.
-    connected: Vec<String>,
+    /// Relays whose connection succeeded and that have not failed since.
+    connected: Vec<(String, Relay)>,
     reports: Vec<RelayReport>,
     budget: RelayBudget,
 }
@@ -87,9 +171,9 @@ impl RelaySet {
         }
         let mut parsed = Vec::new();
         for url in urls {
-            let u = RelayUrl::parse(url).map_err(|e| ClientError::BadRelayUrl {
+            let u = RelayUrl::parse(url).map_err(|source| ClientError::BadRelayUrl {
                 url: url.clone(),
-                reason: e.to_string(),
+                source,
             })?;
             if !parsed.contains(&u) {
                 parsed.push(u);
@@ -99,55 +183,66 @@ impl RelaySet {
         let mut limits = RelayLimits::default();
         limits.messages.max_size = Some(2 * MAX_EVENT_BYTES);
         limits.events.max_size = Some(MAX_EVENT_BYTES);
+        let transport = CountingTransport::new();
         let client = Client::builder()
             .opts(ClientOptions::new().relay_limits(limits))
+            .websocket_transport(transport.clone())
             .build();
-        for u in &parsed {
-            client
-                .add_relay(u.clone())
-                .await
-                .map_err(|e| ClientError::BadRelayUrl {
-                    url: u.to_string(),
-                    reason: e.to_string(),
-                })?;
+        let mut relays = Vec::new();
+        for u in parsed {
+            // Nothing is connected yet, so an early return leaves no socket open.
+            if let Err(source) = client.add_relay(u.clone()).await {
+                return Err(ClientError::AddRelay { url: u, source });
+            }
+            match client.relay(u.clone()).await {
+                Ok(relay) => relays.push((u.to_string(), relay)),
+                Err(source) => return Err(ClientError::AddRelay { url: u, source }),
+            }
         }
         let mut tasks = JoinSet::new();
-        for u in &parsed {
-            let relay = client.relay(u.clone()).await.ok();
-            let url = u.to_string();
-            tasks.spawn(async move {
-                let result = match relay {
-                    Some(r) => r.try_connect(timeout).await.map_err(|e| e.to_string()),
-                    None => Err("relay not added".to_string()),
-                };
-                (url, result)
-            });
+        let mut url_of_task = HashMap::new();
+        for (url, relay) in &relays {
+            let relay = relay.clone();
+            let handle = tasks.spawn(async move { relay.try_connect(timeout).await });
+            url_of_task.insert(handle.id(), url.clone());
         }
         let mut reports = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
+        while let Some(joined) = tasks.join_next_with_id().await {
             let (url, result) = match joined {
-                Ok(r) => r,
-                Err(e) => ("(unknown)".to_string(), Err(e.to_string())),
+                Ok((id, result)) => (
+                    url_of_task.remove(&id),
+                    result.map_err(|e| RelayError::Connect {
+                        source: Arc::new(e),
+                    }),
+                ),
+                Err(e) => (
+                    url_of_task.remove(&e.id()),
+                    Err(RelayError::Task {
+                        source: Arc::new(e),
+                    }),
+                ),
             };
+            let Some(url) = url else { continue };
             if let Err(e) = &result {
-                tracing::warn!(relay = %url, error = %e, "cannot connect to relay");
+                tracing::warn!(relay = %url, error = %crate::error_chain(e), "cannot connect to relay");
             }
             reports.push(RelayReport {
                 url,
                 ok: result.is_ok(),
                 events: 0,
                 bytes: 0,
-                error: result.err().map(|e| format!("cannot connect: {e}")),
+                error: result.err(),
             });
         }
         reports.sort_by(|a, b| a.url.cmp(&b.url));
-        let connected = reports
-            .iter()
-            .filter(|r| r.ok)
-            .map(|r| r.url.clone())
+        let connected = relays
+            .into_iter()
+            .filter(|(url, _)| reports.iter().any(|r| r.url == *url && r.ok))
             .collect();
         Ok(Self {
             client,
+            transport,
+            closed: false,
             timeout,
             connected,
             reports,
@@ -171,90 +266,131 @@ impl RelaySet {
     #[tracing::instrument(skip_all, fields(filter = %filter.as_json()))]
     pub async fn fetch(&mut self, filter: Filter) -> Vec<(Event, String)> {
         let mut tasks = JoinSet::new();
-        for url in self.connected.clone() {
-            let Ok(relay) = self.client.relay(url.as_str()).await else {
-                continue;
-            };
+        let mut url_of_task = HashMap::new();
+        for (url, relay) in &self.connected {
+            let relay = relay.clone();
             let filter = filter.clone();
             let timeout = self.timeout;
             let spent = self
                 .reports
                 .iter()
-                .find(|r| r.url == url)
+                .find(|r| r.url == *url)
                 .map_or((0, 0), |r| (r.events, r.bytes));
             let budget = RelayBudget {
                 events: self.budget.events.saturating_sub(spent.0),
                 bytes: self.budget.bytes.saturating_sub(spent.1),
             };
-            tasks.spawn(async move {
-                let (events, bytes, error) = fetch_paged(&relay, filter, timeout, budget).await;
-                (url, events, bytes, error)
-            });
+            let handle =
+                tasks.spawn(async move { fetch_paged(&relay, filter, timeout, budget).await });
+            url_of_task.insert(handle.id(), url.clone());
         }
         let mut out = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            let Ok((url, events, bytes, error)) = joined else {
-                continue;
+        while let Some(joined) = tasks.join_next_with_id().await {
+            let (url, page) = match joined {
+                Ok((id, page)) => (url_of_task.remove(&id), page),
+                Err(e) => (
+                    url_of_task.remove(&e.id()),
+                    FetchedPages {
+                        error: Some(RelayError::Task {
+                            source: Arc::new(e),
+                        }),
+                        ..FetchedPages::default()
+                    },
+                ),
             };
+            let Some(url) = url else { continue };
             if let Some(report) = self.reports.iter_mut().find(|r| r.url == url) {
-                report.events += events.len();
-                report.bytes += bytes;
-                if let Some(e) = error {
+                report.events += page.events.len();
+                report.bytes += page.bytes;
+                if let Some(e) = page.error {
                     // A relay that failed once is not waited on again in this session.
-                    tracing::warn!(relay = %url, error = %e, "relay query failed; dropping it");
+                    tracing::warn!(relay = %url, error = %crate::error_chain(&e), "relay query failed; dropping it");
                     report.ok = false;
                     report.error.get_or_insert(e);
-                    self.connected.retain(|u| *u != url);
+                    self.connected.retain(|(u, _)| *u != url);
                 }
             }
-            out.extend(events.into_iter().map(|e| (e, url.clone())));
+            out.extend(page.events.into_iter().map(|e| (e, url.clone())));
         }
         out
     }
 
     /// Sends `event` to every relay and reports what each said.
     pub async fn publish(&self, event: &Event) -> Vec<PublishReport> {
+        let mut out = Vec::new();
         let mut tasks = JoinSet::new();
-        for r in &self.reports {
-            let url = r.url.clone();
-            let connect_error = (!self.connected.contains(&r.url))
-                .then(|| r.error.clone().unwrap_or_else(|| "not connected".into()));
-            let relay = self.client.relay(url.as_str()).await.ok();
+        let mut url_of_task = HashMap::new();
+        for report in &self.reports {
+            let Some((url, relay)) = self.connected.iter().find(|(u, _)| *u == report.url) else {
+                out.push(PublishReport {
+                    url: report.url.clone(),
+                    error: report.error.clone(),
+                });
+                continue;
+            };
+            let relay = relay.clone();
             let event = event.clone();
             let timeout = self.timeout;
-            tasks.spawn(async move {
-                let outcome: Result<(), String> = match (connect_error, relay) {
-                    (Some(e), _) => Err(e),
-                    (None, None) => Err("relay not added".into()),
-                    (None, Some(relay)) => {
-                        match tokio::time::timeout(timeout, relay.send_event(&event)).await {
-                            Ok(Ok(_)) => Ok(()),
-                            Ok(Err(e)) => Err(e.to_string()),
-                            Err(_) => Err(format!("no answer within {timeout:?}")),
-                        }
-                    }
-                };
-                PublishReport {
-                    url,
-                    accepted: outcome.is_ok(),
-                    message: outcome.err().unwrap_or_else(|| "accepted".into()),
+            let handle = tasks.spawn(async move {
+                match tokio::time::timeout(timeout, relay.send_event(&event)).await {
+                    Ok(Ok(_)) => None,
+                    Ok(Err(e)) => Some(RelayError::Publish {
+                        source: Arc::new(e),
+                    }),
+                    Err(_) => Some(RelayError::NoAnswer { timeout }),
                 }
             });
+            url_of_task.insert(handle.id(), url.clone());
         }
-        let mut out = Vec::new();
-        while let Some(joined) = tasks.join_next().await {
-            if let Ok(r) = joined {
-                out.push(r);
+        while let Some(joined) = tasks.join_next_with_id().await {
+            let (url, error) = match joined {
+                Ok((id, error)) => (url_of_task.remove(&id), error),
+                Err(e) => (
+                    url_of_task.remove(&e.id()),
+                    Some(RelayError::Task {
+                        source: Arc::new(e),
+                    }),
+                ),
+            };
+            if let Some(url) = url {
+                out.push(PublishReport { url, error });
             }
         }
         out.sort_by(|a, b| a.url.cmp(&b.url));
         out
     }
 
-    /// Closes every connection.
-    pub async fn shutdown(self) {
+    /// Closes every connection, waiting (at most the per-relay timeout) for the close
+    /// handshakes, and returns what each relay did.
+    pub async fn shutdown(mut self) -> Vec<RelayReport> {
+        self.closed = true;
         self.client.shutdown().await;
+        if !self.transport.all_closed(self.timeout).await {
+            tracing::warn!(timeout = ?self.timeout, "relay connections did not close in time; dropping them");
+        }
+        std::mem::take(&mut self.reports)
     }
+}
+
+impl Drop for RelaySet {
+    fn drop(&mut self) {
+        if self.closed {
+            return;
+        }
+        tracing::debug!("relay set dropped without shutdown; connections may be reset");
+        for (_, relay) in &self.connected {
+            relay.disconnect();
+        }
+    }
+}
+
+/// What one relay sent for one filter, and the problem that ended the fetch early.
+#[derive(Debug, Default)]
+struct FetchedPages {
+    events: Vec<Event>,
+    /// Normalised JSON bytes of `events`.
+    bytes: usize,
+    error: Option<RelayError>,
 }
 
 /// Pages through one relay: `limit` [`PAGE_SIZE`], then `until` the oldest second
@@ -267,10 +403,15 @@ async fn fetch_paged(
     filter: Filter,
     timeout: Duration,
     mut budget: RelayBudget,
-) -> (Vec<Event>, usize, Option<String>) {
+) -> FetchedPages {
     let mut seen: HashSet<EventId> = HashSet::new();
     let mut events = Vec::new();
     let mut bytes = 0usize;
+    let done = |events, bytes, error| FetchedPages {
+        events,
+        bytes,
+        error,
+    };
     let mut until: Option<Timestamp> = None;
     for _ in 0..MAX_PAGES {
         let mut f = filter.clone().limit(PAGE_SIZE);
@@ -282,7 +423,12 @@ async fn fetch_paged(
             .await
         {
             Ok(s) => s,
-            Err(e) => return (events, bytes, Some(e.to_string())),
+            Err(e) => {
+                let error = RelayError::Query {
+                    source: Arc::new(e),
+                };
+                return done(events, bytes, Some(error));
+            }
         };
         let mut new = 0usize;
         let mut oldest: Option<Timestamp> = None;
@@ -295,7 +441,7 @@ async fn fetch_paged(
                         if seen.insert(event.id) {
                             let size = event.as_json().len();
                             if let Err(over) = budget.spend(size) {
-                                error = Some(over);
+                                error = Some(RelayError::OverBudget(over));
                                 break;
                             }
                             bytes += size;
@@ -304,7 +450,9 @@ async fn fetch_paged(
                         }
                     }
                     Err(e) => {
-                        error = Some(e.to_string());
+                        error = Some(RelayError::Query {
+                            source: Arc::new(e),
+                        });
                         break;
                     }
                 }
@@ -315,15 +463,13 @@ async fn fetch_paged(
         // outer bound catches a relay that trickles events forever.
         let started = std::time::Instant::now();
         if tokio::time::timeout(timeout * 2, page).await.is_err() || started.elapsed() >= timeout {
-            error.get_or_insert_with(|| {
-                format!("no end of stored events (EOSE) within {timeout:?}")
-            });
+            error.get_or_insert(RelayError::NoEndOfStoredEvents { timeout });
         }
         let Some(oldest) = oldest else {
-            return (events, bytes, error);
+            return done(events, bytes, error);
         };
         if error.is_some() || new == 0 {
-            return (events, bytes, error);
+            return done(events, bytes, error);
         }
         until = Some(if until == Some(oldest) {
             tracing::warn!(relay = %relay.url(), second = %oldest, "relay returned a full page within one second; the rest of that second is skipped");
@@ -332,7 +478,7 @@ async fn fetch_paged(
             oldest
         });
     }
-    (events, bytes, None)
+    done(events, bytes, None)
 }
 
 /// What one relay may send in one sync (one [`RelaySet`]), all filters together.
@@ -353,18 +499,12 @@ impl Default for RelayBudget {
 
 impl RelayBudget {
     /// Takes one event of `size` bytes, or says which budget it would break.
-    fn spend(&mut self, size: usize) -> Result<(), String> {
+    fn spend(&mut self, size: usize) -> Result<(), BudgetExceeded> {
         if self.events == 0 {
-            return Err(
-                "sent more events in one sync than the budget per relay allows; the rest is ignored"
-                    .into(),
-            );
+            return Err(BudgetExceeded::Events);
         }
         if size > self.bytes {
-            return Err(
-                "sent more event bytes in one sync than the budget per relay allows; the rest is ignored"
-                    .into(),
-            );
+            return Err(BudgetExceeded::Bytes);
         }
         self.events -= 1;
         self.bytes -= size;
@@ -451,8 +591,7 @@ pub async fn sync_market(opts: &SyncOptions) -> Result<SyncResult, ClientError> 
         ingest(&mut index, deletions);
     }
 
-    let reports = relays.reports().to_vec();
-    relays.shutdown().await;
+    let reports = relays.shutdown().await;
     let started = std::time::Instant::now();
     let view = MarketView::new(index, opts.operator, Timestamp::now());
     tracing::debug!(apps = view.apps().len(), elapsed = ?started.elapsed(), "scored marketplace apps");

@@ -19,4 +19,18 @@ pub mod announcement;
 pub mod client;
 pub mod index;
 pub mod market;
+mod transport;
 pub mod trust;
+
+/// An error and every `source` under it, as `outer: inner: innermost`: for logs, the
+/// CLI's JSON and anything else that shows a typed error as one line of text.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(e) = source {
+        text.push_str(": ");
+        text.push_str(&e.to_string());
+        source = e.source();
+    }
+    text
+}

@@ -139,14 +139,37 @@ impl MarketView {
     }
 }
 
+/// Why a `PUBKEY/APP_ID` handle does not parse.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    #[error("{handle:?}: expected PUBKEY/APP_ID (npub or hex key)")]
+    NoSlash { handle: String },
+    #[error("{handle:?}: {key:?} is not a public key (npub or hex)")]
+    BadKey {
+        handle: String,
+        key: String,
+        #[source]
+        source: nostr_sdk::nostr::key::Error,
+    },
+    #[error("{handle:?}: {app_id:?} is not a valid app id")]
+    BadAppId { handle: String, app_id: String },
+}
+
 /// Parses `PUBKEY/APP_ID` (npub or hex).
-pub fn parse_handle(handle: &str) -> Result<(PublicKey, String), String> {
-    let (key, app_id) = handle
-        .split_once('/')
-        .ok_or_else(|| format!("{handle:?}: expected PUBKEY/APP_ID (npub or hex key)"))?;
-    let key = PublicKey::parse(key).map_err(|e| format!("{handle:?}: bad public key: {e}"))?;
+pub fn parse_handle(handle: &str) -> Result<(PublicKey, String), HandleError> {
+    let (key, app_id) = handle.split_once('/').ok_or_else(|| HandleError::NoSlash {
+        handle: handle.to_string(),
+    })?;
+    let key = PublicKey::parse(key).map_err(|source| HandleError::BadKey {
+        handle: handle.to_string(),
+        key: key.to_string(),
+        source,
+    })?;
     if !archy_catalog::manifest::is_valid_app_id(app_id) {
-        return Err(format!("{handle:?}: {app_id:?} is not a valid app id"));
+        return Err(HandleError::BadAppId {
+            handle: handle.to_string(),
+            app_id: app_id.to_string(),
+        });
     }
     Ok((key, app_id.to_string()))
 }
@@ -194,12 +217,17 @@ mod tests {
         let (pk, id) = parse_handle(&format!("{}/org.example.a", npub(&k))).unwrap();
         assert_eq!((pk, id.as_str()), (k, "org.example.a"));
         assert!(parse_handle(&format!("{}/org.example.a", k.to_hex())).is_ok());
-        assert!(parse_handle("org.example.a")
-            .unwrap_err()
-            .contains("PUBKEY/APP_ID"));
-        assert!(parse_handle("npub1xyz/org.example.a")
-            .unwrap_err()
-            .contains("bad public key"));
-        assert!(parse_handle(&format!("{}/Not An Id", k.to_hex())).is_err());
+        assert!(matches!(
+            parse_handle("org.example.a"),
+            Err(HandleError::NoSlash { .. })
+        ));
+        assert!(matches!(
+            parse_handle("npub1xyz/org.example.a"),
+            Err(HandleError::BadKey { key, .. }) if key == "npub1xyz"
+        ));
+        assert!(matches!(
+            parse_handle(&format!("{}/Not An Id", k.to_hex())),
+            Err(HandleError::BadAppId { app_id, .. }) if app_id == "Not An Id"
+        ));
     }
 }

@@ -240,7 +240,7 @@ fn follow(relay: &str, who: &Keys, whom: &[PublicKey]) {
         let list = EventBuilder::contact_list(whom.iter().map(|k| Contact::new(*k)))
             .sign_with_keys(who)
             .unwrap();
-        assert!(relays.publish(&list).await.iter().all(|r| r.accepted));
+        assert!(relays.publish(&list).await.iter().all(|r| r.accepted()));
         relays.shutdown().await;
     });
 }

@@ -10,7 +10,8 @@ use std::{process::ExitCode, time::Duration};
 
 use archy_discovery::{
     announcement::{endorsement_builder, report_builder},
-    client::{sync_market, SyncOptions, SyncResult},
+    client::{sync_market, RelayReport, SyncOptions, SyncResult},
+    error_chain,
     market::{parse_handle, ScoredApp},
 };
 use nostr_sdk::prelude::*;
@@ -88,7 +89,7 @@ pub fn run(cmd: MarketCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             MarketCommand::Show { app, sync } => {
-                let (developer, app_id) = parse_handle(&app).map_err(anyhow::Error::msg)?;
+                let (developer, app_id) = parse_handle(&app)?;
                 let result = fetch(&sync).await?;
                 match result.view.resolve(&developer, &app_id) {
                     Some(found) => {
@@ -103,7 +104,7 @@ pub fn run(cmd: MarketCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             MarketCommand::Endorse { app, send: args } => {
-                let (developer, app_id) = parse_handle(&app).map_err(anyhow::Error::msg)?;
+                let (developer, app_id) = parse_handle(&app)?;
                 let keys = super::key::load_keys(&args.key)?;
                 let event = endorsement_builder(&developer, &app_id).sign_with_keys(&keys)?;
                 sign_off(&args, format!("endorse {app}"), event).await
@@ -114,7 +115,7 @@ pub fn run(cmd: MarketCommand) -> anyhow::Result<ExitCode> {
                 text,
                 send: args,
             } => {
-                let (developer, app_id) = parse_handle(&app).map_err(anyhow::Error::msg)?;
+                let (developer, app_id) = parse_handle(&app)?;
                 let keys = super::key::load_keys(&args.key)?;
                 let report: Report = reason
                     .parse()
@@ -153,11 +154,19 @@ pub(super) async fn fetch(args: &SyncArgs) -> anyhow::Result<SyncResult> {
         let errors: Vec<String> = result
             .relays
             .iter()
-            .map(|r| format!("{}: {}", r.url, r.error.as_deref().unwrap_or("failed")))
+            .map(|r| format!("{}: {}", r.url, relay_problem(r)))
             .collect();
         anyhow::bail!("no relay answered:\n  {}", errors.join("\n  "));
     }
     Ok(result)
+}
+
+/// What went wrong with a relay, all causes on one line.
+fn relay_problem(report: &RelayReport) -> String {
+    report
+        .error
+        .as_ref()
+        .map_or_else(|| "failed".to_string(), |e| error_chain(e))
 }
 
 fn print_results(result: &SyncResult, hits: &[&ScoredApp], as_json: bool) {
@@ -166,7 +175,7 @@ fn print_results(result: &SyncResult, hits: &[&ScoredApp], as_json: bool) {
         .rejections()
         .iter()
         .map(|r| {
-            json!({"event_id": r.event_id.to_hex(), "author": r.author.to_hex(), "relay": r.relay, "reason": r.reason.to_string()})
+            json!({"event_id": r.event_id.to_hex(), "author": r.author.to_hex(), "relay": r.relay, "reason": error_chain(&r.reason)})
         })
         .collect();
     if as_json {
@@ -203,11 +212,7 @@ fn print_results(result: &SyncResult, hits: &[&ScoredApp], as_json: bool) {
         println!("no apps found");
     }
     for r in result.relays.iter().filter(|r| !r.ok) {
-        eprintln!(
-            "relay {}: {}",
-            r.url,
-            r.error.as_deref().unwrap_or("failed")
-        );
+        eprintln!("relay {}: {}", r.url, relay_problem(r));
     }
     if !rejected.is_empty() {
         eprintln!(

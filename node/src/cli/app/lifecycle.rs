@@ -184,8 +184,7 @@ fn install_from_market(
         timeout: 10,
         json: false,
     };
-    let (developer, app_id) =
-        archy_discovery::market::parse_handle(handle).map_err(anyhow::Error::msg)?;
+    let (developer, app_id) = archy_discovery::market::parse_handle(handle)?;
     let result = crate::cli::block_on(crate::cli::market::fetch(&sync))?;
     let app = result
         .view

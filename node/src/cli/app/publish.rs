@@ -75,15 +75,15 @@ pub struct Sent {
 impl Sent {
     pub fn to_json(&self) -> Value {
         json!({
-            "relays": self.reports.iter().map(|(label, r)| json!({"event": label, "url": r.url, "accepted": r.accepted, "message": r.message})).collect::<Vec<_>>(),
+            "relays": self.reports.iter().map(|(label, r)| json!({"event": label, "url": r.url, "accepted": r.accepted(), "message": r.message()})).collect::<Vec<_>>(),
             "accepted_by": self.accepted_by,
         })
     }
 
     pub fn print(&self) {
         for (label, r) in &self.reports {
-            let mark = if r.accepted { "ok  " } else { "FAIL" };
-            println!("  {mark} {} {label}: {}", r.url, r.message);
+            let mark = if r.accepted() { "ok  " } else { "FAIL" };
+            println!("  {mark} {} {label}: {}", r.url, r.message());
         }
         println!(
             "published to {} of {} relay(s)",
@@ -121,7 +121,7 @@ pub async fn send(args: &SendArgs, events: &[(String, Event)]) -> anyhow::Result
             reports
                 .iter()
                 .filter(|(_, r)| &r.url == *url)
-                .all(|(_, r)| r.accepted)
+                .all(|(_, r)| r.accepted())
         })
         .cloned()
         .collect();
@@ -143,9 +143,9 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     }
     let (release, built) = archy_catalog::build::build_release(&args.file)
         .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?;
-    check_author(&release.manifest, &keys.public_key()).map_err(|e| {
-        anyhow::anyhow!(
-            "{}: {e}: sign with the key the manifest names",
+    check_author(&release.manifest, &keys.public_key()).with_context(|| {
+        format!(
+            "{}: sign with the key the manifest names",
             args.file.display()
         )
     })?;
@@ -155,7 +155,7 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         providers: args.providers.clone(),
     };
     let events: Vec<(String, Event)> = announcement_builders(&content, None)
-        .map_err(|e| anyhow::anyhow!("{}: {e}", args.file.display()))?
+        .with_context(|| args.file.display().to_string())?
         .into_iter()
         .map(|b| -> anyhow::Result<(String, Event)> {
             let e = b
