@@ -275,7 +275,7 @@ fn keygen(out: &Path, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn expiry(s: &str) -> anyhow::Result<DateTime<Utc>> {
-    let d = parse_validity(s).map_err(|e| anyhow!("--expires: {e}"))?;
+    let d = parse_validity(s).context("--expires")?;
     Ok(Utc::now() + d)
 }
 
@@ -309,7 +309,7 @@ fn role_keys(
 }
 
 fn write_unsigned(root: &Root, out: &Path) -> anyhow::Result<()> {
-    root.check().map_err(|e| anyhow!("invalid root: {e}"))?;
+    root.check().context("invalid root")?;
     let env = Envelope::new_unsigned(root)?;
     write_atomic(out, &env.to_bytes())
         .with_context(|| format!("cannot write {}", out.display()))?;
@@ -573,7 +573,7 @@ fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
             // The publisher's check goes deeper than a node's: every release must pass
             // the manifest policy, not just the one being installed.
             if let Some((at, problem)) = cat.check_releases().into_iter().next() {
-                let reason = format!("release {at}: {}", problem.replace('\n', ";"));
+                let reason = format!("release {at}: {}", problem.to_string().replace('\n', ";"));
                 return Err((
                     p.clone(),
                     TrustError::Malformed {

@@ -505,42 +505,52 @@ fn normalize_capability(c: &str) -> String {
     up.strip_prefix("CAP_").map(str::to_string).unwrap_or(up)
 }
 
+/// A health-check timing that is not a duration like `500ms`, `10s`, `5m` or `1h`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("a duration like 500ms, 10s, 5m or 1h, got {0:?}")]
+pub struct InvalidDuration(pub String);
+
 /// Parses `500ms`, `10s`, `5m`, `1h` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, String> {
+pub fn parse_duration(s: &str) -> Result<Duration, InvalidDuration> {
     let s = s.trim();
+    let invalid = || InvalidDuration(s.chars().take(80).collect());
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| format!("a duration like 500ms, 10s, 5m or 1h, got {s:?}"))?;
+    let n: u64 = num.parse().map_err(|_| invalid())?;
     let d = match unit {
         "ms" => Duration::from_millis(n),
         "" | "s" => Duration::from_secs(n),
         "m" => Duration::from_secs(n.saturating_mul(60)),
         "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(format!("a duration like 500ms, 10s, 5m or 1h, got {s:?}")),
+        _ => return Err(invalid()),
     };
     Ok(d)
 }
 
+/// Why a memory limit is not a size.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidMemorySize {
+    #[error("a size like 512m or 1g")]
+    NotASize,
+    #[error("a size that fits in 64 bits")]
+    TooLarge,
+}
+
 /// Parses a memory size `512m`, `1g`, `64k` or plain bytes.
-pub fn parse_memory(s: &str) -> Result<u64, String> {
+pub fn parse_memory(s: &str) -> Result<u64, InvalidMemorySize> {
     let s = s.trim().to_ascii_lowercase();
     let s = s.strip_suffix('b').unwrap_or(&s).to_string();
     let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
     let (num, unit) = s.split_at(split);
-    let n: u64 = num
-        .parse()
-        .map_err(|_| "a size like 512m or 1g".to_string())?;
+    let n: u64 = num.parse().map_err(|_| InvalidMemorySize::NotASize)?;
     let mul: u64 = match unit {
         "" => 1,
         "k" | "ki" => 1 << 10,
         "m" | "mi" => 1 << 20,
         "g" | "gi" => 1 << 30,
-        _ => return Err("a size like 512m or 1g".into()),
+        _ => return Err(InvalidMemorySize::NotASize),
     };
-    n.checked_mul(mul)
-        .ok_or_else(|| "a size that fits in 64 bits".into())
+    n.checked_mul(mul).ok_or(InvalidMemorySize::TooLarge)
 }
 
 #[derive(Default)]
@@ -696,7 +706,7 @@ impl Validator {
                 match parse_memory(mem) {
                     Ok(b) if b >= 4 << 20 => {}
                     Ok(_) => self.err("app.resources.memory_limit", shorten(mem), "at least 4m"),
-                    Err(e) => self.err("app.resources.memory_limit", shorten(mem), e),
+                    Err(e) => self.err("app.resources.memory_limit", shorten(mem), e.to_string()),
                 }
             }
             if let Some(pids) = r.pids_limit {
@@ -1011,7 +1021,11 @@ impl Validator {
                         shorten(v),
                         "at most 1h",
                     ),
-                    Err(e) => self.err(format!("app.health_check.{field}"), shorten(v), e),
+                    Err(e) => self.err(
+                        format!("app.health_check.{field}"),
+                        shorten(v),
+                        e.to_string(),
+                    ),
                 }
             }
         }

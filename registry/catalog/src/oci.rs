@@ -73,18 +73,21 @@ pub struct Layer {
     pub diff_id: String,
 }
 
+/// A string given as an image config or layer digest that is not `sha256:` and 64
+/// lowercase hex digits (shortened to 80 characters).
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0:?} is not a digest: expected sha256: and 64 lowercase hex digits")]
+pub struct NotADigest(pub String);
+
 /// Checks that `digest` is `sha256:` and 64 lowercase hex digits, the only form Archy
 /// accepts for an image config digest (it becomes a file name and a podman argument).
-pub fn check_digest(digest: &str) -> Result<(), String> {
+pub fn check_digest(digest: &str) -> Result<(), NotADigest> {
     let ok = digest.strip_prefix("sha256:").is_some_and(|h| {
         h.len() == 64 && h.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
     });
     match ok {
         true => Ok(()),
-        false => Err(format!(
-            "{:?} is not a digest: expected sha256: and 64 lowercase hex digits",
-            digest.chars().take(80).collect::<String>()
-        )),
+        false => Err(NotADigest(digest.chars().take(80).collect())),
     }
 }
 
@@ -97,6 +100,8 @@ pub enum OciError {
     },
     #[error("not an image archive: {0}")]
     Format(String),
+    #[error("not an image archive: {0}")]
+    Digest(#[from] NotADigest),
 }
 
 fn fmt_err(s: impl Into<String>) -> OciError {
@@ -179,7 +184,7 @@ fn sha256_digest(bytes: &[u8]) -> String {
 }
 
 fn blob_path(digest: &str) -> Result<String, OciError> {
-    check_digest(digest).map_err(fmt_err)?;
+    check_digest(digest)?;
     Ok(format!("blobs/sha256/{}", &digest["sha256:".len()..]))
 }
 
@@ -291,7 +296,7 @@ fn inspect_oci(small: &BTreeMap<String, Vec<u8>>) -> Result<ImageInfo, OciError>
             .iter()
             .map(|l| Ok((blob_path(&l.digest)?, Some(l.digest.clone()))))
             .collect::<Result<_, OciError>>()?;
-        check_digest(&manifest.config.digest).map_err(fmt_err)?;
+        check_digest(&manifest.config.digest)?;
         return Ok(ImageInfo {
             format: ArchiveFormat::OciArchive,
             config_digest: manifest.config.digest,
