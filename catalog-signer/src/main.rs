@@ -18,7 +18,8 @@ use std::{
 use anyhow::{anyhow, bail, Context};
 use archy_catalog::{
     build,
-    documents::{parse_validity, Envelope, Role, RoleKeys, Roles, Root, Timestamp, SPEC_VERSION},
+    documents::{Envelope, Role, RoleKeys, Roles, Root, Timestamp, SPEC_VERSION},
+    duration,
     fsutil::write_atomic,
     keys::{load_public, KeyMap, PublicKey, SecretKey},
     Limits, TrustError, TrustedState,
@@ -83,7 +84,7 @@ enum Command {
         /// Timestamp version; must grow with every new timestamp.
         #[arg(long)]
         version: u64,
-        /// Validity, e.g. 1d or 12h.
+        /// Validity, e.g. 1d, 12h or "1h 30m".
         #[arg(long, default_value = "1d")]
         expires: String,
         #[arg(long)]
@@ -275,8 +276,7 @@ fn keygen(out: &Path, json: bool) -> anyhow::Result<ExitCode> {
 }
 
 fn expiry(s: &str) -> anyhow::Result<DateTime<Utc>> {
-    let d = parse_validity(s).context("--expires")?;
-    Ok(Utc::now() + d)
+    duration::expiry_after(Utc::now(), s).context("--expires")
 }
 
 /// Loads public key files into a key map and a role entry.

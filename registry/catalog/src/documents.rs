@@ -518,30 +518,6 @@ impl Timestamp {
 #[error("cannot pin this file in a timestamp: {0}")]
 pub struct NotACatalog(String);
 
-/// A `--expires` validity that is not a positive duration like `365d`, `12h` or `2w`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("expected a positive validity like 365d, 12h or 2w, got {0:?}")]
-pub struct InvalidValidity(pub String);
-
-/// Parses `365d`, `30d`, `12h`, `90m`, `2w` into a duration for expiry dates.
-pub fn parse_validity(s: &str) -> Result<chrono::Duration, InvalidValidity> {
-    let s = s.trim();
-    let invalid = || InvalidValidity(s.chars().take(80).collect());
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: i64 = num.parse().map_err(|_| invalid())?;
-    let d = match unit {
-        "s" => chrono::Duration::try_seconds(n),
-        "m" => chrono::Duration::try_minutes(n),
-        "h" => chrono::Duration::try_hours(n),
-        "d" => chrono::Duration::try_days(n),
-        "w" => chrono::Duration::try_weeks(n),
-        _ => None,
-    };
-    d.filter(|d| *d > chrono::Duration::zero())
-        .ok_or_else(invalid)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -591,14 +567,5 @@ mod tests {
         env.sign(&k);
         env.sign(&k);
         assert_eq!(env.signatures.len(), 1);
-    }
-
-    #[test]
-    fn validity_parses() {
-        assert_eq!(parse_validity("365d").unwrap(), chrono::Duration::days(365));
-        assert_eq!(parse_validity("2w").unwrap(), chrono::Duration::weeks(2));
-        assert!(parse_validity("0d").is_err());
-        assert!(parse_validity("soon").is_err());
-        assert!(parse_validity("99999999999999d").is_err());
     }
 }

@@ -483,10 +483,11 @@ impl AppManifest {
     pub fn health_timing(&self) -> Option<HealthTiming> {
         let hc = self.normalized().health_check?;
         Some(HealthTiming {
-            interval: parse_duration(hc.interval.as_deref().unwrap_or("10s")).ok()?,
-            timeout: parse_duration(hc.timeout.as_deref().unwrap_or("5s")).ok()?,
+            interval: crate::duration::parse(hc.interval.as_deref().unwrap_or("10s")).ok()?,
+            timeout: crate::duration::parse(hc.timeout.as_deref().unwrap_or("5s")).ok()?,
             retries: hc.retries.unwrap_or(3),
-            start_period: parse_duration(hc.start_period.as_deref().unwrap_or("0s")).ok()?,
+            start_period: crate::duration::parse(hc.start_period.as_deref().unwrap_or("0s"))
+                .ok()?,
         })
     }
 }
@@ -503,28 +504,6 @@ pub struct HealthTiming {
 fn normalize_capability(c: &str) -> String {
     let up = c.trim().to_ascii_uppercase();
     up.strip_prefix("CAP_").map(str::to_string).unwrap_or(up)
-}
-
-/// A health-check timing that is not a duration like `500ms`, `10s`, `5m` or `1h`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("a duration like 500ms, 10s, 5m or 1h, got {0:?}")]
-pub struct InvalidDuration(pub String);
-
-/// Parses `500ms`, `10s`, `5m`, `1h` (a bare number is seconds).
-pub fn parse_duration(s: &str) -> Result<Duration, InvalidDuration> {
-    let s = s.trim();
-    let invalid = || InvalidDuration(s.chars().take(80).collect());
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: u64 = num.parse().map_err(|_| invalid())?;
-    let d = match unit {
-        "ms" => Duration::from_millis(n),
-        "" | "s" => Duration::from_secs(n),
-        "m" => Duration::from_secs(n.saturating_mul(60)),
-        "h" => Duration::from_secs(n.saturating_mul(3600)),
-        _ => return Err(invalid()),
-    };
-    Ok(d)
 }
 
 /// Why a memory limit is not a size.
@@ -1014,7 +993,7 @@ impl Validator {
             ("start_period", &hc.start_period),
         ] {
             if let Some(v) = val {
-                match parse_duration(v) {
+                match crate::duration::parse(v) {
                     Ok(d) if d <= Duration::from_secs(3600) => {}
                     Ok(_) => self.err(
                         format!("app.health_check.{field}"),
@@ -1301,10 +1280,7 @@ app:
     }
 
     #[test]
-    fn durations_and_sizes_parse() {
-        assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
-        assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
-        assert!(parse_duration("2 weeks").is_err());
+    fn memory_sizes_parse() {
         assert_eq!(parse_memory("512m").unwrap(), 512 << 20);
         assert_eq!(parse_memory("1G").unwrap(), 1 << 30);
         assert!(parse_memory("lots").is_err());
