@@ -373,7 +373,7 @@ pub fn parse(text: &str, format: ManifestFormat) -> Result<AppManifest, Manifest
                 .map_err(|e| (e.path().to_string(), e.inner().to_string()))
         }
         ManifestFormat::Yaml => {
-            let de = serde_yaml::Deserializer::from_str(text);
+            let de = serde_yaml_ng::Deserializer::from_str(text);
             serde_path_to_error::deserialize(de)
                 .map_err(|e| (e.path().to_string(), e.inner().to_string()))
         }
