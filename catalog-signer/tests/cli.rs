@@ -431,3 +431,195 @@ fn catalog_build_reports_every_bad_manifest_with_its_file() {
         "nothing written on failure"
     );
 }
+
+/// Runs a command with `--json`; its stdout must be exactly one JSON object with `"ok": true`.
+fn json_ok(dir: &Path, args: &[&str]) -> serde_json::Value {
+    let out = ok(dir, &[args, &["--json"]].concat());
+    let json: serde_json::Value = serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("{args:?} --json printed no JSON object ({e}): {out}"));
+    assert_eq!(json["ok"], true, "{args:?}: {json}");
+    json
+}
+
+#[test]
+fn every_command_answers_with_one_json_object() {
+    let (_t, d) = setup();
+
+    let key = json_ok(&d, &["keygen", "--out", "keys/root3"]);
+    assert_eq!(key["keyid"].as_str().unwrap().len(), 64, "{key}");
+    assert!(d.join(key["key"].as_str().unwrap()).is_file(), "{key}");
+    assert!(d.join(key["pub"].as_str().unwrap()).is_file(), "{key}");
+
+    let root = json_ok(
+        &d,
+        &[
+            "root",
+            "init",
+            "--root-key",
+            "keys/root1.pub",
+            "--root-key",
+            "keys/root2.pub",
+            "--root-threshold",
+            "2",
+            "--catalog-key",
+            "keys/catalog.pub",
+            "--timestamp-key",
+            "keys/timestamp.pub",
+            "--out",
+            "root.json",
+        ],
+    );
+    assert_eq!(root["out"], "root.json");
+    assert_eq!(root["role"], "root");
+    assert_eq!(root["version"], 1);
+    assert_eq!(root["signed"], false);
+    assert_eq!(root["roles"]["root"]["threshold"], 2);
+    assert_eq!(root["roles"]["root"]["keyids"].as_array().unwrap().len(), 2);
+    assert!(root["expires"].is_string(), "{root}");
+
+    let signed = json_ok(
+        &d,
+        &[
+            "sign",
+            "root.json",
+            "--key",
+            "keys/root1.key",
+            "--key",
+            "keys/root2.key",
+        ],
+    );
+    assert_eq!(signed["file"], "root.json");
+    assert_eq!(signed["role"], "root");
+    assert_eq!(signed["version"], 1);
+    assert_eq!(signed["signatures"], 2);
+    assert_eq!(signed["signed_by"].as_array().unwrap().len(), 2);
+    assert_eq!(signed["expires"], root["expires"]);
+
+    let catalog = json_ok(
+        &d,
+        &[
+            "catalog",
+            "build",
+            "--apps",
+            "apps",
+            "--version",
+            "4",
+            "--out",
+            "catalog.json",
+            "--blobs",
+            "blobs",
+        ],
+    );
+    assert_eq!(catalog["out"], "catalog.json");
+    assert_eq!(catalog["role"], "catalog");
+    assert_eq!(catalog["version"], 4);
+    assert_eq!(catalog["apps"], 1);
+    assert_eq!(catalog["releases"][0]["id"], "org.example.hello");
+    assert!(catalog["expires"].is_string(), "{catalog}");
+    let signed = json_ok(&d, &["sign", "catalog.json", "--key", "keys/catalog.key"]);
+    assert_eq!(signed["role"], "catalog");
+    assert_eq!(signed["version"], 4);
+
+    let ts = json_ok(
+        &d,
+        &[
+            "timestamp",
+            "--catalog",
+            "catalog.json",
+            "--version",
+            "9",
+            "--expires",
+            "7d",
+            "--out",
+            "timestamp.json",
+        ],
+    );
+    assert_eq!(ts["out"], "timestamp.json");
+    assert_eq!(ts["role"], "timestamp");
+    assert_eq!(ts["version"], 9);
+    assert_eq!(ts["catalog"]["version"], 4);
+    assert!(ts["catalog"]["hash"]
+        .as_str()
+        .unwrap()
+        .starts_with("blake3:"));
+    let signed = json_ok(
+        &d,
+        &["sign", "timestamp.json", "--key", "keys/timestamp.key"],
+    );
+    assert_eq!(signed["role"], "timestamp");
+    assert_eq!(signed["signed_by"][0], key_id(&d, "timestamp"));
+
+    let verified = json_ok(&d, VERIFY_ALL);
+    assert_eq!(verified["verified"]["root"]["version"], 1);
+    assert_eq!(verified["verified"]["catalog"]["version"], 4);
+    assert_eq!(verified["verified"]["timestamp"]["version"], 9);
+
+    let rotated = json_ok(
+        &d,
+        &[
+            "root",
+            "rotate",
+            "--root",
+            "root.json",
+            "--root-key",
+            "keys/root3.pub",
+            "--root-threshold",
+            "1",
+            "--out",
+            "root2.json",
+        ],
+    );
+    assert_eq!(rotated["out"], "root2.json");
+    assert_eq!(rotated["version"], 2);
+    assert_eq!(rotated["previous_version"], 1);
+    assert_eq!(rotated["old_root_threshold"], 2);
+    assert_eq!(rotated["roles"]["root"]["keyids"][0], key["keyid"]);
+}
+
+/// The key id in `keys/NAME.pub`, as `keygen` printed it.
+fn key_id(d: &Path, name: &str) -> String {
+    let public: archy_catalog::keys::PublicKey =
+        archy_catalog::keys::load_public(&d.join(format!("keys/{name}.pub"))).unwrap();
+    public.key_id().unwrap().to_string()
+}
+
+/// Writes a timestamp valid for `validity` and signs it; returns the signer's stderr.
+fn sign_timestamp_valid_for(d: &Path, validity: &str) -> String {
+    ok(
+        d,
+        &[
+            "timestamp",
+            "--catalog",
+            "catalog.json",
+            "--version",
+            "2",
+            "--expires",
+            validity,
+            "--out",
+            "timestamp.json",
+        ],
+    );
+    let out = signer(
+        d,
+        &["sign", "timestamp.json", "--key", "keys/timestamp.key"],
+    );
+    assert!(out.status.success(), "{out:?}");
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn signing_a_document_that_expires_within_a_day_warns() {
+    let (_t, d) = setup();
+    publish(&d, "1", "1");
+    let err = sign_timestamp_valid_for(&d, "12h");
+    assert_eq!(err.lines().count(), 1, "{err}");
+    assert!(
+        err.starts_with("warning: timestamp.json expires at "),
+        "{err}"
+    );
+    assert!(
+        err.contains("(within a day); nodes will refuse it after that"),
+        "{err}"
+    );
+    assert_eq!(sign_timestamp_valid_for(&d, "7d"), "");
+}

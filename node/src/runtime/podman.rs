@@ -281,7 +281,8 @@ impl Drop for SecretEnvFile {
 
 /// The podman image id: the config digest's hex, once the digest is known to be one.
 fn image_id(image: &ImageRef) -> Result<String, RuntimeError> {
-    archy_catalog::oci::check_digest(&image.config_digest).map_err(RuntimeError::Parse)?;
+    archy_catalog::oci::check_digest(&image.config_digest)
+        .map_err(|e| RuntimeError::Parse(e.to_string()))?;
     Ok(image.config_digest["sha256:".len()..].to_string())
 }
 

@@ -17,7 +17,7 @@ use serde::Serialize;
 
 use crate::{
     documents::{AppEntry, Catalog, ImageRef, Release, Role, SPEC_VERSION},
-    manifest::{self, ManifestFormat},
+    manifest::{self, ManifestError, ManifestFormat},
     oci, ContentHash,
 };
 
@@ -137,7 +137,10 @@ pub fn build_catalog(
                     .insert(built.version.clone(), Box::new(release));
                 releases.push(built);
             }
-            Err(message) => problems.push(BuildProblem { file, message }),
+            Err(e) => problems.push(BuildProblem {
+                file,
+                message: e.to_string(),
+            }),
         }
     }
     if !problems.is_empty() {
@@ -155,11 +158,21 @@ pub fn build_catalog(
     })
 }
 
+/// Why one manifest file could not become a release.
+#[derive(Debug, thiserror::Error)]
+pub enum BuildReleaseError {
+    #[error("cannot read: {0}")]
+    Read(#[source] std::io::Error),
+    #[error(transparent)]
+    Manifest(#[from] ManifestError),
+    #[error(transparent)]
+    Image(#[from] ResolveImageError),
+}
+
 /// Validates one manifest file and resolves its image.
-pub fn build_release(file: &Path) -> Result<(Release, BuiltRelease), String> {
-    let text = fs::read_to_string(file).map_err(|e| format!("cannot read: {e}"))?;
-    let mut m = manifest::parse_and_validate(&text, ManifestFormat::from_path(file))
-        .map_err(|e| e.to_string())?;
+pub fn build_release(file: &Path) -> Result<(Release, BuiltRelease), BuildReleaseError> {
+    let text = fs::read_to_string(file).map_err(BuildReleaseError::Read)?;
+    let mut m = manifest::parse_and_validate(&text, ManifestFormat::from_path(file))?;
     let (image_file, image) = resolve_image(file, &m.container.image)?;
     m.container.image = image.hash.to_string();
     let built = BuiltRelease {
@@ -177,24 +190,40 @@ pub fn build_release(file: &Path) -> Result<(Release, BuiltRelease), String> {
     Ok((release, built))
 }
 
+/// Why the image archive a manifest names could not be used.
+#[derive(Debug, thiserror::Error)]
+pub enum ResolveImageError {
+    #[error("app.container.image is already a hash ({0}); give the path of the OCI archive so it can be hashed and inspected")]
+    AlreadyAHash(ContentHash),
+    #[error("app.container.image: image archive {} does not exist", .0.display())]
+    Missing(PathBuf),
+    #[error("app.container.image: {0}")]
+    Hash(#[source] oci::OciError),
+    #[error("app.container.image: {}: {source}", path.display())]
+    Inspect {
+        path: PathBuf,
+        source: oci::OciError,
+    },
+}
+
 /// Finds, hashes and inspects the image archive a manifest names (relative to it).
-pub fn resolve_image(manifest_file: &Path, image: &str) -> Result<(PathBuf, ImageRef), String> {
-    if image.parse::<ContentHash>().is_ok() {
-        return Err(format!(
-            "app.container.image is already a hash ({image}); give the path of the OCI archive so it can be hashed and inspected"
-        ));
+pub fn resolve_image(
+    manifest_file: &Path,
+    image: &str,
+) -> Result<(PathBuf, ImageRef), ResolveImageError> {
+    if let Ok(hash) = image.parse::<ContentHash>() {
+        return Err(ResolveImageError::AlreadyAHash(hash));
     }
     let base = manifest_file.parent().unwrap_or(Path::new("."));
     let path = base.join(image);
     if !path.is_file() {
-        return Err(format!(
-            "app.container.image: image archive {} does not exist",
-            path.display()
-        ));
+        return Err(ResolveImageError::Missing(path));
     }
-    let (hash, size) = oci::hash_file(&path).map_err(|e| format!("app.container.image: {e}"))?;
-    let info =
-        oci::inspect(&path).map_err(|e| format!("app.container.image: {}: {e}", path.display()))?;
+    let (hash, size) = oci::hash_file(&path).map_err(ResolveImageError::Hash)?;
+    let info = match oci::inspect(&path) {
+        Ok(info) => info,
+        Err(source) => return Err(ResolveImageError::Inspect { path, source }),
+    };
     Ok((
         path,
         ImageRef {

@@ -232,39 +232,63 @@ impl Root {
 
     /// Structural checks: thresholds between 1 and the number of distinct listed keys,
     /// every key id present in `keys` and matching its key.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InvalidRoot> {
         if self.role != Role::Root {
-            return Err(format!("_type is {}, expected root", self.role));
+            return Err(InvalidRoot::WrongType(self.role));
         }
         if self.version == 0 {
-            return Err("version must be at least 1".into());
+            return Err(InvalidRoot::VersionZero);
         }
         for (id, key) in &self.keys {
             if key.key_id().as_ref() != Some(id) {
-                return Err(format!("keys.{id}: key id does not match the public key"));
+                return Err(InvalidRoot::KeyIdMismatch(id.clone()));
             }
         }
         for role in [Role::Root, Role::Catalog, Role::Timestamp] {
             let rk = self.roles.get(role);
             let distinct: BTreeSet<&KeyId> = rk.keyids.iter().collect();
             if distinct.len() != rk.keyids.len() {
-                return Err(format!("roles.{role}.keyids lists a key twice"));
+                return Err(InvalidRoot::DuplicateKey(role));
             }
             if rk.threshold == 0 || rk.threshold as usize > distinct.len() {
-                return Err(format!(
-                    "roles.{role}.threshold is {} but must be between 1 and the {} listed keys",
-                    rk.threshold,
-                    distinct.len()
-                ));
+                return Err(InvalidRoot::Threshold {
+                    role,
+                    threshold: rk.threshold,
+                    keys: distinct.len(),
+                });
             }
             if let Some(missing) = rk.keyids.iter().find(|id| !self.keys.contains_key(id)) {
-                return Err(format!(
-                    "roles.{role}.keyids names {missing}, which is not in keys"
-                ));
+                return Err(InvalidRoot::UnknownKey {
+                    role,
+                    keyid: missing.clone(),
+                });
             }
         }
         Ok(())
     }
+}
+
+/// Why a root fails [`Root::check`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRoot {
+    #[error("_type is {0}, expected root")]
+    WrongType(Role),
+    #[error("version must be at least 1")]
+    VersionZero,
+    #[error("keys.{0}: key id does not match the public key")]
+    KeyIdMismatch(KeyId),
+    #[error("roles.{0}.keyids lists a key twice")]
+    DuplicateKey(Role),
+    #[error(
+        "roles.{role}.threshold is {threshold} but must be between 1 and the {keys} listed keys"
+    )]
+    Threshold {
+        role: Role,
+        threshold: u32,
+        keys: usize,
+    },
+    #[error("roles.{role}.keyids names {keyid}, which is not in keys")]
+    UnknownKey { role: Role, keyid: KeyId },
 }
 
 /// What the catalog says about one image: its content address and how to check it
@@ -338,21 +362,28 @@ impl Release {
     /// and the security policy, its image field is the image hash, and the manifest
     /// hash is right. Nodes run this on the release they install, so one faulty entry
     /// cannot block the rest of a catalog, and never runs.
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InvalidRelease> {
         let m = &self.manifest;
         if m.image_hash() != Some(self.image.hash) {
-            return Err(format!(
-                "container.image is not the image hash {}",
-                self.image.hash
-            ));
+            return Err(InvalidRelease::ImageNotItsHash(self.image.hash));
         }
-        m.validate_with(ImageField::Hash)
-            .map_err(|e| e.to_string())?;
+        m.validate_with(ImageField::Hash)?;
         if m.manifest_hash() != self.manifest_hash {
-            return Err("manifest_hash does not match the manifest".into());
+            return Err(InvalidRelease::ManifestHashMismatch);
         }
         Ok(())
     }
+}
+
+/// Why a release fails [`Release::check`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidRelease {
+    #[error("container.image is not the image hash {0}")]
+    ImageNotItsHash(ContentHash),
+    #[error(transparent)]
+    Manifest(#[from] crate::manifest::ManifestError),
+    #[error("manifest_hash does not match the manifest")]
+    ManifestHashMismatch,
 }
 
 impl Catalog {
@@ -360,24 +391,26 @@ impl Catalog {
     /// own app id and version and names its own image. (The per-release policy check is
     /// [`Release::check`], run before a release is applied, and for every release by
     /// [`Catalog::check_releases`].)
-    pub fn check(&self) -> Result<(), String> {
+    pub fn check(&self) -> Result<(), InvalidCatalog> {
         if self.role != Role::Catalog {
-            return Err(format!("_type is {}, expected catalog", self.role));
+            return Err(InvalidCatalog::WrongType(self.role));
         }
         for (id, entry) in &self.apps {
-            for (ver, rel) in &entry.releases {
+            for (version, rel) in &entry.releases {
                 let m = &rel.manifest;
-                if &m.id != id || &m.version != ver {
-                    return Err(format!(
-                        "apps.{id}.releases.{ver}: manifest says {}@{}",
-                        m.id, m.version
-                    ));
+                if &m.id != id || &m.version != version {
+                    return Err(InvalidCatalog::Misfiled {
+                        id: id.clone(),
+                        version: version.clone(),
+                        says: format!("{}@{}", m.id, m.version),
+                    });
                 }
                 if m.image_hash() != Some(rel.image.hash) {
-                    return Err(format!(
-                        "apps.{id}.releases.{ver}: container.image is not the image hash {}",
-                        rel.image.hash
-                    ));
+                    return Err(InvalidCatalog::ImageNotItsHash {
+                        id: id.clone(),
+                        version: version.clone(),
+                        hash: rel.image.hash,
+                    });
                 }
             }
         }
@@ -385,7 +418,7 @@ impl Catalog {
     }
 
     /// Runs [`Release::check`] on every release; returns `(app@version, problem)` pairs.
-    pub fn check_releases(&self) -> Vec<(String, String)> {
+    pub fn check_releases(&self) -> Vec<(String, InvalidRelease)> {
         self.apps
             .iter()
             .flat_map(|(id, e)| {
@@ -405,6 +438,26 @@ impl Catalog {
             None => entry.latest(),
         }
     }
+}
+
+/// Why a catalog fails [`Catalog::check`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidCatalog {
+    #[error("_type is {0}, expected catalog")]
+    WrongType(Role),
+    #[error("apps.{id}.releases.{version}: manifest says {says}")]
+    Misfiled {
+        id: String,
+        version: String,
+        /// `id@version` as the manifest gives them.
+        says: String,
+    },
+    #[error("apps.{id}.releases.{version}: container.image is not the image hash {hash}")]
+    ImageNotItsHash {
+        id: String,
+        version: String,
+        hash: ContentHash,
+    },
 }
 
 /// What the timestamp pins: the one catalog that is current.
@@ -465,26 +518,6 @@ impl Timestamp {
 #[error("cannot pin this file in a timestamp: {0}")]
 pub struct NotACatalog(String);
 
-/// Parses `365d`, `30d`, `12h`, `90m`, `2w` into a duration for expiry dates.
-pub fn parse_validity(s: &str) -> Result<chrono::Duration, String> {
-    let s = s.trim();
-    let split = s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len());
-    let (num, unit) = s.split_at(split);
-    let n: i64 = num
-        .parse()
-        .map_err(|_| format!("expected a validity like 365d, 12h or 2w, got {s:?}"))?;
-    let d = match unit {
-        "s" => chrono::Duration::try_seconds(n),
-        "m" => chrono::Duration::try_minutes(n),
-        "h" => chrono::Duration::try_hours(n),
-        "d" => chrono::Duration::try_days(n),
-        "w" => chrono::Duration::try_weeks(n),
-        _ => None,
-    };
-    d.filter(|d| *d > chrono::Duration::zero())
-        .ok_or_else(|| format!("expected a positive validity like 365d, 12h or 2w, got {s:?}"))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -534,14 +567,5 @@ mod tests {
         env.sign(&k);
         env.sign(&k);
         assert_eq!(env.signatures.len(), 1);
-    }
-
-    #[test]
-    fn validity_parses() {
-        assert_eq!(parse_validity("365d").unwrap(), chrono::Duration::days(365));
-        assert_eq!(parse_validity("2w").unwrap(), chrono::Duration::weeks(2));
-        assert!(parse_validity("0d").is_err());
-        assert!(parse_validity("soon").is_err());
-        assert!(parse_validity("99999999999999d").is_err());
     }
 }

@@ -48,12 +48,17 @@ impl fmt::Debug for KeyId {
     }
 }
 
+/// Why a string is not a key id.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("not a key id (64 hex digits): {0:?}")]
+pub struct ParseKeyIdError(pub String);
+
 impl FromStr for KeyId {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
+    type Err = ParseKeyIdError;
+    fn from_str(s: &str) -> Result<Self, ParseKeyIdError> {
         let mut out = [0u8; 32];
         hex::decode_to_slice(s, &mut out)
-            .map_err(|_| format!("not a key id (64 hex digits): {s:?}"))?;
+            .map_err(|_| ParseKeyIdError(s.chars().take(80).collect()))?;
         Ok(Self(out))
     }
 }

@@ -6,6 +6,7 @@
 //! - [`manifest`]: app manifests (YAML/JSON), strict validation with the security policy;
 //! - [`documents`]: the signed `root`, `catalog` and `timestamp` documents and the
 //!   envelope whose signatures cover exact bytes;
+//! - [`duration`]: the one duration grammar (health-check timings, validities);
 //! - [`trust`]: [`TrustedState`], which accepts documents only when they pass every
 //!   TUF-style check (threshold, expiry, rollback, mix-and-match, size limits);
 //! - [`oci`]: reading and writing OCI image archives;
@@ -36,6 +37,7 @@
 
 pub mod build;
 pub mod documents;
+pub mod duration;
 pub mod fsutil;
 pub mod hash;
 pub mod head;

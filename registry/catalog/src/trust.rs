@@ -269,9 +269,9 @@ fn self_signed_root(bytes: &[u8], limits: &Limits) -> Result<VerifiedRoot, Trust
     let env = parse_envelope(Role::Root, bytes, limits.root)?;
     let root: Root = parse_body(Role::Root, &env)?;
     check_spec(Role::Root, root.spec_version)?;
-    root.check().map_err(|reason| TrustError::Malformed {
+    root.check().map_err(|e| TrustError::Malformed {
         role: Role::Root,
-        reason,
+        reason: e.to_string(),
     })?;
     check_threshold(Role::Root, &root.roles.root, &root.keys, &env)?;
     Ok(VerifiedRoot {
@@ -483,9 +483,9 @@ impl TrustedState {
             });
         }
         check_expiry(Role::Catalog, catalog.version, catalog.expires, now)?;
-        catalog.check().map_err(|reason| TrustError::Malformed {
+        catalog.check().map_err(|e| TrustError::Malformed {
             role: Role::Catalog,
-            reason,
+            reason: e.to_string(),
         })?;
         self.catalog_version = catalog.version;
         Ok(catalog)

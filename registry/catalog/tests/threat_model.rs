@@ -243,7 +243,11 @@ fn wrong_software_signed_entry_that_breaks_the_security_policy_is_refused() {
     // can be applied, and the publisher's `verify` lists it.
     let verified = verify_head(&mut s, &p.timestamp_bytes(1, &cat), &cat).unwrap();
     let release = verified.release("org.example.hello", None).unwrap();
-    assert!(release.check().unwrap_err().contains("privileged"));
+    assert!(release
+        .check()
+        .unwrap_err()
+        .to_string()
+        .contains("privileged"));
     let problems = verified.check_releases();
     assert_eq!(problems.len(), 1);
     assert_eq!(problems[0].0, "org.example.hello@1.0.0");

@@ -54,7 +54,7 @@ pub fn render(file: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
     if as_json {
         println!("{}", serde_json::to_string_pretty(&out)?);
     } else {
-        print!("{}", serde_yaml::to_string(&out)?);
+        print!("{}", serde_yaml_ng::to_string(&out)?);
     }
     Ok(ExitCode::SUCCESS)
 }

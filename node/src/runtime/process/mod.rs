@@ -353,7 +353,7 @@ impl ProcessRuntime {
                 .and_then(|r| r.memory_limit.as_deref())
                 .map(archy_catalog::manifest::parse_memory)
                 .transpose()
-                .map_err(ProcessError::Invalid)?,
+                .map_err(|e| ProcessError::Invalid(format!("resources.memory_limit: {e}")))?,
             cpus: m.resources.as_ref().and_then(|r| r.cpu_limit),
             pids: m
                 .resources
@@ -455,7 +455,8 @@ impl Runtime for ProcessRuntime {
     /// it) after checking that its config is the one the catalog names; every layer is
     /// then checked against the config's diff_ids while it unpacks.
     fn load_image(&self, archive: &Path, image: &ImageRef) -> Result<(), RuntimeError> {
-        archy_catalog::oci::check_digest(&image.config_digest).map_err(ProcessError::Invalid)?;
+        archy_catalog::oci::check_digest(&image.config_digest)
+            .map_err(|e| ProcessError::Invalid(e.to_string()))?;
         let info = archy_catalog::oci::inspect(archive).map_err(ProcessError::from)?;
         if info.config_digest != image.config_digest {
             return Err(RuntimeError::DigestMismatch {

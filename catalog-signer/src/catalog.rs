@@ -1,0 +1,117 @@
+//! `catalog build`: an unsigned catalog of every manifest under a directory, and
+//! optionally the image archives laid out for an origin to serve.
+
+use std::{
+    fs,
+    path::{Path, PathBuf},
+};
+
+use anyhow::Context;
+use archy_catalog::build::{self, BuiltRelease};
+use clap::Subcommand;
+use serde_json::json;
+
+use crate::{docfile, report::Report};
+
+#[derive(Debug, Subcommand)]
+pub enum CatalogCommand {
+    /// Build an unsigned catalog from every manifest (*.yaml, *.yml, *.json) under a directory.
+    ///
+    /// Each manifest is validated; its image (a path relative to the manifest) is hashed
+    /// with BLAKE3 and inspected for its OCI config digest. Every problem in every file
+    /// is reported.
+    Build {
+        /// Directory of manifests (searched recursively).
+        #[arg(long)]
+        apps: PathBuf,
+        /// Catalog version; must grow with every new catalog.
+        #[arg(long)]
+        version: u64,
+        /// Validity, e.g. 30d.
+        #[arg(long, default_value = "30d")]
+        expires: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Also copy every image archive to DIR/<blake3 hex>, ready for an origin to serve.
+        #[arg(long)]
+        blobs: Option<PathBuf>,
+    },
+}
+
+pub fn run(cmd: CatalogCommand) -> anyhow::Result<Report> {
+    match cmd {
+        CatalogCommand::Build {
+            apps,
+            version,
+            expires,
+            out,
+            blobs,
+        } => build(&apps, version, &expires, &out, blobs.as_deref()),
+    }
+}
+
+fn build(
+    apps: &Path,
+    version: u64,
+    expires: &str,
+    out: &Path,
+    blobs: Option<&Path>,
+) -> anyhow::Result<Report> {
+    let expires = docfile::expiry(expires)?;
+    let built = match build::build_catalog(apps, version, expires) {
+        Ok(b) => b,
+        Err(e) => {
+            return Ok(Report::refused(
+                json!({"problems": e.problems}),
+                e.to_string(),
+            ))
+        }
+    };
+    let bytes = docfile::write_unsigned(&built.catalog, out)?;
+    if let Some(dir) = blobs {
+        copy_blobs(dir, &built.releases)?;
+    }
+    let mut text = String::new();
+    for r in &built.releases {
+        text += &format!(
+            "  {}@{}  {}  {} bytes\n",
+            r.id, r.version, r.image.hash, r.image.size
+        );
+    }
+    text += &format!(
+        "wrote {} (catalog v{version}, {} app(s), {} release(s), unsigned)",
+        out.display(),
+        built.catalog.apps.len(),
+        built.releases.len()
+    );
+    Ok(Report::done(
+        json!({
+            "out": out,
+            "role": "catalog",
+            "version": version,
+            "expires": expires,
+            "signed": false,
+            "size": bytes.len(),
+            "apps": built.catalog.apps.len(),
+            "releases": built.releases,
+            "blobs": blobs,
+        }),
+        text,
+    ))
+}
+
+/// Copies each release's image archive to `dir/<blake3 hex>` unless it is there.
+fn copy_blobs(dir: &Path, releases: &[BuiltRelease]) -> anyhow::Result<()> {
+    fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    for r in releases {
+        let dest = dir.join(r.image.hash.to_hex());
+        if !dest.exists() {
+            let tmp = dir.join(format!(".{}.tmp", r.image.hash.to_hex()));
+            fs::copy(&r.image_file, &tmp)
+                .with_context(|| format!("cannot copy {}", r.image_file.display()))?;
+            fs::rename(&tmp, &dest)
+                .with_context(|| format!("cannot move {} into place", dest.display()))?;
+        }
+    }
+    Ok(())
+}
