@@ -11,12 +11,7 @@
 
 mod common;
 
-use std::{
-    collections::BTreeMap,
-    fs,
-    path::Path,
-    time::Duration,
-};
+use std::{collections::BTreeMap, fs, path::Path, time::Duration};
 
 use archy_node::runtime::{podman::Podman, process::ProcessRuntime, ContainerSpec, Runtime};
 

@@ -118,5 +118,10 @@ fn demo_once_runs_to_its_summary_on_both_runtimes() {
         if runtime == "process" {
             assert!(stdout.contains("process runtime"), "{stdout}");
         }
+        // A successful demo logs no errors between its steps (relay clients close their
+        // connections with a handshake, and nothing else goes wrong unseen).
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let errors: Vec<&str> = stderr.lines().filter(|l| l.contains("ERROR")).collect();
+        assert!(errors.is_empty(), "{runtime}: {errors:#?}");
     }
 }
