@@ -101,6 +101,26 @@ pub struct FetchReport {
     pub elapsed: Duration,
 }
 
+/// No provider told a blob's size: what each one said.
+#[derive(Debug)]
+struct SizeUnknown(Vec<(PeerAddr, String)>);
+
+impl std::fmt::Display for SizeUnknown {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.0.is_empty() {
+            return f.write_str("no providers");
+        }
+        f.write_str("no provider told the size: ")?;
+        for (i, (p, why)) in self.0.iter().enumerate() {
+            if i > 0 {
+                f.write_str("; ")?;
+            }
+            write!(f, "{p}: {why}")?;
+        }
+        Ok(())
+    }
+}
+
 /// A fetch being set up: `node.fetch(hash).size(n).origin(a).peers(ps).run().await`.
 #[derive(Debug)]
 pub struct Fetch<'a> {
@@ -186,7 +206,10 @@ impl<'a> Fetch<'a> {
         let size = match (self.size, local.1) {
             (Some(s), _) => s,
             (None, Some(s)) => s,
-            (None, None) => self.ask_size(&providers).await.map_err(fail)?,
+            (None, None) => self
+                .ask_size(&providers)
+                .await
+                .map_err(|e| fail(e.to_string()))?,
         };
         let missing = ChunkRanges::all().difference(&local.0);
         let seed = id_seed(&self.node.addr().id);
@@ -309,38 +332,31 @@ impl<'a> Fetch<'a> {
         Err(fail(reasons.join("; ")))
     }
 
-    /// The blob's size as a provider reports it (verified later with the bytes).
-    async fn ask_size(&self, providers: &[(PeerAddr, bool)]) -> Result<u64, String> {
+    /// The blob's size as a provider reports it (verified later with the bytes); else
+    /// what each provider said.
+    async fn ask_size(&self, providers: &[(PeerAddr, bool)]) -> Result<u64, SizeUnknown> {
         let mut why = Vec::new();
         for (p, _) in providers {
-            let r = async {
-                let conn = self
-                    .node
-                    .connect(p, self.options.connect_timeout)
-                    .await
-                    .map_err(|e| e.to_string())?;
-                let mut s = self
-                    .node
-                    .store
-                    .remote()
-                    .observe(conn, ObserveRequest::new(crate::node::to_hash(&self.hash)))
-                    .boxed();
-                match tokio::time::timeout(self.options.connect_timeout, s.next()).await {
-                    Ok(Some(Ok(b))) if b.size() > 0 => Ok(b.size()),
-                    Ok(Some(Err(e))) => Err(format!("observe: {e}")),
-                    _ => Err("does not know the blob".to_string()),
+            let conn = match self.node.connect(p, self.options.connect_timeout).await {
+                Ok(c) => c,
+                Err(e) => {
+                    why.push((p.clone(), e.to_string()));
+                    continue;
                 }
-            }
-            .await;
-            match r {
-                Ok(s) => return Ok(s),
-                Err(e) => why.push(format!("{p}: {e}")),
+            };
+            let mut s = self
+                .node
+                .store
+                .remote()
+                .observe(conn, ObserveRequest::new(crate::node::to_hash(&self.hash)))
+                .boxed();
+            match tokio::time::timeout(self.options.connect_timeout, s.next()).await {
+                Ok(Some(Ok(b))) if b.size() > 0 => return Ok(b.size()),
+                Ok(Some(Err(e))) => why.push((p.clone(), format!("observe: {e}"))),
+                _ => why.push((p.clone(), "does not know the blob".to_string())),
             }
         }
-        if why.is_empty() {
-            return Err("no providers".into());
-        }
-        Err(format!("no provider told the size: {}", why.join("; ")))
+        Err(SizeUnknown(why))
     }
 }
 
