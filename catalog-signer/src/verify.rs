@@ -1,4 +1,5 @@
-//! `verify`: checking documents exactly as a node does, optionally remembering the
+//! `verify`: checking documents exactly as a node does (with the node's own
+//! [`verify_in_order`]), optionally remembering the
 //! versions accepted (`--state`) so a later run refuses a rollback.
 
 use std::{
@@ -8,7 +9,10 @@ use std::{
 };
 
 use anyhow::Context;
-use archy_catalog::{Limits, Role, TrustError, TrustedState};
+use archy_catalog::{
+    head::{verify_in_order, HeadDocument, Verified},
+    Limits, Role, TrustError, TrustedState,
+};
 use chrono::Utc;
 use clap::Args;
 use serde_json::{json, Value};
@@ -48,51 +52,75 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Report> {
     let mut report: BTreeMap<&str, Value> = BTreeMap::new();
     let mut state_slot = remembered;
     let result = (|| -> Result<(), (PathBuf, TrustError)> {
-        let mut roots = args.roots.iter();
+        let mut root_files = args.roots.iter();
         let state = match state_slot.as_mut() {
             Some(s) => s,
             None => {
-                let first = roots.next().expect("clap requires one root");
+                let first = root_files.next().expect("clap requires one root");
                 let bytes = read(first).map_err(|e| (first.clone(), malformed(Role::Root, e)))?;
                 state_slot.insert(
                     TrustedState::bootstrap(&bytes, &limits).map_err(|e| (first.clone(), e))?,
                 )
             }
         };
-        for r in roots {
-            let bytes = read(r).map_err(|e| (r.clone(), malformed(Role::Root, e)))?;
-            state
-                .update_root(&bytes, &limits)
-                .map_err(|e| (r.clone(), e))?;
-        }
-        let root_path = args.roots.last().cloned().unwrap_or_default();
-        let root = state.fresh_root(now).map_err(|e| (root_path, e))?;
-        report.insert(
-            "root",
-            json!({"version": root.version, "expires": root.expires}),
-        );
-        let ts = match &args.timestamp {
-            Some(p) => {
-                let bytes = read(p).map_err(|e| (p.clone(), malformed(Role::Timestamp, e)))?;
-                let ts = state
-                    .verify_timestamp(&bytes, now, &limits)
-                    .map_err(|e| (p.clone(), e))?;
-                report.insert(
-                    "timestamp",
-                    json!({"version": ts.version, "expires": ts.expires, "catalog": ts.catalog}),
-                );
-                Some(ts)
-            }
+        let root_files: Vec<&PathBuf> = root_files.collect();
+        let roots = root_files
+            .iter()
+            .map(|r| read(r).map_err(|e| ((*r).clone(), malformed(Role::Root, e))))
+            .collect::<Result<Vec<_>, _>>()?;
+        let timestamp = match &args.timestamp {
+            Some(p) => Some(read(p).map_err(|e| (p.clone(), malformed(Role::Timestamp, e)))?),
             None => None,
         };
-        if let Some(p) = &args.catalog {
-            let bytes = read(p).map_err(|e| (p.clone(), malformed(Role::Catalog, e)))?;
-            let cat = state
-                .verify_catalog(&bytes, ts.as_ref(), now, &limits)
-                .map_err(|e| (p.clone(), e))?;
-            // The publisher's check goes deeper than a node's: every release must pass
-            // the manifest policy, not just the one being installed.
+        let catalog = match &args.catalog {
+            Some(p) => Some(read(p).map_err(|e| (p.clone(), malformed(Role::Catalog, e)))?),
+            None => None,
+        };
+        let roots: Vec<&[u8]> = roots.iter().map(Vec::as_slice).collect();
+        // The same function, in the same order, as a node verifies a head.
+        let verified = verify_in_order(
+            state,
+            &roots,
+            timestamp.as_deref(),
+            catalog.as_deref(),
+            now,
+            &limits,
+            |doc| match doc {
+                Verified::Root(root) => {
+                    report.insert(
+                        "root",
+                        json!({"version": root.version, "expires": root.expires}),
+                    );
+                }
+                Verified::Timestamp(ts) => {
+                    report.insert(
+                        "timestamp",
+                        json!({"version": ts.version, "expires": ts.expires, "catalog": ts.catalog}),
+                    );
+                }
+                Verified::Catalog(cat) => {
+                    let releases: usize = cat.apps.values().map(|a| a.releases.len()).sum();
+                    report.insert(
+                        "catalog",
+                        json!({"version": cat.version, "expires": cat.expires, "apps": cat.apps.len(), "releases": releases}),
+                    );
+                }
+            },
+        )
+        .map_err(|refusal| {
+            let file = match refusal.document {
+                HeadDocument::Root(i) => root_files[i].clone(),
+                HeadDocument::TrustedRoot => args.roots.last().cloned().unwrap_or_default(),
+                HeadDocument::Timestamp => args.timestamp.clone().unwrap_or_default(),
+                HeadDocument::Catalog => args.catalog.clone().unwrap_or_default(),
+            };
+            (file, refusal.source)
+        })?;
+        // The publisher's check goes deeper than a node's: every release must pass the
+        // manifest policy, not just the one being installed.
+        if let (Some(cat), Some(p)) = (verified, &args.catalog) {
             if let Some((at, problem)) = cat.check_releases().into_iter().next() {
+                report.remove("catalog");
                 let reason = format!("release {at}: {}", problem.to_string().replace('\n', ";"));
                 return Err((
                     p.clone(),
@@ -102,11 +130,6 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Report> {
                     },
                 ));
             }
-            let releases: usize = cat.apps.values().map(|a| a.releases.len()).sum();
-            report.insert(
-                "catalog",
-                json!({"version": cat.version, "expires": cat.expires, "apps": cat.apps.len(), "releases": releases}),
-            );
         }
         Ok(())
     })();

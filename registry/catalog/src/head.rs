@@ -112,9 +112,83 @@ fn read_named(path: &Path) -> std::io::Result<Vec<u8>> {
         .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
-/// Verifies `head` against `trusted` (roots walked one version at a time, then the
-/// timestamp and the catalog it pins); returns the new trusted state and the catalog.
-/// `trusted` itself is untouched: nothing is accepted until everything verified.
+/// Which document of a head was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeadDocument {
+    /// The `n`th root given (0-based), refused as a rotation.
+    Root(usize),
+    /// The root in force after the rotations (it has expired).
+    TrustedRoot,
+    Timestamp,
+    Catalog,
+}
+
+/// A document of a head that did not verify, and why.
+#[derive(Debug, thiserror::Error)]
+#[error("{document:?}: {source}")]
+pub struct HeadRefusal {
+    pub document: HeadDocument,
+    #[source]
+    pub source: TrustError,
+}
+
+/// A document of a head that verified, as [`verify_in_order`] reports it.
+#[derive(Debug, Clone, Copy)]
+pub enum Verified<'a> {
+    /// The root in force after the rotations.
+    Root(&'a crate::Root),
+    Timestamp(&'a crate::Timestamp),
+    Catalog(&'a Catalog),
+}
+
+/// The one order a head's documents are verified in, by nodes and by
+/// `catalog-signer verify`: each root as a rotation (one version at a time), the root
+/// in force must not have expired, then the timestamp, then the catalog (against the
+/// timestamp when one is given). Each document is applied to `state` as soon as it
+/// verifies and reported to `on_verified`; on a refusal `state` holds what verified
+/// before it (verify a clone to accept all or nothing). Returns the catalog, if given.
+pub fn verify_in_order(
+    state: &mut TrustedState,
+    roots: &[&[u8]],
+    timestamp: Option<&[u8]>,
+    catalog: Option<&[u8]>,
+    now: chrono::DateTime<chrono::Utc>,
+    limits: &Limits,
+    mut on_verified: impl FnMut(Verified<'_>),
+) -> Result<Option<Catalog>, HeadRefusal> {
+    let refused = |document| move |source| HeadRefusal { document, source };
+    for (i, root) in roots.iter().enumerate() {
+        state
+            .update_root(root, limits)
+            .map_err(refused(HeadDocument::Root(i)))?;
+    }
+    let root = state
+        .fresh_root(now)
+        .map_err(refused(HeadDocument::TrustedRoot))?;
+    on_verified(Verified::Root(&root));
+    let ts = match timestamp {
+        Some(bytes) => {
+            let ts = state
+                .verify_timestamp(bytes, now, limits)
+                .map_err(refused(HeadDocument::Timestamp))?;
+            on_verified(Verified::Timestamp(&ts));
+            Some(ts)
+        }
+        None => None,
+    };
+    let Some(bytes) = catalog else {
+        return Ok(None);
+    };
+    let catalog = state
+        .verify_catalog(bytes, ts.as_ref(), now, limits)
+        .map_err(refused(HeadDocument::Catalog))?;
+    on_verified(Verified::Catalog(&catalog));
+    Ok(Some(catalog))
+}
+
+/// Verifies `head` against `trusted` ([`verify_in_order`] with the timestamp and the
+/// catalog it pins); returns the new trusted state and the catalog. `trusted` itself is
+/// untouched: nothing is accepted until everything verified.
 pub fn verify_head(
     trusted: &TrustedState,
     head: &SignedHead,
@@ -123,15 +197,27 @@ pub fn verify_head(
 ) -> Result<(TrustedState, Catalog), TrustError> {
     let mut next = trusted.clone();
     // Roots older than the trusted one are part of a chain kept for peers, not a step.
-    for (_, root) in head
+    let roots: Vec<&[u8]> = head
         .roots
         .iter()
         .filter(|(v, _)| *v >= trusted.root_version)
-    {
-        next.update_root(root, limits)?;
-    }
-    let ts = next.verify_timestamp(&head.timestamp, now, limits)?;
-    let catalog = next.verify_catalog(&head.catalog, Some(&ts), now, limits)?;
+        .map(|(_, r)| r.as_slice())
+        .collect();
+    let catalog = verify_in_order(
+        &mut next,
+        &roots,
+        Some(&head.timestamp),
+        Some(&head.catalog),
+        now,
+        limits,
+        |_| {},
+    )
+    .map_err(|r| r.source)?;
+    // A catalog was given, so one is returned.
+    let catalog = catalog.ok_or(TrustError::Malformed {
+        role: crate::Role::Catalog,
+        reason: "no catalog".into(),
+    })?;
     Ok((next, catalog))
 }
 
