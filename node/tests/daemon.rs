@@ -181,9 +181,24 @@ fn daemon_lifecycle_end_to_end() {
     let id_before = container_ids(&name);
 
     // Kill the daemon outright; the app keeps running and is adopted, not recreated.
+    let old_token = fs::read_to_string(data.join("api.token")).unwrap();
     drop(daemon);
     assert!(http_ok([127, 0, 0, 1], port), "the app outlives its daemon");
     let daemon = common::start_node(&data, &name, "podman", Some(&publish));
+    // Every start has a new token; the old one opens nothing.
+    let token = fs::read_to_string(data.join("api.token")).unwrap();
+    assert_ne!(token, old_token, "a new token on every start");
+    let addr = fs::read_to_string(data.join("api.addr")).unwrap();
+    let mut s = std::net::TcpStream::connect(addr.trim()).unwrap();
+    write!(
+        s,
+        "GET /v1/apps HTTP/1.0\r\nAuthorization: Bearer {}\r\n\r\n",
+        old_token.trim()
+    )
+    .unwrap();
+    let mut resp = String::new();
+    s.read_to_string(&mut resp).unwrap();
+    assert!(resp.contains(" 401 "), "the old token is refused: {resp}");
     std::thread::sleep(Duration::from_millis(1500));
     assert_eq!(app_json(&data)["phase"], "running");
     assert_eq!(container_ids(&name), id_before, "adopted without recreate");

@@ -69,7 +69,7 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot resolve {}", data.display()))?;
     cfg.check()?;
     let runtime = crate::runtime::for_node(cfg.runtime, &cfg.name, &data, cfg.unpack)?;
-    let token = load_or_create_token(&data)?;
+    let token = new_token(&data)?;
     let mut store = StateStore::open(&data)?;
     let anchor = data.join("root.json");
     if !anchor.exists() {
@@ -190,18 +190,18 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The API's bearer token, kept in `<data>/api.token` (0600).
-fn load_or_create_token(data: &Path) -> anyhow::Result<String> {
-    let path = data.join("api.token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        if t.trim().len() >= 32 {
-            return Ok(t.trim().to_string());
-        }
-    }
+/// A fresh bearer token for the API, written to `<data>/api.token` (0600) on every
+/// start: a token read or captured while the daemon was down is worth nothing after it
+/// starts again.
+fn new_token(data: &Path) -> anyhow::Result<String> {
     let mut b = [0u8; 32];
     getrandom::fill(&mut b).map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let token = hex::encode(b);
-    archy_catalog::fsutil::write_atomic_mode(&path, token.as_bytes(), Some(0o600))?;
+    archy_catalog::fsutil::write_atomic_mode(
+        &data.join("api.token"),
+        token.as_bytes(),
+        Some(0o600),
+    )?;
     Ok(token)
 }
 
