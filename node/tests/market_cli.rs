@@ -196,6 +196,30 @@ fn publish_search_show_across_relay_processes() {
             .contains("also announced by another developer"));
     }
 
+    // Installing the stranger's app shows the collision before anything is decided
+    // (here it is then refused as unverified; no daemon is needed to get that far).
+    let data = tempfile::tempdir().unwrap();
+    let stranger_handle = format!("{}/org.example.pad", stranger.npub);
+    let install = archy(&[
+        "app",
+        "install",
+        &stranger_handle,
+        "--relay",
+        &r1.url,
+        "--me",
+        &me_npub,
+        "--data",
+        data.path().to_str().unwrap(),
+        "--yes",
+    ]);
+    let said = String::from_utf8_lossy(&install.stderr);
+    assert!(!install.status.success(), "{said}");
+    assert!(
+        said.contains("warning: app id org.example.pad is also announced by another developer"),
+        "{said}"
+    );
+    assert!(said.contains("unverified"), "{said}");
+
     // `show` by handle; a wrong handle exits 1.
     let handle = format!("{}/org.example.pad", friend.npub);
     let shown = json_of(&archy(&[

@@ -203,6 +203,10 @@ fn install_from_market(
     for r in &app.trust.reasons {
         eprintln!("  {:>+4}  {}", r.points, r.text);
     }
+    // Collisions with other developers' apps, shown before anything is decided.
+    for w in &app.listing.warnings {
+        eprintln!("  warning: {w}");
+    }
     if tier == archy_discovery::trust::Tier::Unverified && !choice.allow_unverified {
         anyhow::bail!("{handle} is unverified: nobody you trust vouches for it; pass --allow-unverified to install it anyway");
     }
