@@ -400,3 +400,40 @@ fn failed_update_rolls_back_to_the_last_healthy_release() {
     );
     drop(daemon);
 }
+
+/// The CLI talks to the daemon over its Unix socket only: a local user who binds the
+/// daemon's old TCP port while it is down gets no request and no token, and the CLI
+/// says no daemon is running.
+#[test]
+fn the_cli_never_sends_its_token_to_a_stale_api_address() {
+    if !common::can_run(common::needs_process_runtime()) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("node");
+    let daemon = common::start_node(&data, &format!("s{}", std::process::id()), "process", None);
+    assert_ok(&archy_data(&data, &["app", "list", "--json"]), "app list");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let mode = fs::metadata(data.join("api.sock"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600, "the socket is root's alone");
+    }
+    let addr = fs::read_to_string(data.join("api.addr")).unwrap();
+    drop(daemon);
+
+    // Someone else takes the port the daemon listened on.
+    let squatter = std::net::TcpListener::bind(addr.trim()).unwrap();
+    squatter.set_nonblocking(true).unwrap();
+    let out = archy_data(&data, &["app", "list"]);
+    assert!(!out.status.success());
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("cannot reach the daemon"), "{said}");
+    assert!(
+        matches!(squatter.accept(), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock),
+        "the CLI connected to whatever holds the old TCP address"
+    );
+}

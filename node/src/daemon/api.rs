@@ -1,7 +1,8 @@
 //! The local HTTP API: what the CLI (and scripts) use to drive the node.
 //!
-//! It listens on loopback only, and every request needs the bearer token stored in
-//! `<data>/api.token` (mode 0600); the bound address is in `<data>/api.addr`. Requests
+//! It listens on the Unix socket `<data>/api.sock` (0600; the CLI's way in) and on
+//! loopback TCP (metrics; the address is in `<data>/api.addr`), and every request needs
+//! the bearer token stored in `<data>/api.token` (0600, new at every start). Requests
 //! only record what the operator wants (atomically, in the state file) and wake the
 //! reconcile loop; the work and its progress happen there.
 //!

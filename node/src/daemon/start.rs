@@ -91,6 +91,7 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         .with_context(|| format!("cannot listen on {}", cfg.api))?;
     let addr = listener.local_addr()?;
     archy_catalog::fsutil::write_atomic(&data.join("api.addr"), addr.to_string().as_bytes())?;
+    let local = bind_socket(&data.join("api.sock"))?;
     let head = archy_registry::head::HeadServer::default();
     // A port picked by the system (`:0`) is picked again after a restart: the same one
     // as last time when it is free, so peers configured with this node's address (and
@@ -179,15 +180,46 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
 
     let reconciler = tokio::spawn(reconcile::run(node.clone()));
     let seeder = tokio::spawn(sync::announce_held(node.clone()));
-    axum::serve(listener, api::router(node.clone()))
-        .with_graceful_shutdown(shutdown_signal())
-        .await?;
+    // One API on two listeners: the Unix socket for the CLI, TCP for metrics (and the
+    // dashboard); both stop on the same signal.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    tokio::spawn(async move {
+        shutdown_signal().await;
+        let _ = stop.send(true);
+    });
+    let until_stopped = |mut stopped: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = stopped.wait_for(|s| *s).await;
+    };
+    let router = api::router(node.clone());
+    let tcp = axum::serve(listener, router.clone())
+        .with_graceful_shutdown(until_stopped(stopped.clone()));
+    let unix = axum::serve(local, router).with_graceful_shutdown(until_stopped(stopped));
+    tokio::try_join!(
+        std::future::IntoFuture::into_future(tcp),
+        std::future::IntoFuture::into_future(unix)
+    )?;
     reconciler.abort();
     seeder.abort();
     // Peers see this node's connections close instead of timing out; bounded, so a
     // stuck peer cannot hold the exit.
     let _ = tokio::time::timeout(Duration::from_secs(3), node.swarm.clone().shutdown()).await;
     Ok(())
+}
+
+/// The CLI's Unix socket, `<data>/api.sock`, for root alone (0600). A socket left by a
+/// daemon that was killed is replaced.
+fn bind_socket(path: &Path) -> anyhow::Result<tokio::net::UnixListener> {
+    use std::os::unix::fs::PermissionsExt;
+    match std::fs::remove_file(path) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(e).with_context(|| format!("cannot replace {}", path.display())),
+    }
+    let listener = tokio::net::UnixListener::bind(path)
+        .with_context(|| format!("cannot listen on {}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
+        .with_context(|| format!("cannot make {} private", path.display()))?;
+    Ok(listener)
 }
 
 /// A fresh bearer token for the API, written to `<data>/api.token` (0600) on every
