@@ -65,13 +65,15 @@ impl ApiClient {
         stream.set_read_timeout(timeout)?;
         stream.set_write_timeout(Some(Duration::from_secs(10)))?;
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        write!(
-            stream,
+        // One write: the daemon reads the request, body included, in one piece, so it
+        // never closes the connection with request bytes unread (which resets it).
+        let request = format!(
             "{method} {path} HTTP/1.0\r\nHost: archy\r\nAuthorization: Bearer {}\r\n\
              Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
             self.token,
             body.len()
-        )?;
+        );
+        stream.write_all(request.as_bytes())?;
         let mut reader = BufReader::new(stream);
         let mut line = String::new();
         reader.read_line(&mut line)?;
