@@ -77,6 +77,8 @@ pub enum RelayError {
     },
     #[error("no end of stored events (EOSE) within {timeout:?}")]
     NoEndOfStoredEvents { timeout: Duration },
+    #[error("more than the {limit} events a page asks for")]
+    OverPage { limit: usize },
     #[error("the rest is ignored")]
     OverBudget(#[source] BudgetExceeded),
     #[error("did not take the event")]
@@ -431,12 +433,20 @@ async fn fetch_paged(
             }
         };
         let mut new = 0usize;
+        let mut received = 0usize;
         let mut oldest: Option<Timestamp> = None;
         let mut error = None;
         let page = async {
             while let Some(item) = stream.next().await {
                 match item {
                     Ok(event) => {
+                        // Duplicates cost the budget nothing, so the page's own limit
+                        // bounds them: a relay may not send more than it was asked for.
+                        received += 1;
+                        if received > PAGE_SIZE {
+                            error = Some(RelayError::OverPage { limit: PAGE_SIZE });
+                            break;
+                        }
                         oldest = Some(oldest.map_or(event.created_at, |o| o.min(event.created_at)));
                         if seen.insert(event.id) {
                             let size = event.as_json().len();

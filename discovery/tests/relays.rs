@@ -605,3 +605,63 @@ async fn a_flooding_relay_is_cut_off_at_its_budget() {
         relays.reports()[0]
     );
 }
+
+/// A relay that answers every REQ with the same valid event, `times` times, then EOSE.
+async fn start_repeating_relay(event: Event, times: usize) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            let event = event.clone();
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    let Message::Text(text) = msg else { continue };
+                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
+                        continue;
+                    };
+                    if v[0] != "REQ" {
+                        continue;
+                    }
+                    let frame = serde_json::json!(["EVENT", v[1], event]).to_string();
+                    for _ in 0..times {
+                        if ws.send(Message::text(frame.clone())).await.is_err() {
+                            return;
+                        }
+                    }
+                    let eose = serde_json::json!(["EOSE", v[1]]).to_string();
+                    if ws.send(Message::text(eose)).await.is_err() {
+                        return;
+                    }
+                }
+            });
+        }
+    });
+    addr
+}
+
+/// Duplicates cost a relay's budget nothing (the event is kept once), so a relay that
+/// resends one event without end is cut off at the page's own limit: it may not send
+/// more events than a page asks for.
+#[tokio::test]
+async fn a_relay_repeating_one_event_is_cut_off_at_the_page_limit() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
+    let dev = Keys::generate();
+    let event = announcements(&dev, &content("org.example.echo", "Echo", "1.0.0"), None).remove(0);
+    let page = archy_discovery::client::PAGE_SIZE;
+    let relay = start_repeating_relay(event, page + 500).await;
+    let mut relays = RelaySet::connect(&[format!("ws://{relay}")], TIMEOUT)
+        .await
+        .unwrap();
+    let market = Filter::new().kind(archy_discovery::announcement::MARKET_KIND);
+    let got = relays.fetch(market).await;
+    assert_eq!(got.len(), 1, "the event is kept once");
+    let report = &relays.reports()[0];
+    assert!(
+        matches!(report.error, Some(RelayError::OverPage { .. })),
+        "{report:?}"
+    );
+    relays.shutdown().await;
+}
