@@ -113,7 +113,7 @@ pub(super) fn error(code: StatusCode, msg: impl Into<String>) -> Response {
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Response {
-    let catalog = node.catalog.lock().await.as_ref().map(|h| json!({"version": h.catalog.version, "apps": h.catalog.apps.len(), "age_seconds": state::now().saturating_sub(h.verified_at), "source": h.source, "expires": h.expires.to_rfc3339(), "expired": h.expired(chrono::Utc::now())}));
+    let catalog = node.catalog.lock().await.as_ref().map(|h| json!({"version": h.catalog.version, "apps": h.catalog.apps.len(), "age_seconds": state::now().saturating_sub(h.verified_at), "source": h.source, "expires": h.expires.to_rfc3339(), "expired": h.expired(chrono::Utc::now()).map(|e| e.to_string())}));
     let held = node.swarm.node.list_complete().await.unwrap_or_default();
     let f = &node.metrics.fetched;
     let swarm = json!({

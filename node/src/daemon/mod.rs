@@ -61,18 +61,32 @@ impl HeldCatalog {
     /// Why nothing may be installed or updated from it any more, once it has expired: a
     /// node cut off from its origin must not keep installing what may since have been
     /// revoked (a freeze attack).
-    fn expired(&self, now: chrono::DateTime<chrono::Utc>) -> Option<String> {
-        (now >= self.expires).then(|| {
-            format!(
-                "catalog v{} expired at {}; no fresh head since {} (origin and peers unreachable?): installs and updates are refused until one arrives",
-                self.catalog.version,
-                self.expires.to_rfc3339(),
-                chrono::DateTime::from_timestamp(self.verified_at as i64, 0)
-                    .map(|t| t.to_rfc3339())
-                    .unwrap_or_else(|| self.verified_at.to_string()),
-            )
+    fn expired(&self, now: chrono::DateTime<chrono::Utc>) -> Option<CatalogExpired> {
+        (now >= self.expires).then_some(CatalogExpired {
+            version: self.catalog.version,
+            expires: self.expires,
+            verified_at: self.verified_at,
         })
     }
+}
+
+/// The held catalog has expired: installs and updates wait for a fresh head.
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(
+    "catalog v{version} expired at {}; no fresh head since {} (origin and peers unreachable?): installs and updates are refused until one arrives",
+    expires.to_rfc3339(),
+    since(*verified_at)
+)]
+struct CatalogExpired {
+    version: u64,
+    expires: chrono::DateTime<chrono::Utc>,
+    verified_at: u64,
+}
+
+fn since(verified_at: u64) -> String {
+    chrono::DateTime::from_timestamp(verified_at as i64, 0)
+        .map(|t| t.to_rfc3339())
+        .unwrap_or_else(|| verified_at.to_string())
 }
 
 impl HeldCatalog {
@@ -95,10 +109,9 @@ impl HeldCatalog {
                     version: version.map(String::from),
                     catalog: self.catalog.version,
                 })?;
-        release.check().map_err(|why| ReleaseError::Policy {
-            id: id.into(),
-            why: why.to_string(),
-        })?;
+        release
+            .check()
+            .map_err(|why| ReleaseError::Policy { id: id.into(), why })?;
         Ok(release)
     }
 }
@@ -109,7 +122,7 @@ enum ReleaseError {
     #[error("no verified catalog yet (is an origin or origin_dir configured and reachable?)")]
     NoCatalog,
     #[error("{id}: {why}")]
-    Expired { id: String, why: String },
+    Expired { id: String, why: CatalogExpired },
     #[error("{id}{} is not in the signed catalog v{catalog}", version.as_ref().map(|v| format!("@{v}")).unwrap_or_default())]
     NotInCatalog {
         id: String,
@@ -117,7 +130,10 @@ enum ReleaseError {
         catalog: u64,
     },
     #[error("{id}: refused by policy: {why}")]
-    Policy { id: String, why: String },
+    Policy {
+        id: String,
+        why: archy_catalog::documents::InvalidRelease,
+    },
     #[error(transparent)]
     TooLarge(#[from] crate::policy::ImageTooLarge),
 }
