@@ -4,6 +4,7 @@
 //! takes part in the swarm, reconciles desired apps onto a container runtime and serves a
 //! local API, plus the library code the `archy` CLI uses to talk to it.
 
+pub mod app_identity;
 pub mod client;
 pub mod config;
 pub mod daemon;

@@ -13,6 +13,8 @@ use std::{
 use archy_catalog::{AppManifest, ContentHash, ImageRef, TrustedState};
 use serde::{Deserialize, Serialize};
 
+use crate::app_identity::AppOwner;
+
 /// Where a desired app comes from.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "lowercase")]
@@ -25,6 +27,25 @@ pub enum AppSource {
         manifest: Box<AppManifest>,
         image: ImageRef,
     },
+}
+
+impl AppSource {
+    /// Who the app belongs to: what its data dir is namespaced by. The API accepts only
+    /// marketplace handles that parse; a record written otherwise (by hand) gets an owner
+    /// of its own, derived from the handle, so it never shares another app's data.
+    pub fn owner(&self) -> AppOwner {
+        match self {
+            AppSource::Catalog { .. } => AppOwner::Catalog,
+            AppSource::Market { handle, .. } => {
+                handle.parse().unwrap_or_else(|_| AppOwner::Publisher {
+                    npub: format!(
+                        "unreadable-{}",
+                        &ContentHash::of(handle.as_bytes()).to_hex()[..16]
+                    ),
+                })
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -63,6 +63,7 @@ fn report_of(rt: &dyn Runtime, dir: &Path, id: &str) -> BTreeMap<String, String>
         publish_ip: "127.0.0.1".parse().unwrap(),
         data_dir: data.clone(),
         secrets: Default::default(),
+        owner: archy_node::app_identity::AppOwner::Catalog,
     };
     let _ = rt.remove(id);
     rt.load_image(&archive, &image).unwrap();
@@ -163,11 +164,7 @@ fn assert_confined(runtime: &str, r: &BTreeMap<String, String>) {
 
 #[test]
 fn a_hostile_app_cannot_reach_the_host_on_the_process_runtime() {
-    if !common::can_run(
-        common::needs_root()
-            .or(common::needs_busybox())
-            .or(common::needs_process_runtime()),
-    ) {
+    if !common::can_run(common::needs_process_apps()) {
         return;
     }
     let d = tempfile::tempdir().unwrap();

@@ -1,6 +1,7 @@
 //! Inputs sized by strangers against a running daemon (issue 14): each test sends what a
 //! hostile publisher or peer would and asserts that the daemon refuses it with a clear
-//! reason, stays up, and stays small. Listed in docs/security.md.
+//! reason, stays up, and stays small, and that no app takes another's id and data.
+//! Listed in docs/security.md.
 
 #![allow(clippy::unwrap_used)] // tests fail loudly by design
 
@@ -46,7 +47,7 @@ fn an_inflated_image_size_is_refused_and_the_daemon_stays_small() {
     let m = manifest::parse_and_validate(&text, manifest::ManifestFormat::Yaml).unwrap();
     let claimed = 1u64 << 62;
     let body = json!({"market": {
-        "handle": "npub1evil/org.evil.big",
+        "handle": format!("{}/org.evil.big", nostr_sdk::Keys::generate().public_key().to_hex()),
         "manifest": m,
         "image": {"hash": hash, "size": claimed, "config_digest": format!("sha256:{}", "ab".repeat(32)), "format": "oci-archive"},
     }});
@@ -85,22 +86,16 @@ fn an_inflated_image_size_is_refused_and_the_daemon_stays_small() {
 /// installing revoked releases forever).
 #[test]
 fn an_expired_catalog_is_not_installed_from_while_the_origin_is_away() {
-    if !common::can_run(
-        common::needs_root()
-            .or(common::needs_busybox())
-            .or(common::needs_process_runtime()),
-    ) {
+    if !common::can_run(common::needs_process_apps()) {
         return;
     }
     let d = tempfile::tempdir().unwrap();
     let port = common::free_port();
-    let apps = d.path().join("apps");
-    fs::create_dir_all(&apps).unwrap();
-    common::busybox_image(&apps, "freeze test");
+    let apps = common::busybox_apps(d.path(), "freeze test");
     for v in ["1.0.0", "1.0.1"] {
         fs::write(
             apps.join(format!("hello-{v}.yaml")),
-            format!("app:\n  id: org.example.hello\n  name: Hello\n  version: {v}\n  description: {{short: hi}}\n  container:\n    image: ./img.oci.tar\n    cmd: [/bin/busybox, httpd, -f, -p, '8080', -h, /www]\n    ports: [{{host: {port}, container: 8080}}]\n  health_check: {{type: http, port: 8080, path: /, interval: 1s, timeout: 1s, retries: 4}}\n"),
+            common::HelloApp::new(v, port).yaml(),
         )
         .unwrap();
     }
@@ -153,5 +148,121 @@ fn an_expired_catalog_is_not_installed_from_while_the_origin_is_away() {
     common::assert_ok(
         &common::archy_data(&data, &["app", "uninstall", "org.example.hello"]),
         "uninstall",
+    );
+}
+
+/// A marketplace developer picks the id of an app the node has installed from the signed
+/// catalog. Before, the newcomer replaced the catalog app's record and inherited its
+/// volumes and secrets. Now the install is refused, naming both; with `replace` the
+/// newcomer runs with fresh data, the catalog app's data stays untouched, and
+/// `uninstall --purge` removes both.
+#[test]
+fn an_app_id_held_by_the_catalog_is_not_taken_with_its_data() {
+    if !common::can_run(common::needs_process_apps()) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let port = common::free_port();
+    let apps = common::busybox_apps(d.path(), "identity test");
+    let manifest = |version| {
+        common::HelloApp {
+            with_data: true,
+            ..common::HelloApp::new(version, port)
+        }
+        .yaml()
+    };
+    fs::write(apps.join("hello.yaml"), manifest("1.0.0")).unwrap();
+    let publish = common::publish_signed(&apps, d.path());
+    let data = d.path().join("node");
+    let _cleanup = common::ProcessCleanup(vec![data.clone()]);
+    let _node = daemon(&data, "identity", Some(&publish));
+    common::assert_ok(
+        &common::archy_data(&data, &["app", "install", "org.example.hello"]),
+        "install from the catalog",
+    );
+    let catalog_dir = data.join("apps/catalog/org.example.hello");
+    let catalog_secret = fs::read_to_string(catalog_dir.join("secrets/ADMIN_TOKEN")).unwrap();
+    fs::write(
+        catalog_dir.join("volumes/data/notes"),
+        "the operator's notes",
+    )
+    .unwrap();
+
+    // The stranger's app: same id, same image (the node already holds it), own version.
+    let market = d.path().join("market");
+    fs::create_dir_all(&market).unwrap();
+    fs::copy(apps.join("img.oci.tar"), market.join("img.oci.tar")).unwrap();
+    let (m, _, image) = common::manifest_with_image(&market, &manifest("6.6.6"));
+    let developer = nostr_sdk::Keys::generate().public_key();
+    let handle = format!("{}/org.example.hello", developer.to_hex());
+    let body = |replace: bool| json!({"market": {"handle": handle, "manifest": m, "image": image}, "replace": replace});
+    let api = ApiClient::from_data_dir(&data).unwrap();
+    let refused = api
+        .post("/v1/apps/org.example.hello/install", body(false))
+        .expect_err("an id the catalog holds")
+        .to_string();
+    let npub = archy_discovery::index::npub(&developer);
+    assert!(
+        refused.contains("the signed catalog")
+            && refused.contains(&npub)
+            && refused.contains("--replace"),
+        "the refusal names both owners and the way out: {refused}"
+    );
+    let app = |what: &str| -> serde_json::Value {
+        let out = common::archy_data(&data, &["app", "status", "org.example.hello", "--json"]);
+        common::assert_ok(&out, what);
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    assert_eq!(app("after the refusal")["desired"]["owner"], "catalog");
+
+    let accepted = api
+        .post("/v1/apps/org.example.hello/install", body(true))
+        .unwrap();
+    assert_eq!(accepted["replaced"]["owner"], "catalog", "{accepted}");
+    common::wait_until("the market app runs", Duration::from_secs(60), || {
+        let a = app("status");
+        a["version"] == "6.6.6" && a["phase"] == "running"
+    });
+    let market_dir = data.join("apps").join(&npub).join("org.example.hello");
+    let market_secret = fs::read_to_string(market_dir.join("secrets/ADMIN_TOKEN")).unwrap();
+    assert_ne!(market_secret, catalog_secret, "fresh secrets");
+    assert!(
+        !market_dir.join("volumes/data/notes").exists(),
+        "fresh volumes"
+    );
+    assert_eq!(
+        fs::read_to_string(catalog_dir.join("volumes/data/notes")).unwrap(),
+        "the operator's notes",
+        "the catalog app's data is kept"
+    );
+    assert_eq!(
+        fs::read_to_string(catalog_dir.join("secrets/ADMIN_TOKEN")).unwrap(),
+        catalog_secret
+    );
+    // Nor does it run as the host ids that own the catalog app's files.
+    let blocks: serde_json::Value =
+        serde_json::from_slice(&fs::read(data.join("id-ranges.json")).unwrap()).unwrap();
+    let (old_block, new_block) = (
+        &blocks["org.example.hello"],
+        &blocks[format!("{npub}/org.example.hello")],
+    );
+    assert!(
+        old_block.is_u64() && new_block.is_u64() && old_block != new_block,
+        "{blocks}"
+    );
+
+    // The other way round, through the CLI: the catalog app may not take the id back
+    // without --replace.
+    let out = common::archy_data(&data, &["app", "install", "org.example.hello"]);
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && text.contains(&npub), "{text}");
+
+    common::assert_ok(
+        &common::archy_data(&data, &["app", "uninstall", "org.example.hello", "--purge"]),
+        "uninstall --purge",
+    );
+    assert!(
+        !market_dir.exists() && !catalog_dir.exists(),
+        "purged, both"
     );
 }

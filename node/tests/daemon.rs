@@ -13,7 +13,6 @@ use std::{
     time::Duration,
 };
 
-use archy_catalog::oci;
 use archy_node::runtime::podman::Podman;
 use common::{archy_data, assert_ok, http_ok, metrics, publish_signed, ProcessCleanup};
 
@@ -34,28 +33,14 @@ const HEALTHY: Release = Release {
 /// A publish dir with the signed app `org.example.hello` in the given releases (all on
 /// one image), as an origin holds it.
 fn publish_dir(dir: &Path, port: u16, releases: &[Release]) -> PathBuf {
-    let apps = dir.join("apps");
-    let rootfs = dir.join("rootfs");
-    fs::create_dir_all(rootfs.join("bin")).unwrap();
-    fs::create_dir_all(rootfs.join("www")).unwrap();
-    fs::create_dir_all(&apps).unwrap();
-    fs::copy("/bin/busybox", rootfs.join("bin/busybox")).unwrap();
-    fs::write(rootfs.join("www/index.html"), "daemon test").unwrap();
-    oci::pack_rootfs(
-        &rootfs,
-        &apps.join("hello.oci.tar"),
-        &oci::PackOptions::default(),
-    )
-    .unwrap();
+    let apps = common::busybox_apps(dir, "daemon test");
     for r in releases {
-        fs::write(
-            apps.join(format!("hello-{}.yaml", r.version)),
-            format!(
-                "app:\n  id: org.example.hello\n  name: Hello\n  version: {}\n  description: {{short: hi}}\n  container:\n    image: ./hello.oci.tar\n    cmd: [/bin/busybox, httpd, -f, -p, '8080', -h, /www]\n    ports: [{{host: {port}, container: 8080}}]\n    volumes: [{{name: data, target: /data}}]\n  generated_secrets: [{{name: ADMIN_TOKEN, kind: hex32}}]\n  health_check: {{type: http, port: 8080, path: {}, interval: 1s, timeout: 1s, retries: 4}}\n",
-                r.version, r.health_path
-            ),
-        )
-        .unwrap();
+        let app = common::HelloApp {
+            health_path: r.health_path,
+            with_data: true,
+            ..common::HelloApp::new(r.version, port)
+        };
+        fs::write(apps.join(format!("hello-{}.yaml", r.version)), app.yaml()).unwrap();
     }
     publish_signed(&apps, dir)
 }
@@ -110,7 +95,7 @@ fn daemon_lifecycle_end_to_end() {
     let name = format!("d{}", std::process::id());
     let _cleanup = EngineCleanup(name.clone());
     // Start from an engine without the image, so the install fetches and loads it.
-    let config_digest = archy_catalog::oci::inspect(&tmp.path().join("apps/hello.oci.tar"))
+    let config_digest = archy_catalog::oci::inspect(&tmp.path().join("apps/img.oci.tar"))
         .unwrap()
         .config_digest;
     let _ = Command::new("podman")
@@ -177,7 +162,8 @@ fn daemon_lifecycle_end_to_end() {
     );
     assert_eq!(app_json(&data)["phase"], "running");
     let secret =
-        fs::read_to_string(data.join("apps/org.example.hello/secrets/ADMIN_TOKEN")).unwrap();
+        fs::read_to_string(data.join("apps/catalog/org.example.hello/secrets/ADMIN_TOKEN"))
+            .unwrap();
     let id_before = container_ids(&name);
 
     // Kill the daemon outright; the app keeps running and is adopted, not recreated.
@@ -237,7 +223,8 @@ fn daemon_lifecycle_end_to_end() {
         "reinstall",
     );
     assert_eq!(
-        fs::read_to_string(data.join("apps/org.example.hello/secrets/ADMIN_TOKEN")).unwrap(),
+        fs::read_to_string(data.join("apps/catalog/org.example.hello/secrets/ADMIN_TOKEN"))
+            .unwrap(),
         secret
     );
     // Purge removes the data too.
@@ -245,7 +232,7 @@ fn daemon_lifecycle_end_to_end() {
         &archy_data(&data, &["app", "uninstall", "org.example.hello", "--purge"]),
         ["app", "uninstall", "org.example.hello", "--purge"],
     );
-    assert!(!data.join("apps/org.example.hello").exists());
+    assert!(!data.join("apps/catalog/org.example.hello").exists());
     let metrics = metrics(&data);
     assert!(
         metrics.contains("archy_reconcile_passes_total"),
@@ -298,7 +285,8 @@ fn failed_update_rolls_back_to_the_last_healthy_release() {
     assert_ok(&out, "install 1.1.0");
     assert_eq!(app_json(&data)["version"], "1.1.0");
     let secret =
-        fs::read_to_string(data.join("apps/org.example.hello/secrets/ADMIN_TOKEN")).unwrap();
+        fs::read_to_string(data.join("apps/catalog/org.example.hello/secrets/ADMIN_TOKEN"))
+            .unwrap();
 
     // The bad update: the install fails, says why and that it rolled back.
     let out = archy_data(
@@ -350,7 +338,8 @@ fn failed_update_rolls_back_to_the_last_healthy_release() {
         "the previous release answers again"
     );
     assert_eq!(
-        fs::read_to_string(data.join("apps/org.example.hello/secrets/ADMIN_TOKEN")).unwrap(),
+        fs::read_to_string(data.join("apps/catalog/org.example.hello/secrets/ADMIN_TOKEN"))
+            .unwrap(),
         secret,
         "the rollback keeps the app's data"
     );

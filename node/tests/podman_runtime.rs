@@ -39,6 +39,7 @@ fn podman_runs_adopts_and_removes_an_app() {
         publish_ip: "127.0.0.1".parse().unwrap(),
         data_dir: d.path().join("appdata"),
         secrets: Default::default(),
+        owner: archy_node::app_identity::AppOwner::Catalog,
     };
 
     rt.load_image(&archive, &image).unwrap();
@@ -131,6 +132,7 @@ fn executor_installs_converges_repairs_drift_and_uninstalls() {
                 publish_ip: "127.0.0.1".parse().unwrap(),
                 data_dir: d.path().join("appdata"),
                 secrets: Default::default(),
+                owner: archy_node::app_identity::AppOwner::Catalog,
             },
         }
     };

@@ -78,6 +78,7 @@ fn spec(a: &App, manifest: &AppManifest, ip: &str, data: &Path) -> ContainerSpec
         publish_ip: ip.parse().unwrap(),
         data_dir: data.to_path_buf(),
         secrets: Default::default(),
+        owner: archy_node::app_identity::AppOwner::Catalog,
     }
 }
 
@@ -520,6 +521,7 @@ fn run_layered(rt: &ProcessRuntime, image: &ImageRef, m: &AppManifest, dir: &Pat
         publish_ip: "127.0.0.1".parse().unwrap(),
         data_dir: dir.join("layered-data"),
         secrets: Default::default(),
+        owner: archy_node::app_identity::AppOwner::Catalog,
     };
     rt.create(&spec).unwrap();
     rt.start(&m.id).unwrap();

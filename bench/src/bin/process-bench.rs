@@ -220,6 +220,7 @@ fn starts(work: &Path, args: &Args) -> Result<Vec<f64>> {
         publish_ip: "127.0.0.1".parse()?,
         data_dir: dir.join("appdata"),
         secrets: Default::default(),
+        owner: archy_node::app_identity::AppOwner::Catalog,
     };
     rt.create(&spec)?;
     let mut out = Vec::new();

@@ -13,7 +13,7 @@
 //! | GET | `/v1/status` | node name, runtime, catalog version and age, swarm (address, DHT, origin, peers, blobs held, bytes fetched by source, bytes served), apps |
 //! | GET | `/v1/apps` | every app with its phase |
 //! | GET | `/v1/apps/{id}` | one app (404 once uninstalled: no ghosts) |
-//! | POST | `/v1/apps/{id}/install` | `{"version": "1.0.0"?}` or `{"market": {...}}` |
+//! | POST | `/v1/apps/{id}/install` | `{"version": "1.0.0"?}` or `{"market": {...}}`, with `"replace": true` to take an id another source holds (409 otherwise) |
 //! | POST | `/v1/apps/{id}/uninstall` | `{"purge": false}` |
 //! | POST | `/v1/apps/{id}/start`, `/stop`, `/restart` | |
 //! | GET | `/v1/apps/{id}/logs` | text |
@@ -42,6 +42,7 @@ use tokio::sync::broadcast;
 
 use super::{metrics, sync::sync_catalog, Node, ReleaseError};
 use crate::{
+    app_identity::{self, Claim},
     policy,
     state::{self, AppSource, Condition, DesiredRecord, Phase},
 };
@@ -157,7 +158,7 @@ fn app_json(
 ) -> serde_json::Value {
     json!({
         "id": id,
-        "desired": desired.map(|d| json!({"running": d.running, "generation": d.generation, "source": match &d.source {
+        "desired": desired.map(|d| json!({"running": d.running, "generation": d.generation, "owner": d.source.owner().dir_name(), "source": match &d.source {
             AppSource::Catalog { version } => json!({"kind": "catalog", "version": version}),
             AppSource::Market { handle, .. } => json!({"kind": "market", "handle": handle}),
         }})),
@@ -196,6 +197,9 @@ async fn get_app(State(node): State<Arc<Node>>, UrlPath(id): UrlPath<String>) ->
 struct InstallBody {
     version: Option<String>,
     market: Option<MarketInstall>,
+    /// Replace an app of the same id from another source (see [`app_identity::claim`]).
+    #[serde(default)]
+    replace: bool,
 }
 
 #[derive(Deserialize)]
@@ -214,6 +218,16 @@ async fn install(
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let source = match body.market {
         Some(m) => {
+            match archy_discovery::market::parse_handle(&m.handle) {
+                Ok((_, handle_id)) if handle_id == id => {}
+                Ok((_, handle_id)) => {
+                    return error(
+                        StatusCode::BAD_REQUEST,
+                        format!("the handle {} names {handle_id}, not {id}", m.handle),
+                    )
+                }
+                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            }
             if m.manifest.id != id {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -269,13 +283,30 @@ async fn install(
             }
         }
     };
+    let owner = source.owner();
     let mut store = node.store.lock().await;
+    let holder = store.state.desired.get(&id).map(|d| d.source.owner());
+    let claim = match app_identity::claim(&id, holder.as_ref(), &owner, body.replace) {
+        Ok(c) => c,
+        Err(taken) => {
+            tracing::warn!(app = %id, "{taken}");
+            return error(StatusCode::CONFLICT, taken.to_string());
+        }
+    };
     let (generation, requested) = store
         .state
         .desired
         .get(&id)
         .map_or((1, 1), |d| (d.generation + 1, d.requested + 1));
     store.state.uninstalling.remove(&id);
+    if claim != Claim::Same {
+        // Nothing of another app carries over: not its last healthy release (a rollback
+        // target), not a held-back release, not its failure count.
+        store
+            .state
+            .conditions
+            .insert(id.clone(), Condition::pending());
+    }
     store.state.desired.insert(
         id.clone(),
         DesiredRecord {
@@ -292,7 +323,15 @@ async fn install(
         .or_insert_with(Condition::pending);
     cond.retry_at = 0;
     cond.failures = 0;
-    accepted(&node, store, json!({"id": id, "generation": generation}))
+    let mut answer = json!({"id": id, "generation": generation, "owner": owner.dir_name()});
+    if let Claim::Replace { previous } = &claim {
+        tracing::info!(app = %id, "replacing the app from {previous} with the one from {owner}");
+        answer["replaced"] = json!({
+            "owner": previous.dir_name(),
+            "kept_data": app_identity::data_dir(&node.data, previous, &id),
+        });
+    }
+    accepted(&node, store, answer)
 }
 
 #[derive(Deserialize, Default)]

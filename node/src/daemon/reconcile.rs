@@ -11,6 +11,7 @@ use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
 use super::{HeldCatalog, Node, ReleaseError};
 use crate::{
+    app_identity::{self, AppOwner},
     executor::{self, AppTarget, ProgressEvent, Stage},
     planner::{self, DesiredApp},
     policy::{self, AfterFailure, Hold},
@@ -131,7 +132,7 @@ async fn reconcile_one(node: &Arc<Node>, id: &str) -> Outcome {
         });
         return Outcome::Waiting;
     }
-    let target = app_target(node, id, &deploy, record.running);
+    let target = app_target(node, id, &record.source.owner(), &deploy, record.running);
     let (result, terminal) = execute(node, id, Some(target), recorded, false).await;
     let error = match result {
         Ok(_) => {
@@ -174,7 +175,7 @@ async fn roll_back(
 ) {
     tracing::warn!(app = id, from = failed.version(), to = good.version(), error = %error, "update failed; rolling back");
     node.metrics.rollbacks.inc();
-    let back = app_target(node, id, &good, true);
+    let back = app_target(node, id, &record.source.owner(), &good, true);
     let (rolled, _) = execute(node, id, Some(back), true, true).await;
     let message = match &rolled {
         Ok(_) => format!(
@@ -218,7 +219,7 @@ async fn roll_back(
 }
 
 /// Uninstall: remove whatever of the app the runtime has, then forget it (its data
-/// stays unless purged).
+/// stays unless purged; a purge takes the data every owner of the id left).
 async fn remove_app(node: &Arc<Node>, id: &str, recorded: bool, purge: bool) -> Outcome {
     let (result, terminal) = execute(node, id, None, recorded, false).await;
     match result {
@@ -230,7 +231,13 @@ async fn remove_app(node: &Arc<Node>, id: &str, recorded: bool, purge: bool) -> 
                 tracing::error!(app = id, error = %e, "cannot save the node state");
             }
             if purge {
-                let _ = std::fs::remove_dir_all(node.data.join("apps").join(id));
+                // Every owner's data for this id: the app's, and what a replaced app
+                // left behind.
+                for dir in app_identity::all_data_dirs(&node.data, id) {
+                    if let Err(e) = std::fs::remove_dir_all(&dir) {
+                        tracing::warn!(app = id, dir = %dir.display(), error = %e, "cannot purge");
+                    }
+                }
             }
         }
         Err(e) => record_failure(node, id, e.to_string(), None).await,
@@ -400,7 +407,7 @@ async fn desired_release(
 }
 
 /// The executor's target for one release of an app.
-fn app_target(node: &Node, id: &str, d: &Deployment, running: bool) -> AppTarget {
+fn app_target(node: &Node, id: &str, owner: &AppOwner, d: &Deployment, running: bool) -> AppTarget {
     let m = (*d.manifest).clone();
     let desired = DesiredApp {
         app_id: id.to_string(),
@@ -413,8 +420,9 @@ fn app_target(node: &Node, id: &str, d: &Deployment, running: bool) -> AppTarget
         manifest: m,
         image: d.image.clone(),
         publish_ip: node.cfg.publish_ip,
-        data_dir: node.data.join("apps").join(id),
+        data_dir: app_identity::data_dir(&node.data, owner, id),
         secrets: Default::default(),
+        owner: owner.clone(),
     };
     AppTarget { desired, spec }
 }

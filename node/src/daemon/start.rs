@@ -71,6 +71,16 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     let runtime = crate::runtime::for_node(cfg.runtime, &cfg.name, &data, cfg.unpack)?;
     let token = new_token(&data)?;
     let mut store = StateStore::open(&data)?;
+    let owned = store
+        .state
+        .desired
+        .iter()
+        .map(|(id, d)| (id.clone(), d.source.owner()));
+    for dir in crate::app_identity::migrate_unowned(&data, owned)
+        .context("cannot move app data to the per-owner layout")?
+    {
+        tracing::info!(dir = %dir.display(), "app data moved to its owner's dir");
+    }
     let anchor = data.join("root.json");
     if !anchor.exists() {
         if let Some(root) = &cfg.root {

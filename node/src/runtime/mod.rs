@@ -42,6 +42,16 @@ pub struct ContainerSpec {
     pub data_dir: PathBuf,
     /// Generated secrets by name (files are 0600 under `<data_dir>/secrets`).
     pub secrets: BTreeMap<String, String>,
+    /// Who the app belongs to: with the id, it names the app's block of host ids, so an
+    /// app that replaced another of the same id never owns the files that one left.
+    pub owner: crate::app_identity::AppOwner,
+}
+
+impl ContainerSpec {
+    /// The key of the app's block of host ids ([`ids::IdRanges::for_app`]).
+    pub fn id_block(&self) -> String {
+        self.owner.id_block(&self.manifest.id)
+    }
 }
 
 impl ContainerSpec {

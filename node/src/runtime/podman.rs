@@ -371,7 +371,7 @@ impl Runtime for Podman {
     fn create(&self, spec: &ContainerSpec) -> Result<(), RuntimeError> {
         spec.require_absolute_data_dir()?;
         image_id(&spec.image)?;
-        let id_start = self.ids.for_app(&spec.manifest.id)?;
+        let id_start = self.ids.for_app(&spec.id_block())?;
         let mut volumes = Vec::new();
         for v in &spec.manifest.container.volumes {
             let dir = spec.data_dir.join("volumes").join(&v.name);
@@ -524,6 +524,7 @@ mod tests {
             publish_ip: "127.0.0.3".parse().unwrap(),
             data_dir: "/var/lib/archy/apps/org.example.hello".into(),
             secrets: [("DB_PASSWORD".to_string(), "hunter2-secret".to_string())].into(),
+            owner: crate::app_identity::AppOwner::Catalog,
         };
         let prepared = Prepared {
             env_file: Some("/var/lib/archy/apps/org.example.hello/.create.env".into()),

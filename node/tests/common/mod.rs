@@ -56,6 +56,12 @@ pub fn needs_process_runtime() -> Option<String> {
         .map(|why| why.to_string())
 }
 
+/// `None` when busybox apps can run here on the process runtime (root, busybox, every
+/// protection), else why not: what the process-runtime daemon tests need.
+pub fn needs_process_apps() -> Option<String> {
+    needs_root().or(needs_busybox()).or(needs_process_runtime())
+}
+
 /// `None` when podman runs containers here, else why not.
 pub fn needs_podman() -> Option<String> {
     archy_node::runtime::podman::Podman::check()
@@ -141,6 +147,52 @@ pub fn busybox_image(dir: &Path, page: &str) {
         &oci::PackOptions::default(),
     )
     .unwrap();
+}
+
+/// `<dir>/apps` holding [`busybox_image`]: where the tests' catalogs are built from.
+pub fn busybox_apps(dir: &Path, page: &str) -> PathBuf {
+    let apps = dir.join("apps");
+    fs::create_dir_all(&apps).unwrap();
+    busybox_image(&apps, page);
+    apps
+}
+
+/// The tests' web app `org.example.hello`: busybox httpd from `./img.oci.tar` (see
+/// [`busybox_image`]) on host `port`, healthy when `health_path` answers 200.
+#[derive(Debug, Clone, Copy)]
+pub struct HelloApp<'a> {
+    pub version: &'a str,
+    pub port: u16,
+    pub health_path: &'a str,
+    /// With a volume `data` at `/data` and a generated secret `ADMIN_TOKEN`.
+    pub with_data: bool,
+}
+
+impl<'a> HelloApp<'a> {
+    /// Version `version` on `port`, healthy at `/`, without data.
+    pub fn new(version: &'a str, port: u16) -> Self {
+        Self {
+            version,
+            port,
+            health_path: "/",
+            with_data: false,
+        }
+    }
+
+    /// The manifest, as YAML.
+    pub fn yaml(&self) -> String {
+        let Self {
+            version,
+            port,
+            health_path,
+            with_data,
+        } = self;
+        let data = match with_data {
+            true => "    volumes: [{name: data, target: /data}]\n  generated_secrets: [{name: ADMIN_TOKEN, kind: hex32}]\n",
+            false => "",
+        };
+        format!("app:\n  id: org.example.hello\n  name: Hello\n  version: {version}\n  description: {{short: hi}}\n  container:\n    image: ./img.oci.tar\n    cmd: [/bin/busybox, httpd, -f, -p, '8080', -h, /www]\n    ports: [{{host: {port}, container: 8080}}]\n{data}  health_check: {{type: http, port: 8080, path: {health_path}, interval: 1s, timeout: 1s, retries: 4}}\n")
+    }
 }
 
 /// Writes `text` as `<dir>/app.yaml`, validates it and resolves its image archive; the

@@ -11,6 +11,7 @@ use crate::cli::progress::ByteProgress;
 
 use anyhow::Context;
 use archy_node::{
+    app_identity::{self, AppOwner},
     client::ApiClient,
     config::NodeConfig,
     executor::{ProgressEvent, Stage},
@@ -60,6 +61,9 @@ fn follow(
     let accepted = api.post(path, body)?;
     if !args.json {
         eprintln!("{app_id}: accepted ({accepted})");
+        if let Some(kept) = accepted["replaced"]["kept_data"].as_str() {
+            eprintln!("{app_id}: replaces the app from {}; its data stays at {kept} (`archy app uninstall {app_id} --purge` removes it)", accepted["replaced"]["owner"]);
+        }
     }
     let deadline = Instant::now() + Duration::from_secs(args.timeout);
     let mut display = StageDisplay::new();
@@ -145,18 +149,26 @@ pub struct MarketChoice {
 pub fn install(
     id: &str,
     version: Option<String>,
+    replace: bool,
     market: &MarketChoice,
     args: &FollowArgs,
 ) -> anyhow::Result<ExitCode> {
     if id.contains('/') {
-        return install_from_market(id, version, market, args);
+        return install_from_market(id, version, replace, market, args);
     }
     follow(
         args,
         id,
         &format!("/v1/apps/{id}/install"),
-        json!({"version": version}),
+        json!({"version": version, "replace": replace}),
     )
+}
+
+/// Who holds `app_id` on this node now, if it is installed from another owner.
+fn held_by_other(api: &ApiClient, app_id: &str, owner: &AppOwner) -> Option<AppOwner> {
+    let app = api.get_json(&format!("/v1/apps/{app_id}")).ok()?;
+    let holder = AppOwner::from_dir_name(app["desired"]["owner"].as_str()?);
+    (holder != *owner).then_some(holder)
 }
 
 /// `archy app install PUBKEY/APP_ID`: resolve on the marketplace, show the trust score,
@@ -165,6 +177,7 @@ pub fn install(
 fn install_from_market(
     handle: &str,
     version: Option<String>,
+    replace: bool,
     choice: &MarketChoice,
     args: &FollowArgs,
 ) -> anyhow::Result<ExitCode> {
@@ -207,6 +220,13 @@ fn install_from_market(
     for w in &app.listing.warnings {
         eprintln!("  warning: {w}");
     }
+    // The daemon refuses an id another source holds; say so before asking.
+    let owner: AppOwner = handle.parse()?;
+    let api = ApiClient::from_data_dir(&args.data.data)?;
+    if let Some(holder) = held_by_other(&api, &app_id, &owner) {
+        app_identity::claim(&app_id, Some(&holder), &owner, replace)?;
+        eprintln!("  warning: replaces {app_id} from {holder}: that app goes (its data is kept) and this one starts with fresh data");
+    }
     if tier == archy_discovery::trust::Tier::Unverified && !choice.allow_unverified {
         anyhow::bail!("{handle} is unverified: nobody you trust vouches for it; pass --allow-unverified to install it anyway");
     }
@@ -224,7 +244,7 @@ fn install_from_market(
             return Ok(ExitCode::FAILURE);
         }
     }
-    let body = json!({"market": {"handle": app.handle(), "manifest": release.manifest, "image": release.image}});
+    let body = json!({"market": {"handle": app.handle(), "manifest": release.manifest, "image": release.image}, "replace": replace});
     follow(args, &app_id, &format!("/v1/apps/{app_id}/install"), body)
 }
 

@@ -66,6 +66,11 @@ pub enum AppCommand {
         /// Install this version instead of the latest.
         #[arg(long)]
         version: Option<String>,
+        /// If another source (the catalog or another developer) has an app with this id
+        /// installed, uninstall that one and install this with fresh data. The replaced
+        /// app's data is kept; `archy app uninstall APP_ID --purge` removes it.
+        #[arg(long)]
+        replace: bool,
         #[command(flatten)]
         market: lifecycle::MarketChoice,
         #[command(flatten)]
@@ -74,7 +79,8 @@ pub enum AppCommand {
     /// Uninstall an app: its container goes; its data stays unless --purge.
     Uninstall {
         app_id: String,
-        /// Also delete the app's data and secrets.
+        /// Also delete the app's data and secrets, and the data any app it replaced
+        /// (same id, other source) left behind.
         #[arg(long)]
         purge: bool,
         #[command(flatten)]
@@ -137,9 +143,10 @@ pub fn run(cmd: AppCommand) -> anyhow::Result<ExitCode> {
         AppCommand::Install {
             app_id,
             version,
+            replace,
             market,
             follow,
-        } => lifecycle::install(&app_id, version, &market, &follow),
+        } => lifecycle::install(&app_id, version, replace, &market, &follow),
         AppCommand::Uninstall {
             app_id,
             purge,

@@ -344,7 +344,7 @@ impl ProcessRuntime {
                 })
                 .collect(),
             readonly_root: c.readonly_root == Some(true),
-            id_start: self.ids.for_app(&m.id)?,
+            id_start: self.ids.for_app(&spec.id_block())?,
             cgroup: format!("{}.{}", self.node, m.id),
             capabilities: c.capabilities_add.clone(),
             memory_bytes: m
