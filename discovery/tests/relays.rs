@@ -606,13 +606,14 @@ async fn a_flooding_relay_is_cut_off_at_its_budget() {
     );
 }
 
-/// A relay that answers every REQ with the same valid event, `times` times, then EOSE.
-async fn start_repeating_relay(event: Event, times: usize) -> SocketAddr {
+/// A relay that answers every REQ with `events`, in order, then EOSE.
+async fn start_sending_relay(events: Vec<Event>) -> SocketAddr {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
+    let events = std::sync::Arc::new(events);
     tokio::spawn(async move {
         while let Ok((stream, _)) = listener.accept().await {
-            let event = event.clone();
+            let events = events.clone();
             tokio::spawn(async move {
                 let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
                     return;
@@ -625,9 +626,9 @@ async fn start_repeating_relay(event: Event, times: usize) -> SocketAddr {
                     if v[0] != "REQ" {
                         continue;
                     }
-                    let frame = serde_json::json!(["EVENT", v[1], event]).to_string();
-                    for _ in 0..times {
-                        if ws.send(Message::text(frame.clone())).await.is_err() {
+                    for event in events.iter() {
+                        let frame = serde_json::json!(["EVENT", v[1], event]).to_string();
+                        if ws.send(Message::text(frame)).await.is_err() {
                             return;
                         }
                     }
@@ -651,7 +652,7 @@ async fn a_relay_repeating_one_event_is_cut_off_at_the_page_limit() {
     let dev = Keys::generate();
     let event = announcements(&dev, &content("org.example.echo", "Echo", "1.0.0"), None).remove(0);
     let page = archy_discovery::client::PAGE_SIZE;
-    let relay = start_repeating_relay(event, page + 500).await;
+    let relay = start_sending_relay(vec![event; page + 500]).await;
     let mut relays = RelaySet::connect(&[format!("ws://{relay}")], TIMEOUT)
         .await
         .unwrap();
@@ -663,5 +664,32 @@ async fn a_relay_repeating_one_event_is_cut_off_at_the_page_limit() {
         matches!(report.error, Some(RelayError::OverPage { .. })),
         "{report:?}"
     );
+    relays.shutdown().await;
+}
+
+/// An event over 512 KiB (a validly signed one, so only its size is wrong) is dropped
+/// by the relay limits before it is parsed; the relay's other events still count.
+#[tokio::test]
+async fn an_event_over_512_kib_is_dropped_before_it_is_parsed() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
+    let dev = Keys::generate();
+    let big = EventBuilder::new(MARKET_KIND, "x".repeat(600 << 10))
+        .tags([
+            Tag::identifier("archy:app:org.example.big"),
+            Tag::hashtag("archy"),
+        ])
+        .sign_with_keys(&dev)
+        .unwrap();
+    assert!(big.as_json().len() > archy_discovery::client::MAX_EVENT_BYTES as usize);
+    let small =
+        announcements(&dev, &content("org.example.small", "Small", "1.0.0"), None).remove(0);
+    let relay = start_sending_relay(vec![big.clone(), small.clone()]).await;
+    let mut relays = RelaySet::connect(&[format!("ws://{relay}")], TIMEOUT)
+        .await
+        .unwrap();
+    let got = relays.fetch(Filter::new().kind(MARKET_KIND)).await;
+    let ids: Vec<EventId> = got.iter().map(|(e, _)| e.id).collect();
+    assert_eq!(ids, vec![small.id], "only the small event arrives");
+    assert!(relays.reports()[0].ok, "{:?}", relays.reports()[0]);
     relays.shutdown().await;
 }

@@ -75,7 +75,7 @@ fn an_inflated_image_size_is_refused_and_the_daemon_stays_small() {
         "nothing was saved: {status}"
     );
     assert!(
-        common::metrics(&data).contains("archy_refused_inputs_total 1"),
+        common::metrics(&data).contains("archy_refused_inputs_total{input=\"image_size\"} 1"),
         "counted"
     );
 }
@@ -264,5 +264,54 @@ fn an_app_id_held_by_the_catalog_is_not_taken_with_its_data() {
     assert!(
         !market_dir.exists() && !catalog_dir.exists(),
         "purged, both"
+    );
+}
+
+/// A source whose head never verifies (here a publish dir signed by someone other than
+/// the node's trust anchor; a hostile peer's heads go the same way) is asked on every
+/// sync. Each refusal is counted, but the source is logged once, not every 30 s.
+#[test]
+fn a_refused_head_is_counted_every_time_and_logged_once_per_source() {
+    if !common::can_run(common::needs_root().or(common::needs_process_runtime())) {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let apps = common::busybox_apps(d.path(), "refusal test");
+    fs::write(
+        apps.join("hello.yaml"),
+        common::HelloApp::new("1.0.0", 18_081).yaml(),
+    )
+    .unwrap();
+    let trusted = common::publish_signed(&apps, &d.path().join("trusted"));
+    let stranger = common::publish_signed(&apps, &d.path().join("stranger"));
+    let data = d.path().join("node");
+    let log = d.path().join("node.log");
+    let _node = common::start_node_cmd(
+        common::node_cmd(&data, "refusals", "process", None)
+            .arg("--root")
+            .arg(trusted.join("root.json"))
+            .arg("--origin-dir")
+            .arg(&stranger)
+            .stderr_to_file(&log),
+    );
+    // Every install asks for a fresh head first, so each is one more refusal.
+    for _ in 0..3 {
+        let out = common::archy_data(&data, &["app", "install", "org.example.hello"]);
+        assert!(!out.status.success(), "no catalog to install from");
+    }
+    let metrics = common::metrics(&data);
+    let count: u64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("archy_refused_inputs_total{input=\"head\"} "))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no head refusals counted:\n{metrics}"));
+    assert!(count >= 3, "every refusal counted: {count}");
+    let text = fs::read_to_string(&log).unwrap();
+    let logged = text.lines().filter(|l| l.contains("input refused")).count();
+    assert_eq!(logged, 1, "the source is logged once:\n{text}");
+    assert!(
+        text.lines()
+            .any(|l| l.contains("input refused") && l.contains(&stranger.display().to_string())),
+        "the log line names the source:\n{text}"
     );
 }

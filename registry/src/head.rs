@@ -67,6 +67,16 @@ impl HeadError {
     }
 }
 
+impl HeadError {
+    /// Each source's own failure (the members of [`HeadError::Nobody`], flattened).
+    pub fn per_source(&self) -> Vec<&HeadError> {
+        match self {
+            HeadError::Nobody(all) => all.iter().flat_map(HeadError::per_source).collect(),
+            one => vec![one],
+        }
+    }
+}
+
 fn list(errors: &[HeadError]) -> String {
     let all: Vec<String> = errors.iter().map(ToString::to_string).collect();
     all.join("; ")
@@ -101,6 +111,23 @@ pub enum HeadFault {
 }
 
 impl HeadFault {
+    /// Whether the peer sent what the protocol forbids (frames out of order, of an
+    /// unknown kind, or over their limits): a hostile input, not an outage.
+    pub fn breaks_protocol(&self) -> bool {
+        match self {
+            HeadFault::TooManyRoots
+            | HeadFault::AfterTimestamp(_)
+            | HeadFault::CatalogBeforeTimestamp
+            | HeadFault::UnknownFrame(_)
+            | HeadFault::OverLimit { .. } => true,
+            HeadFault::Connect(_)
+            | HeadFault::Stream { .. }
+            | HeadFault::Silent(_)
+            | HeadFault::NoHead
+            | HeadFault::NoCatalog => false,
+        }
+    }
+
     fn stream(what: &'static str) -> impl FnOnce(Box<dyn std::error::Error + Send + Sync>) -> Self {
         move |source| HeadFault::Stream { what, source }
     }

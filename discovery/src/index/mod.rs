@@ -51,6 +51,8 @@ pub struct Index {
     /// Newest contact list per author: (created_at, follows).
     contacts: HashMap<PublicKey, (Timestamp, BTreeSet<PublicKey>)>,
     rejections: Vec<Rejection>,
+    /// Relays whose first refused event has been logged.
+    logged_relays: HashSet<String>,
 }
 
 /// NIP-01 order for replaceable events: newer wins, ties go to the lower id.
@@ -63,8 +65,8 @@ impl Index {
         Self::default()
     }
 
-    /// Takes one event as `relay` delivered it. Refused events are recorded (and
-    /// logged) with their reason; events of no interest are ignored.
+    /// Takes one event as `relay` delivered it. Refused events are recorded with their
+    /// reason (and the first from each relay logged); events of no interest are ignored.
     pub fn ingest(&mut self, event: &Event, relay: &str) {
         let checked = check(event);
         self.apply(event, relay, checked);
@@ -110,7 +112,17 @@ impl Index {
         match checked {
             Checked::Ignored => return,
             Checked::Rejected(reason) => {
-                tracing::warn!(event = %event.id, author = %event.pubkey, relay, reason = %crate::error_chain(&reason), "refused marketplace event");
+                // A relay can send thousands of bad events: the first is logged, the
+                // rest are only recorded (`rejections`, which the CLI counts).
+                let reason_text = crate::error_chain(&reason);
+                match !self.logged_relays.insert(relay.to_string()) {
+                    false => {
+                        tracing::warn!(event = %event.id, author = %event.pubkey, relay, reason = %reason_text, "refused marketplace event (further refusals from this relay are counted, not logged)")
+                    }
+                    true => {
+                        tracing::debug!(event = %event.id, author = %event.pubkey, relay, reason = %reason_text, "refused marketplace event")
+                    }
+                }
                 self.rejections.push(Rejection {
                     event_id: event.id,
                     author: event.pubkey,

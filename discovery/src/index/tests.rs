@@ -446,3 +446,47 @@ fn key_rotation_continues_the_app_and_disputes_are_not_accepted() {
     assert!(s.disputed.contains(&old.public_key()));
     assert_eq!(idx.apps(at(NOW)).len(), 2);
 }
+
+/// A relay that sends many bad events gets one log line, not one per event; every
+/// event is still recorded.
+#[test]
+fn refused_events_are_logged_once_per_relay() {
+    use std::sync::{Arc, Mutex};
+    #[derive(Clone, Default)]
+    struct Lines(Arc<Mutex<Vec<u8>>>);
+    impl std::io::Write for Lines {
+        fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    let dev = Keys::generate();
+    let junk: Vec<Event> = (0..20)
+        .map(|i| {
+            EventBuilder::new(MARKET_KIND, "{}")
+                .tag(Tag::identifier(format!("archy:app:org.example.x{i}")))
+                .sign_with_keys(&dev)
+                .unwrap()
+        })
+        .collect();
+    let lines = Lines::default();
+    let writer = lines.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::WARN)
+        .with_ansi(false)
+        .with_writer(move || writer.clone())
+        .finish();
+    let idx = tracing::subscriber::with_default(subscriber, || {
+        let mut events: Vec<(&Event, &str)> = junk.iter().map(|e| (e, "ws://bad")).collect();
+        events.extend(junk.iter().take(3).map(|e| (e, "ws://worse")));
+        index_of(&events)
+    });
+    assert_eq!(idx.rejections().len(), 23);
+    let log = String::from_utf8(lines.0.lock().unwrap().clone()).unwrap();
+    let logged: Vec<&str> = log.lines().filter(|l| l.contains("refused")).collect();
+    assert_eq!(logged.len(), 2, "{log}");
+    assert!(logged[0].contains("ws://bad") && logged[1].contains("ws://worse"));
+}

@@ -40,7 +40,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::sync::broadcast;
 
-use super::{metrics, sync::sync_catalog, Node, ReleaseError};
+use super::{metrics, refusals, sync::sync_catalog, Node, ReleaseError};
 use crate::{
     app_identity::{self, Claim},
     policy,
@@ -247,8 +247,9 @@ async fn install(
                 );
             }
             if let Err(e) = policy::check_image_size(&m.image, node.cfg.max_image_bytes) {
-                node.metrics.refused_inputs.inc();
-                tracing::warn!(handle = %m.handle, "{e}");
+                node.metrics
+                    .refused
+                    .refuse(refusals::Input::ImageSize, &m.handle, &e);
                 return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
             }
             AppSource::Market {

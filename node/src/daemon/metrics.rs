@@ -23,8 +23,9 @@ pub(super) struct Metrics {
     pub actions: Counter,
     pub failures: Counter,
     pub verification_failures: Counter,
-    /// Inputs refused by a budget (an image size over `max_image_bytes`, ...).
-    pub refused_inputs: Counter,
+    /// Inputs refused from outside (an image size over `max_image_bytes`, a head that
+    /// does not verify), by input; each source logged once.
+    pub refused: super::refusals::Refusals,
     pub rollbacks: Counter,
     /// Image bytes fetched, by source (shared with the image source).
     pub fetched: Arc<FetchCounters>,
@@ -62,14 +63,14 @@ pub(super) async fn render(State(node): State<Arc<Node>>) -> Response {
             "Documents or images refused by verification.",
             &m.verification_failures,
         ),
-        (
-            "archy_refused_inputs",
-            "Inputs refused by a budget before anything was allocated for them.",
-            &m.refused_inputs,
-        ),
     ] {
         r.register(name, help, counter.clone());
     }
+    r.register(
+        "archy_refused_inputs",
+        "Inputs from outside refused before anything was stored for them, by input (image_size: over max_image_bytes; head: a head that did not verify or broke the protocol).",
+        m.refused.counts(),
+    );
     let served = node.swarm.node.served();
     r.register(
         "archy_served_bytes",

@@ -3,7 +3,8 @@
 //! - [`start`]: opens the data dir, the trust anchor, the runtime and the swarm, then
 //!   runs the roles below until Ctrl-C or SIGTERM.
 //! - [`api`]: the local HTTP API and its bearer-token auth.
-//! - [`metrics`]: the Prometheus exposition (`/metrics`).
+//! - [`metrics`]: the Prometheus exposition (`/metrics`); [`refusals`] counts what was
+//!   refused from outside and logs each source once.
 //! - [`sync`]: keeps the verified catalog fresh (origin, peers, DHT head servers, a
 //!   publish dir) and announces what the node holds.
 //! - [`reconcile`]: the level-triggered loop that reads the state, asks
@@ -15,6 +16,7 @@
 mod api;
 mod metrics;
 mod reconcile;
+mod refusals;
 mod start;
 mod sync;
 

@@ -9,7 +9,7 @@
 
 use std::{collections::BTreeSet, sync::Arc, time::Duration};
 
-use super::{HeldCatalog, Node, ReleaseError};
+use super::{refusals::Input, HeldCatalog, Node, ReleaseError};
 use crate::{
     app_identity::{self, AppOwner},
     executor::{self, AppTarget, ProgressEvent, Stage},
@@ -24,9 +24,22 @@ pub const RESYNC: Duration = Duration::from_secs(30);
 
 /// Syncs the catalog and reconciles every app, forever.
 pub(super) async fn run(node: Arc<Node>) {
+    // A sync that fails the same way every pass is logged once, not every 30 s.
+    let mut last_failure: Option<String> = None;
     loop {
-        if let Err(e) = super::sync::sync_catalog(&node).await {
-            tracing::warn!(error = %e, "catalog sync");
+        match super::sync::sync_catalog(&node).await {
+            Ok(()) => {
+                if last_failure.take().is_some() {
+                    tracing::info!("catalog sync works again");
+                }
+            }
+            Err(e) => {
+                let text = e.to_string();
+                if last_failure.as_ref() != Some(&text) {
+                    tracing::warn!(error = %text, "catalog sync (repeats of this failure are not logged)");
+                    last_failure = Some(text);
+                }
+            }
         }
         reconcile_all(&node).await;
         node.metrics.reconcile_passes.inc();
@@ -104,8 +117,11 @@ async fn reconcile_one(node: &Arc<Node>, id: &str) -> Outcome {
     let release = match desired_release(node, id, &record, last_good.as_ref()).await {
         Ok(r) => r,
         Err(e) => {
-            if matches!(e, ReleaseError::TooLarge(_)) {
-                node.metrics.refused_inputs.inc();
+            if let ReleaseError::TooLarge(too_large) = &e {
+                let source = record.source.owner().id_block(id);
+                node.metrics
+                    .refused
+                    .refuse(Input::ImageSize, &source, too_large);
             }
             record_failure(node, id, e.to_string(), None).await;
             return Outcome::Done;

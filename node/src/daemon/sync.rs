@@ -10,7 +10,7 @@ use std::{sync::Arc, time::Duration};
 use archy_catalog::{Limits, TrustError};
 use archy_registry::head::HeadError;
 
-use super::{HeldCatalog, Node};
+use super::{refusals::Input, HeldCatalog, Node};
 use crate::state;
 
 /// At most this many DHT-named head servers are asked in one sync.
@@ -139,6 +139,9 @@ pub(super) async fn sync_catalog(node: &Node) -> Result<(), SyncError> {
             }
         }
     }
+    for failure in &why {
+        refused_heads(node, failure);
+    }
     let Some((next, catalog, mut head, source)) = got else {
         if why.iter().any(SourceFailure::is_refusal) {
             node.metrics.verification_failures.inc();
@@ -181,6 +184,31 @@ pub(super) async fn sync_catalog(node: &Node) -> Result<(), SyncError> {
         expires,
     });
     Ok(())
+}
+
+/// Counts (and logs once per source) every head a source sent that was refused: one
+/// that did not verify, or a stream that broke the protocol's order or limits.
+fn refused_heads(node: &Node, failure: &SourceFailure) {
+    let refuse = |source: &str, reason: &dyn std::fmt::Display| {
+        node.metrics.refused.refuse(Input::Head, source, reason);
+    };
+    match failure {
+        SourceFailure::Swarm(e) | SourceFailure::HeadServers(e) => {
+            for one in e.per_source() {
+                match one {
+                    HeadError::Refused { peer, source } => refuse(peer, source),
+                    HeadError::Peer { peer, fault } if fault.breaks_protocol() => {
+                        refuse(peer, fault)
+                    }
+                    _ => {}
+                }
+            }
+        }
+        SourceFailure::PublishDirRefused { dir, source } => {
+            refuse(&dir.display().to_string(), source)
+        }
+        SourceFailure::PublishDir { .. } => {}
+    }
 }
 
 /// Seeding: every blob the node holds whole, and the head it holds, are announced in

@@ -296,14 +296,32 @@ pub fn start(args: &[String], ready: &str) -> Proc {
 /// `archy node run` on `runtime` with its origin dir `publish` (and its root.json as
 /// the trust anchor), API on a free port; waits for it to listen.
 pub fn start_node(data: &Path, name: &str, runtime: &str, publish: Option<&Path>) -> Proc {
-    let mut args: Vec<String> = ["node", "run", "--data", &data.display().to_string()]
-        .into_iter()
-        .chain(["--runtime", runtime, "--name", name, "--api", "127.0.0.1:0"])
-        .map(String::from)
-        .collect();
-    if let Some(p) = publish {
-        args.extend(["--origin-dir".into(), p.display().to_string()]);
-        args.extend(["--root".into(), p.join("root.json").display().to_string()]);
+    start_node_cmd(node_cmd(data, name, runtime, publish))
+}
+
+/// The command [`start_node`] runs, to add to (`--root`, a log file) before
+/// [`start_node_cmd`].
+pub fn node_cmd(data: &Path, name: &str, runtime: &str, publish: Option<&Path>) -> Cmd {
+    let cmd = archy_cmd(["node", "run", "--data"]).arg(data).args([
+        "--runtime",
+        runtime,
+        "--name",
+        name,
+        "--api",
+        "127.0.0.1:0",
+    ]);
+    match publish {
+        Some(p) => cmd
+            .arg("--origin-dir")
+            .arg(p)
+            .arg("--root")
+            .arg(p.join("root.json")),
+        None => cmd,
     }
-    start(&args, "archy node")
+}
+
+/// Starts a node command and waits (at most 30 s) for it to listen.
+pub fn start_node_cmd(cmd: Cmd) -> Proc {
+    cmd.background("archy", "archy node", Duration::from_secs(30))
+        .unwrap_or_else(|e| panic!("{e}"))
 }

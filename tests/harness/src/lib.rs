@@ -25,7 +25,7 @@
 use std::{
     ffi::OsStr,
     io::{BufRead, BufReader},
-    path::Path,
+    path::{Path, PathBuf},
     process::{Child, Command, ExitStatus, Output, Stdio},
     sync::mpsc,
     time::{Duration, Instant},
@@ -69,7 +69,18 @@ fn stderr_part(stderr: &str) -> String {
 pub struct Cmd {
     command: Command,
     shown: String,
-    inherit_stderr: bool,
+    stderr: StderrTo,
+}
+
+/// Where a command's stderr goes.
+#[derive(Debug)]
+enum StderrTo {
+    /// Captured by [`Cmd::output`], dropped by [`Cmd::background`].
+    Default,
+    /// Ours.
+    Inherit,
+    /// A file (created or truncated).
+    File(PathBuf),
 }
 
 impl Cmd {
@@ -82,7 +93,7 @@ impl Cmd {
         Self {
             command: Command::new(program),
             shown,
-            inherit_stderr: false,
+            stderr: StderrTo::Default,
         }
     }
 
@@ -116,8 +127,28 @@ impl Cmd {
     /// Lets its stderr through to ours (the demo shows what its steps log) instead of
     /// capturing it.
     pub fn inherit_stderr(mut self) -> Self {
-        self.inherit_stderr = true;
+        self.stderr = StderrTo::Inherit;
         self
+    }
+
+    /// Writes its stderr to `path` (what a test reads a daemon's log from).
+    pub fn stderr_to_file(mut self, path: impl Into<PathBuf>) -> Self {
+        self.stderr = StderrTo::File(path.into());
+        self
+    }
+
+    /// Where stderr goes when it is not captured.
+    fn stderr_stdio(&self) -> Result<Stdio, CmdError> {
+        Ok(match &self.stderr {
+            StderrTo::Default => Stdio::null(),
+            StderrTo::Inherit => Stdio::inherit(),
+            StderrTo::File(path) => std::fs::File::create(path)
+                .map_err(|source| CmdError::Spawn {
+                    cmd: format!("{} (stderr to {})", self.shown, path.display()),
+                    source,
+                })?
+                .into(),
+        })
     }
 
     /// The command line, as errors show it.
@@ -127,8 +158,9 @@ impl Cmd {
 
     /// Runs it to completion, whatever its exit status.
     pub fn output(mut self) -> Result<Output, CmdError> {
-        if self.inherit_stderr {
-            self.command.stderr(Stdio::inherit());
+        if !matches!(self.stderr, StderrTo::Default) {
+            let stderr = self.stderr_stdio()?;
+            self.command.stderr(stderr);
         }
         self.command.output().map_err(|source| CmdError::Spawn {
             cmd: self.shown,
@@ -166,12 +198,8 @@ impl Cmd {
         ready: &str,
         within: Duration,
     ) -> Result<Background, CmdError> {
-        self.command
-            .stdout(Stdio::piped())
-            .stderr(match self.inherit_stderr {
-                true => Stdio::inherit(),
-                false => Stdio::null(),
-            });
+        let stderr = self.stderr_stdio()?;
+        self.command.stdout(Stdio::piped()).stderr(stderr);
         let mut child = self.command.spawn().map_err(|source| CmdError::Spawn {
             cmd: self.shown.clone(),
             source,
