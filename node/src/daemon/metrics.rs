@@ -4,12 +4,20 @@
 //! served and fetched, apps by phase, the catalog's version and expiry, DHT refusals)
 //! are read at scrape time into a registry built for that scrape.
 
-use std::sync::{atomic::Ordering, Arc};
+use std::sync::{
+    atomic::{AtomicU64, Ordering},
+    Arc,
+};
 
 use axum::{extract::State, response::IntoResponse, response::Response};
 use prometheus_client::{
     encoding::text::encode,
-    metrics::{counter::ConstCounter, counter::Counter, family::Family, gauge::ConstGauge},
+    metrics::{
+        counter::ConstCounter,
+        counter::Counter,
+        family::Family,
+        gauge::{ConstGauge, Gauge},
+    },
     registry::Registry,
 };
 
@@ -27,6 +35,10 @@ pub(super) struct Metrics {
     /// does not verify), by input; each source logged once.
     pub refused: super::refusals::Refusals,
     pub rollbacks: Counter,
+    /// How long the last reconcile pass (catalog sync and every app) took, and the
+    /// longest since start, in seconds.
+    pub last_pass_seconds: Gauge<f64, AtomicU64>,
+    pub max_pass_seconds: Gauge<f64, AtomicU64>,
     /// Image bytes fetched, by source (shared with the image source).
     pub fetched: Arc<FetchCounters>,
 }
@@ -66,6 +78,16 @@ pub(super) async fn render(State(node): State<Arc<Node>>) -> Response {
     ] {
         r.register(name, help, counter.clone());
     }
+    r.register(
+        "archy_reconcile_last_pass_seconds",
+        "How long the last reconcile pass (catalog sync and every app) took.",
+        m.last_pass_seconds.clone(),
+    );
+    r.register(
+        "archy_reconcile_max_pass_seconds",
+        "The longest reconcile pass since the daemon started.",
+        m.max_pass_seconds.clone(),
+    );
     r.register(
         "archy_refused_inputs",
         "Inputs from outside refused before anything was stored for them, by input (image_size: over max_image_bytes; head: a head that did not verify or broke the protocol).",
@@ -146,5 +168,16 @@ pub(super) async fn render(State(node): State<Arc<Node>>) -> Response {
             axum::http::StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot encode metrics: {e}"),
         ),
+    }
+}
+
+impl Metrics {
+    /// Records how long one reconcile pass took.
+    pub(super) fn pass_took(&self, took: std::time::Duration) {
+        let secs = took.as_secs_f64();
+        self.last_pass_seconds.set(secs);
+        if secs > self.max_pass_seconds.get() {
+            self.max_pass_seconds.set(secs);
+        }
     }
 }

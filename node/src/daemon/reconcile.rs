@@ -27,6 +27,7 @@ pub(super) async fn run(node: Arc<Node>) {
     // A sync that fails the same way every pass is logged once, not every 30 s.
     let mut last_failure: Option<String> = None;
     loop {
+        let started = std::time::Instant::now();
         match super::sync::sync_catalog(&node).await {
             Ok(()) => {
                 if last_failure.take().is_some() {
@@ -43,6 +44,7 @@ pub(super) async fn run(node: Arc<Node>) {
         }
         reconcile_all(&node).await;
         node.metrics.reconcile_passes.inc();
+        node.metrics.pass_took(started.elapsed());
         let _ = tokio::time::timeout(RESYNC, node.wake.notified()).await;
     }
 }
