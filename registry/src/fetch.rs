@@ -101,24 +101,27 @@ pub struct FetchReport {
     pub elapsed: Duration,
 }
 
-/// No provider told a blob's size: what each one said.
-#[derive(Debug)]
-struct SizeUnknown(Vec<(PeerAddr, String)>);
+/// Why a fetch ended without the whole blob verified.
+#[derive(Debug, thiserror::Error)]
+pub enum FetchFailure {
+    /// Nobody was there to ask: no provider named, found or configured.
+    #[error("no providers")]
+    NoProviders,
+    /// No provider told the blob's size: what each one said.
+    #[error("no provider told the size: {}", list(.0))]
+    SizeUnknown(Vec<(PeerAddr, String)>),
+    /// Providers were asked and dropped: each one's reason (as in
+    /// [`FetchReport::failed_providers`]).
+    #[error("{}", list(.0))]
+    ProvidersFailed(Vec<(String, String)>),
+    /// Every provider stayed, but none had the pieces still missing.
+    #[error("no provider had the missing pieces ({verified} of {size} bytes verified)")]
+    PiecesMissing { verified: u64, size: u64 },
+}
 
-impl std::fmt::Display for SizeUnknown {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        if self.0.is_empty() {
-            return f.write_str("no providers");
-        }
-        f.write_str("no provider told the size: ")?;
-        for (i, (p, why)) in self.0.iter().enumerate() {
-            if i > 0 {
-                f.write_str("; ")?;
-            }
-            write!(f, "{p}: {why}")?;
-        }
-        Ok(())
-    }
+fn list<P: std::fmt::Display>(all: &[(P, String)]) -> String {
+    let each: Vec<String> = all.iter().map(|(p, why)| format!("{p}: {why}")).collect();
+    each.join("; ")
 }
 
 /// A fetch being set up: `node.fetch(hash).size(n).origin(a).peers(ps).run().await`.
@@ -192,7 +195,7 @@ impl<'a> Fetch<'a> {
     async fn run_inner(self) -> Result<FetchReport, SwarmError> {
         let started = Instant::now();
         let hash = self.hash;
-        let fail = |reasons: String| SwarmError::Fetch { hash, reasons };
+        let fail = |failure: FetchFailure| SwarmError::Fetch { hash, failure };
         let local = self.node.held_ranges(&hash).await?;
         let mut providers: Vec<(PeerAddr, bool)> = Vec::new();
         if let Some(o) = &self.origin {
@@ -206,10 +209,7 @@ impl<'a> Fetch<'a> {
         let size = match (self.size, local.1) {
             (Some(s), _) => s,
             (None, Some(s)) => s,
-            (None, None) => self
-                .ask_size(&providers)
-                .await
-                .map_err(|e| fail(e.to_string()))?,
+            (None, None) => self.ask_size(&providers).await.map_err(fail)?,
         };
         let missing = ChunkRanges::all().difference(&local.0);
         let seed = id_seed(&self.node.addr().id);
@@ -224,7 +224,7 @@ impl<'a> Fetch<'a> {
             });
         }
         if providers.is_empty() && self.more_peers.is_none() {
-            return Err(fail("no providers".into()));
+            return Err(fail(FetchFailure::NoProviders));
         }
         let ctx = Ctx {
             node: self.node,
@@ -318,23 +318,18 @@ impl<'a> Fetch<'a> {
             tracing::info!(elapsed = ?report.elapsed, providers = shared.names.len(), "fetched and verified");
             return Ok(report);
         }
-        let mut reasons: Vec<String> = report
-            .failed_providers
-            .iter()
-            .map(|(k, v)| format!("{k}: {v}"))
-            .collect();
-        if reasons.is_empty() {
-            reasons.push(format!(
-                "no provider had the missing pieces ({} of {size} bytes verified)",
-                status.verified
-            ));
-        }
-        Err(fail(reasons.join("; ")))
+        Err(fail(match report.failed_providers.is_empty() {
+            true => FetchFailure::PiecesMissing {
+                verified: status.verified,
+                size,
+            },
+            false => FetchFailure::ProvidersFailed(report.failed_providers.into_iter().collect()),
+        }))
     }
 
     /// The blob's size as a provider reports it (verified later with the bytes); else
     /// what each provider said.
-    async fn ask_size(&self, providers: &[(PeerAddr, bool)]) -> Result<u64, SizeUnknown> {
+    async fn ask_size(&self, providers: &[(PeerAddr, bool)]) -> Result<u64, FetchFailure> {
         let mut why = Vec::new();
         for (p, _) in providers {
             let conn = match self.node.connect(p, self.options.connect_timeout).await {
@@ -356,7 +351,10 @@ impl<'a> Fetch<'a> {
                 _ => why.push((p.clone(), "does not know the blob".to_string())),
             }
         }
-        Err(SizeUnknown(why))
+        Err(match why.is_empty() {
+            true => FetchFailure::NoProviders,
+            false => FetchFailure::SizeUnknown(why),
+        })
     }
 }
 

@@ -18,9 +18,9 @@ mod served;
 mod shutdown;
 mod swarm;
 
-pub use fetch::{Fetch, FetchOptions, FetchReport, FetchStatus};
+pub use fetch::{Fetch, FetchFailure, FetchOptions, FetchReport, FetchStatus};
 pub use node::{node_key, ConnectError, PeerAddr, SwarmError, SwarmNode, SwarmNodeBuilder};
-pub use origin::Origin;
+pub use origin::{Origin, PublishError};
 pub use served::ServedCounters;
 pub use shutdown::shutdown_signal;
 pub use swarm::{socket_of, DhtSettings, FetchPlan, Multiaddr, Swarm};

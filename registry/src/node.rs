@@ -42,12 +42,16 @@ pub enum SwarmError {
     Store(#[source] BoxError),
     #[error("bad peer address {0:?}: expected <endpoint id>@<ip:port>")]
     Addr(String),
-    #[error("could not fetch {hash}: {reasons}")]
-    Fetch { hash: ContentHash, reasons: String },
+    #[error("could not fetch {hash}: {failure}")]
+    Fetch {
+        hash: ContentHash,
+        #[source]
+        failure: crate::fetch::FetchFailure,
+    },
     /// The origin's publish dir cannot be served (unreadable, unverifiable, an image
     /// that does not match the catalog).
     #[error("publish dir: {0}")]
-    Publish(String),
+    Publish(#[source] Box<crate::origin::PublishError>),
 }
 
 /// An error of a library below, kept as the source.

@@ -16,7 +16,7 @@ use std::{
     time::Duration,
 };
 
-use archy_catalog::{head::SignedHead, Limits, TrustedState};
+use archy_catalog::{head::SignedHead, ContentHash, Limits, TrustedState};
 
 use crate::{
     head::{HeadServer, HEAD_ALPN},
@@ -35,8 +35,29 @@ pub struct Origin {
     trusted: TrustedState,
 }
 
-fn fail(reasons: String) -> SwarmError {
-    SwarmError::Publish(reasons)
+/// Why a publish dir cannot be served.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    #[error("{}: {source}", dir.display())]
+    Read {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The oldest root does not sign itself, or a document does not verify.
+    #[error("{}: {source}", path.display())]
+    Refused {
+        path: PathBuf,
+        #[source]
+        source: archy_catalog::TrustError,
+    },
+    /// An image in `blobs/` is not the one the catalog names.
+    #[error("{}: bytes hash to {got}", path.display())]
+    WrongImage { path: PathBuf, got: ContentHash },
+}
+
+fn fail(e: PublishError) -> SwarmError {
+    SwarmError::Publish(Box::new(e))
 }
 
 /// Verifies `head` as a node would, from `trusted`.
@@ -45,8 +66,14 @@ fn verify(
     trusted: &TrustedState,
     head: &SignedHead,
 ) -> Result<(TrustedState, archy_catalog::Catalog), SwarmError> {
-    archy_catalog::head::verify_head(trusted, head, chrono::Utc::now(), &Limits::default())
-        .map_err(|e| fail(format!("{}: {e}", publish.display())))
+    archy_catalog::head::verify_head(trusted, head, chrono::Utc::now(), &Limits::default()).map_err(
+        |source| {
+            fail(PublishError::Refused {
+                path: publish.to_path_buf(),
+                source,
+            })
+        },
+    )
 }
 
 impl Origin {
@@ -58,7 +85,12 @@ impl Origin {
         bind: SocketAddr,
         dht: Option<DhtSettings>,
     ) -> Result<Self, SwarmError> {
-        let head = SignedHead::read_publish_dir(publish).map_err(|e| fail(e.to_string()))?;
+        let head = SignedHead::read_publish_dir(publish).map_err(|source| {
+            fail(PublishError::Read {
+                dir: publish.to_path_buf(),
+                source,
+            })
+        })?;
         // Trust starts at the oldest root on hand, which must sign itself; the newer
         // ones are walked from it like a node does.
         let oldest = head
@@ -66,8 +98,12 @@ impl Origin {
             .first()
             .map(|(_, r)| r.as_slice())
             .unwrap_or_default();
-        let anchor = TrustedState::bootstrap(oldest, &Limits::default())
-            .map_err(|e| fail(format!("{}: {e}", publish.join("root.json").display())))?;
+        let anchor = TrustedState::bootstrap(oldest, &Limits::default()).map_err(|source| {
+            fail(PublishError::Refused {
+                path: publish.join("root.json"),
+                source,
+            })
+        })?;
         let (trusted, catalog) = verify(publish, &anchor, &head)?;
         let server = HeadServer::default();
         let swarm = Swarm::start(
@@ -102,7 +138,7 @@ impl Origin {
                     let path = self.publish.join("blobs").join(hash.to_hex());
                     let got = self.swarm.import(&path).await?;
                     if got != hash {
-                        return Err(fail(format!("{}: bytes hash to {got}", path.display())));
+                        return Err(fail(PublishError::WrongImage { path, got }));
                     }
                 } else {
                     self.swarm.announce(hash).await;
@@ -145,7 +181,12 @@ impl Origin {
                 continue;
             }
             let loaded = SignedHead::read_publish_dir(&self.publish)
-                .map_err(|e| fail(e.to_string()))
+                .map_err(|source| {
+                    fail(PublishError::Read {
+                        dir: self.publish.clone(),
+                        source,
+                    })
+                })
                 .and_then(|head| Ok((verify(&self.publish, &self.trusted, &head)?, head)));
             match loaded {
                 Ok(((next, catalog), head)) => match self.serve(head, &catalog).await {

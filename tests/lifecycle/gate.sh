@@ -155,7 +155,8 @@ for i in $(seq 1 "$iterations"); do
     sleep 1
     check "[$i] $app: reachable after restart" reachable "$app"
   done
-  secret_before=$(cat "$data/apps/org.example.notes/secrets/NOTES_ADMIN_TOKEN" 2>/dev/null)
+  secret_before=$(cat "$data/apps/catalog/org.example.notes/secrets/NOTES_ADMIN_TOKEN" 2>/dev/null)
+  check "[$i] notes: its secret is in the catalog's data dir" test -n "$secret_before"
   kill -9 "$daemon_pid"; wait "$daemon_pid" 2>/dev/null; daemon_pid=
   check "[$i] apps outlive a killed daemon" reachable hello
   check "[$i] daemon restarts" start_daemon
@@ -168,7 +169,7 @@ for i in $(seq 1 "$iterations"); do
     check "[$i] $app: runs 1.0.1" version_is "$app" 1.0.1
     check "[$i] $app: reachable after update" reachable "$app"
   done
-  check "[$i] notes: update keeps its secret" test "$(cat "$data/apps/org.example.notes/secrets/NOTES_ADMIN_TOKEN")" = "$secret_before"
+  check "[$i] notes: update keeps its secret" test "$(cat "$data/apps/catalog/org.example.notes/secrets/NOTES_ADMIN_TOKEN")" = "$secret_before"
   check "[$i] hello: unhealthy update 1.0.2 fails and rolls back" rolls_back hello 1.0.2 1.0.1
   check "[$i] hello: runs 1.0.1 again" version_is hello 1.0.1
   check "[$i] hello: reachable after rollback" reachable hello
@@ -178,11 +179,11 @@ for i in $(seq 1 "$iterations"); do
     check "[$i] $app: uninstall" a uninstall "org.example.$app"
     check "[$i] $app: no ghost" no_ghost "$app"
   done
-  check "[$i] notes: data kept after uninstall" test -f "$data/apps/org.example.notes/volumes/data/index.html"
+  check "[$i] notes: data kept after uninstall" test -f "$data/apps/catalog/org.example.notes/volumes/data/index.html"
   check "[$i] notes: reinstall" a install org.example.notes
-  check "[$i] notes: reinstall finds its secret" test "$(cat "$data/apps/org.example.notes/secrets/NOTES_ADMIN_TOKEN")" = "$secret_before"
+  check "[$i] notes: reinstall finds its secret" test "$(cat "$data/apps/catalog/org.example.notes/secrets/NOTES_ADMIN_TOKEN")" = "$secret_before"
   check "[$i] notes: purge" a uninstall org.example.notes --purge
-  check "[$i] notes: data gone after purge" test ! -e "$data/apps/org.example.notes"
+  check "[$i] notes: data gone after purge" test ! -e "$data/apps/catalog/org.example.notes"
   kill "$daemon_pid"; wait "$daemon_pid" 2>/dev/null; daemon_pid=
   # A failed iteration says enough: the next ones would only repeat it, slowly.
   [ "$failed" -eq 0 ] || break

@@ -220,15 +220,15 @@ fn install_from_market(
     for w in &app.listing.warnings {
         eprintln!("  warning: {w}");
     }
+    if tier == archy_discovery::trust::Tier::Unverified && !choice.allow_unverified {
+        anyhow::bail!("{handle} is unverified: nobody you trust vouches for it; pass --allow-unverified to install it anyway");
+    }
     // The daemon refuses an id another source holds; say so before asking.
     let owner: AppOwner = handle.parse()?;
     let api = ApiClient::from_data_dir(&args.data.data)?;
     if let Some(holder) = held_by_other(&api, &app_id, &owner) {
         app_identity::claim(&app_id, Some(&holder), &owner, replace)?;
         eprintln!("  warning: replaces {app_id} from {holder}: that app goes (its data is kept) and this one starts with fresh data");
-    }
-    if tier == archy_discovery::trust::Tier::Unverified && !choice.allow_unverified {
-        anyhow::bail!("{handle} is unverified: nobody you trust vouches for it; pass --allow-unverified to install it anyway");
     }
     if !choice.yes {
         use std::io::IsTerminal;
