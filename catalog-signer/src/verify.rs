@@ -11,7 +11,7 @@ use std::{
 use anyhow::Context;
 use archy_catalog::{
     head::{verify_in_order, HeadDocument, Verified},
-    Limits, Role, TrustError, TrustedState,
+    Defect, Limits, Role, TrustError, TrustedState,
 };
 use chrono::Utc;
 use clap::Args;
@@ -49,34 +49,31 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Report> {
         ),
         _ => None,
     };
+    // Reading is not verifying: a file that cannot be read is an error, not a refusal.
+    let roots = args
+        .roots
+        .iter()
+        .map(|r| read(r))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let timestamp = args.timestamp.as_deref().map(read).transpose()?;
+    let catalog = args.catalog.as_deref().map(read).transpose()?;
     let mut report: BTreeMap<&str, Value> = BTreeMap::new();
     let mut state_slot = remembered;
     let result = (|| -> Result<(), (PathBuf, TrustError)> {
-        let mut root_files = args.roots.iter();
+        let mut roots_to_apply = roots.iter().map(Vec::as_slice);
+        let mut root_files: Vec<&PathBuf> = args.roots.iter().collect();
         let state = match state_slot.as_mut() {
             Some(s) => s,
             None => {
-                let first = root_files.next().expect("clap requires one root");
-                let bytes = read(first).map_err(|e| (first.clone(), malformed(Role::Root, e)))?;
+                // Without remembered state, the first root is the trust anchor.
+                let first = roots_to_apply.next().unwrap_or_default();
+                let anchor = root_files.remove(0);
                 state_slot.insert(
-                    TrustedState::bootstrap(&bytes, &limits).map_err(|e| (first.clone(), e))?,
+                    TrustedState::bootstrap(first, &limits).map_err(|e| (anchor.clone(), e))?,
                 )
             }
         };
-        let root_files: Vec<&PathBuf> = root_files.collect();
-        let roots = root_files
-            .iter()
-            .map(|r| read(r).map_err(|e| ((*r).clone(), malformed(Role::Root, e))))
-            .collect::<Result<Vec<_>, _>>()?;
-        let timestamp = match &args.timestamp {
-            Some(p) => Some(read(p).map_err(|e| (p.clone(), malformed(Role::Timestamp, e)))?),
-            None => None,
-        };
-        let catalog = match &args.catalog {
-            Some(p) => Some(read(p).map_err(|e| (p.clone(), malformed(Role::Catalog, e)))?),
-            None => None,
-        };
-        let roots: Vec<&[u8]> = roots.iter().map(Vec::as_slice).collect();
+        let roots: Vec<&[u8]> = roots_to_apply.collect();
         // The same function, in the same order, as a node verifies a head.
         let verified = verify_in_order(
             state,
@@ -121,12 +118,11 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Report> {
         if let (Some(cat), Some(p)) = (verified, &args.catalog) {
             if let Some((at, problem)) = cat.check_releases().into_iter().next() {
                 report.remove("catalog");
-                let reason = format!("release {at}: {}", problem.to_string().replace('\n', ";"));
                 return Err((
                     p.clone(),
                     TrustError::Malformed {
                         role: Role::Catalog,
-                        reason,
+                        defect: Defect::Release { at, problem },
                     },
                 ));
             }
@@ -159,11 +155,4 @@ pub fn run(args: VerifyArgs) -> anyhow::Result<Report> {
             format!("FAILED {}: {e}", file.display()),
         ),
     })
-}
-
-fn malformed(role: Role, e: anyhow::Error) -> TrustError {
-    TrustError::Malformed {
-        role,
-        reason: format!("{e:#}"),
-    }
 }

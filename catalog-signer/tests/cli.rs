@@ -30,6 +30,11 @@ fn ok(dir: &Path, args: &[&str]) -> String {
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
+/// Runs a command given as words (no argument has a space) that must succeed.
+fn run(dir: &Path, words: &str) -> String {
+    ok(dir, &words.split_whitespace().collect::<Vec<_>>())
+}
+
 /// Runs a verify that must fail; returns its single stderr line.
 fn refused(dir: &Path, args: &[&str]) -> String {
     let out = signer(dir, args);
@@ -76,29 +81,7 @@ fn setup() -> (tempfile::TempDir, PathBuf) {
 "#,
     )
     .unwrap();
-    ok(
-        &d,
-        &[
-            "root",
-            "init",
-            "--root-key",
-            "keys/root1.pub",
-            "--root-key",
-            "keys/root2.pub",
-            "--root-threshold",
-            "2",
-            "--catalog-key",
-            "keys/catalog.pub",
-            "--catalog-threshold",
-            "1",
-            "--timestamp-key",
-            "keys/timestamp.pub",
-            "--expires",
-            "365d",
-            "--out",
-            "root.json",
-        ],
-    );
+    run(&d, "root init --root-key keys/root1.pub --root-key keys/root2.pub --root-threshold 2 --catalog-key keys/catalog.pub --catalog-threshold 1 --timestamp-key keys/timestamp.pub --expires 365d --out root.json");
     (tmp, d)
 }
 
@@ -133,10 +116,7 @@ fn publish(d: &Path, catalog_version: &str, ts_version: &str) {
             "timestamp.json",
         ],
     );
-    ok(
-        d,
-        &["sign", "timestamp.json", "--key", "keys/timestamp.key"],
-    );
+    run(d, "sign timestamp.json --key keys/timestamp.key");
 }
 
 const VERIFY_ALL: &[&str] = &[
@@ -191,38 +171,20 @@ fn root_below_threshold_is_named() {
 #[test]
 fn each_attack_gets_its_one_line_reason() {
     let (_t, d) = setup();
-    ok(
+    run(
         &d,
-        &[
-            "sign",
-            "root.json",
-            "--key",
-            "keys/root1.key",
-            "--key",
-            "keys/root2.key",
-        ],
+        "sign root.json --key keys/root1.key --key keys/root2.key",
     );
     publish(&d, "1", "1");
 
     // Bad signature: the catalog changed after signing (and a fresh timestamp pins it).
     let good = fs::read_to_string(d.join("catalog.json")).unwrap();
     fs::write(d.join("catalog.json"), good.replace("18080", "18081")).unwrap();
-    ok(
+    run(
         &d,
-        &[
-            "timestamp",
-            "--catalog",
-            "catalog.json",
-            "--version",
-            "2",
-            "--out",
-            "timestamp.json",
-        ],
+        "timestamp --catalog catalog.json --version 2 --out timestamp.json",
     );
-    ok(
-        &d,
-        &["sign", "timestamp.json", "--key", "keys/timestamp.key"],
-    );
+    run(&d, "sign timestamp.json --key keys/timestamp.key");
     assert!(refused(&d, VERIFY_ALL).contains("bad signature"));
 
     // Mix-and-match: a valid catalog that is not the one the timestamp pins.
@@ -235,36 +197,16 @@ fn each_attack_gets_its_one_line_reason() {
 
     // Unknown key: the catalog signed by someone else's key.
     ok(&d, &["keygen", "--out", "keys/mallory"]);
-    ok(
+    run(
         &d,
-        &[
-            "catalog",
-            "build",
-            "--apps",
-            "apps",
-            "--version",
-            "3",
-            "--out",
-            "catalog.json",
-        ],
+        "catalog build --apps apps --version 3 --out catalog.json",
     );
     ok(&d, &["sign", "catalog.json", "--key", "keys/mallory.key"]);
-    ok(
+    run(
         &d,
-        &[
-            "timestamp",
-            "--catalog",
-            "catalog.json",
-            "--version",
-            "3",
-            "--out",
-            "timestamp.json",
-        ],
+        "timestamp --catalog catalog.json --version 3 --out timestamp.json",
     );
-    ok(
-        &d,
-        &["sign", "timestamp.json", "--key", "keys/timestamp.key"],
-    );
+    run(&d, "sign timestamp.json --key keys/timestamp.key");
     assert!(refused(&d, VERIFY_ALL).contains("unknown key"));
 
     // Document too large.
@@ -275,16 +217,9 @@ fn each_attack_gets_its_one_line_reason() {
 #[test]
 fn state_remembers_versions_and_refuses_rollback() {
     let (_t, d) = setup();
-    ok(
+    run(
         &d,
-        &[
-            "sign",
-            "root.json",
-            "--key",
-            "keys/root1.key",
-            "--key",
-            "keys/root2.key",
-        ],
+        "sign root.json --key keys/root1.key --key keys/root2.key",
     );
     publish(&d, "1", "1");
     let old_cat = fs::read(d.join("catalog.json")).unwrap();
@@ -309,36 +244,16 @@ fn state_remembers_versions_and_refuses_rollback() {
 #[test]
 fn expired_timestamp_is_named() {
     let (_t, d) = setup();
-    ok(
+    run(
         &d,
-        &[
-            "sign",
-            "root.json",
-            "--key",
-            "keys/root1.key",
-            "--key",
-            "keys/root2.key",
-        ],
+        "sign root.json --key keys/root1.key --key keys/root2.key",
     );
     publish(&d, "1", "1");
-    ok(
+    run(
         &d,
-        &[
-            "timestamp",
-            "--catalog",
-            "catalog.json",
-            "--version",
-            "2",
-            "--expires",
-            "1s",
-            "--out",
-            "timestamp.json",
-        ],
+        "timestamp --catalog catalog.json --version 2 --expires 1s --out timestamp.json",
     );
-    ok(
-        &d,
-        &["sign", "timestamp.json", "--key", "keys/timestamp.key"],
-    );
+    run(&d, "sign timestamp.json --key keys/timestamp.key");
     std::thread::sleep(std::time::Duration::from_millis(1100));
     assert!(refused(&d, VERIFY_ALL).starts_with("FAILED timestamp.json: expired"));
 }
@@ -346,44 +261,16 @@ fn expired_timestamp_is_named() {
 #[test]
 fn rotation_walks_the_chain() {
     let (_t, d) = setup();
-    ok(
+    run(
         &d,
-        &[
-            "sign",
-            "root.json",
-            "--key",
-            "keys/root1.key",
-            "--key",
-            "keys/root2.key",
-        ],
+        "sign root.json --key keys/root1.key --key keys/root2.key",
     );
     ok(&d, &["keygen", "--out", "keys/root3"]);
-    ok(
-        &d,
-        &[
-            "root",
-            "rotate",
-            "--root",
-            "root.json",
-            "--root-key",
-            "keys/root2.pub",
-            "--root-key",
-            "keys/root3.pub",
-            "--out",
-            "root2.json",
-        ],
-    );
+    run(&d, "root rotate --root root.json --root-key keys/root2.pub --root-key keys/root3.pub --out root2.json");
     // Only the new keys: the old root's threshold is not met.
-    ok(
+    run(
         &d,
-        &[
-            "sign",
-            "root2.json",
-            "--key",
-            "keys/root3.key",
-            "--key",
-            "keys/root2.key",
-        ],
+        "sign root2.json --key keys/root3.key --key keys/root2.key",
     );
     let err = refused(
         &d,
@@ -391,10 +278,7 @@ fn rotation_walks_the_chain() {
     );
     assert!(err.contains("root"), "{err}");
     ok(&d, &["sign", "root2.json", "--key", "keys/root1.key"]);
-    let out = ok(
-        &d,
-        &["verify", "--root", "root.json", "--root", "root2.json"],
-    );
+    let out = run(&d, "verify --root root.json --root root2.json");
     assert!(out.contains("root v2"), "{out}");
 }
 
@@ -433,8 +317,10 @@ fn catalog_build_reports_every_bad_manifest_with_its_file() {
 }
 
 /// Runs a command with `--json`; its stdout must be exactly one JSON object with `"ok": true`.
-fn json_ok(dir: &Path, args: &[&str]) -> serde_json::Value {
-    let out = ok(dir, &[args, &["--json"]].concat());
+/// Runs a command given as words with `--json`; returns its JSON answer, which must say ok.
+fn json_run(dir: &Path, words: &str) -> serde_json::Value {
+    let args: Vec<&str> = words.split_whitespace().collect();
+    let out = ok(dir, &[&args[..], &["--json"]].concat());
     let json: serde_json::Value = serde_json::from_str(&out)
         .unwrap_or_else(|e| panic!("{args:?} --json printed no JSON object ({e}): {out}"));
     assert_eq!(json["ok"], true, "{args:?}: {json}");
@@ -445,30 +331,12 @@ fn json_ok(dir: &Path, args: &[&str]) -> serde_json::Value {
 fn every_command_answers_with_one_json_object() {
     let (_t, d) = setup();
 
-    let key = json_ok(&d, &["keygen", "--out", "keys/root3"]);
+    let key = json_run(&d, "keygen --out keys/root3");
     assert_eq!(key["keyid"].as_str().unwrap().len(), 64, "{key}");
     assert!(d.join(key["key"].as_str().unwrap()).is_file(), "{key}");
     assert!(d.join(key["pub"].as_str().unwrap()).is_file(), "{key}");
 
-    let root = json_ok(
-        &d,
-        &[
-            "root",
-            "init",
-            "--root-key",
-            "keys/root1.pub",
-            "--root-key",
-            "keys/root2.pub",
-            "--root-threshold",
-            "2",
-            "--catalog-key",
-            "keys/catalog.pub",
-            "--timestamp-key",
-            "keys/timestamp.pub",
-            "--out",
-            "root.json",
-        ],
-    );
+    let root = json_run(&d, "root init --root-key keys/root1.pub --root-key keys/root2.pub --root-threshold 2 --catalog-key keys/catalog.pub --timestamp-key keys/timestamp.pub --out root.json");
     assert_eq!(root["out"], "root.json");
     assert_eq!(root["role"], "root");
     assert_eq!(root["version"], 1);
@@ -477,16 +345,9 @@ fn every_command_answers_with_one_json_object() {
     assert_eq!(root["roles"]["root"]["keyids"].as_array().unwrap().len(), 2);
     assert!(root["expires"].is_string(), "{root}");
 
-    let signed = json_ok(
+    let signed = json_run(
         &d,
-        &[
-            "sign",
-            "root.json",
-            "--key",
-            "keys/root1.key",
-            "--key",
-            "keys/root2.key",
-        ],
+        "sign root.json --key keys/root1.key --key keys/root2.key",
     );
     assert_eq!(signed["file"], "root.json");
     assert_eq!(signed["role"], "root");
@@ -495,20 +356,9 @@ fn every_command_answers_with_one_json_object() {
     assert_eq!(signed["signed_by"].as_array().unwrap().len(), 2);
     assert_eq!(signed["expires"], root["expires"]);
 
-    let catalog = json_ok(
+    let catalog = json_run(
         &d,
-        &[
-            "catalog",
-            "build",
-            "--apps",
-            "apps",
-            "--version",
-            "4",
-            "--out",
-            "catalog.json",
-            "--blobs",
-            "blobs",
-        ],
+        "catalog build --apps apps --version 4 --out catalog.json --blobs blobs",
     );
     assert_eq!(catalog["out"], "catalog.json");
     assert_eq!(catalog["role"], "catalog");
@@ -516,23 +366,13 @@ fn every_command_answers_with_one_json_object() {
     assert_eq!(catalog["apps"], 1);
     assert_eq!(catalog["releases"][0]["id"], "org.example.hello");
     assert!(catalog["expires"].is_string(), "{catalog}");
-    let signed = json_ok(&d, &["sign", "catalog.json", "--key", "keys/catalog.key"]);
+    let signed = json_run(&d, "sign catalog.json --key keys/catalog.key");
     assert_eq!(signed["role"], "catalog");
     assert_eq!(signed["version"], 4);
 
-    let ts = json_ok(
+    let ts = json_run(
         &d,
-        &[
-            "timestamp",
-            "--catalog",
-            "catalog.json",
-            "--version",
-            "9",
-            "--expires",
-            "7d",
-            "--out",
-            "timestamp.json",
-        ],
+        "timestamp --catalog catalog.json --version 9 --expires 7d --out timestamp.json",
     );
     assert_eq!(ts["out"], "timestamp.json");
     assert_eq!(ts["role"], "timestamp");
@@ -542,33 +382,16 @@ fn every_command_answers_with_one_json_object() {
         .as_str()
         .unwrap()
         .starts_with("blake3:"));
-    let signed = json_ok(
-        &d,
-        &["sign", "timestamp.json", "--key", "keys/timestamp.key"],
-    );
+    let signed = json_run(&d, "sign timestamp.json --key keys/timestamp.key");
     assert_eq!(signed["role"], "timestamp");
     assert_eq!(signed["signed_by"][0], key_id(&d, "timestamp"));
 
-    let verified = json_ok(&d, VERIFY_ALL);
+    let verified = json_run(&d, &VERIFY_ALL.join(" "));
     assert_eq!(verified["verified"]["root"]["version"], 1);
     assert_eq!(verified["verified"]["catalog"]["version"], 4);
     assert_eq!(verified["verified"]["timestamp"]["version"], 9);
 
-    let rotated = json_ok(
-        &d,
-        &[
-            "root",
-            "rotate",
-            "--root",
-            "root.json",
-            "--root-key",
-            "keys/root3.pub",
-            "--root-threshold",
-            "1",
-            "--out",
-            "root2.json",
-        ],
-    );
+    let rotated = json_run(&d, "root rotate --root root.json --root-key keys/root3.pub --root-threshold 1 --out root2.json");
     assert_eq!(rotated["out"], "root2.json");
     assert_eq!(rotated["version"], 2);
     assert_eq!(rotated["previous_version"], 1);

@@ -19,8 +19,11 @@ pub struct ScoredApp {
 
 impl ScoredApp {
     /// `npub.../app.id`, the handle `archy market show` takes.
-    pub fn handle(&self) -> String {
-        format!("{}/{}", npub(&self.listing.developer), self.listing.app_id)
+    pub fn handle(&self) -> AppHandle {
+        AppHandle {
+            developer: self.listing.developer,
+            app_id: self.listing.app_id.clone(),
+        }
     }
 
     /// What to install: the current release, or the release `version` if it is live.
@@ -155,23 +158,59 @@ pub enum HandleError {
     BadAppId { handle: String, app_id: String },
 }
 
-/// Parses `PUBKEY/APP_ID` (npub or hex).
-pub fn parse_handle(handle: &str) -> Result<(PublicKey, String), HandleError> {
-    let (key, app_id) = handle.split_once('/').ok_or_else(|| HandleError::NoSlash {
-        handle: handle.to_string(),
-    })?;
-    let key = PublicKey::parse(key).map_err(|source| HandleError::BadKey {
-        handle: handle.to_string(),
-        key: key.to_string(),
-        source,
-    })?;
-    if !archy_catalog::manifest::is_valid_app_id(app_id) {
-        return Err(HandleError::BadAppId {
+/// A marketplace app's name: its developer's key and its app id. Written
+/// `npub1.../org.example.app` (the key may also be given in hex); two spellings of one
+/// key are one handle. Stored and sent as that string.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct AppHandle {
+    pub developer: PublicKey,
+    pub app_id: String,
+}
+
+impl std::str::FromStr for AppHandle {
+    type Err = HandleError;
+
+    fn from_str(handle: &str) -> Result<Self, HandleError> {
+        let (key, app_id) = handle.split_once('/').ok_or_else(|| HandleError::NoSlash {
             handle: handle.to_string(),
+        })?;
+        let developer = PublicKey::parse(key).map_err(|source| HandleError::BadKey {
+            handle: handle.to_string(),
+            key: key.to_string(),
+            source,
+        })?;
+        if !archy_catalog::manifest::is_valid_app_id(app_id) {
+            return Err(HandleError::BadAppId {
+                handle: handle.to_string(),
+                app_id: app_id.to_string(),
+            });
+        }
+        Ok(AppHandle {
+            developer,
             app_id: app_id.to_string(),
-        });
+        })
     }
-    Ok((key, app_id.to_string()))
+}
+
+impl TryFrom<String> for AppHandle {
+    type Error = HandleError;
+
+    fn try_from(s: String) -> Result<Self, HandleError> {
+        s.parse()
+    }
+}
+
+impl From<AppHandle> for String {
+    fn from(h: AppHandle) -> String {
+        h.to_string()
+    }
+}
+
+impl std::fmt::Display for AppHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", npub(&self.developer), self.app_id)
+    }
 }
 
 #[cfg(test)]
@@ -214,19 +253,26 @@ mod tests {
     #[test]
     fn handles_parse_with_clear_errors() {
         let k = Keys::generate().public_key();
-        let (pk, id) = parse_handle(&format!("{}/org.example.a", npub(&k))).unwrap();
-        assert_eq!((pk, id.as_str()), (k, "org.example.a"));
-        assert!(parse_handle(&format!("{}/org.example.a", k.to_hex())).is_ok());
+        let parse = |s: &str| s.parse::<AppHandle>();
+        let by_npub = format!("{}/org.example.a", npub(&k));
+        let h = parse(&by_npub).unwrap();
+        assert_eq!((h.developer, h.app_id.as_str()), (k, "org.example.a"));
+        let by_hex = parse(&format!("{}/org.example.a", k.to_hex())).unwrap();
+        assert_eq!(by_hex, h, "hex and npub spell one key");
+        assert_eq!(by_hex.to_string(), by_npub, "written with the npub");
+        let json = serde_json::to_string(&h).unwrap();
+        assert_eq!(serde_json::from_str::<AppHandle>(&json).unwrap(), h);
+        assert!(serde_json::from_str::<AppHandle>("\"org.example.a\"").is_err());
         assert!(matches!(
-            parse_handle("org.example.a"),
+            parse("org.example.a"),
             Err(HandleError::NoSlash { .. })
         ));
         assert!(matches!(
-            parse_handle("npub1xyz/org.example.a"),
+            parse("npub1xyz/org.example.a"),
             Err(HandleError::BadKey { key, .. }) if key == "npub1xyz"
         ));
         assert!(matches!(
-            parse_handle(&format!("{}/Not An Id", k.to_hex())),
+            parse(&format!("{}/Not An Id", k.to_hex())),
             Err(HandleError::BadAppId { app_id, .. }) if app_id == "Not An Id"
         ));
     }

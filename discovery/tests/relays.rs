@@ -17,10 +17,9 @@ use archy_discovery::{
     client::{sync_market, BudgetExceeded, RelayError, RelaySet, SyncOptions, SyncResult},
     trust::Tier,
 };
-use futures_util::{SinkExt, StreamExt};
+use archy_harness::hostile::event_frame;
 use nostr_relay_builder::prelude::*;
 use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::Message;
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
@@ -318,41 +317,16 @@ async fn sybil_endorsements_do_not_lift_an_app_but_a_trusted_one_does() {
 /// A relay that answers every REQ with a forged event, a validly signed event whose
 /// content is garbage, a non-JSON frame and a malformed message, then EOSE.
 async fn start_hostile_relay(forged: Event, malformed: Event) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (forged, malformed) = (forged.clone(), malformed.clone());
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    let Message::Text(text) = msg else { continue };
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-                        continue;
-                    };
-                    if v[0] != "REQ" {
-                        continue;
-                    }
-                    let sub = v[1].clone();
-                    let frames = [
-                        serde_json::json!(["EVENT", sub, forged]).to_string(),
-                        serde_json::json!(["EVENT", sub, malformed]).to_string(),
-                        "this is not json".to_string(),
-                        serde_json::json!(["EVENT", sub, {"id": "zz"}]).to_string(),
-                        serde_json::json!(["EOSE", sub]).to_string(),
-                    ];
-                    for f in frames {
-                        if ws.send(Message::text(f)).await.is_err() {
-                            return;
-                        }
-                    }
-                }
-            });
-        }
-    });
-    addr
+    archy_harness::hostile::scripted_relay(move |sub| {
+        vec![
+            event_frame(sub, &forged),
+            event_frame(sub, &malformed),
+            "this is not json".to_string(),
+            event_frame(sub, serde_json::json!({"id": "zz"})),
+        ]
+    })
+    .await
+    .unwrap()
 }
 
 #[tokio::test]
@@ -479,19 +453,7 @@ async fn paging_gets_everything_from_a_relay_that_caps_results() {
 
 /// A relay that accepts websocket connections and then never answers.
 async fn start_silent_relay() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(_)) = ws.next().await {}
-            });
-        }
-    });
-    addr
+    archy_harness::hostile::silent_relay().await.unwrap()
 }
 
 #[tokio::test]
@@ -608,39 +570,14 @@ async fn a_flooding_relay_is_cut_off_at_its_budget() {
 
 /// A relay that answers every REQ with `events`, in order, then EOSE.
 async fn start_sending_relay(events: Vec<Event>) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let events = std::sync::Arc::new(events);
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let events = events.clone();
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    let Message::Text(text) = msg else { continue };
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-                        continue;
-                    };
-                    if v[0] != "REQ" {
-                        continue;
-                    }
-                    for event in events.iter() {
-                        let frame = serde_json::json!(["EVENT", v[1], event]).to_string();
-                        if ws.send(Message::text(frame)).await.is_err() {
-                            return;
-                        }
-                    }
-                    let eose = serde_json::json!(["EOSE", v[1]]).to_string();
-                    if ws.send(Message::text(eose)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
-    addr
+    archy_harness::hostile::scripted_relay(move |sub| {
+        events
+            .iter()
+            .map(|e| event_frame(sub, e))
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap()
 }
 
 /// Duplicates cost a relay's budget nothing (the event is kept once), so a relay that

@@ -462,7 +462,7 @@ mod tests {
 
     #[test]
     fn only_failures_after_a_change_count_as_touching_the_app() {
-        let rt = || RuntimeError::Parse("podman ps".into());
+        let rt = || RuntimeError::SecretNotEnvSafe("KEY".into());
         for untouched in [
             ExecError::Inspect(rt()),
             ExecError::Load(rt()),

@@ -13,6 +13,8 @@ use std::{
 use archy_catalog::{AppManifest, ContentHash, ImageRef, TrustedState};
 use serde::{Deserialize, Serialize};
 
+use archy_discovery::market::AppHandle;
+
 use crate::app_identity::AppOwner;
 
 /// Where a desired app comes from.
@@ -23,27 +25,18 @@ pub enum AppSource {
     Catalog { version: Option<String> },
     /// A marketplace announcement, resolved at install time and kept here.
     Market {
-        handle: String,
+        handle: AppHandle,
         manifest: Box<AppManifest>,
         image: ImageRef,
     },
 }
 
 impl AppSource {
-    /// Who the app belongs to: what its data dir is namespaced by. The API accepts only
-    /// marketplace handles that parse; a record written otherwise (by hand) gets an owner
-    /// of its own, derived from the handle, so it never shares another app's data.
+    /// Who the app belongs to: what its data dir is namespaced by.
     pub fn owner(&self) -> AppOwner {
         match self {
             AppSource::Catalog { .. } => AppOwner::Catalog,
-            AppSource::Market { handle, .. } => {
-                handle.parse().unwrap_or_else(|_| AppOwner::Publisher {
-                    npub: format!(
-                        "unreadable-{}",
-                        &ContentHash::of(handle.as_bytes()).to_hex()[..16]
-                    ),
-                })
-            }
+            AppSource::Market { handle, .. } => AppOwner::from(handle),
         }
     }
 }

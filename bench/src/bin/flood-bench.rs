@@ -33,17 +33,13 @@ use archy_catalog::{
 };
 use archy_node::client::ApiClient;
 use clap::Parser;
-use futures_util::{SinkExt, StreamExt};
+use futures_util::StreamExt;
 use libp2p::{
-    kad::{self, store::MemoryStore, Mode, Quorum, Record, RecordKey},
-    noise,
-    swarm::NetworkBehaviour,
-    tcp, yamux, Multiaddr, PeerId, StreamProtocol, SwarmBuilder,
+    kad::{Quorum, Record, RecordKey},
+    Multiaddr, PeerId,
 };
 use nostr_sdk::prelude::*;
 use serde_json::json;
-use tokio::net::TcpListener;
-use tokio_tungstenite::tungstenite::Message;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -309,11 +305,6 @@ fn dht_flood(
     Ok(figures)
 }
 
-#[derive(NetworkBehaviour)]
-struct Hostile {
-    kad: kad::Behaviour<MemoryStore>,
-}
-
 /// Sends forged records and provider records to `victim` for `limit` or until `max`.
 async fn hostile_dht_peer(
     victim: Multiaddr,
@@ -322,34 +313,8 @@ async fn hostile_dht_peer(
     sent: Arc<AtomicUsize>,
 ) -> anyhow::Result<()> {
     let victim_id = archy_dht::peer_of(&victim).context("the DHT address names no peer")?;
-    let mut evil = SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )?
-        .with_behaviour(|key| {
-            let id = key.public().to_peer_id();
-            // Its own store holds what it provides: room for the whole flood.
-            let store = MemoryStore::with_config(
-                id,
-                kad::store::MemoryStoreConfig {
-                    max_provided_keys: usize::MAX,
-                    ..Default::default()
-                },
-            );
-            let mut kad = kad::Behaviour::with_config(
-                id,
-                store,
-                kad::Config::new(StreamProtocol::new(archy_dht::KAD_PROTOCOL)),
-            );
-            kad.set_mode(Some(Mode::Server));
-            Hostile { kad }
-        })?
-        .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(60)))
-        .build();
-    evil.listen_on("/ip4/127.0.0.1/tcp/0".parse()?)?;
+    let mut evil = archy_harness::hostile::kad_peer(archy_dht::KAD_PROTOCOL)
+        .map_err(|e| anyhow::anyhow!("the hostile peer: {e}"))?;
     evil.behaviour_mut().kad.add_address(&victim_id, victim);
     let deadline = tokio::time::Instant::now() + limit;
     let mut tick = tokio::time::interval(Duration::from_millis(50));
@@ -477,47 +442,23 @@ fn wait_with_peak_rss(mut child: Child) -> anyhow::Result<(Streams, i64)> {
     Ok((output, peak))
 }
 
-/// A websocket relay that answers every REQ with the next 5,000 of `events` (wrapping
-/// around), then EOSE.
+/// A relay that answers every REQ with the next 5,000 of `events` (wrapping around),
+/// then EOSE, counting what it sends in `served`.
 async fn flooding_relay(
     events: Arc<Vec<String>>,
     served: Arc<AtomicUsize>,
 ) -> anyhow::Result<SocketAddr> {
-    let listener = TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
     let cursor = Arc::new(AtomicUsize::new(0));
-    tokio::spawn(async move {
-        while let Ok((stream, _)) = listener.accept().await {
-            let (events, served, cursor) = (events.clone(), served.clone(), cursor.clone());
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(stream).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    let Message::Text(text) = msg else { continue };
-                    let Ok(v) = serde_json::from_str::<serde_json::Value>(&text) else {
-                        continue;
-                    };
-                    if v[0] != "REQ" {
-                        continue;
-                    }
-                    let sub = v[1].to_string();
-                    for _ in 0..5_000 {
-                        let i = cursor.fetch_add(1, Ordering::Relaxed) % events.len();
-                        let frame = format!("[\"EVENT\",{sub},{}]", events[i]);
-                        if ws.send(Message::text(frame)).await.is_err() {
-                            return;
-                        }
-                        served.fetch_add(1, Ordering::Relaxed);
-                    }
-                    let eose = format!("[\"EOSE\",{sub}]");
-                    if ws.send(Message::text(eose)).await.is_err() {
-                        return;
-                    }
-                }
-            });
-        }
-    });
+    let addr = archy_harness::hostile::scripted_relay(move |sub| {
+        let sub = sub.to_string();
+        let (events, served, cursor) = (events.clone(), served.clone(), cursor.clone());
+        (0..5_000).map(move |_| {
+            let i = cursor.fetch_add(1, Ordering::Relaxed) % events.len();
+            served.fetch_add(1, Ordering::Relaxed);
+            format!("[\"EVENT\",{sub},{}]", events[i])
+        })
+    })
+    .await?;
     Ok(addr)
 }
 

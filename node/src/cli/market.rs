@@ -12,7 +12,7 @@ use archy_discovery::{
     announcement::{endorsement_builder, report_builder},
     client::{sync_market, RelayReport, SyncOptions, SyncResult},
     error_chain,
-    market::{parse_handle, ScoredApp},
+    market::{AppHandle, ScoredApp},
 };
 use nostr_sdk::prelude::*;
 
@@ -32,20 +32,20 @@ pub enum MarketCommand {
     /// Show one app, given as PUBKEY/APP_ID (npub or hex key).
     Show {
         /// e.g. npub1.../org.example.notes
-        app: String,
+        app: AppHandle,
         #[command(flatten)]
         sync: SyncArgs,
     },
     /// Endorse an app (PUBKEY/APP_ID) with your key. Counts for operators who follow you.
     Endorse {
-        app: String,
+        app: AppHandle,
         #[command(flatten)]
         send: SendArgs,
     },
     /// Report an app (PUBKEY/APP_ID) with your key (NIP-56). Lowers its score and tier
     /// for operators who follow you.
     Report {
-        app: String,
+        app: AppHandle,
         /// What is wrong with it.
         #[arg(long, value_parser = ["malware", "spam", "impersonation", "illegal", "profanity", "nudity", "other"])]
         reason: String,
@@ -89,9 +89,8 @@ pub fn run(cmd: MarketCommand) -> anyhow::Result<ExitCode> {
                 Ok(ExitCode::SUCCESS)
             }
             MarketCommand::Show { app, sync } => {
-                let (developer, app_id) = parse_handle(&app)?;
                 let result = fetch(&sync).await?;
-                match result.view.resolve(&developer, &app_id) {
+                match result.view.resolve(&app.developer, &app.app_id) {
                     Some(found) => {
                         print_results(&result, &[found], sync.json);
                         Ok(ExitCode::SUCCESS)
@@ -104,9 +103,9 @@ pub fn run(cmd: MarketCommand) -> anyhow::Result<ExitCode> {
                 }
             }
             MarketCommand::Endorse { app, send: args } => {
-                let (developer, app_id) = parse_handle(&app)?;
                 let keys = super::key::load_keys(&args.key)?;
-                let event = endorsement_builder(&developer, &app_id).sign_with_keys(&keys)?;
+                let event =
+                    endorsement_builder(&app.developer, &app.app_id).sign_with_keys(&keys)?;
                 sign_off(&args, format!("endorse {app}"), event).await
             }
             MarketCommand::Report {
@@ -115,13 +114,12 @@ pub fn run(cmd: MarketCommand) -> anyhow::Result<ExitCode> {
                 text,
                 send: args,
             } => {
-                let (developer, app_id) = parse_handle(&app)?;
                 let keys = super::key::load_keys(&args.key)?;
                 let report: Report = reason
                     .parse()
                     .map_err(|_| anyhow::anyhow!("--reason {reason:?}: unknown report type"))?;
-                let event =
-                    report_builder(&developer, &app_id, report, &text).sign_with_keys(&keys)?;
+                let event = report_builder(&app.developer, &app.app_id, report, &text)
+                    .sign_with_keys(&keys)?;
                 sign_off(&args, format!("report {app} ({reason})"), event).await
             }
         }

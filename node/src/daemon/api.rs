@@ -205,6 +205,7 @@ struct InstallBody {
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct MarketInstall {
+    /// Read as text and parsed here, so a bad handle gets its own message.
     handle: String,
     manifest: archy_catalog::AppManifest,
     image: archy_catalog::ImageRef,
@@ -218,16 +219,16 @@ async fn install(
     let body = body.map(|Json(b)| b).unwrap_or_default();
     let source = match body.market {
         Some(m) => {
-            match archy_discovery::market::parse_handle(&m.handle) {
-                Ok((_, handle_id)) if handle_id == id => {}
-                Ok((_, handle_id)) => {
+            let handle = match m.handle.parse::<archy_discovery::market::AppHandle>() {
+                Ok(h) if h.app_id == id => h,
+                Ok(h) => {
                     return error(
                         StatusCode::BAD_REQUEST,
-                        format!("the handle {} names {handle_id}, not {id}", m.handle),
+                        format!("the handle {h} names {}, not {id}", h.app_id),
                     )
                 }
                 Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
-            }
+            };
             if m.manifest.id != id {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -249,11 +250,11 @@ async fn install(
             if let Err(e) = policy::check_image_size(&m.image, node.cfg.max_image_bytes) {
                 node.metrics
                     .refused
-                    .refuse(refusals::Input::ImageSize, &m.handle, &e);
+                    .refuse(refusals::Input::ImageSize, &handle.to_string(), &e);
                 return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
             }
             AppSource::Market {
-                handle: m.handle,
+                handle,
                 manifest: Box::new(m.manifest),
                 image: m.image,
             }

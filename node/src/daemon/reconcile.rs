@@ -25,7 +25,7 @@ pub const RESYNC: Duration = Duration::from_secs(30);
 /// Syncs the catalog and reconciles every app, forever.
 pub(super) async fn run(node: Arc<Node>) {
     // A sync that fails the same way every pass is logged once, not every 30 s.
-    let mut last_failure: Option<String> = None;
+    let mut last_failure: Option<Vec<super::sync::FailureMark>> = None;
     loop {
         let started = std::time::Instant::now();
         match super::sync::sync_catalog(&node).await {
@@ -35,10 +35,10 @@ pub(super) async fn run(node: Arc<Node>) {
                 }
             }
             Err(e) => {
-                let text = e.to_string();
-                if last_failure.as_ref() != Some(&text) {
-                    tracing::warn!(error = %text, "catalog sync (repeats of this failure are not logged)");
-                    last_failure = Some(text);
+                let fingerprint = e.fingerprint();
+                if last_failure.as_ref() != Some(&fingerprint) {
+                    tracing::warn!(error = %e, "catalog sync (repeats of this failure are not logged)");
+                    last_failure = Some(fingerprint);
                 }
             }
         }

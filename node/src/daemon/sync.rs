@@ -51,6 +51,55 @@ pub(super) enum SourceFailure {
     },
 }
 
+impl SyncError {
+    /// How the sync failed, without what changes from pass to pass (byte counts,
+    /// timings, wording): two failures with one fingerprint failed "the same way".
+    pub(super) fn fingerprint(&self) -> Vec<FailureMark> {
+        let kind = |e: &SyncError| std::mem::discriminant(e);
+        match self {
+            SyncError::Unavailable(all) => all
+                .iter()
+                .flat_map(|f| match f {
+                    SourceFailure::Swarm(e) | SourceFailure::HeadServers(e) => e
+                        .per_source()
+                        .into_iter()
+                        .map(|e| match e {
+                            HeadError::Peer { peer, fault } => {
+                                FailureMark::Fault(peer.clone(), std::mem::discriminant(fault))
+                            }
+                            HeadError::Refused { peer, source } => {
+                                FailureMark::Refused(peer.clone(), source.kind())
+                            }
+                            HeadError::Nobody(_) => FailureMark::Other(kind(self)),
+                        })
+                        .collect(),
+                    SourceFailure::PublishDirRefused { dir, source } => vec![FailureMark::Refused(
+                        dir.display().to_string(),
+                        source.kind(),
+                    )],
+                    SourceFailure::PublishDir { dir, source } => {
+                        vec![FailureMark::Io(dir.display().to_string(), source.kind())]
+                    }
+                })
+                .collect(),
+            other => vec![FailureMark::Other(kind(other))],
+        }
+    }
+}
+
+/// One source's failure in a [`SyncError::fingerprint`]: who failed, and the kind of
+/// failure.
+#[derive(Debug, PartialEq, Eq)]
+pub(super) enum FailureMark {
+    Fault(
+        String,
+        std::mem::Discriminant<archy_registry::head::HeadFault>,
+    ),
+    Refused(String, &'static str),
+    Io(String, std::io::ErrorKind),
+    Other(std::mem::Discriminant<SyncError>),
+}
+
 impl SourceFailure {
     /// Whether a head was had and refused by verification (counted in
     /// `archy_verification_failures_total`), not merely unavailable.
@@ -226,5 +275,47 @@ pub(super) async fn announce_held(node: Arc<Node>) {
     match swarm.announce_held().await {
         Ok(held) => tracing::debug!(blobs = held.len(), "announced held blobs"),
         Err(e) => tracing::warn!(error = %e, "cannot list held blobs to announce"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use archy_registry::head::{HeadError, HeadFault};
+
+    use super::{SourceFailure, SyncError};
+
+    fn silent_origin(after: Duration) -> SyncError {
+        SyncError::Unavailable(vec![SourceFailure::Swarm(HeadError::Nobody(vec![
+            HeadError::Peer {
+                peer: "origin".into(),
+                fault: HeadFault::Silent(after),
+            },
+        ]))])
+    }
+
+    #[test]
+    fn a_failure_is_the_same_when_only_its_details_change() {
+        let a = silent_origin(Duration::from_secs(5)).fingerprint();
+        assert_eq!(a, silent_origin(Duration::from_secs(6)).fingerprint());
+        let no_head = SyncError::Unavailable(vec![SourceFailure::Swarm(HeadError::Peer {
+            peer: "origin".into(),
+            fault: HeadFault::NoHead,
+        })]);
+        assert_ne!(a, no_head.fingerprint(), "another kind of fault");
+        let other_peer = SyncError::Unavailable(vec![SourceFailure::Swarm(HeadError::Peer {
+            peer: "peer-2".into(),
+            fault: HeadFault::Silent(Duration::from_secs(5)),
+        })]);
+        assert_ne!(a, other_peer.fingerprint(), "another source");
+        assert_ne!(
+            SyncError::NoAnchor.fingerprint(),
+            SyncError::NoSource.fingerprint()
+        );
+        assert_eq!(
+            SyncError::NoSource.fingerprint(),
+            SyncError::NoSource.fingerprint()
+        );
     }
 }

@@ -73,23 +73,28 @@ impl IdRanges {
             }
         }
         let start = idmap::allocate(&[self.pool], &taken, PER_APP).ok_or_else(|| {
-            RuntimeError::Parse(format!(
-                "no free block of {PER_APP} ids left in the pool {}..{} for app {app}",
-                self.pool.start,
-                u64::from(self.pool.start) + u64::from(self.pool.count)
-            ))
+            RuntimeError::IdPoolFull {
+                app: app.to_string(),
+                per_app: PER_APP,
+                start: self.pool.start,
+                end: u64::from(self.pool.start) + u64::from(self.pool.count),
+            }
         })?;
         table.insert(app.to_string(), start);
-        let bytes =
-            serde_json::to_vec_pretty(&table).map_err(|e| RuntimeError::Parse(e.to_string()))?;
+        let bytes = serde_json::to_vec_pretty(&table).map_err(|source| RuntimeError::Json {
+            what: self.path.display().to_string(),
+            source,
+        })?;
         archy_catalog::fsutil::write_atomic_mode(&self.path, &bytes, Some(0o600))?;
         Ok(start)
     }
 
     fn read(&self) -> Result<BTreeMap<String, u32>, RuntimeError> {
         match fs::read(&self.path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| RuntimeError::Parse(format!("{}: {e}", self.path.display()))),
+            Ok(b) => serde_json::from_slice(&b).map_err(|source| RuntimeError::Json {
+                what: self.path.display().to_string(),
+                source,
+            }),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeMap::new()),
             Err(e) => Err(e.into()),
         }
@@ -184,9 +189,7 @@ fn shift_tree(
     depth: usize,
 ) -> Result<(), RuntimeError> {
     if depth > 4096 {
-        return Err(RuntimeError::Parse(
-            "a directory tree deeper than 4096 levels".into(),
-        ));
+        return Err(RuntimeError::TreeTooDeep);
     }
     let mut subdirs = Vec::new();
     for e in rfs::Dir::read_from(dir).map_err(std::io::Error::from)? {

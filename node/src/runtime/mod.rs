@@ -60,10 +60,7 @@ impl ContainerSpec {
     pub fn require_absolute_data_dir(&self) -> Result<(), RuntimeError> {
         match self.data_dir.is_absolute() {
             true => Ok(()),
-            false => Err(RuntimeError::Parse(format!(
-                "app data dir {} must be an absolute path",
-                self.data_dir.display()
-            ))),
+            false => Err(RuntimeError::RelativeDataDir(self.data_dir.clone())),
         }
     }
 }
@@ -79,9 +76,9 @@ pub fn open_volume(
 ) -> Result<(std::os::fd::OwnedFd, PathBuf), RuntimeError> {
     use rustix::fs::{self as rfs, Mode, OFlags, ResolveFlags};
     let name = root_path.file_name().unwrap_or_default().to_string_lossy();
-    let refused = |why: String| RuntimeError::Volume {
+    let refused = |fault| RuntimeError::Volume {
         volume: name.to_string(),
-        why,
+        fault,
     };
     std::fs::create_dir_all(root_path)?;
     let beneath = ResolveFlags::BENEATH
@@ -104,11 +101,10 @@ pub fn open_volume(
         Mode::empty(),
     )
     .map_err(|e| {
-        refused(format!(
-            "{}: {}",
-            root_path.display(),
-            std::io::Error::from(e)
-        ))
+        refused(VolumeFault::Open {
+            path: root_path.to_path_buf(),
+            source: e.into(),
+        })
     })?;
     let Some(source) = source else {
         return Ok((root, root_path.to_path_buf()));
@@ -120,17 +116,14 @@ pub fn open_volume(
             std::path::Component::Normal(_) | std::path::Component::CurDir
         )
     }) {
-        return Err(refused(format!(
-            "source {source:?} must stay inside the volume"
-        )));
+        return Err(refused(VolumeFault::SourceOutside(source.to_string())));
     }
-    let symlink = |e: rustix::io::Errno| {
-        match e {
-        rustix::io::Errno::LOOP => refused(format!(
-            "source {source:?} passes through a symlink in the volume; refused (a symlink there could point anywhere on the host)"
-        )),
-        e => refused(format!("source {source:?}: {}", std::io::Error::from(e))),
-    }
+    let symlink = |e: rustix::io::Errno| match e {
+        rustix::io::Errno::LOOP => refused(VolumeFault::SourceThroughSymlink(source.to_string())),
+        e => refused(VolumeFault::Source {
+            source: source.to_string(),
+            error: e.into(),
+        }),
     };
     match open(&root, rel) {
         Ok(fd) => return Ok((fd, root_path.join(rel))),
@@ -166,6 +159,26 @@ pub fn open_volume(
     Ok((fd, root_path.join(rel)))
 }
 
+/// Why a volume (or the `source` path inside it) was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum VolumeFault {
+    #[error("{path}: {source}")]
+    Open {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("source {0:?} must stay inside the volume")]
+    SourceOutside(String),
+    #[error("source {0:?} passes through a symlink in the volume; refused (a symlink there could point anywhere on the host)")]
+    SourceThroughSymlink(String),
+    #[error("source {source:?}: {error}")]
+    Source {
+        source: String,
+        #[source]
+        error: std::io::Error,
+    },
+}
+
 /// Why a runtime operation failed.
 #[derive(Debug, thiserror::Error)]
 pub enum RuntimeError {
@@ -182,10 +195,32 @@ pub enum RuntimeError {
     },
     #[error("{0}")]
     Io(#[from] std::io::Error),
-    #[error("cannot parse runtime output: {0}")]
-    Parse(String),
-    #[error("volume {volume}: {why}")]
-    Volume { volume: String, why: String },
+    #[error("cannot read {what}: {source}")]
+    Json {
+        what: String,
+        source: serde_json::Error,
+    },
+    #[error("app data dir {0} must be an absolute path")]
+    RelativeDataDir(PathBuf),
+    #[error("secret {0} has a line break, which an env file cannot carry")]
+    SecretNotEnvSafe(String),
+    #[error(transparent)]
+    ConfigDigest(#[from] archy_catalog::oci::NotADigest),
+    #[error("no free block of {per_app} ids left in the pool {start}..{end} for app {app}")]
+    IdPoolFull {
+        app: String,
+        per_app: u32,
+        start: u32,
+        end: u64,
+    },
+    #[error("a directory tree deeper than 4096 levels")]
+    TreeTooDeep,
+    #[error("volume {volume}: {fault}")]
+    Volume {
+        volume: String,
+        #[source]
+        fault: VolumeFault,
+    },
     #[error("loaded image does not have the config digest the catalog names ({expected})")]
     DigestMismatch { expected: String },
     #[error(transparent)]

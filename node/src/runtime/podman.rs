@@ -261,9 +261,7 @@ impl SecretEnvFile {
         let mut text = String::new();
         for (k, v) in secrets {
             if v.contains(['\n', '\r', '\0']) {
-                return Err(RuntimeError::Parse(format!(
-                    "secret {k} has a line break, which an env file cannot carry"
-                )));
+                return Err(RuntimeError::SecretNotEnvSafe(k.clone()));
             }
             text.push_str(&format!("{k}={v}\n"));
         }
@@ -281,8 +279,7 @@ impl Drop for SecretEnvFile {
 
 /// The podman image id: the config digest's hex, once the digest is known to be one.
 fn image_id(image: &ImageRef) -> Result<String, RuntimeError> {
-    archy_catalog::oci::check_digest(&image.config_digest)
-        .map_err(|e| RuntimeError::Parse(e.to_string()))?;
+    archy_catalog::oci::check_digest(&image.config_digest)?;
     Ok(image.config_digest["sha256:".len()..].to_string())
 }
 
@@ -432,7 +429,10 @@ impl Runtime for Podman {
             "json".into(),
         ])?;
         let entries: Vec<PsEntry> =
-            serde_json::from_slice(&out.stdout).map_err(|e| RuntimeError::Parse(e.to_string()))?;
+            serde_json::from_slice(&out.stdout).map_err(|source| RuntimeError::Json {
+                what: "the output of `podman ps`".into(),
+                source,
+            })?;
         let mut found = Vec::new();
         for e in entries {
             let labels = e.labels.unwrap_or_default();

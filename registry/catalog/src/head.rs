@@ -213,11 +213,7 @@ pub fn verify_head(
         |_| {},
     )
     .map_err(|r| r.source)?;
-    // A catalog was given, so one is returned.
-    let catalog = catalog.ok_or(TrustError::Malformed {
-        role: crate::Role::Catalog,
-        reason: "no catalog".into(),
-    })?;
+    let catalog = catalog.expect("verify_in_order returns the catalog it was given");
     Ok((next, catalog))
 }
 

@@ -50,4 +50,4 @@ pub mod trust;
 pub use documents::{Catalog, Envelope, ImageRef, Release, Role, Root, Timestamp};
 pub use hash::ContentHash;
 pub use manifest::{AppManifest, FieldError, ManifestError};
-pub use trust::{Limits, TrustError, TrustedState};
+pub use trust::{Defect, Limits, TrustError, TrustedState};

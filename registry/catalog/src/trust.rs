@@ -16,11 +16,16 @@
 //!
 //! All functions take `now` so the logic is tested without a clock; they never do I/O.
 
+use std::sync::Arc;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::{
-    documents::{Catalog, EnvelopeRef, Role, RoleKeys, Root, Timestamp, SPEC_VERSION},
+    documents::{
+        Catalog, EnvelopeRef, InvalidCatalog, InvalidRelease, InvalidRoot, Role, RoleKeys, Root,
+        Timestamp, SPEC_VERSION,
+    },
     hash::ContentHash,
     keys::{KeyId, KeyMap},
 };
@@ -54,13 +59,53 @@ impl Limits {
     }
 }
 
+/// What makes a document malformed: its bytes are not JSON of the role's shape, or its
+/// content breaks a rule of the role.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Defect {
+    #[error(transparent)]
+    Json(#[from] JsonError),
+    #[error(transparent)]
+    Root(#[from] InvalidRoot),
+    #[error(transparent)]
+    Catalog(#[from] InvalidCatalog),
+    /// A release that a node would refuse to install (found by the publisher's deeper check).
+    #[error("release {at}: {problem}")]
+    Release { at: String, problem: InvalidRelease },
+}
+
+/// A JSON parse error, kept whole as the source and comparable by where it happened
+/// and what kind it was (`serde_json::Error` is neither `Clone` nor `Eq`).
+#[derive(Debug, Clone, thiserror::Error)]
+#[error(transparent)]
+pub struct JsonError(Arc<serde_json::Error>);
+
+impl From<serde_json::Error> for JsonError {
+    fn from(e: serde_json::Error) -> Self {
+        JsonError(Arc::new(e))
+    }
+}
+
+impl PartialEq for JsonError {
+    fn eq(&self, other: &Self) -> bool {
+        let (a, b) = (&self.0, &other.0);
+        (a.classify(), a.line(), a.column()) == (b.classify(), b.line(), b.column())
+    }
+}
+
+impl Eq for JsonError {}
+
 /// Why a document was refused. Each variant names one attack or defect.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum TrustError {
     #[error("document too large: {role} is {size} bytes, the limit is {limit}")]
     TooLarge { role: Role, size: u64, limit: u64 },
-    #[error("malformed {role}: {reason}")]
-    Malformed { role: Role, reason: String },
+    #[error("malformed {role}: {defect}")]
+    Malformed {
+        role: Role,
+        #[source]
+        defect: Defect,
+    },
     #[error("wrong document type: expected {expected}, found {found}")]
     WrongType { expected: Role, found: Role },
     #[error("unsupported spec_version {found} in {role} (this client understands {SPEC_VERSION})")]
@@ -207,11 +252,11 @@ fn parse_envelope(role: Role, bytes: &[u8], limit: u64) -> Result<EnvelopeRef<'_
     }
     let env = EnvelopeRef::parse(bytes).map_err(|e| TrustError::Malformed {
         role,
-        reason: e.to_string(),
+        defect: JsonError::from(e).into(),
     })?;
     let header = env.header().map_err(|e| TrustError::Malformed {
         role,
-        reason: e.to_string(),
+        defect: JsonError::from(e).into(),
     })?;
     if header.role != role {
         return Err(TrustError::WrongType {
@@ -228,7 +273,7 @@ fn parse_body<T: for<'de> Deserialize<'de>>(
 ) -> Result<T, TrustError> {
     env.body().map_err(|e| TrustError::Malformed {
         role,
-        reason: e.to_string(),
+        defect: JsonError::from(e).into(),
     })
 }
 
@@ -271,7 +316,7 @@ fn self_signed_root(bytes: &[u8], limits: &Limits) -> Result<VerifiedRoot, Trust
     check_spec(Role::Root, root.spec_version)?;
     root.check().map_err(|e| TrustError::Malformed {
         role: Role::Root,
-        reason: e.to_string(),
+        defect: e.into(),
     })?;
     check_threshold(Role::Root, &root.roles.root, &root.keys, &env)?;
     Ok(VerifiedRoot {
@@ -327,7 +372,7 @@ impl TrustedState {
         let env = parse_envelope(Role::Root, bytes, limits.root)?;
         let header = env.header().map_err(|e| TrustError::Malformed {
             role: Role::Root,
-            reason: e.to_string(),
+            defect: JsonError::from(e).into(),
         })?;
         if header.version < trusted.version {
             return Err(TrustError::Rollback {
@@ -485,7 +530,7 @@ impl TrustedState {
         check_expiry(Role::Catalog, catalog.version, catalog.expires, now)?;
         catalog.check().map_err(|e| TrustError::Malformed {
             role: Role::Catalog,
-            reason: e.to_string(),
+            defect: e.into(),
         })?;
         self.catalog_version = catalog.version;
         Ok(catalog)

@@ -11,16 +11,9 @@ use archy_catalog::ContentHash;
 use archy_dht::{Dht, DhtConfig, InboundLimits, KAD_PROTOCOL};
 use futures_util::StreamExt;
 use libp2p::{
-    kad::{self, store::MemoryStore, Mode, Quorum, Record, RecordKey},
-    noise,
-    swarm::NetworkBehaviour,
-    tcp, yamux, PeerId, StreamProtocol, SwarmBuilder,
+    kad::{Quorum, Record, RecordKey},
+    PeerId,
 };
-
-#[derive(NetworkBehaviour)]
-struct Evil {
-    kad: kad::Behaviour<MemoryStore>,
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flooding_peer_gets_no_forged_record_stored_and_its_providers_capped() {
@@ -33,28 +26,7 @@ async fn a_flooding_peer_gets_no_forged_record_stored_and_its_providers_capped()
     let victim = Dht::start(cfg).await.unwrap();
     let before = victim.stats().await.unwrap();
 
-    let mut evil = SwarmBuilder::with_new_identity()
-        .with_tokio()
-        .with_tcp(
-            tcp::Config::default(),
-            noise::Config::new,
-            yamux::Config::default,
-        )
-        .unwrap()
-        .with_behaviour(|key| {
-            let id = key.public().to_peer_id();
-            let mut kad = kad::Behaviour::with_config(
-                id,
-                MemoryStore::new(id),
-                kad::Config::new(StreamProtocol::new(KAD_PROTOCOL)),
-            );
-            kad.set_mode(Some(Mode::Server));
-            Evil { kad }
-        })
-        .unwrap()
-        .build();
-    evil.listen_on("/ip4/127.0.0.1/tcp/0".parse().unwrap())
-        .unwrap();
+    let mut evil = archy_harness::hostile::kad_peer(KAD_PROTOCOL).unwrap();
     evil.behaviour_mut()
         .kad
         .add_address(&victim.peer_id(), victim.listen_addrs()[0].clone());

@@ -4,7 +4,8 @@
 //! from `archy demo`: one command builder whose failures name the command and show its
 //! output, one background-process type that waits for a ready line and is killed when
 //! dropped, one way to poll for a condition with a deadline, and a watchdog that turns
-//! a test that hangs into a named failure instead of a CI run that never ends.
+//! a test that hangs into a named failure instead of a CI run that never ends; and, in
+//! [`hostile`], the hostile relay and DHT peer that attack tests and benchmarks use.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -21,6 +22,8 @@
 //! })?;
 //! # Ok(()) }
 //! ```
+
+pub mod hostile;
 
 use std::{
     ffi::OsStr,

@@ -10,6 +10,7 @@ use std::{
 use crate::cli::progress::ByteProgress;
 
 use anyhow::Context;
+use archy_discovery::market::AppHandle;
 use archy_node::{
     app_identity::{self, AppOwner},
     client::ApiClient,
@@ -154,7 +155,7 @@ pub fn install(
     args: &FollowArgs,
 ) -> anyhow::Result<ExitCode> {
     if id.contains('/') {
-        return install_from_market(id, version, replace, market, args);
+        return install_from_market(&id.parse()?, version, replace, market, args);
     }
     follow(
         args,
@@ -175,7 +176,7 @@ fn held_by_other(api: &ApiClient, app_id: &str, owner: &AppOwner) -> Option<AppO
 /// refuse "unverified" unless allowed, confirm, then hand the announcement to the daemon
 /// (which validates the manifest again and verifies the image by its hash).
 fn install_from_market(
-    handle: &str,
+    handle: &AppHandle,
     version: Option<String>,
     replace: bool,
     choice: &MarketChoice,
@@ -197,11 +198,11 @@ fn install_from_market(
         timeout: 10,
         json: false,
     };
-    let (developer, app_id) = archy_discovery::market::parse_handle(handle)?;
+    let app_id = &handle.app_id;
     let result = crate::cli::block_on(crate::cli::market::fetch(&sync))?;
     let app = result
         .view
-        .resolve(&developer, &app_id)
+        .resolve(&handle.developer, app_id)
         .with_context(|| format!("{handle}: not found on any reachable relay"))?;
     let release = app
         .release(version.as_deref())
@@ -224,10 +225,10 @@ fn install_from_market(
         anyhow::bail!("{handle} is unverified: nobody you trust vouches for it; pass --allow-unverified to install it anyway");
     }
     // The daemon refuses an id another source holds; say so before asking.
-    let owner: AppOwner = handle.parse()?;
+    let owner = AppOwner::from(handle);
     let api = ApiClient::from_data_dir(&args.data.data)?;
-    if let Some(holder) = held_by_other(&api, &app_id, &owner) {
-        app_identity::claim(&app_id, Some(&holder), &owner, replace)?;
+    if let Some(holder) = held_by_other(&api, app_id, &owner) {
+        app_identity::claim(app_id, Some(&holder), &owner, replace)?;
         eprintln!("  warning: replaces {app_id} from {holder}: that app goes (its data is kept) and this one starts with fresh data");
     }
     if !choice.yes {
@@ -245,7 +246,7 @@ fn install_from_market(
         }
     }
     let body = json!({"market": {"handle": app.handle(), "manifest": release.manifest, "image": release.image}, "replace": replace});
-    follow(args, &app_id, &format!("/v1/apps/{app_id}/install"), body)
+    follow(args, app_id, &format!("/v1/apps/{app_id}/install"), body)
 }
 
 pub fn uninstall(id: &str, purge: bool, args: &FollowArgs) -> anyhow::Result<ExitCode> {

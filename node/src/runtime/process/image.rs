@@ -33,13 +33,13 @@ use std::{
 };
 
 use archy_catalog::oci::{self, ImageInfo, Layer, LayerStream};
+
+use super::{io_at, json_at, ProcessError};
 use rustix::{
     fs::{self as rfs, AtFlags, Mode, OFlags, ResolveFlags, Timespec, Timestamps},
     io::Errno,
 };
 use serde::{Deserialize, Serialize};
-
-use super::{io_at, ProcessError};
 
 /// How much one image may unpack to. Defaults are generous for real images and stop
 /// bombs long before they hurt; `[process.unpack]` in the node config overrides them.
@@ -88,7 +88,7 @@ pub(super) fn unpack(
 ) -> Result<Unpacked, ProcessError> {
     let parent = dest
         .parent()
-        .ok_or_else(|| ProcessError::Invalid(format!("bad image dir {}", dest.display())))?;
+        .ok_or_else(|| io_at(dest)(io::Error::other("an image dir needs a parent")))?;
     super::create_private_dir(parent)?;
     let name = dest
         .file_name()
@@ -136,41 +136,90 @@ fn unpack_into(
         done: Unpacked::default(),
     };
     for layer in &info.layers {
-        let at = |message: String| ProcessError::Layer {
+        let at = |fault| ProcessError::Layer {
             layer: layer.path.clone(),
-            message,
+            fault,
         };
         let place = positions
             .get(&layer.path)
             .copied()
-            .ok_or_else(|| at("missing from the archive".into()))?;
-        apply_layer(archive, place, layer, &rootfs, &mut state).map_err(|e| at(e.0))?;
+            .ok_or_else(|| at(LayerFault::MissingFromArchive))?;
+        apply_layer(archive, place, layer, &rootfs, &mut state).map_err(at)?;
     }
-    let config = serde_json::to_vec_pretty(&info.config)
-        .map_err(|e| ProcessError::Invalid(format!("image config: {e}")))?;
     let path = tmp.join("config.json");
+    let config = serde_json::to_vec_pretty(&info.config).map_err(json_at(&path))?;
     fs::write(&path, config).map_err(io_at(&path))?;
     Ok(state.done)
 }
 
-/// Why a layer was refused: one line naming the entry and the cause.
-#[derive(Debug)]
-struct LayerError(String);
-
-impl From<io::Error> for LayerError {
-    fn from(e: io::Error) -> Self {
-        LayerError(e.to_string())
-    }
+/// Why a layer was refused: the budget or rule an entry broke, or the I/O that failed,
+/// wrapped in [`LayerFault::Entry`] with the entry's path where one is known.
+#[derive(Debug, thiserror::Error)]
+pub enum LayerFault {
+    #[error("entry {entry}: {fault}")]
+    Entry {
+        entry: String,
+        #[source]
+        fault: Box<LayerFault>,
+    },
+    #[error("whiteout {entry}: {fault}")]
+    Whiteout {
+        entry: String,
+        #[source]
+        fault: Box<LayerFault>,
+    },
+    #[error("missing from the archive")]
+    MissingFromArchive,
+    #[error("more than {0} entries (unpack budget max_entries)")]
+    TooManyEntries(u64),
+    #[error("path longer than {0} bytes (unpack budget max_path_bytes)")]
+    PathTooLong(usize),
+    #[error("absolute path in a layer")]
+    AbsolutePath,
+    #[error("'..' leaves the root")]
+    LeavesRoot,
+    #[error("deeper than {0} components (unpack budget max_depth)")]
+    TooDeep(usize),
+    #[error("whiteout of no file")]
+    WhiteoutOfNothing,
+    #[error("{0} out of range")]
+    IdOutOfRange(&'static str),
+    #[error("{0} without a target")]
+    LinkWithoutTarget(&'static str),
+    #[error("symlink target longer than the path budget (max_path_bytes)")]
+    LinkTargetTooLong,
+    #[error("hardlink to the root")]
+    HardlinkToRoot,
+    #[error("hardlink to {0}, which is not in the image")]
+    HardlinkOutside(PathBuf),
+    #[error("hardlink to {target}: {source}")]
+    Hardlink { target: PathBuf, source: io::Error },
+    #[error("{0} is not a directory (a file, or a symlink to nothing)")]
+    NotADirectory(PathBuf),
+    #[error("the rootfs is gone")]
+    RootfsGone,
+    #[error("{path}: {source}")]
+    Resolve { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Stream(#[from] oci::OciError),
+    #[error(transparent)]
+    Io(#[from] io::Error),
 }
 
-impl From<Errno> for LayerError {
+impl From<Errno> for LayerFault {
     fn from(e: Errno) -> Self {
-        LayerError(io::Error::from(e).to_string())
+        LayerFault::Io(e.into())
     }
 }
 
-fn refuse<T>(message: impl Into<String>) -> Result<T, LayerError> {
-    Err(LayerError(message.into()))
+impl LayerFault {
+    /// The fault as seen at entry `entry` (shown as the layer spells it, cut at 200 bytes).
+    fn at_entry(entry: &[u8]) -> impl FnOnce(LayerFault) -> LayerFault + '_ {
+        move |fault| LayerFault::Entry {
+            entry: String::from_utf8_lossy(&entry[..entry.len().min(200)]).into_owned(),
+            fault: Box::new(fault),
+        }
+    }
 }
 
 /// The budgets and what has been spent of them, over all layers of one image.
@@ -185,30 +234,24 @@ fn apply_layer(
     layer: &Layer,
     rootfs: &Rootfs,
     state: &mut UnpackState,
-) -> Result<(), LayerError> {
+) -> Result<(), LayerFault> {
     let left = state.limits.max_bytes.saturating_sub(state.done.bytes);
-    let mut stream = LayerStream::open(archive, at, left).map_err(|e| LayerError(e.to_string()))?;
+    let mut stream = LayerStream::open(archive, at, left)?;
     extract(&mut stream, rootfs, state)?;
-    state.done.bytes += stream
-        .finish(layer)
-        .map_err(|e| LayerError(e.to_string()))?;
+    state.done.bytes += stream.finish(layer)?;
     Ok(())
 }
 
 /// An entry's path as relative components: `None` for the archive root. Absolute paths,
 /// `..`, and paths over the length or depth budget are refused.
-fn entry_path(raw: &[u8], limits: &UnpackLimits) -> Result<Option<PathBuf>, LayerError> {
-    let shown = || String::from_utf8_lossy(&raw[..raw.len().min(200)]).into_owned();
+fn entry_path(raw: &[u8], limits: &UnpackLimits) -> Result<Option<PathBuf>, LayerFault> {
+    let refused = |fault| Err(LayerFault::at_entry(raw)(fault));
     if raw.len() > limits.max_path_bytes {
-        return refuse(format!(
-            "entry {}...: path longer than {} bytes (unpack budget max_path_bytes)",
-            shown(),
-            limits.max_path_bytes
-        ));
+        return refused(LayerFault::PathTooLong(limits.max_path_bytes));
     }
     let path = Path::new(OsStr::from_bytes(raw));
     if path.is_absolute() {
-        return refuse(format!("entry {}: absolute path in a layer", shown()));
+        return refused(LayerFault::AbsolutePath);
     }
     let mut out = PathBuf::new();
     let mut depth = 0;
@@ -220,16 +263,12 @@ fn entry_path(raw: &[u8], limits: &UnpackLimits) -> Result<Option<PathBuf>, Laye
             }
             Component::CurDir => {}
             Component::ParentDir | Component::RootDir | Component::Prefix(_) => {
-                return refuse(format!("entry {}: '..' leaves the root", shown()))
+                return refused(LayerFault::LeavesRoot)
             }
         }
     }
     if depth > limits.max_depth {
-        return refuse(format!(
-            "entry {}: deeper than {} components (unpack budget max_depth)",
-            shown(),
-            limits.max_depth
-        ));
+        return refused(LayerFault::TooDeep(limits.max_depth));
     }
     Ok((!out.as_os_str().is_empty()).then_some(out))
 }
@@ -238,7 +277,7 @@ fn extract(
     layer: &mut impl Read,
     rootfs: &Rootfs,
     state: &mut UnpackState,
-) -> Result<(), LayerError> {
+) -> Result<(), LayerFault> {
     let mut ar = tar::Archive::new(layer);
     let mut written: BTreeSet<PathBuf> = BTreeSet::new();
     let mut opaque: Vec<PathBuf> = Vec::new();
@@ -250,10 +289,7 @@ fn extract(
         let mut entry = entry?;
         state.done.entries += 1;
         if state.done.entries > state.limits.max_entries {
-            return refuse(format!(
-                "more than {} entries (unpack budget max_entries)",
-                state.limits.max_entries
-            ));
+            return Err(LayerFault::TooManyEntries(state.limits.max_entries));
         }
         let Some(rel) = entry_path(&entry.path_bytes(), &state.limits)? else {
             continue;
@@ -267,13 +303,19 @@ fn extract(
         }
         if let Some(hidden) = name_bytes.strip_prefix(b".wh.") {
             if hidden.is_empty() || hidden == b"." || hidden == b".." {
-                return refuse(format!("entry {}: whiteout of no file", rel.display()));
+                return Err(LayerFault::at_entry(rel.as_os_str().as_bytes())(
+                    LayerFault::WhiteoutOfNothing,
+                ));
             }
             // It may remove the directory the cached parent handle points into.
             parent = None;
             if let Some(fd) = rootfs.dir(&dir)? {
-                remove_at(&fd, OsStr::from_bytes(hidden))
-                    .map_err(|e| LayerError(format!("whiteout {}: {}", rel.display(), e.0)))?;
+                remove_at(&fd, OsStr::from_bytes(hidden)).map_err(|fault| {
+                    LayerFault::Whiteout {
+                        entry: rel.display().to_string(),
+                        fault: Box::new(fault),
+                    }
+                })?;
             }
             continue;
         }
@@ -282,12 +324,15 @@ fn extract(
             state.done.skipped_special += 1;
             continue;
         }
-        let at = |e: LayerError| LayerError(format!("entry {}: {}", rel.display(), e.0));
         if parent.as_ref().is_none_or(|(p, _)| *p != dir) {
-            parent = Some((dir.clone(), rootfs.dir_created(&dir).map_err(at)?));
+            let fd = rootfs
+                .dir_created(&dir)
+                .map_err(LayerFault::at_entry(rel.as_os_str().as_bytes()))?;
+            parent = Some((dir.clone(), fd));
         }
         if let Some((_, fd)) = &parent {
-            apply_entry(&mut entry, &rel, fd, &name, rootfs, state).map_err(at)?;
+            apply_entry(&mut entry, &rel, fd, &name, rootfs, state)
+                .map_err(LayerFault::at_entry(rel.as_os_str().as_bytes()))?;
         }
         written.insert(rel);
     }
@@ -307,17 +352,17 @@ fn apply_entry<R: Read>(
     name: &OsStr,
     rootfs: &Rootfs,
     state: &mut UnpackState,
-) -> Result<(), LayerError> {
+) -> Result<(), LayerFault> {
     let header = entry.header();
     let kind = header.entry_type();
     let uid = header.uid()?;
     let gid = header.gid()?;
     let owner = (
         Some(rfs::Uid::from_raw(
-            u32::try_from(uid).map_err(|_| LayerError("uid out of range".into()))?,
+            u32::try_from(uid).map_err(|_| LayerFault::IdOutOfRange("uid"))?,
         )),
         Some(rfs::Gid::from_raw(
-            u32::try_from(gid).map_err(|_| LayerError("gid out of range".into()))?,
+            u32::try_from(gid).map_err(|_| LayerFault::IdOutOfRange("gid"))?,
         )),
     );
     let mode = header.mode()?;
@@ -345,9 +390,9 @@ fn apply_entry<R: Read>(
     } else if kind.is_symlink() {
         let target = entry
             .link_name_bytes()
-            .ok_or_else(|| LayerError("symlink without a target".into()))?;
+            .ok_or(LayerFault::LinkWithoutTarget("symlink"))?;
         if target.len() > state.limits.max_path_bytes {
-            return refuse("symlink target longer than the path budget (max_path_bytes)");
+            return Err(LayerFault::LinkTargetTooLong);
         }
         remove_at(parent, name)?;
         rfs::symlinkat(OsStr::from_bytes(&target), parent, name)?;
@@ -355,29 +400,25 @@ fn apply_entry<R: Read>(
     } else if kind.is_hard_link() {
         let target = entry
             .link_name_bytes()
-            .ok_or_else(|| LayerError("hardlink without a target".into()))?;
+            .ok_or(LayerFault::LinkWithoutTarget("hardlink"))?;
         let Some(target) = entry_path(&target, &state.limits)? else {
-            return refuse("hardlink to the root");
+            return Err(LayerFault::HardlinkToRoot);
         };
         if target == rel {
             return Ok(());
         }
         let (Some(tdir), Some(tname)) = (target.parent(), target.file_name()) else {
-            return refuse("hardlink to the root");
+            return Err(LayerFault::HardlinkToRoot);
         };
         let Some(tparent) = rootfs.dir(tdir)? else {
-            return refuse(format!(
-                "hardlink to {}, which is not in the image",
-                target.display()
-            ));
+            return Err(LayerFault::HardlinkOutside(target));
         };
         remove_at(parent, name)?;
         rfs::linkat(&tparent, tname, parent, name, AtFlags::empty()).map_err(|e| {
-            LayerError(format!(
-                "hardlink to {}: {}",
-                target.display(),
-                io::Error::from(e)
-            ))
+            LayerFault::Hardlink {
+                target: target.clone(),
+                source: e.into(),
+            }
         })?;
     } else if kind.is_file() || kind == tar::EntryType::Continuous || kind.is_gnu_sparse() {
         remove_at(parent, name)?;
@@ -444,7 +485,7 @@ impl Rootfs {
     }
 
     /// The directory `rel` resolved inside the root, if there is one.
-    fn dir(&self, rel: &Path) -> Result<Option<OwnedFd>, LayerError> {
+    fn dir(&self, rel: &Path) -> Result<Option<OwnedFd>, LayerFault> {
         let path = match rel.as_os_str().is_empty() {
             true => Path::new("."),
             false => rel,
@@ -458,23 +499,20 @@ impl Rootfs {
         ) {
             Ok(fd) => Ok(Some(fd)),
             Err(Errno::NOENT) | Err(Errno::NOTDIR) => Ok(None),
-            Err(e) => Err(LayerError(format!(
-                "{}: {}",
-                rel.display(),
-                io::Error::from(e)
-            ))),
+            Err(e) => Err(LayerFault::Resolve {
+                path: rel.to_path_buf(),
+                source: e.into(),
+            }),
         }
     }
 
     /// The directory `rel`, created (0755, owned by root) where it is missing.
-    fn dir_created(&self, rel: &Path) -> Result<OwnedFd, LayerError> {
+    fn dir_created(&self, rel: &Path) -> Result<OwnedFd, LayerFault> {
         if let Some(fd) = self.dir(rel)? {
             return Ok(fd);
         }
         let mut prefix = PathBuf::new();
-        let mut current = self
-            .dir(Path::new(""))?
-            .ok_or_else(|| LayerError("the rootfs is gone".into()))?;
+        let mut current = self.dir(Path::new(""))?.ok_or(LayerFault::RootfsGone)?;
         for c in rel.components() {
             prefix.push(c);
             if let Some(fd) = self.dir(&prefix)? {
@@ -485,12 +523,9 @@ impl Rootfs {
                 Ok(()) | Err(Errno::EXIST) => {}
                 Err(e) => return Err(e.into()),
             }
-            current = self.dir(&prefix)?.ok_or_else(|| {
-                LayerError(format!(
-                    "{} is not a directory (a file, or a symlink to nothing)",
-                    prefix.display()
-                ))
-            })?;
+            current = self
+                .dir(&prefix)?
+                .ok_or_else(|| LayerFault::NotADirectory(prefix.clone()))?;
         }
         Ok(current)
     }
@@ -498,7 +533,7 @@ impl Rootfs {
 
 /// Removes `name` from the directory `dir` (recursively for a directory) without
 /// following any symlink; nothing there is fine.
-fn remove_at(dir: &OwnedFd, name: &OsStr) -> Result<(), LayerError> {
+fn remove_at(dir: &OwnedFd, name: &OsStr) -> Result<(), LayerFault> {
     match rfs::unlinkat(dir, name, AtFlags::empty()) {
         Ok(()) | Err(Errno::NOENT) => Ok(()),
         Err(Errno::ISDIR) => {
@@ -519,7 +554,7 @@ fn remove_at(dir: &OwnedFd, name: &OsStr) -> Result<(), LayerError> {
 }
 
 /// The entries of a directory (without `.` and `..`), and whether each is a directory.
-fn children(dir: &OwnedFd) -> Result<Vec<(OsString, bool)>, LayerError> {
+fn children(dir: &OwnedFd) -> Result<Vec<(OsString, bool)>, LayerFault> {
     let mut out = Vec::new();
     for e in rfs::Dir::read_from(dir)? {
         let e = e?;
@@ -540,7 +575,7 @@ fn children(dir: &OwnedFd) -> Result<Vec<(OsString, bool)>, LayerError> {
 }
 
 /// Removes what lower layers left in an opaque dir, keeping what this layer wrote.
-fn clear_lower(dir: &OwnedFd, rel: &Path, written: &BTreeSet<PathBuf>) -> Result<(), LayerError> {
+fn clear_lower(dir: &OwnedFd, rel: &Path, written: &BTreeSet<PathBuf>) -> Result<(), LayerFault> {
     for (name, is_dir) in children(dir)? {
         let child_rel = rel.join(&name);
         if !written.contains(&child_rel) {
@@ -594,7 +629,7 @@ mod tests {
         b.into_inner().expect("tar")
     }
 
-    fn extract_into(root: &Path, bytes: &[u8]) -> Result<(), LayerError> {
+    fn extract_into(root: &Path, bytes: &[u8]) -> Result<(), LayerFault> {
         let rootfs = Rootfs::open(root).expect("open rootfs");
         let mut state = UnpackState {
             limits: UnpackLimits::default(),
@@ -673,19 +708,19 @@ mod tests {
             Some(PathBuf::from("a/b"))
         );
         assert_eq!(entry_path(b"./", &limits).expect("ok"), None);
-        for (bad, why) in [
-            (&b"/etc/passwd"[..], "absolute"),
-            (b"a/../../x", "'..'"),
-            (b"a/b/c/d", "max_depth"),
-            (b"aaaaaaaaaaaaaaaaaaaaaaa", "max_path_bytes"),
-        ] {
-            let e = entry_path(bad, &limits).expect_err("refused");
-            assert!(
-                e.0.contains(why),
-                "{}: {}",
-                String::from_utf8_lossy(bad),
-                e.0
-            );
-        }
+        let refused = |bad: &[u8]| match entry_path(bad, &limits) {
+            Err(LayerFault::Entry { entry, fault }) => {
+                assert_eq!(entry.as_bytes(), bad);
+                *fault
+            }
+            other => panic!("{}: {other:?}", String::from_utf8_lossy(bad)),
+        };
+        assert!(matches!(refused(b"/etc/passwd"), LayerFault::AbsolutePath));
+        assert!(matches!(refused(b"a/../../x"), LayerFault::LeavesRoot));
+        assert!(matches!(refused(b"a/b/c/d"), LayerFault::TooDeep(3)));
+        assert!(matches!(
+            refused(b"aaaaaaaaaaaaaaaaaaaaaaa"),
+            LayerFault::PathTooLong(16)
+        ));
     }
 }

@@ -45,7 +45,7 @@ mod procfs;
 pub mod sandbox;
 mod spec;
 
-pub(crate) use error::io_at;
+pub(crate) use error::{io_at, json_at, setup};
 pub use error::{ProcessError, ProcessUnavailable};
 pub(crate) use files::{create_private_dir, lock};
 use files::{open_log, tail};
@@ -218,8 +218,7 @@ impl ProcessRuntime {
     fn read_spec(&self, app_id: &str) -> Result<AppSpec, ProcessError> {
         let path = self.app_dir(app_id)?.join("spec.json");
         match fs::read(&path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| ProcessError::Invalid(format!("{}: {e}", path.display()))),
+            Ok(b) => serde_json::from_slice(&b).map_err(json_at(&path)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                 Err(ProcessError::NoSuchApp(app_id.to_string()))
             }
@@ -261,8 +260,7 @@ impl ProcessRuntime {
         let image_dir = self.image_dir(&spec.image);
         let config_path = image_dir.join("config.json");
         let config: RuntimeConfig = match fs::read(&config_path) {
-            Ok(b) => serde_json::from_slice(&b)
-                .map_err(|e| ProcessError::Invalid(format!("{}: {e}", config_path.display())))?,
+            Ok(b) => serde_json::from_slice(&b).map_err(json_at(&config_path))?,
             Err(_) => return Err(ProcessError::ImageNotLoaded(spec.image.hash.to_string()).into()),
         };
         // Docker semantics: an entrypoint from the manifest replaces the image's command too.
@@ -353,7 +351,7 @@ impl ProcessRuntime {
                 .and_then(|r| r.memory_limit.as_deref())
                 .map(archy_catalog::manifest::parse_memory)
                 .transpose()
-                .map_err(|e| ProcessError::Invalid(format!("resources.memory_limit: {e}")))?,
+                .map_err(ProcessError::from)?,
             cpus: m.resources.as_ref().and_then(|r| r.cpu_limit),
             pids: m
                 .resources
@@ -455,8 +453,7 @@ impl Runtime for ProcessRuntime {
     /// it) after checking that its config is the one the catalog names; every layer is
     /// then checked against the config's diff_ids while it unpacks.
     fn load_image(&self, archive: &Path, image: &ImageRef) -> Result<(), RuntimeError> {
-        archy_catalog::oci::check_digest(&image.config_digest)
-            .map_err(|e| ProcessError::Invalid(e.to_string()))?;
+        archy_catalog::oci::check_digest(&image.config_digest).map_err(ProcessError::from)?;
         let info = archy_catalog::oci::inspect(archive).map_err(ProcessError::from)?;
         if info.config_digest != image.config_digest {
             return Err(RuntimeError::DigestMismatch {
@@ -495,8 +492,7 @@ impl Runtime for ProcessRuntime {
         create_private_dir(&self.root)?;
         create_private_dir(&dir)?;
         let path = dir.join("spec.json");
-        let bytes = serde_json::to_vec_pretty(&app)
-            .map_err(|e| ProcessError::Invalid(format!("spec: {e}")))?;
+        let bytes = serde_json::to_vec_pretty(&app).map_err(json_at(&path))?;
         archy_catalog::fsutil::write_atomic_mode(&path, &bytes, Some(0o600))
             .map_err(io_at(&path))?;
         Ok(())
@@ -564,7 +560,7 @@ impl Runtime for ProcessRuntime {
             ),
             // A spec an older Archy wrote, from before apps were confined: reported with a
             // manifest hash that matches nothing, so the planner recreates it confined.
-            Err(ProcessError::Invalid(_)) => match self.read_labels(app_id) {
+            Err(ProcessError::Json { .. }) => match self.read_labels(app_id) {
                 Some(labels) => (labels, false),
                 None => return Ok(None),
             },

@@ -26,7 +26,7 @@ use super::{
     root::{mount_err, prepare_root, resolve_in_root},
     USERNS_PID,
 };
-use crate::runtime::process::{io_at, ProcessError};
+use crate::runtime::process::{io_at, setup, ProcessError};
 
 pub(super) fn exec(app_dir: &Path) -> ExitCode {
     // The status pipe arrives as stdin: keep a close-on-exec copy, give the app /dev/null.
@@ -66,7 +66,7 @@ pub(super) fn run_init(
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_io()
         .build()
-        .map_err(|e| ProcessError::Invalid(format!("cannot start the init: {e}")))?;
+        .map_err(setup("cannot start the init"))?;
     let code = rt.block_on(init_loop(app, program, status))?;
     std::process::exit(code)
 }
@@ -78,9 +78,7 @@ pub(super) async fn init_loop(
     status: &mut Option<OwnedFd>,
 ) -> Result<i32, ProcessError> {
     use tokio::signal::unix::{signal as handle, SignalKind};
-    let handled = |kind| {
-        handle(kind).map_err(|e| ProcessError::Invalid(format!("cannot handle signals: {e}")))
-    };
+    let handled = |kind| handle(kind).map_err(setup("cannot handle signals"));
     let mut term = handled(SignalKind::terminate())?;
     let mut int = handled(SignalKind::interrupt())?;
     let mut hup = handled(SignalKind::hangup())?;
@@ -90,7 +88,7 @@ pub(super) async fn init_loop(
     let mut chld = handled(SignalKind::child())?;
     let child = app
         .spawn()
-        .map_err(|e| ProcessError::Invalid(format!("cannot run {program}: {e}")))?;
+        .map_err(setup(format!("cannot run {program}")))?;
     // The app runs: close the status pipe, so the supervisor reads EOF.
     drop(status.take());
     let pid = Pid::from_raw(i32::try_from(child.id()).unwrap_or(i32::MAX));
@@ -125,9 +123,7 @@ pub(super) fn exec_app(
 ) -> Result<std::convert::Infallible, ProcessError> {
     let spec = read_spec(app_dir)?;
     let merged = app_dir.join("merged");
-    let confine = |what: &'static str| {
-        move |e: archy_confine::ConfineError| ProcessError::Invalid(format!("{what}: {e}"))
-    };
+    let confine = |what: &'static str| move |source| ProcessError::Confine { step: what, source };
     // Into the app's cgroup first: everything the app starts is counted from here on.
     archy_confine::cgroup::Hierarchy::detect()
         .and_then(|h| archy_confine::cgroup::AppCgroup::open(&h, &spec.cgroup))
@@ -136,7 +132,7 @@ pub(super) fn exec_app(
     let userns = std::env::var(USERNS_PID)
         .ok()
         .and_then(|p| p.parse::<u32>().ok())
-        .ok_or_else(|| ProcessError::Invalid(format!("{USERNS_PID} is not set")))
+        .ok_or(ProcessError::MissingEnv(USERNS_PID))
         .and_then(|pid| {
             let path = PathBuf::from(format!("/proc/{pid}/ns/user"));
             fs::File::open(&path).map_err(io_at(&path))
@@ -151,8 +147,7 @@ pub(super) fn exec_app(
         }
     }
     // A mount namespace of its own, so pivoting the root does not move the supervisor's.
-    unshare(CloneFlags::CLONE_NEWNS)
-        .map_err(|e| ProcessError::Invalid(format!("cannot create a mount namespace: {e}")))?;
+    unshare(CloneFlags::CLONE_NEWNS).map_err(setup("cannot create a mount namespace"))?;
     const NONE: Option<&str> = None;
     mount(NONE, "/", NONE, MsFlags::MS_REC | MsFlags::MS_PRIVATE, NONE)
         .map_err(mount_err("private propagation", Path::new("/")))?;
@@ -169,16 +164,15 @@ pub(super) fn exec_app(
     archy_confine::procfs::mask(&merged).map_err(confine("masking /proc"))?;
     // pivot_root, and the host's tree unmounted: no path leads back to it.
     nix::unistd::chdir(&merged)?;
-    nix::unistd::pivot_root(".", ".")
-        .map_err(|e| ProcessError::Invalid(format!("pivot_root into the app's root: {e}")))?;
+    nix::unistd::pivot_root(".", ".").map_err(setup("pivot_root into the app's root"))?;
     nix::mount::umount2(".", nix::mount::MntFlags::MNT_DETACH)
-        .map_err(|e| ProcessError::Invalid(format!("unmounting the host's root: {e}")))?;
+        .map_err(setup("unmounting the host's root"))?;
     nix::unistd::chdir("/")?;
     let user = resolve_user(spec.user.as_deref())?;
     // Root of the app's own user namespace from here: host ids id_start.. and no
     // capability over the host, its mounts, devices or network.
     nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER)
-        .map_err(|e| ProcessError::Invalid(format!("joining the app's user namespace: {e}")))?;
+        .map_err(setup("joining the app's user namespace"))?;
     drop(userns);
     nix::unistd::setgroups(&[])?;
     let root = (Uid::from_raw(0), Gid::from_raw(0));
@@ -188,10 +182,7 @@ pub(super) fn exec_app(
     if fs::create_dir_all(&spec.workdir).is_err()
         || nix::unistd::chdir(spec.workdir.as_str()).is_err()
     {
-        return Err(ProcessError::Invalid(format!(
-            "cannot use working dir {}",
-            spec.workdir
-        )));
+        return Err(ProcessError::WorkDir(spec.workdir.clone()));
     }
     // The bounding set shrinks while this process may still shrink it; a user switch
     // then clears the rest, as it does for a non-root user in podman.
@@ -245,9 +236,7 @@ pub(super) fn resolve_user(user: Option<&str>) -> Result<Option<User>, ProcessEr
         .parse::<u32>()
         .ok()
         .or(entry.as_ref().and_then(|e| e.0))
-        .ok_or_else(|| {
-            ProcessError::Invalid(format!("user {u:?} is not in the image's /etc/passwd"))
-        })?;
+        .ok_or_else(|| ProcessError::UnknownUser(u.to_string()))?;
     let gid = match g {
         Some(g) => match g.parse::<u32>() {
             Ok(n) => n,
@@ -258,9 +247,7 @@ pub(super) fn resolve_user(user: Option<&str>) -> Result<Option<User>, ProcessEr
                     let f: Vec<&str> = l.split(':').collect();
                     (f.len() >= 3 && f[0] == g).then(|| f[2].parse::<u32>().ok())?
                 })
-                .ok_or_else(|| {
-                    ProcessError::Invalid(format!("group {g:?} is not in the image's /etc/group"))
-                })?,
+                .ok_or_else(|| ProcessError::UnknownGroup(g.to_string()))?,
         },
         None => entry.as_ref().and_then(|e| e.1).unwrap_or(0),
     };

@@ -44,7 +44,9 @@ use nix::{
     unistd::Pid,
 };
 
-use crate::runtime::process::{io_at, proc_state, AppSpec, PidRecord, ProcState, ProcessError};
+use crate::runtime::process::{
+    io_at, json_at, proc_state, setup, AppSpec, PidRecord, ProcState, ProcessError,
+};
 use archy_catalog::manifest::Protocol;
 
 mod init;
@@ -114,10 +116,10 @@ impl UserNs {
         if line.trim() != "ready" {
             let _ = holder.kill();
             let _ = holder.wait();
-            return Err(ProcessError::Invalid(format!(
-                "user namespace: {}",
-                line.trim().trim_start_matches("error: ")
-            )));
+            return Err(ProcessError::HelperReported {
+                step: "user namespace",
+                message: line.trim().trim_start_matches("error: ").to_string(),
+            });
         }
         let range = archy_confine::idmap::IdRange {
             start,
@@ -128,7 +130,10 @@ impl UserNs {
             Err(e) => {
                 let _ = holder.kill();
                 let _ = holder.wait();
-                Err(ProcessError::Invalid(e.to_string()))
+                Err(ProcessError::Confine {
+                    step: "user namespace id maps",
+                    source: e,
+                })
             }
         }
     }
@@ -144,8 +149,7 @@ impl Drop for UserNs {
 fn read_spec(app_dir: &Path) -> Result<AppSpec, ProcessError> {
     let path = app_dir.join("spec.json");
     let bytes = fs::read(&path).map_err(io_at(&path))?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ProcessError::Invalid(format!("{}: {e}", path.display())))
+    serde_json::from_slice(&bytes).map_err(json_at(&path))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -189,16 +193,15 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
         &app_dir.join("lock"),
         nix::fcntl::FlockArg::LockExclusiveNonblock,
     )
-    .map_err(|_| ProcessError::Invalid("the app already has a running supervisor".into()))?;
+    .map_err(|_| ProcessError::SupervisorRunning)?;
     let spec = read_spec(&app_dir)?;
     let mut sockets = Vec::new();
     for p in &spec.ports {
         let s = match p.protocol {
             Protocol::Tcp => HostSocket::Tcp(bind_tcp(p.host)?, p.container),
             Protocol::Udp => HostSocket::Udp(
-                std::net::UdpSocket::bind(p.host).map_err(|e| {
-                    ProcessError::Invalid(format!("cannot bind udp {}: {e}", p.host))
-                })?,
+                std::net::UdpSocket::bind(p.host)
+                    .map_err(setup(format!("cannot bind udp {}", p.host)))?,
                 p.container,
             ),
         };
@@ -208,7 +211,10 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
     let userns = UserNs::create(spec.id_start)?;
     let cgroup = archy_confine::cgroup::Hierarchy::detect()
         .and_then(|h| archy_confine::cgroup::AppCgroup::create(&h, &spec.cgroup, &spec.limits()))
-        .map_err(|e| ProcessError::Invalid(format!("cgroup: {e}")))?;
+        .map_err(|source| ProcessError::Confine {
+            step: "cgroup",
+            source,
+        })?;
     // No mount namespace for the supervisor: the exec helper makes its own, mounts the
     // app's root there and pivots into it, leaving no copy of the host's mounts behind
     // (a copy would keep them busy, e.g. podman's per-container shm mounts).
@@ -218,8 +224,8 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
             | CloneFlags::CLONE_NEWUTS
             | CloneFlags::CLONE_NEWIPC,
     )
-    .map_err(|e| ProcessError::Invalid(format!("cannot create namespaces: {e}")))?;
-    loopback_up().map_err(|e| ProcessError::Invalid(format!("cannot bring lo up: {e}")))?;
+    .map_err(setup("cannot create namespaces"))?;
+    loopback_up().map_err(setup("cannot bring lo up"))?;
     nix::unistd::sethostname(&spec.hostname)?;
 
     // The exec helper reports a failure before its exec through this pipe; a successful
@@ -252,7 +258,10 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
         let _ = cgroup.remove();
         let _ = child.kill();
         let _ = child.wait();
-        return Err(ProcessError::Invalid(message));
+        return Err(ProcessError::HelperReported {
+            step: "the app's init",
+            message,
+        });
     }
     let app_pid = child.id();
     let start = |pid: u32| match proc_state(pid) {
@@ -267,7 +276,7 @@ fn prepare(app_dir: &Path) -> Result<Started, ProcessError> {
         app_start_time: start(app_pid),
     };
     let path = app_dir.join("pid");
-    let bytes = serde_json::to_vec(&record).map_err(|e| ProcessError::Invalid(e.to_string()))?;
+    let bytes = serde_json::to_vec(&record).map_err(json_at(&path))?;
     archy_catalog::fsutil::write_atomic_mode(&path, &bytes, Some(0o600)).map_err(io_at(&path))?;
     Ok(Started {
         _lock: lock,

@@ -12,7 +12,7 @@ use std::{
 
 use nix::sys::socket::{self, sockopt, AddressFamily, SockFlag, SockType, SockaddrStorage};
 
-use crate::runtime::process::ProcessError;
+use crate::runtime::process::{setup, ProcessError};
 
 /// A published port's host side, bound before leaving the host's network namespace.
 pub(super) enum HostSocket {
@@ -29,7 +29,7 @@ pub(super) fn bind_tcp(addr: SocketAddr) -> Result<OwnedFd, ProcessError> {
     let fd = socket::socket(family, SockType::Stream, SockFlag::SOCK_CLOEXEC, None)?;
     socket::setsockopt(&fd, sockopt::ReuseAddr, &true)?;
     socket::bind(fd.as_raw_fd(), &SockaddrStorage::from(addr))
-        .map_err(|e| ProcessError::Invalid(format!("cannot bind tcp {addr}: {e}")))?;
+        .map_err(setup(format!("cannot bind tcp {addr}")))?;
     Ok(fd)
 }
 

@@ -12,12 +12,10 @@ use std::{
 
 use nix::mount::{mount, MsFlags};
 
-use crate::runtime::process::{io_at, AppSpec, ProcessError};
+use crate::runtime::process::{io_at, setup, AppSpec, ProcessError};
 
 pub(super) fn mount_err(what: &str, target: &Path) -> impl FnOnce(nix::Error) -> ProcessError {
-    let what = what.to_string();
-    let target = target.to_path_buf();
-    move |e| ProcessError::Invalid(format!("cannot mount {what} on {}: {e}", target.display()))
+    setup(format!("cannot mount {what} on {}", target.display()))
 }
 
 /// A 64 MiB tmpfs on `target`.
@@ -50,20 +48,18 @@ pub(super) fn prepare_root(
     }
     // What the app writes is owned by its block of host ids (root in the app is
     // `id_start` on the host), and so are its volumes and secrets.
-    let owned = |e: crate::runtime::RuntimeError| ProcessError::Invalid(e.to_string());
+    let owned = |e| ProcessError::Host(Box::new(e));
     crate::runtime::ids::give_to_block(&upper, spec.id_start).map_err(owned)?;
     // The image, shared by every app that uses it, is shown to this app's namespace
     // through an idmapped mount (nosuid, nodev): its root-owned files are the app's root's.
     archy_confine::idmap::idmapped_mount(&spec.rootfs, &lower, std::os::fd::AsFd::as_fd(userns))
-        .map_err(|e| {
-            ProcessError::Invalid(format!("the image for the app's user namespace: {e}"))
+        .map_err(|source| ProcessError::Confine {
+            step: "the image for the app's user namespace",
+            source,
         })?;
     for p in [&lower, &upper, &work] {
-        let s = p.to_string_lossy();
-        if s.contains([',', ':', '\\']) {
-            return Err(ProcessError::Invalid(format!(
-                "{s}: overlayfs cannot take paths with ',', ':' or '\\'; use another data dir"
-            )));
+        if p.to_string_lossy().contains([',', ':', '\\']) {
+            return Err(ProcessError::OverlayPath(p.to_path_buf()));
         }
     }
     let options = format!(
@@ -134,8 +130,8 @@ pub(super) fn prepare_root(
     for m in &spec.mounts {
         // The volume (and its `source`) resolved again now, without symlinks, and bound
         // from the opened handle, so what is mounted is what was checked.
-        let (handle, found) = crate::runtime::open_volume(&m.host, m.source.as_deref())
-            .map_err(|e| ProcessError::Invalid(e.to_string()))?;
+        let (handle, found) =
+            crate::runtime::open_volume(&m.host, m.source.as_deref()).map_err(owned)?;
         crate::runtime::ids::give_to_block(&m.host, spec.id_start).map_err(owned)?;
         let is_dir = rustix::fs::fstat(&handle)
             .map(|st| rustix::fs::FileType::from_raw_mode(st.st_mode).is_dir())
@@ -210,9 +206,7 @@ pub fn resolve_in_root(root: &Path, path: &str) -> Result<PathBuf, ProcessError>
             Ok(m) if m.file_type().is_symlink() => {
                 links += 1;
                 if links > 40 {
-                    return Err(ProcessError::Invalid(format!(
-                        "{path}: too many symlinks in the app's root"
-                    )));
+                    return Err(ProcessError::SymlinkLoop(path.to_string()));
                 }
                 let target = fs::read_link(&full).map_err(io_at(&full))?;
                 if target.is_absolute() {
