@@ -118,6 +118,24 @@ pub enum ExecError {
 }
 
 impl ExecError {
+    /// Whether the image could not be had because nothing serves it: no provider was
+    /// named, found or configured, or those asked had none of it (not a provider that
+    /// failed or lied). A provider may still come online, so the install waits rather
+    /// than fails.
+    pub fn no_provider(&self) -> bool {
+        use archy_registry::{FetchFailure, SwarmError};
+        match self {
+            ExecError::Fetch(FetchError::NotInDirs { .. }) => true,
+            ExecError::Fetch(FetchError::Swarm(SwarmError::Fetch { failure, .. })) => matches!(
+                failure,
+                FetchFailure::NoProviders
+                    | FetchFailure::SizeUnknown(_)
+                    | FetchFailure::PiecesMissing { verified: 0, .. }
+            ),
+            _ => false,
+        }
+    }
+
     /// Whether the failure came after the running app was changed (stopped, removed,
     /// recreated). Reading the runtime, fetching, verifying and loading the image happen
     /// first, so their failures leave it as it was.

@@ -180,6 +180,39 @@ pub fn failed(cond: &mut Condition, error: String, held: Option<HeldBack>, now: 
     }
 }
 
+/// The condition after a pass that found nobody serving the release's image: the app
+/// waits (pending) for a provider to come online, asked again after [`backoff`], with
+/// `error` saying what is missing and who can fix it.
+pub fn waiting_for_provider(cond: &mut Condition, error: String, now: u64) {
+    cond.phase = Phase::Pending;
+    cond.failures = next_failures(cond.failures, true, None);
+    cond.retry_at = now + backoff(cond.failures).as_secs();
+    cond.last_error = Some(error);
+}
+
+/// What to tell the operator when no provider serves `image` of an app from `source`.
+pub fn no_provider_message(image: &ContentHash, source: &crate::state::AppSource) -> String {
+    match source {
+        crate::state::AppSource::Market {
+            handle, providers, ..
+        } => {
+            let named = match providers.len() {
+                0 => "the announcement lists none".to_string(),
+                n => format!("the announcement lists {n}, none of which can be reached"),
+            };
+            format!(
+                "no provider serves {image}: {named} and no peer has it; ask the developer \
+                 ({handle}) to seed it (archy app publish --data DIR). Waiting: a provider \
+                 may come online"
+            )
+        }
+        crate::state::AppSource::Catalog { .. } => format!(
+            "no provider serves {image}: neither the origin nor any peer has it. Waiting: a \
+             provider may come online"
+        ),
+    }
+}
+
 /// An image whose claimed size is over the node's budget (`max_image_bytes`).
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("image {hash} claims {size} bytes, more than this node's max_image_bytes ({max}); refused")]
@@ -258,6 +291,46 @@ mod tests {
         assert_eq!(next_failures(3, true, None), 4);
         assert_eq!(next_failures(3, false, Some(Duration::from_secs(599))), 3);
         assert_eq!(next_failures(3, false, Some(Duration::from_secs(600))), 0);
+    }
+
+    #[test]
+    fn an_image_nobody_serves_leaves_the_app_pending_and_says_who_can_fix_it() {
+        let mut cond = Condition::pending();
+        waiting_for_provider(&mut cond, "no provider".into(), 1_000);
+        assert_eq!(cond.phase, Phase::Pending);
+        assert_eq!((cond.failures, cond.retry_at), (1, 1_010));
+        waiting_for_provider(&mut cond, "no provider".into(), 2_000);
+        assert_eq!((cond.failures, cond.retry_at), (2, 2_020), "backs off");
+        let image = release("1.0.0").image.hash;
+        let keys = nostr_sdk::Keys::generate();
+        let handle: archy_discovery::market::AppHandle =
+            format!("{}/org.example.a", keys.public_key().to_hex())
+                .parse()
+                .unwrap();
+        let market = |providers: Vec<String>| crate::state::AppSource::Market {
+            handle: handle.clone(),
+            manifest: release("1.0.0").manifest,
+            image: release("1.0.0").image,
+            providers,
+        };
+        let none = no_provider_message(&image, &market(vec![]));
+        assert!(
+            none.contains("the announcement lists none")
+                && none.contains(&handle.to_string())
+                && none.contains(&image.to_string()),
+            "{none}"
+        );
+        let two = no_provider_message(&image, &market(vec!["ab".repeat(32), "cd".repeat(32)]));
+        assert!(
+            two.contains("lists 2, none of which can be reached"),
+            "{two}"
+        );
+        let catalog =
+            no_provider_message(&image, &crate::state::AppSource::Catalog { version: None });
+        assert!(
+            catalog.contains("neither the origin nor any peer"),
+            "{catalog}"
+        );
     }
 
     #[test]

@@ -28,6 +28,9 @@ pub enum AppSource {
         handle: AppHandle,
         manifest: Box<AppManifest>,
         image: ImageRef,
+        /// The endpoint ids the announcement names as serving the image.
+        #[serde(default)]
+        providers: Vec<String>,
     },
 }
 

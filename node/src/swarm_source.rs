@@ -136,10 +136,18 @@ impl ImageSource for SwarmImageSource {
             }
             Err(e) if !self.fallback_dirs.is_empty() => {
                 tracing::warn!(error = %e, "swarm fetch failed; trying the origin's publish dir");
-                let found = DirImageSource {
+                let found = match (DirImageSource {
                     dirs: self.fallback_dirs.clone(),
-                }
-                .fetch(image, progress)?;
+                })
+                .fetch(image, progress)
+                {
+                    Ok(found) => found,
+                    // Not there either: what the swarm said is the news.
+                    Err(ExecError::Fetch(FetchError::NotInDirs { .. })) => {
+                        return Err(FetchError::Swarm(e).into())
+                    }
+                    Err(other) => return Err(other),
+                };
                 // Held like a swarm fetch: in the store (so this node seeds it) and
                 // exported for the runtime, so it is not fetched again.
                 let path = self.blobs_dir.join(image.hash.to_hex());

@@ -60,6 +60,7 @@ pub(super) fn router(node: Arc<Node>) -> Router {
         .route("/v1/apps/{id}/restart", post(restart))
         .route("/v1/apps/{id}/logs", get(logs))
         .route("/v1/events", get(event_stream))
+        .route("/v1/seeds", post(seed))
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn_with_state(node.clone(), auth))
         .with_state(node)
@@ -111,6 +112,74 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
 
 pub(super) fn error(code: StatusCode, msg: impl Into<String>) -> Response {
     (code, Json(json!({"error": msg.into()}))).into_response()
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SeedBody {
+    /// An absolute path this daemon can read.
+    path: std::path::PathBuf,
+    /// The hash the file must have (the release's image), if known.
+    #[serde(default)]
+    hash: Option<archy_catalog::ContentHash>,
+}
+
+/// Imports a file the operator names into the node's store, which from then on serves
+/// it and announces it in the DHT: how a developer's own node seeds the image they
+/// publish. Answers with the hash and this node's endpoint id, the provider to announce.
+async fn seed(State(node): State<Arc<Node>>, Json(body): Json<SeedBody>) -> Response {
+    let path = &body.path;
+    if !path.is_absolute() {
+        return error(
+            StatusCode::BAD_REQUEST,
+            format!("{}: give an absolute path", path.display()),
+        );
+    }
+    let size = match std::fs::metadata(path) {
+        Ok(m) if m.is_file() => m.len(),
+        Ok(_) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                format!("{}: not a file", path.display()),
+            )
+        }
+        Err(e) => return error(StatusCode::BAD_REQUEST, format!("{}: {e}", path.display())),
+    };
+    if size > node.cfg.max_image_bytes {
+        return error(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "{} is {size} bytes, more than this node's max_image_bytes ({})",
+                path.display(),
+                node.cfg.max_image_bytes
+            ),
+        );
+    }
+    let hash = match node.swarm.import(path).await {
+        Ok(h) => h,
+        Err(e) => {
+            return error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                format!("cannot import {}: {e}", path.display()),
+            )
+        }
+    };
+    if let Some(want) = body.hash.filter(|w| *w != hash) {
+        return error(
+            StatusCode::CONFLICT,
+            format!("{} hashes to {hash}, not {want}", path.display()),
+        );
+    }
+    node.swarm.announce(hash).await;
+    tracing::info!(%hash, size, file = %path.display(), "seeding");
+    let addr = node.swarm.node.addr();
+    Json(json!({
+        "hash": hash,
+        "size": size,
+        "provider": hex::encode(addr.id),
+        "addr": addr.to_string(),
+    }))
+    .into_response()
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Response {
@@ -209,6 +278,9 @@ struct MarketInstall {
     handle: String,
     manifest: archy_catalog::AppManifest,
     image: archy_catalog::ImageRef,
+    /// The endpoint ids the announcement names as serving the image.
+    #[serde(default)]
+    providers: Vec<String>,
 }
 
 async fn install(
@@ -241,6 +313,20 @@ async fn install(
             {
                 return error(StatusCode::BAD_REQUEST, e.to_string());
             }
+            if m.providers.len() > archy_discovery::announcement::MAX_PROVIDERS
+                || !m
+                    .providers
+                    .iter()
+                    .all(|p| archy_discovery::announcement::is_endpoint_id(p))
+            {
+                return error(
+                    StatusCode::BAD_REQUEST,
+                    format!(
+                        "providers must be at most {} endpoint ids (64 lowercase hex digits)",
+                        archy_discovery::announcement::MAX_PROVIDERS
+                    ),
+                );
+            }
             if m.manifest.image_hash() != Some(m.image.hash) {
                 return error(
                     StatusCode::BAD_REQUEST,
@@ -257,6 +343,7 @@ async fn install(
                 handle,
                 manifest: Box::new(m.manifest),
                 image: m.image,
+                providers: m.providers,
             }
         }
         None => {

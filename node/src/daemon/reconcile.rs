@@ -164,6 +164,26 @@ async fn reconcile_one(node: &Arc<Node>, id: &str) -> Outcome {
         }
         Err(e) => e,
     };
+    if error.no_provider() {
+        let message = policy::no_provider_message(&deploy.image.hash, &record.source);
+        tracing::warn!(app = id, "{message}");
+        node.metrics.failures.inc();
+        update_condition(node, id, |cond| {
+            policy::waiting_for_provider(cond, message.clone(), state::now())
+        })
+        .await;
+        finish(
+            node,
+            Some(ProgressEvent {
+                app_id: id.to_string(),
+                stage: Stage::Failed,
+                bytes_done: 0,
+                bytes_total: 0,
+                message,
+            }),
+        );
+        return Outcome::Done;
+    }
     let good = match policy::after_failure(
         &deploy,
         last_good.as_ref(),

@@ -245,7 +245,7 @@ fn install_from_market(
             return Ok(ExitCode::FAILURE);
         }
     }
-    let body = json!({"market": {"handle": app.handle(), "manifest": release.manifest, "image": release.image}, "replace": replace});
+    let body = json!({"market": {"handle": app.handle(), "manifest": release.manifest, "image": release.image, "providers": release.providers}, "replace": replace});
     follow(args, app_id, &format!("/v1/apps/{app_id}/install"), body)
 }
 

@@ -47,7 +47,14 @@ pub struct PublishArgs {
     /// The manifest file (YAML or JSON); `container.image` is the path of the OCI
     /// archive, relative to the manifest.
     pub file: PathBuf,
-    /// iroh endpoint id (64 hex digits) of a node that serves the image (repeatable).
+    /// The data dir of an Archy node you run (`archy node run --data DIR`, running now):
+    /// the image archive is imported into its store, and that node serves it and is
+    /// announced as a provider. Without it (or --provider) nothing would serve the image,
+    /// and publish refuses.
+    #[arg(long, env = "ARCHY_DATA")]
+    pub data: Option<PathBuf>,
+    /// iroh endpoint id (64 hex digits) of another node that serves the image
+    /// (repeatable; for advanced use: make sure it holds the archive).
     #[arg(long = "provider")]
     pub providers: Vec<String>,
     #[command(flatten)]
@@ -149,10 +156,25 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
             args.file.display()
         )
     })?;
+    let mut providers = args.providers.clone();
+    if let Some(data) = &args.data {
+        let seeded = seed_with_node(data, &built)?;
+        if !providers.contains(&seeded) {
+            providers.insert(0, seeded);
+        }
+    }
+    anyhow::ensure!(
+        !providers.is_empty(),
+        "nothing would serve {}'s image ({}), so no node could install it: pass --data DIR \
+         with the data dir of an Archy node you run (it imports the image and seeds it), or \
+         --provider ID of a node that holds it",
+        built.id,
+        built.image.hash
+    );
     let content = AnnouncementContent {
         manifest: release.manifest,
         image: release.image,
-        providers: args.providers.clone(),
+        providers,
     };
     let events: Vec<(String, Event)> = announcement_builders(&content, None)
         .with_context(|| args.file.display().to_string())?
@@ -184,6 +206,34 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         sent.print();
     }
     Ok(sent.exit_code())
+}
+
+/// Hands the release's image archive to the node at `data`, which imports it, serves
+/// it and announces it; returns that node's endpoint id.
+fn seed_with_node(
+    data: &std::path::Path,
+    built: &archy_catalog::build::BuiltRelease,
+) -> anyhow::Result<String> {
+    let api = archy_node::client::ApiClient::from_data_dir(data).with_context(|| {
+        format!(
+            "--data {}: no running node there to seed the image; start it with \
+             `archy node run --data {}` (or pass --provider ID)",
+            data.display(),
+            data.display()
+        )
+    })?;
+    let archive = std::fs::canonicalize(&built.image_file)
+        .with_context(|| format!("{}", built.image_file.display()))?;
+    let answer = api
+        .post(
+            "/v1/seeds",
+            json!({"path": archive, "hash": built.image.hash}),
+        )
+        .with_context(|| format!("the node at {} could not seed the image", data.display()))?;
+    answer["provider"]
+        .as_str()
+        .map(str::to_string)
+        .context("the node answered without its endpoint id")
 }
 
 pub fn retract(args: RetractArgs) -> anyhow::Result<ExitCode> {
