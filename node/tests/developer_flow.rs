@@ -170,3 +170,135 @@ fn an_unserved_app_waits_and_installs_once_the_developer_node_seeds_it() {
         "the image came from the developer's node: {status}"
     );
 }
+
+/// The guide's script block (the ```sh block after the `guide-test` marker).
+fn guide_script(guide: &str) -> String {
+    let after = guide
+        .split_once("<!-- guide-test")
+        .expect("the guide marks its script")
+        .1;
+    let block = after.split_once("```sh\n").expect("a sh block").1;
+    block
+        .split_once("\n```")
+        .expect("a closed sh block")
+        .0
+        .to_string()
+}
+
+/// docs/app-developer-guide.md's script, run as written (ports moved to free ones) by
+/// bash with the `archy` this build made: a relay, the developer's node, an operator's
+/// node; the app ends up running on the operator's node with the image from the
+/// developer's. The guide's example manifest validates too.
+#[test]
+fn the_developer_guide_runs_as_written() {
+    let guide = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../docs/app-developer-guide.md"
+    ))
+    .unwrap();
+    let example = guide
+        .split_once("## The manifest, field by field")
+        .unwrap()
+        .1
+        .split_once("```yaml\n")
+        .unwrap()
+        .1
+        .split_once("\n```")
+        .unwrap()
+        .0;
+    let npub = archy_discovery::index::npub(&nostr_sdk::Keys::generate().public_key());
+    archy_catalog::manifest::parse_and_validate(
+        &example.replace("npub1...", &npub),
+        archy_catalog::manifest::ManifestFormat::Yaml,
+    )
+    .unwrap_or_else(|e| panic!("the guide's example manifest: {e}"));
+
+    if !common::can_run(common::needs_podman().or(common::needs_busybox())) {
+        return;
+    }
+    let _watchdog = archy_harness::watchdog(Duration::from_secs(400));
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let mut script = guide_script(&guide);
+    for (from, to) in [
+        ("7447", common::free_port()),
+        ("7421", common::free_port()),
+        ("7422", common::free_port()),
+        ("4002", common::free_port()),
+        ("4003", common::free_port()),
+    ] {
+        script = script.replace(from, &to.to_string());
+    }
+    let app_port = common::free_port();
+    script = script
+        .replace("--port 8080", &format!("--port {app_port}"))
+        .replace("127.0.0.1:8080", &format!("127.0.0.1:{app_port}"));
+    std::fs::write(w.join("guide.sh"), format!("set -euo pipefail\n{script}\n")).unwrap();
+    let archy = std::path::PathBuf::from(env!("CARGO_BIN_EXE_archy"));
+    let path = format!(
+        "{}:{}",
+        archy.parent().unwrap().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let log = w.join("guide.log");
+    let mut bash = std::process::Command::new("bash");
+    bash.arg("guide.sh")
+        .current_dir(w)
+        .env("PATH", path)
+        .env_remove("ARCHY_DATA")
+        .env_remove("ARCHY_RELAYS")
+        .env_remove("ARCHY_ME")
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&log).unwrap())
+        .stderr(std::fs::File::create(w.join("guide.err")).unwrap());
+    // Its own process group: the relay and the nodes it starts in the background go
+    // with it at the end.
+    std::os::unix::process::CommandExt::process_group(&mut bash, 0);
+    let child = bash.spawn().unwrap();
+    let group = child.id();
+    let output = child.wait_with_output().unwrap();
+    let op = w.join("op-node");
+    let answer = |op: &Path| app(op);
+    let running = answer(&op);
+    let fetched = ApiClient::from_data_dir(&op)
+        .and_then(|api| api.get_json("/v1/status"))
+        .unwrap_or_default();
+    // Uninstall before the nodes go, so no container outlives the test.
+    if let Ok(api) = ApiClient::from_data_dir(&op) {
+        let _ = api.post(
+            "/v1/apps/org.example.hello/uninstall",
+            serde_json::json!({"purge": true}),
+        );
+        let _ = archy_harness::poll_until("the app gone", Duration::from_secs(60), || {
+            (answer(&op)["phase"].is_null()).then_some(())
+        });
+    }
+    let _ = std::process::Command::new("kill")
+        .args(["-TERM", "--", &format!("-{group}")])
+        .output();
+    std::thread::sleep(Duration::from_secs(2));
+    let _ = std::process::Command::new("kill")
+        .args(["-KILL", "--", &format!("-{group}")])
+        .output();
+    let said = format!(
+        "{}\n{}",
+        std::fs::read_to_string(&log).unwrap_or_default(),
+        std::fs::read_to_string(w.join("guide.err")).unwrap_or_default()
+    );
+    assert!(
+        output.status.success(),
+        "the guide's script failed:\n{said}"
+    );
+    assert_eq!(running["phase"], "running", "{running}\n{said}");
+    assert!(
+        said.contains("Hello from hello"),
+        "the app answered: {said}"
+    );
+    assert!(
+        fetched["swarm"]["fetched_bytes"]["peer"]
+            .as_u64()
+            .unwrap_or(0)
+            > 0,
+        "the image came from the developer's node: {fetched}"
+    );
+}

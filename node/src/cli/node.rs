@@ -71,6 +71,10 @@ pub enum NodeCommand {
         data: DataArg,
         #[arg(long)]
         json: bool,
+        /// Wait up to this many seconds for the daemon to answer (a node just started in
+        /// the background, in a script).
+        #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+        wait: u64,
     },
 }
 
@@ -127,8 +131,16 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             super::block_on(daemon::run(data.data, cfg))?;
             Ok(ExitCode::SUCCESS)
         }
-        NodeCommand::Status { data, json } => {
-            let v = ApiClient::from_data_dir(&data.data)?.get_json("/v1/status")?;
+        NodeCommand::Status { data, json, wait } => {
+            let ask = || ApiClient::from_data_dir(&data.data)?.get_json("/v1/status");
+            let v = match wait {
+                0 => ask()?,
+                s => archy_harness::poll_until(
+                    "the node to answer",
+                    std::time::Duration::from_secs(s),
+                    || ask().ok(),
+                )?,
+            };
             if json {
                 println!("{v}");
             } else {

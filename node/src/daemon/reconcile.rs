@@ -172,16 +172,7 @@ async fn reconcile_one(node: &Arc<Node>, id: &str) -> Outcome {
             policy::waiting_for_provider(cond, message.clone(), state::now())
         })
         .await;
-        finish(
-            node,
-            Some(ProgressEvent {
-                app_id: id.to_string(),
-                stage: Stage::Failed,
-                bytes_done: 0,
-                bytes_total: 0,
-                message,
-            }),
-        );
+        finish(node, Some(failed_event(id, message)));
         return Outcome::Done;
     }
     let good = match policy::after_failure(
@@ -244,16 +235,7 @@ async fn roll_back(
         Ok(_) => record_success(node, id, record, good, Hold::Set(held)).await,
         Err(_) => record_failure(node, id, message.clone(), Some(held)).await,
     }
-    finish(
-        node,
-        Some(ProgressEvent {
-            app_id: id.to_string(),
-            stage: Stage::Failed,
-            bytes_done: 0,
-            bytes_total: 0,
-            message,
-        }),
-    );
+    finish(node, Some(failed_event(id, message)));
 }
 
 /// Uninstall: remove whatever of the app the runtime has, then forget it (its data
@@ -353,6 +335,17 @@ async fn execute(
         node.metrics.actions.inc_by(actions.len() as u64);
     }
     (result, terminal)
+}
+
+/// The last progress event of a pass that failed, saying why.
+fn failed_event(id: &str, message: String) -> ProgressEvent {
+    ProgressEvent {
+        app_id: id.to_string(),
+        stage: Stage::Failed,
+        bytes_done: 0,
+        bytes_total: 0,
+        message,
+    }
 }
 
 fn finish(node: &Node, terminal: Option<ProgressEvent>) {

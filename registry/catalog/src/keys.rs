@@ -168,14 +168,14 @@ pub enum KeyError {
     #[error("{path}: already exists; refusing to overwrite a key")]
     Exists { path: PathBuf },
     #[error("cannot get randomness from the operating system: {0}")]
-    Random(String),
+    Random(#[source] getrandom::Error),
 }
 
 impl SecretKey {
     /// A fresh key from the operating system's randomness.
     pub fn generate() -> Result<Self, KeyError> {
         let mut seed = [0u8; 32];
-        getrandom::fill(&mut seed).map_err(|e| KeyError::Random(e.to_string()))?;
+        getrandom::fill(&mut seed).map_err(KeyError::Random)?;
         Ok(Self::from_seed(&seed))
     }
 

@@ -52,7 +52,7 @@ use libp2p::{
     swarm::{NetworkBehaviour, SwarmEvent},
     tcp, yamux, PeerId, Swarm,
 };
-pub use record::{AddressRecord, RecordError};
+pub use record::{AddressRecord, Malformation, RecordError};
 use tokio::sync::{mpsc, oneshot};
 
 /// The Kademlia protocol name: Archy's own network, never the public IPFS DHT.
@@ -62,15 +62,18 @@ pub const KAD_PROTOCOL: &str = "/archy/kad/1.0.0";
 #[derive(Debug, thiserror::Error)]
 pub enum DhtError {
     #[error("invalid node key: {0}")]
-    Key(String),
+    Key(#[source] identity::DecodingError),
     #[error("cannot set up the libp2p transport: {0}")]
-    Transport(String),
-    #[error("cannot listen on {addr}: {reason}")]
-    Listen { addr: SocketAddr, reason: String },
+    Transport(#[source] Box<dyn std::error::Error + Send + Sync>),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the DHT task has stopped")]
     Stopped,
     #[error("cannot store a record: {0}")]
-    Store(String),
+    Store(#[source] kad::store::Error),
 }
 
 /// How to run a DHT node.
@@ -219,8 +222,7 @@ impl Dht {
     /// signed address record and serves lookups until dropped.
     pub async fn start(cfg: DhtConfig) -> Result<Self, DhtError> {
         let mut secret = cfg.secret;
-        let keypair = identity::Keypair::ed25519_from_bytes(&mut secret)
-            .map_err(|e| DhtError::Key(e.to_string()))?;
+        let keypair = identity::Keypair::ed25519_from_bytes(&mut secret).map_err(DhtError::Key)?;
         let peer_id = keypair.public().to_peer_id();
         let mut swarm = libp2p::SwarmBuilder::with_existing_identity(keypair)
             .with_tokio()
@@ -229,7 +231,7 @@ impl Dht {
                 noise::Config::new,
                 yamux::Config::default,
             )
-            .map_err(|e| DhtError::Transport(e.to_string()))?
+            .map_err(|e| DhtError::Transport(Box::new(e)))?
             .with_behaviour(|key| {
                 let mut kcfg = kad::Config::new(libp2p::StreamProtocol::new(KAD_PROTOCOL));
                 kcfg.set_query_timeout(cfg.query_timeout)
@@ -259,7 +261,7 @@ impl Dht {
                 ));
                 Behaviour { kad, identify }
             })
-            .map_err(|e| DhtError::Transport(e.to_string()))?
+            .map_err(|e| DhtError::Transport(e.into()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
             .build();
 
@@ -267,7 +269,7 @@ impl Dht {
             .listen_on(to_multiaddr(cfg.listen))
             .map_err(|e| DhtError::Listen {
                 addr: cfg.listen,
-                reason: e.to_string(),
+                source: std::io::Error::other(e),
             })?;
         let mut listen_addrs = Vec::new();
         let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
@@ -282,14 +284,17 @@ impl Dht {
                 }) => {
                     return Err(DhtError::Listen {
                         addr: cfg.listen,
-                        reason: error.to_string(),
+                        source: error,
                     });
                 }
                 Ok(_) => {}
                 Err(_) => {
                     return Err(DhtError::Listen {
                         addr: cfg.listen,
-                        reason: "no listen address within 5 s".into(),
+                        source: std::io::Error::new(
+                            std::io::ErrorKind::TimedOut,
+                            "no listen address within 5 s",
+                        ),
                     })
                 }
             }
@@ -487,7 +492,7 @@ fn handle_command(
             let r = kad
                 .start_providing(key)
                 .map(|_| ())
-                .map_err(|e| DhtError::Store(e.to_string()));
+                .map_err(DhtError::Store);
             let _ = reply.send(r);
         }
         Command::Withdraw(key) => kad.stop_providing(&key),

@@ -20,11 +20,26 @@ pub(crate) const MAX_RECORD_BYTES: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum RecordError {
     #[error("malformed address record: {0}")]
-    Malformed(String),
+    Malformed(Malformation),
     #[error("address record is for endpoint {record} but was found under peer {peer}")]
     WrongPeer { record: String, peer: String },
     #[error("address record signature does not verify")]
     BadSignature,
+}
+
+/// What is wrong with the bytes of an address record.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Malformation {
+    #[error("{0} bytes, at most {MAX_RECORD_BYTES}")]
+    TooLarge(usize),
+    #[error("not a record (JSON {category:?} error at line {line}, column {column})")]
+    NotJson {
+        category: serde_json::error::Category,
+        line: usize,
+        column: usize,
+    },
+    #[error("{0} is not hex of the right length")]
+    BadHex(&'static str),
 }
 
 /// A node's iroh endpoint id and direct addresses, signed by the node key.
@@ -84,19 +99,21 @@ impl AddressRecord {
 
     pub fn from_bytes(bytes: &[u8]) -> Result<Self, RecordError> {
         if bytes.len() > MAX_RECORD_BYTES {
-            return Err(RecordError::Malformed(format!(
-                "{} bytes, at most {MAX_RECORD_BYTES}",
-                bytes.len()
-            )));
+            return Err(RecordError::Malformed(Malformation::TooLarge(bytes.len())));
         }
-        let w: Wire =
-            serde_json::from_slice(bytes).map_err(|e| RecordError::Malformed(e.to_string()))?;
+        let w: Wire = serde_json::from_slice(bytes).map_err(|e| {
+            RecordError::Malformed(Malformation::NotJson {
+                category: e.classify(),
+                line: e.line(),
+                column: e.column(),
+            })
+        })?;
         let mut endpoint_id = [0u8; 32];
         hex::decode_to_slice(&w.endpoint_id, &mut endpoint_id)
-            .map_err(|_| RecordError::Malformed("endpoint_id".into()))?;
+            .map_err(|_| RecordError::Malformed(Malformation::BadHex("endpoint_id")))?;
         let mut signature = [0u8; 64];
         hex::decode_to_slice(&w.sig, &mut signature)
-            .map_err(|_| RecordError::Malformed("sig".into()))?;
+            .map_err(|_| RecordError::Malformed(Malformation::BadHex("sig")))?;
         Ok(Self {
             endpoint_id,
             addrs: w.addrs,
@@ -168,11 +185,11 @@ mod tests {
     fn garbage_is_malformed() {
         assert!(matches!(
             AddressRecord::from_bytes(b"{nope"),
-            Err(RecordError::Malformed(_))
+            Err(RecordError::Malformed(Malformation::NotJson { .. }))
         ));
         assert!(matches!(
             AddressRecord::from_bytes(&vec![b' '; 5000]),
-            Err(RecordError::Malformed(_))
+            Err(RecordError::Malformed(Malformation::TooLarge(5000)))
         ));
     }
 }

@@ -99,26 +99,106 @@ fn runtime_view(m: &archy_catalog::AppManifest) -> serde_json::Value {
     })
 }
 
-pub fn pack(dir: &Path, out: &Path, cmd: Vec<String>, as_json: bool) -> anyhow::Result<ExitCode> {
+/// The image name an archive written to `out` gets by default: its file name without
+/// `.oci.tar` (or `.tar`).
+fn default_ref_name(out: &Path) -> Option<String> {
+    let file = out.file_name()?.to_string_lossy();
+    let name = file
+        .strip_suffix(".oci.tar")
+        .or_else(|| file.strip_suffix(".tar"))
+        .unwrap_or(&file);
+    (!name.is_empty()).then(|| name.to_string())
+}
+
+pub fn pack(
+    dir: &Path,
+    out: &Path,
+    name: Option<String>,
+    cmd: Vec<String>,
+    as_json: bool,
+) -> anyhow::Result<ExitCode> {
     let opts = oci::PackOptions {
         config: oci::RuntimeConfig {
             cmd: (!cmd.is_empty()).then_some(cmd),
             ..Default::default()
         },
-        ref_name: None,
+        ref_name: name.or_else(|| default_ref_name(out)),
     };
     let packed = oci::pack_rootfs(dir, out, &opts)
         .with_context(|| format!("cannot pack {}", dir.display()))?;
     let (hash, size) = oci::hash_file(out)?;
+    let summary = json!({"out": out, "hash": hash, "size": size, "config_digest": packed.config_digest, "format": oci::ArchiveFormat::OciArchive.to_string(), "files": packed.files, "name": opts.ref_name});
+    report_packed(&summary, as_json);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn report_packed(summary: &serde_json::Value, as_json: bool) {
     if as_json {
-        println!(
-            "{}",
-            json!({"out": out, "hash": hash, "size": size, "config_digest": packed.config_digest, "files": packed.files})
-        );
-    } else {
-        println!("{}: {} files, {} bytes", out.display(), packed.files, size);
-        println!("  hash          {hash}");
-        println!("  config digest {}", packed.config_digest);
+        println!("{summary}");
+        return;
     }
+    let files = match summary["files"].as_u64() {
+        Some(n) => format!("{n} files, "),
+        None => String::new(),
+    };
+    println!(
+        "{}: {}, {files}{} bytes",
+        summary["out"].as_str().unwrap_or_default(),
+        summary["format"].as_str().unwrap_or_default(),
+        summary["size"]
+    );
+    println!(
+        "  hash          {}",
+        summary["hash"].as_str().unwrap_or_default()
+    );
+    println!(
+        "  config digest {}",
+        summary["config_digest"].as_str().unwrap_or_default()
+    );
+}
+
+/// `archy app pack --from SOURCE`: an image built with podman or docker (saved by the
+/// engine) or an archive they wrote, checked as a node checks an image and written to
+/// `out` unchanged (atomically).
+pub fn pack_from(source: &str, out: &Path, as_json: bool) -> anyhow::Result<ExitCode> {
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".archy-pack-")
+        .tempfile_in(&dir)
+        .with_context(|| format!("cannot write in {}", dir.display()))?;
+    let engine_save = |engine: &str, image: &str, extra: &[&str]| -> anyhow::Result<()> {
+        let saved = std::process::Command::new(engine)
+            .arg("save")
+            .args(extra)
+            .arg("-o")
+            .arg(tmp.path())
+            .arg(image)
+            .output()
+            .with_context(|| format!("cannot run {engine}"))?;
+        anyhow::ensure!(
+            saved.status.success(),
+            "{engine} save {image} failed: {}",
+            String::from_utf8_lossy(&saved.stderr).trim()
+        );
+        Ok(())
+    };
+    match source.split_once(':') {
+        Some(("podman", image)) => engine_save("podman", image, &["--format", "oci-archive"])?,
+        Some(("docker", image)) => engine_save("docker", image, &[])?,
+        _ => {
+            std::fs::copy(source, tmp.path())
+                .with_context(|| format!("--from {source}: cannot read it (podman:IMAGE, docker:IMAGE or an archive file)"))?;
+        }
+    }
+    let info = oci::inspect(tmp.path())
+        .with_context(|| format!("--from {source}: not an image Archy can run"))?;
+    let (hash, size) = oci::hash_file(tmp.path())?;
+    tmp.persist(out)
+        .with_context(|| format!("cannot write {}", out.display()))?;
+    let summary = json!({"out": out, "hash": hash, "size": size, "config_digest": info.config_digest, "format": info.format.to_string(), "layers": info.layers.len(), "from": source});
+    report_packed(&summary, as_json);
     Ok(ExitCode::SUCCESS)
 }

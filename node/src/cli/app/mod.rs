@@ -4,6 +4,7 @@
 mod dev;
 mod lifecycle;
 pub(super) mod publish;
+mod scaffold;
 
 use std::{path::PathBuf, process::ExitCode};
 
@@ -33,22 +34,36 @@ pub enum AppCommand {
         #[arg(long)]
         json: bool,
     },
-    /// Build an OCI image archive from a root filesystem directory, without podman.
+    /// Start a new app: a folder with a manifest that validates, a root filesystem with
+    /// a web page, a Containerfile and a README of the steps to publish it.
+    Init(scaffold::InitArgs),
+    /// Build an OCI image archive from a root filesystem directory (without podman), or
+    /// take an image built with podman or docker as it is (--from).
     ///
-    /// The archive is deterministic: the same directory gives the same bytes, and so
-    /// the same BLAKE3 content hash.
+    /// From a directory the archive is deterministic: the same directory gives the same
+    /// bytes, and so the same BLAKE3 content hash.
     Pack {
         /// The directory that becomes the image's root filesystem.
-        dir: PathBuf,
-        /// Where to write the `oci-archive` tar.
+        #[arg(required_unless_present = "from", conflicts_with = "from")]
+        dir: Option<PathBuf>,
+        /// An image built elsewhere: `podman:IMAGE` (podman save), `docker:IMAGE` (docker
+        /// save), or the path of an oci-archive or docker-archive tar. Checked like any
+        /// image a node loads, and written as it is.
+        #[arg(long, value_name = "SOURCE")]
+        from: Option<String>,
+        /// Where to write the archive.
         #[arg(long)]
         out: PathBuf,
+        /// The name `podman load` gives the image (`org.opencontainers.image.ref.name`;
+        /// default: the --out file name without `.oci.tar`).
+        #[arg(long, conflicts_with = "from")]
+        name: Option<String>,
         /// Print the result as JSON.
         #[arg(long)]
         json: bool,
         /// The image's default command and its arguments, after `--`
         /// (`archy app pack rootfs --out a.tar -- /bin/busybox httpd -f -p 8080`).
-        #[arg(last = true, value_name = "CMD")]
+        #[arg(last = true, value_name = "CMD", conflicts_with = "from")]
         cmd: Vec<String>,
     },
     /// Announce an app release on the Nostr marketplace: validate, hash and inspect
@@ -132,12 +147,19 @@ pub fn run(cmd: AppCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         AppCommand::Validate { file, json } => dev::validate(&file, json),
         AppCommand::Render { file, json } => dev::render(&file, json),
+        AppCommand::Init(args) => scaffold::init(args),
         AppCommand::Pack {
             dir,
+            from,
             out,
+            name,
             cmd,
             json,
-        } => dev::pack(&dir, &out, cmd, json),
+        } => match (dir, from) {
+            (_, Some(from)) => dev::pack_from(&from, &out, json),
+            (Some(dir), None) => dev::pack(&dir, &out, name, cmd, json),
+            (None, None) => anyhow::bail!("give the root filesystem directory, or --from"),
+        },
         AppCommand::Publish(args) => publish::run(args),
         AppCommand::Retract(args) => publish::retract(args),
         AppCommand::Install {
