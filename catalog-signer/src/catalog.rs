@@ -35,6 +35,11 @@ pub enum CatalogCommand {
         /// Also copy every image archive to DIR/<blake3 hex>, ready for an origin to serve.
         #[arg(long)]
         blobs: Option<PathBuf>,
+        /// Name BASE/<blake3 hex> as every image's web seed: upload the --blobs dir to any
+        /// static host or CDN at BASE, and nodes fetch from it when the swarm has no copy
+        /// (checking every byte against the signed hash).
+        #[arg(long, value_name = "BASE")]
+        web_seed_base: Option<String>,
     },
 }
 
@@ -46,7 +51,15 @@ pub fn run(cmd: CatalogCommand) -> anyhow::Result<Report> {
             expires,
             out,
             blobs,
-        } => build(&apps, version, &expires, &out, blobs.as_deref()),
+            web_seed_base,
+        } => build(
+            &apps,
+            version,
+            &expires,
+            &out,
+            blobs.as_deref(),
+            web_seed_base.as_deref(),
+        ),
     }
 }
 
@@ -56,9 +69,10 @@ fn build(
     expires: &str,
     out: &Path,
     blobs: Option<&Path>,
+    web_seed_base: Option<&str>,
 ) -> anyhow::Result<Report> {
     let expires = docfile::expiry(expires)?;
-    let built = match build::build_catalog(apps, version, expires) {
+    let mut built = match build::build_catalog(apps, version, expires) {
         Ok(b) => b,
         Err(e) => {
             return Ok(Report::refused(
@@ -67,6 +81,20 @@ fn build(
             ))
         }
     };
+    if let Some(base) = web_seed_base {
+        let base = base.trim_end_matches('/');
+        for release in built
+            .catalog
+            .apps
+            .values_mut()
+            .flat_map(|a| a.releases.values_mut())
+        {
+            let url = format!("{base}/{}", release.image.hash.to_hex());
+            archy_catalog::documents::check_web_seed(&url)
+                .map_err(|e| anyhow::anyhow!("--web-seed-base: {e}"))?;
+            release.image.web_seeds = vec![url];
+        }
+    }
     let bytes = docfile::write_unsigned(&built.catalog, out)?;
     if let Some(dir) = blobs {
         copy_blobs(dir, &built.releases)?;

@@ -446,3 +446,42 @@ fn signing_a_document_that_expires_within_a_day_warns() {
     );
     assert_eq!(sign_timestamp_valid_for(&d, "7d"), "");
 }
+
+#[test]
+fn web_seed_base_names_every_image_and_must_be_a_url() {
+    let (_t, d) = setup();
+    run(
+        &d,
+        "catalog build --apps apps --version 1 --out catalog.json --web-seed-base https://cdn.example/blobs/",
+    );
+    let catalog: serde_json::Value =
+        serde_json::from_slice(&fs::read(d.join("catalog.json")).unwrap()).unwrap();
+    let image = &catalog["signed"]["apps"]["org.example.hello"]["releases"]["1.0.0"]["image"];
+    let hash = image["hash"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("blake3:");
+    assert_eq!(
+        image["web_seeds"][0],
+        format!("https://cdn.example/blobs/{hash}"),
+        "{image}"
+    );
+    let out = signer(
+        &d,
+        &[
+            "catalog",
+            "build",
+            "--apps",
+            "apps",
+            "--version",
+            "2",
+            "--out",
+            "c2.json",
+            "--web-seed-base",
+            "ftp://cdn.example",
+        ],
+    );
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("--web-seed-base"));
+    assert!(!d.join("c2.json").exists());
+}

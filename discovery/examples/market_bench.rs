@@ -53,6 +53,7 @@ fn content(dev: usize, app: usize) -> AnnouncementContent {
             size: 10_000_000,
             config_digest: format!("sha256:{}", "ab".repeat(32)),
             format: ArchiveFormat::OciArchive,
+            web_seeds: Vec::new(),
         },
         providers: vec!["cd".repeat(32)],
     }

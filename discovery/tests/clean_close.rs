@@ -66,6 +66,7 @@ fn content() -> AnnouncementContent {
             size: 42,
             config_digest: format!("sha256:{}", "cd".repeat(32)),
             format: ArchiveFormat::OciArchive,
+            web_seeds: Vec::new(),
         },
         providers: vec![],
     }

@@ -48,6 +48,7 @@ fn content(id: &str, name: &str, version: &str) -> AnnouncementContent {
             size: 42,
             config_digest: format!("sha256:{}", "cd".repeat(32)),
             format: ArchiveFormat::OciArchive,
+            web_seeds: Vec::new(),
         },
         providers: vec!["ab".repeat(32)],
     }

@@ -87,6 +87,12 @@ pub enum FetchError {
     },
     #[error("cannot read the archive: {0}")]
     Read(#[from] archy_catalog::oci::OciError),
+    /// The swarm had no verified archive and neither had any web seed.
+    #[error("{swarm}; web seeds: {}", seeds.iter().map(|s| s.to_string()).collect::<Vec<_>>().join("; "))]
+    WebSeeds {
+        swarm: archy_registry::SwarmError,
+        seeds: Vec<crate::web_seed::WebSeedError>,
+    },
     #[error("no verified archive to load")]
     NoArchive,
 }
@@ -126,7 +132,13 @@ impl ExecError {
         use archy_registry::{FetchFailure, SwarmError};
         match self {
             ExecError::Fetch(FetchError::NotInDirs { .. }) => true,
-            ExecError::Fetch(FetchError::Swarm(SwarmError::Fetch { failure, .. })) => matches!(
+            ExecError::Fetch(
+                FetchError::Swarm(SwarmError::Fetch { failure, .. })
+                | FetchError::WebSeeds {
+                    swarm: SwarmError::Fetch { failure, .. },
+                    ..
+                },
+            ) => matches!(
                 failure,
                 FetchFailure::NoProviders
                     | FetchFailure::SizeUnknown(_)

@@ -15,3 +15,4 @@ pub mod runtime;
 pub mod secrets;
 pub mod state;
 pub mod swarm_source;
+pub mod web_seed;

@@ -258,6 +258,7 @@ mod tests {
                 size: 1,
                 config_digest: format!("sha256:{}", "ab".repeat(32)),
                 format: archy_catalog::oci::ArchiveFormat::OciArchive,
+                web_seeds: Vec::new(),
             },
         }
     }

@@ -1,7 +1,8 @@
 //! Images from the swarm: the node's own [`Swarm`] fetches an archive from the origin,
 //! the configured peers and every holder the DHT names, all at once (every range
 //! BLAKE3-verified as it arrives), keeps it in its store, and from then on serves it to
-//! others and announces it.
+//! others and announces it. When the swarm has no verified copy, the origin's publish
+//! dir and then the image's web seeds (whole archives, verified before use) are asked.
 
 use std::{
     path::PathBuf,
@@ -23,6 +24,8 @@ pub struct FetchCounters {
     pub peers: AtomicU64,
     /// Read from the origin's publish dir because no swarm provider answered.
     pub publish_dir: AtomicU64,
+    /// Downloaded from the image's web seeds because the swarm had no verified copy.
+    pub web_seed: AtomicU64,
     /// Already held when a fetch started (a resumed download), so not fetched again.
     pub resumed: AtomicU64,
 }
@@ -134,42 +137,85 @@ impl ImageSource for SwarmImageSource {
                 }
                 Ok(FetchedImage { path, source })
             }
-            Err(e) if !self.fallback_dirs.is_empty() => {
-                tracing::warn!(error = %e, "swarm fetch failed; trying the origin's publish dir");
-                let found = match (DirImageSource {
-                    dirs: self.fallback_dirs.clone(),
-                })
-                .fetch(image, progress)
-                {
-                    Ok(found) => found,
-                    // Not there either: what the swarm said is the news.
-                    Err(ExecError::Fetch(FetchError::NotInDirs { .. })) => {
-                        return Err(FetchError::Swarm(e).into())
-                    }
-                    Err(other) => return Err(other),
-                };
-                // Held like a swarm fetch: in the store (so this node seeds it) and
-                // exported for the runtime, so it is not fetched again.
-                let path = self.blobs_dir.join(image.hash.to_hex());
-                self.handle
-                    .block_on(async {
-                        self.swarm.import(&found.path).await?;
-                        std::fs::create_dir_all(&self.blobs_dir)?;
-                        self.swarm.node.export(&image.hash, &path).await
-                    })
-                    .map_err(|source| FetchError::Keep {
-                        hash: image.hash,
-                        source,
-                    })?;
-                self.counters
-                    .publish_dir
-                    .fetch_add(image.size, Ordering::Relaxed);
-                Ok(FetchedImage {
-                    path,
-                    source: found.source,
-                })
-            }
-            Err(e) => Err(FetchError::Swarm(e).into()),
+            Err(e) => self.without_the_swarm(image, e, progress),
         }
+    }
+}
+
+impl SwarmImageSource {
+    /// When the swarm gave no verified archive: the origin's publish dir, then the
+    /// image's web seeds, in order; else the swarm's failure.
+    fn without_the_swarm(
+        &self,
+        image: &ImageRef,
+        swarm: archy_registry::SwarmError,
+        progress: &mut dyn FnMut(u64, u64),
+    ) -> Result<FetchedImage, ExecError> {
+        if !self.fallback_dirs.is_empty() {
+            tracing::warn!(error = %swarm, "swarm fetch failed; trying the origin's publish dir");
+            match (DirImageSource {
+                dirs: self.fallback_dirs.clone(),
+            })
+            .fetch(image, progress)
+            {
+                Ok(found) => {
+                    let path = self.keep(image, &found.path)?;
+                    self.counters
+                        .publish_dir
+                        .fetch_add(image.size, Ordering::Relaxed);
+                    return Ok(FetchedImage {
+                        path,
+                        source: found.source,
+                    });
+                }
+                // Not there either: what the swarm said is the news.
+                Err(ExecError::Fetch(FetchError::NotInDirs { .. })) => {}
+                Err(other) => return Err(other),
+            }
+        }
+        if image.web_seeds.is_empty() {
+            return Err(FetchError::Swarm(swarm).into());
+        }
+        tracing::warn!(error = %swarm, "swarm fetch failed; trying the image's web seeds");
+        let mut seeds = Vec::new();
+        for url in &image.web_seeds {
+            match crate::web_seed::download(url, image, &self.blobs_dir) {
+                Ok(download) => {
+                    let kept = self.keep(image, &download);
+                    let _ = std::fs::remove_file(&download);
+                    let path = kept?;
+                    progress(image.size, image.size);
+                    self.counters
+                        .web_seed
+                        .fetch_add(image.size, Ordering::Relaxed);
+                    return Ok(FetchedImage {
+                        path,
+                        source: format!("web seed {url}"),
+                    });
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "web seed failed");
+                    seeds.push(e);
+                }
+            }
+        }
+        Err(FetchError::WebSeeds { swarm, seeds }.into())
+    }
+
+    /// Holds a verified archive found outside the swarm like a swarm fetch: in the store
+    /// (so this node seeds it) and exported for the runtime, so it is not fetched again.
+    fn keep(&self, image: &ImageRef, found: &std::path::Path) -> Result<PathBuf, ExecError> {
+        let path = self.blobs_dir.join(image.hash.to_hex());
+        self.handle
+            .block_on(async {
+                self.swarm.import(found).await?;
+                std::fs::create_dir_all(&self.blobs_dir)?;
+                self.swarm.node.export(&image.hash, &path).await
+            })
+            .map_err(|source| FetchError::Keep {
+                hash: image.hash,
+                source,
+            })?;
+        Ok(path)
     }
 }

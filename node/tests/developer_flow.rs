@@ -302,3 +302,141 @@ fn the_developer_guide_runs_as_written() {
         "the image came from the developer's node: {fetched}"
     );
 }
+
+/// A web server on 127.0.0.1 that answers every GET with `body` (which the test may
+/// change: a seed that lies).
+fn web_seed_server(body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> String {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/archive", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let body = body.lock().unwrap().clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(&stream);
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
+                    line.clear();
+                }
+                let mut w = &stream;
+                let _ = write!(
+                    w,
+                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                    body.len()
+                );
+                let _ = w.write_all(&body);
+            });
+        }
+    });
+    url
+}
+
+/// What a web seed sends is used only if it is exactly the signed archive: a seed that
+/// sends other bytes, too many or too few is reported as lying and leaves nothing.
+#[test]
+fn a_web_seed_that_lies_is_refused_and_leaves_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let archive = b"the signed archive bytes".to_vec();
+    let image = archy_catalog::ImageRef {
+        hash: archy_catalog::ContentHash::of(&archive),
+        size: archive.len() as u64,
+        config_digest: format!("sha256:{}", "ab".repeat(32)),
+        format: archy_catalog::oci::ArchiveFormat::OciArchive,
+        web_seeds: Vec::new(),
+    };
+    let body = std::sync::Arc::new(std::sync::Mutex::new(archive.clone()));
+    let url = web_seed_server(body.clone());
+    let out = dir.path().join("seeds");
+    let got = archy_node::web_seed::download(&url, &image, &out).unwrap();
+    assert_eq!(std::fs::read(&got).unwrap(), archive);
+    std::fs::remove_file(got).unwrap();
+    for lie in [
+        b"the signed archive byteZ".to_vec(),
+        [archive.clone(), b"and more".to_vec()].concat(),
+        archive[..5].to_vec(),
+    ] {
+        *body.lock().unwrap() = lie;
+        let e = archy_node::web_seed::download(&url, &image, &out).unwrap_err();
+        assert!(
+            matches!(e, archy_node::web_seed::WebSeedError::Lied { .. }),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_dir(&out).unwrap().count(), 0, "nothing kept");
+    }
+}
+
+/// A release served by a web seed only: publish checks the seed serves the archive
+/// (and refuses a seed that does not), and an operator's node with no peer at all
+/// installs it from the seed.
+#[test]
+fn an_app_installs_from_its_web_seed_when_no_node_serves_it() {
+    if !common::can_run(common::needs_process_apps()) {
+        return;
+    }
+    let _watchdog = archy_harness::watchdog(Duration::from_secs(300));
+    let work = tempfile::tempdir().unwrap();
+    let w = work.path();
+    let _cleanup = common::ProcessCleanup(vec![w.join("op-node")]);
+    let relay = common::start(
+        &["relay", "run", "--listen", "127.0.0.1:0"].map(String::from),
+        "relay listening on ws://127.0.0.1:",
+    );
+    let relay_url = relay.ready.split_whitespace().nth(3).unwrap().to_string();
+    let project = w.join("project");
+    std::fs::create_dir_all(&project).unwrap();
+    common::busybox_image(&project, "from a web seed");
+    let port = common::free_port();
+    let manifest = project.join("hello.yaml");
+    std::fs::write(&manifest, HelloApp::new("1.0.0", port).yaml()).unwrap();
+    let key = project.join("dev.nsec");
+    common::assert_ok(
+        &archy(&["key", "new", "--out", key.to_str().unwrap()]),
+        "key new",
+    );
+    let body = std::sync::Arc::new(std::sync::Mutex::new(b"not the archive".to_vec()));
+    let seed = web_seed_server(body.clone());
+
+    let refused = publish(&manifest, &key, &relay_url, &["--web-seed", &seed]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        err.contains("does not serve this image") && err.contains(&seed),
+        "{err}"
+    );
+
+    *body.lock().unwrap() = std::fs::read(project.join("img.oci.tar")).unwrap();
+    let out = publish(&manifest, &key, &relay_url, &["--web-seed", &seed]);
+    common::assert_ok(&out, "publish --web-seed");
+    let published: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        published["image"]["web_seeds"][0],
+        seed.as_str(),
+        "{published}"
+    );
+    let handle = published["handle"].as_str().unwrap().to_string();
+
+    let op_data = w.join("op-node");
+    let _op = common::start_node_cmd(common::node_cmd(&op_data, "op", "process", None));
+    let install = archy_cmd(["app", "install", &handle, "--data"])
+        .arg(&op_data)
+        .args(["--relay", &relay_url, "--allow-unverified", "--yes"])
+        .output()
+        .unwrap();
+    assert!(
+        install.status.success(),
+        "{}",
+        String::from_utf8_lossy(&install.stderr)
+    );
+    assert_eq!(app(&op_data)["phase"], "running");
+    assert!(common::http_ok([127, 0, 0, 1], port), "the app answers");
+    let status = ApiClient::from_data_dir(&op_data)
+        .unwrap()
+        .get_json("/v1/status")
+        .unwrap();
+    let size = published["image"]["size"].as_u64().unwrap();
+    assert_eq!(
+        status["swarm"]["fetched_bytes"]["web_seed"].as_u64(),
+        Some(size),
+        "{status}"
+    );
+}

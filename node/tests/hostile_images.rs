@@ -173,6 +173,7 @@ impl Scene {
             size: bytes.len() as u64,
             config_digest: config_digest.to_string(),
             format: ArchiveFormat::OciArchive,
+            web_seeds: Vec::new(),
         };
         let r = self.rt.load_image(&path, &image);
         (image, r)

@@ -478,6 +478,7 @@ fn podman_saved_archives_unpack_with_their_whiteouts() {
             size,
             config_digest: info.config_digest.clone(),
             format: info.format,
+            web_seeds: Vec::new(),
         };
         let root = d.path().join(format!("node-{format}"));
         let rt = ProcessRuntime::new("n1", &root, HELPER);

@@ -185,6 +185,7 @@ fn big_image(work: &Path, bytes: u64, layers: u64) -> Result<(PathBuf, ImageRef)
             size,
             config_digest: info.config_digest,
             format: info.format,
+            web_seeds: Vec::new(),
         },
     ))
 }
@@ -204,6 +205,7 @@ fn starts(work: &Path, args: &Args) -> Result<Vec<f64>> {
         size,
         config_digest: info.config_digest,
         format: info.format,
+        web_seeds: Vec::new(),
     };
     let text = format!(
         "app:\n  id: org.example.startbench\n  name: B\n  version: 1.0.0\n  description: {{short: b}}\n  container:\n    image: {hash}\n    cmd: [/bin/busybox, sleep, '1000']\n"

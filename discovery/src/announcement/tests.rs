@@ -27,6 +27,7 @@ app:
             size: 1234,
             config_digest: format!("sha256:{}", "ab".repeat(32)),
             format: ArchiveFormat::OciArchive,
+            web_seeds: Vec::new(),
         },
         providers: vec!["0f".repeat(32)],
     }

@@ -193,10 +193,11 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                 let bytes = |v: &serde_json::Value| mib(v.as_u64().unwrap_or(0));
                 let fetched = &sw["fetched_bytes"];
                 println!(
-                    "blobs    {} held (seeded); fetched since start: {} from the origin, {} from peers, {} from the publish dir",
+                    "blobs    {} held (seeded); fetched since start: {} from the origin, {} from peers, {} from web seeds, {} from the publish dir",
                     sw["blobs_held"],
                     bytes(&fetched["origin"]),
                     bytes(&fetched["peer"]),
+                    bytes(&fetched["web_seed"]),
                     bytes(&fetched["publish_dir"])
                 );
                 println!(

@@ -198,6 +198,7 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
             "origin": f.origin.load(Ordering::Relaxed),
             "peer": f.peers.load(Ordering::Relaxed),
             "publish_dir": f.publish_dir.load(Ordering::Relaxed),
+            "web_seed": f.web_seed.load(Ordering::Relaxed),
         },
         "served_bytes": node.swarm.node.served().bytes(),
     });

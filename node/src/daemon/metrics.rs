@@ -110,6 +110,7 @@ pub(super) async fn render(State(node): State<Arc<Node>>) -> Response {
         ("origin", &f.origin),
         ("peer", &f.peers),
         ("publish_dir", &f.publish_dir),
+        ("web_seed", &f.web_seed),
     ] {
         fetched
             .get_or_create(&vec![("source", source)])

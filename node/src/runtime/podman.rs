@@ -515,6 +515,7 @@ mod tests {
             size: 3,
             config_digest: format!("sha256:{}", "ab".repeat(32)),
             format: archy_catalog::oci::ArchiveFormat::OciArchive,
+            web_seeds: Vec::new(),
         };
         m.container.image = image.hash.to_string();
         let spec = ContainerSpec {

@@ -231,6 +231,7 @@ pub fn resolve_image(
             size,
             config_digest: info.config_digest,
             format: info.format,
+            web_seeds: Vec::new(),
         },
     ))
 }

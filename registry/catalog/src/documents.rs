@@ -306,6 +306,54 @@ pub struct ImageRef {
     pub config_digest: String,
     /// `oci-archive` or `docker-archive`.
     pub format: crate::oci::ArchiveFormat,
+    /// HTTP(S) URLs that serve the archive bytes (a static host, a CDN, a Blossom-style
+    /// blob server), used next to the swarm. Whatever they send is checked against
+    /// `hash` before it is used. At most [`MAX_WEB_SEEDS`], each checked by
+    /// [`check_web_seed`] when parsed.
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "web_seeds"
+    )]
+    pub web_seeds: Vec<String>,
+}
+
+/// At most this many web seeds per image.
+pub const MAX_WEB_SEEDS: usize = 8;
+
+/// Why a web seed URL is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BadWebSeed {
+    #[error("more than {MAX_WEB_SEEDS} web seeds")]
+    TooMany,
+    #[error("web seed {0:?}: not an http:// or https:// URL of at most 2048 printable characters")]
+    NotAUrl(String),
+}
+
+/// A web seed must be an `http://` or `https://` URL of at most 2048 printable ASCII
+/// characters with a host.
+pub fn check_web_seed(url: &str) -> Result<(), BadWebSeed> {
+    let rest = url
+        .strip_prefix("https://")
+        .or_else(|| url.strip_prefix("http://"));
+    let ok = url.len() <= 2048
+        && url.bytes().all(|b| b.is_ascii_graphic())
+        && rest.is_some_and(|r| !r.is_empty() && !r.starts_with('/'));
+    match ok {
+        true => Ok(()),
+        false => Err(BadWebSeed::NotAUrl(url.chars().take(100).collect())),
+    }
+}
+
+fn web_seeds<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<String>, D::Error> {
+    let seeds = Vec::<String>::deserialize(d)?;
+    if seeds.len() > MAX_WEB_SEEDS {
+        return Err(serde::de::Error::custom(BadWebSeed::TooMany));
+    }
+    for s in &seeds {
+        check_web_seed(s).map_err(serde::de::Error::custom)?;
+    }
+    Ok(seeds)
 }
 
 /// Reads a config digest, refusing anything but `sha256:` + 64 lowercase hex: it becomes
@@ -521,6 +569,42 @@ pub struct NotACatalog(String);
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn web_seeds_are_http_urls_and_few() {
+        let image = |seeds: serde_json::Value| {
+            serde_json::from_value::<ImageRef>(serde_json::json!({
+                "hash": ContentHash::of(b"x").to_string(),
+                "size": 1,
+                "config_digest": format!("sha256:{}", "ab".repeat(32)),
+                "format": "oci-archive",
+                "web_seeds": seeds,
+            }))
+        };
+        let ok = image(serde_json::json!([
+            "https://cdn.example/a",
+            "http://127.0.0.1:8080/b"
+        ]))
+        .expect("http and https URLs");
+        assert_eq!(ok.web_seeds.len(), 2);
+        for bad in [
+            "file:///etc/passwd",
+            "https://",
+            "http:///x",
+            "https://a b",
+            "ftp://x",
+        ] {
+            assert!(image(serde_json::json!([bad])).is_err(), "{bad}");
+        }
+        let many: Vec<String> = (0..9).map(|i| format!("https://h{i}.example/x")).collect();
+        assert!(image(serde_json::json!(many)).is_err(), "at most 8");
+        // Without seeds the field is left out, so documents signed before it hash the same.
+        let plain = ImageRef {
+            web_seeds: Vec::new(),
+            ..ok
+        };
+        assert!(!serde_json::to_string(&plain).unwrap().contains("web_seeds"));
+    }
 
     #[test]
     fn an_image_ref_with_a_config_digest_in_another_form_does_not_parse() {

@@ -168,7 +168,7 @@ pub enum KeyError {
     #[error("{path}: already exists; refusing to overwrite a key")]
     Exists { path: PathBuf },
     #[error("cannot get randomness from the operating system: {0}")]
-    Random(#[source] getrandom::Error),
+    Random(getrandom::Error),
 }
 
 impl SecretKey {

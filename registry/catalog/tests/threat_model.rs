@@ -113,6 +113,7 @@ app:
             size: 11,
             config_digest: format!("sha256:{}", "ab".repeat(32)),
             format: ArchiveFormat::OciArchive,
+            web_seeds: Vec::new(),
         };
         m.container.image = image.hash.to_string();
         let release = Release {

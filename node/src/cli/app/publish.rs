@@ -53,6 +53,12 @@ pub struct PublishArgs {
     /// and publish refuses.
     #[arg(long, env = "ARCHY_DATA")]
     pub data: Option<PathBuf>,
+    /// An HTTP(S) URL that serves the image archive's bytes (a static host, a CDN, a
+    /// Blossom-style blob server; repeatable, at most 8). Each is downloaded and hashed
+    /// now, and refused unless it serves exactly this archive; nodes then fetch from it
+    /// when the swarm has no copy, checking the bytes against the signed hash.
+    #[arg(long = "web-seed", value_name = "URL")]
+    pub web_seeds: Vec<String>,
     /// iroh endpoint id (64 hex digits) of another node that serves the image
     /// (repeatable; for advanced use: make sure it holds the archive).
     #[arg(long = "provider")]
@@ -163,17 +169,20 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
             providers.insert(0, seeded);
         }
     }
+    let mut image = release.image;
+    image.web_seeds = check_web_seeds(&args.web_seeds, &image)?;
     anyhow::ensure!(
-        !providers.is_empty(),
+        !providers.is_empty() || !image.web_seeds.is_empty(),
         "nothing would serve {}'s image ({}), so no node could install it: pass --data DIR \
-         with the data dir of an Archy node you run (it imports the image and seeds it), or \
-         --provider ID of a node that holds it",
+         with the data dir of an Archy node you run (it imports the image and seeds it), \
+         --web-seed URL of a web server that serves the archive, or --provider ID of a node \
+         that holds it",
         built.id,
         built.image.hash
     );
     let content = AnnouncementContent {
         manifest: release.manifest,
-        image: release.image,
+        image,
         providers,
     };
     let events: Vec<(String, Event)> = announcement_builders(&content, None)
@@ -206,6 +215,26 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         sent.print();
     }
     Ok(sent.exit_code())
+}
+
+/// Downloads the archive from each web seed and keeps those that serve exactly it;
+/// any other answer refuses the publish, naming the seed.
+fn check_web_seeds(
+    urls: &[String],
+    image: &archy_catalog::ImageRef,
+) -> anyhow::Result<Vec<String>> {
+    anyhow::ensure!(
+        urls.len() <= archy_catalog::documents::MAX_WEB_SEEDS,
+        "at most {} --web-seed",
+        archy_catalog::documents::MAX_WEB_SEEDS
+    );
+    let scratch = tempfile::tempdir()?;
+    for url in urls {
+        let got = archy_node::web_seed::download(url, image, scratch.path())
+            .with_context(|| format!("--web-seed {url} does not serve this image"))?;
+        std::fs::remove_file(got)?;
+    }
+    Ok(urls.to_vec())
 }
 
 /// Hands the release's image archive to the node at `data`, which imports it, serves
