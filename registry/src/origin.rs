@@ -9,6 +9,11 @@
 //! address goes to stdout and to `<data>/origin.json`. [`Origin::watch`] reloads the
 //! publish dir when it gets a newer signed timestamp; a publish dir that does not
 //! verify is refused and the previous head stays served.
+//!
+//! With the timestamp key ([`TimestampRole`], `--timestamp-key`) the origin is the
+//! online timestamp role: it signs a new timestamp when the publisher drops in a new
+//! catalog and whenever half of the current one's lifetime has passed
+//! ([`archy_catalog::online`]), so the catalog never freezes while the origin runs.
 
 use std::{
     net::SocketAddr,
@@ -33,6 +38,79 @@ pub struct Origin {
     publish: PathBuf,
     data: PathBuf,
     trusted: TrustedState,
+    timestamp_role: Option<TimestampRole>,
+}
+
+/// The online timestamp role: the key, and the lifetime of each timestamp it signs.
+#[derive(Debug)]
+pub struct TimestampRole {
+    pub key: archy_catalog::keys::SecretKey,
+    pub lifetime: chrono::Duration,
+}
+
+/// Why the online timestamp role could not sign.
+#[derive(Debug, thiserror::Error)]
+pub enum TimestampRoleError {
+    #[error("{}: {source}", path.display())]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("{}: {source}", path.display())]
+    NotACatalog {
+        path: PathBuf,
+        source: archy_catalog::documents::NotACatalog,
+    },
+    #[error("cannot write {}: {source}", path.display())]
+    Write {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}
+
+impl TimestampRole {
+    /// Signs and writes `<publish>/timestamp.json` when one is due (see
+    /// [`archy_catalog::online::timestamp_due`]); returns why, if it did.
+    pub fn refresh(
+        &self,
+        publish: &Path,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<Option<archy_catalog::online::TimestampDue>, TimestampRoleError> {
+        use archy_catalog::{documents::Timestamp, online};
+        let catalog_path = publish.join("catalog.json");
+        let catalog = std::fs::read(&catalog_path).map_err(|source| TimestampRoleError::Read {
+            path: catalog_path.clone(),
+            source,
+        })?;
+        let not_a_catalog = |source| TimestampRoleError::NotACatalog {
+            path: catalog_path.clone(),
+            source,
+        };
+        let meta = Timestamp::for_catalog(&catalog, 0, now)
+            .map_err(not_a_catalog)?
+            .catalog;
+        let ts_path = publish.join("timestamp.json");
+        // The current timestamp, if there is one that parses (whoever signed it).
+        let served: Option<Timestamp> = std::fs::read(&ts_path).ok().and_then(|b| {
+            archy_catalog::documents::EnvelopeRef::parse(&b)
+                .ok()?
+                .body()
+                .ok()
+        });
+        let Some(due) = online::timestamp_due(served.as_ref(), &meta, now, self.lifetime) else {
+            return Ok(None);
+        };
+        let (_, bytes) =
+            online::next_timestamp(served.as_ref(), &catalog, now, self.lifetime, &self.key)
+                .map_err(not_a_catalog)?;
+        archy_catalog::fsutil::write_atomic(&ts_path, &bytes).map_err(|source| {
+            TimestampRoleError::Write {
+                path: ts_path.clone(),
+                source,
+            }
+        })?;
+        Ok(Some(due))
+    }
 }
 
 /// Why a publish dir cannot be served.
@@ -54,6 +132,9 @@ pub enum PublishError {
     /// An image in `blobs/` is not the one the catalog names.
     #[error("{}: bytes hash to {got}", path.display())]
     WrongImage { path: PathBuf, got: ContentHash },
+    /// The online timestamp role could not sign a timestamp.
+    #[error("timestamp role: {0}")]
+    TimestampRole(#[source] TimestampRoleError),
 }
 
 fn fail(e: PublishError) -> SwarmError {
@@ -85,6 +166,22 @@ impl Origin {
         bind: SocketAddr,
         dht: Option<DhtSettings>,
     ) -> Result<Self, SwarmError> {
+        Self::start_with(publish, data, bind, dht, None).await
+    }
+
+    /// [`Origin::start`], as the online timestamp role when `timestamp_role` is given:
+    /// a timestamp is signed first if one is due (or missing).
+    pub async fn start_with(
+        publish: &Path,
+        data: &Path,
+        bind: SocketAddr,
+        dht: Option<DhtSettings>,
+        timestamp_role: Option<TimestampRole>,
+    ) -> Result<Self, SwarmError> {
+        if let Some(role) = &timestamp_role {
+            role.refresh(publish, chrono::Utc::now())
+                .map_err(|e| fail(PublishError::TimestampRole(e)))?;
+        }
         let head = SignedHead::read_publish_dir(publish).map_err(|source| {
             fail(PublishError::Read {
                 dir: publish.to_path_buf(),
@@ -119,6 +216,7 @@ impl Origin {
             publish: publish.to_path_buf(),
             data: data.to_path_buf(),
             trusted,
+            timestamp_role,
         };
         origin.serve(head, &catalog).await?;
         Ok(origin)
@@ -174,6 +272,13 @@ impl Origin {
         let mut tick = tokio::time::interval(every);
         loop {
             tick.tick().await;
+            if let Some(role) = &self.timestamp_role {
+                match role.refresh(&self.publish, chrono::Utc::now()) {
+                    Ok(Some(due)) => tracing::info!(?due, "signed a new timestamp"),
+                    Ok(None) => {}
+                    Err(e) => tracing::warn!(error = %e, "cannot sign a new timestamp"),
+                }
+            }
             let Ok(ts) = std::fs::read(self.publish.join("timestamp.json")) else {
                 continue;
             };
@@ -236,6 +341,32 @@ pub struct OriginArgs {
     /// A DHT node to join through, `/ip4/IP/tcp/PORT/p2p/PEER_ID` (repeat).
     #[arg(long, requires = "dht_listen")]
     pub bootstrap: Vec<crate::Multiaddr>,
+    /// Be the online timestamp role with this key file (the root's timestamp key, from
+    /// `catalog-signer keygen`): sign a new timestamp whenever the publisher drops in a
+    /// new catalog.json and when half of the current one's lifetime has passed. The
+    /// root and catalog keys stay offline.
+    #[arg(long, value_name = "FILE")]
+    pub timestamp_key: Option<PathBuf>,
+    /// How long each timestamp the origin signs is valid (with --timestamp-key).
+    #[arg(long, default_value = "1d", requires = "timestamp_key", value_parser = parse_lifetime)]
+    pub timestamp_lifetime: chrono::Duration,
+}
+
+/// Why a `--timestamp-lifetime` is refused.
+#[derive(Debug, thiserror::Error)]
+pub enum LifetimeError {
+    #[error(transparent)]
+    Duration(#[from] archy_catalog::duration::DurationError),
+    #[error("a timestamp lifetime must be positive and below 100 years")]
+    OutOfRange,
+}
+
+fn parse_lifetime(text: &str) -> Result<chrono::Duration, LifetimeError> {
+    let d = archy_catalog::duration::parse(text)?;
+    match chrono::Duration::from_std(d) {
+        Ok(d) if d > chrono::Duration::zero() && d < chrono::Duration::days(36_500) => Ok(d),
+        _ => Err(LifetimeError::OutOfRange),
+    }
 }
 
 impl OriginArgs {
@@ -247,7 +378,20 @@ impl OriginArgs {
             listen,
             bootstrap: self.bootstrap,
         });
-        let mut origin = Origin::start(&self.publish, &self.data, self.listen, dht).await?;
+        let role = match &self.timestamp_key {
+            Some(path) => Some(TimestampRole {
+                key: archy_catalog::keys::SecretKey::load(path).map_err(|e| {
+                    fail(PublishError::TimestampRole(TimestampRoleError::Read {
+                        path: path.clone(),
+                        source: std::io::Error::other(e),
+                    }))
+                })?,
+                lifetime: self.timestamp_lifetime,
+            }),
+            None => None,
+        };
+        let mut origin =
+            Origin::start_with(&self.publish, &self.data, self.listen, dht, role).await?;
         println!(
             "origin {} serving catalog v{} ({} image(s))",
             origin.addr(),

@@ -56,6 +56,11 @@ impl TestPublisher {
     }
 }
 
+/// Lets the origin watch its publish dir (every 200 ms) for `time`.
+async fn watch_for(origin: &mut Origin, time: Duration) {
+    let _ = tokio::time::timeout(time, origin.watch(Duration::from_millis(200))).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() {
     let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
@@ -82,11 +87,7 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
 
     // The publisher signs v2; the origin picks it up by itself.
     p.publish(&publish, 2);
-    let _ = tokio::time::timeout(
-        Duration::from_millis(1500),
-        origin.watch(Duration::from_millis(200)),
-    )
-    .await;
+    watch_for(&mut origin, Duration::from_millis(1500)).await;
     let v2 = sync_head(
         &node,
         Some(&oaddr),
@@ -160,11 +161,7 @@ async fn origin_serves_and_reloads_peers_stand_in_and_stale_heads_are_refused() 
 
     // A broken publish dir is refused; the origin keeps serving v2.
     std::fs::write(publish.join("timestamp.json"), b"{not signed").unwrap();
-    let _ = tokio::time::timeout(
-        Duration::from_millis(600),
-        origin.watch(Duration::from_millis(200)),
-    )
-    .await;
+    watch_for(&mut origin, Duration::from_millis(600)).await;
     assert!(
         origin.head().unwrap().timestamp == head_v2.timestamp,
         "still serving v2"
@@ -417,4 +414,91 @@ async fn a_catalog_frame_longer_than_its_timestamp_pins_is_refused_before_it_is_
         sent < 16 << 20,
         "the peer got {sent} bytes of a refused frame through"
     );
+}
+
+/// The origin as the online timestamp role, with timestamps of a 4 s lifetime: the
+/// publisher signs only the root and the catalog; the origin signs the first
+/// timestamp, keeps the head fresh past two lifetimes with no hand signing, and pins a
+/// new catalog the publisher drops in. A node verifies every head it gets.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_origin_holding_the_timestamp_key_keeps_the_head_fresh() {
+    use archy_catalog::documents::{EnvelopeRef, Timestamp};
+    use archy_registry::origin::TimestampRole;
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
+    let tmp = tempfile::tempdir().unwrap();
+    let publish = tmp.path().join("publish");
+    let p = TestPublisher::new();
+    p.publish(&publish, 1);
+    std::fs::remove_file(publish.join("timestamp.json")).unwrap();
+    // Publisher::from_seed(1)'s timestamp key (seed * 3 + 2).
+    let role = TimestampRole {
+        key: SecretKey::from_seed(&[5; 32]),
+        lifetime: Days::seconds(4),
+    };
+    assert_eq!(role.key.key_id(), p.keys.timestamp_key().key_id());
+    let mut origin = Origin::start_with(&publish, &tmp.path().join("o"), local(), None, Some(role))
+        .await
+        .unwrap();
+    let oaddr = origin.addr();
+    let node = node(tmp.path(), "n").await;
+    let limits = Limits::default();
+    let anchor = TrustedState::bootstrap(&p.root(), &limits).unwrap();
+    let t = Duration::from_secs(3);
+    let timestamp = |head: &SignedHead| -> Timestamp {
+        EnvelopeRef::parse(&head.timestamp).unwrap().body().unwrap()
+    };
+    let first = sync_head(&node, Some(&oaddr), &[], &anchor, None, &limits, t)
+        .await
+        .unwrap();
+    assert_eq!(
+        timestamp(&first.head).version,
+        1,
+        "the origin signed the first"
+    );
+
+    // Almost two lifetimes: a node that asks now still gets a head that verifies.
+    watch_for(&mut origin, Duration::from_secs(7)).await;
+    let later = sync_head(
+        &node,
+        Some(&oaddr),
+        &[],
+        &first.trusted,
+        Some(&first.head),
+        &limits,
+        t,
+    )
+    .await
+    .unwrap();
+    let ts = timestamp(&later.head);
+    assert!(ts.version >= 3, "re-signed at half life: v{}", ts.version);
+    assert!(ts.expires > Utc::now() + Days::seconds(1), "{}", ts.expires);
+    assert_eq!(later.catalog.version, 1);
+
+    // The publisher drops in catalog v2 (and no timestamp): the origin pins it.
+    let catalog = Catalog {
+        role: Role::Catalog,
+        spec_version: SPEC_VERSION,
+        version: 2,
+        expires: Utc::now() + Days::days(30),
+        apps: BTreeMap::new(),
+    };
+    archy_catalog::fsutil::write_atomic(
+        &publish.join("catalog.json"),
+        &p.keys.signed_catalog(&catalog),
+    )
+    .unwrap();
+    watch_for(&mut origin, Duration::from_millis(1500)).await;
+    let v2 = sync_head(
+        &node,
+        Some(&oaddr),
+        &[],
+        &later.trusted,
+        Some(&later.head),
+        &limits,
+        t,
+    )
+    .await
+    .unwrap();
+    assert_eq!(v2.catalog.version, 2);
+    assert!(timestamp(&v2.head).version > ts.version);
 }

@@ -44,6 +44,7 @@ pub mod head;
 pub mod keys;
 pub mod manifest;
 pub mod oci;
+pub mod online;
 pub mod publisher;
 pub mod trust;
 
