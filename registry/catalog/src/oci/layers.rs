@@ -6,7 +6,7 @@ use std::{fs, io::Read, path::Path};
 
 use sha2::{Digest, Sha256};
 
-use super::{fmt_err, layer_positions, ImageInfo, Layer, OciError};
+use super::{corrupt, fmt_err, layer_positions, ImageInfo, Layer, OciError};
 
 /// Hashes what is read through it.
 #[derive(Debug)]
@@ -81,13 +81,13 @@ impl LayerStream {
     /// uncompressed ones against `layer.diff_id`. Returns the uncompressed size.
     pub fn finish(mut self, layer: &Layer) -> Result<u64, OciError> {
         std::io::copy(&mut self, &mut std::io::sink())
-            .map_err(|e| fmt_err(format!("layer {}: {e}", layer.path)))?;
+            .map_err(corrupt(format!("layer {}", layer.path)))?;
         let diff_id = format!("sha256:{}", hex::encode(self.plain_hash.finalize()));
         let stored_digest = match self.plain {
             Plain::Gzip(gz) => {
                 let mut stored = gz.into_inner();
                 std::io::copy(&mut stored, &mut std::io::sink())
-                    .map_err(|e| fmt_err(format!("layer {}: {e}", layer.path)))?;
+                    .map_err(corrupt(format!("layer {}", layer.path)))?;
                 format!("sha256:{}", hex::encode(stored.hash.finalize()))
             }
             Plain::Raw(_) => diff_id.clone(),

@@ -109,14 +109,45 @@ pub enum OciError {
         path: PathBuf,
         source: std::io::Error,
     },
+    /// The archive breaks a rule of its format (what is missing or wrong, and where).
     #[error("not an image archive: {0}")]
     Format(String),
+    /// Reading `what` (the tar, an entry, a layer) failed.
+    #[error("not an image archive: {what}: {source}")]
+    Corrupt {
+        what: String,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The JSON document `what` (index, manifest, config) does not parse.
+    #[error("not an image archive: {what}: {source}")]
+    Json {
+        what: String,
+        #[source]
+        source: serde_json::Error,
+    },
     #[error("not an image archive: {0}")]
     Digest(#[from] NotADigest),
 }
 
 fn fmt_err(s: impl Into<String>) -> OciError {
     OciError::Format(s.into())
+}
+
+/// Reading `what` failed: the I/O error, kept as the source.
+fn corrupt(what: impl std::fmt::Display) -> impl FnOnce(std::io::Error) -> OciError {
+    move |source| OciError::Corrupt {
+        what: what.to_string(),
+        source,
+    }
+}
+
+/// The JSON document `what` does not parse: the parse error, kept as the source.
+fn bad_json(what: impl std::fmt::Display) -> impl FnOnce(serde_json::Error) -> OciError {
+    move |source| OciError::Json {
+        what: what.to_string(),
+        source,
+    }
 }
 
 fn sha256_digest(bytes: &[u8]) -> String {

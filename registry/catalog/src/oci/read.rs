@@ -6,7 +6,8 @@ use std::{collections::BTreeMap, fs, io::Read, path::Path};
 use serde::Deserialize;
 
 use super::{
-    check_digest, fmt_err, sha256_digest, ArchiveFormat, ImageInfo, Layer, OciError, RuntimeConfig,
+    bad_json, check_digest, corrupt, fmt_err, sha256_digest, ArchiveFormat, ImageInfo, Layer,
+    OciError, RuntimeConfig,
 };
 
 /// Largest single metadata document (index, manifest, config) kept while scanning.
@@ -33,16 +34,14 @@ pub fn inspect_reader(r: impl Read) -> Result<ImageInfo, OciError> {
     let mut small: BTreeMap<String, Vec<u8>> = BTreeMap::new();
     let mut kept = 0u64;
     let mut ar = tar::Archive::new(r);
-    let entries = ar
-        .entries()
-        .map_err(|e| fmt_err(format!("not a tar archive: {e}")))?;
+    let entries = ar.entries().map_err(corrupt("the tar"))?;
     for (n, entry) in entries.enumerate() {
         if n as u64 >= MAX_ARCHIVE_ENTRIES {
             return Err(fmt_err(format!(
                 "more than {MAX_ARCHIVE_ENTRIES} entries in the archive"
             )));
         }
-        let mut entry = entry.map_err(|e| fmt_err(format!("corrupt tar: {e}")))?;
+        let mut entry = entry.map_err(corrupt("a tar entry"))?;
         let Ok(path) = entry
             .path()
             .map(|p| p.to_string_lossy().trim_start_matches("./").to_string())
@@ -53,9 +52,13 @@ pub fn inspect_reader(r: impl Read) -> Result<ImageInfo, OciError> {
             continue;
         }
         let mut first = [0u8; 1];
-        let corrupt = |e: std::io::Error| fmt_err(format!("corrupt tar entry {path}: {e}"));
         // JSON documents only: docker-archive's manifest.json is an array.
-        if entry.read(&mut first).map_err(corrupt)? == 0 || !matches!(first[0], b'{' | b'[') {
+        if entry
+            .read(&mut first)
+            .map_err(corrupt(format!("tar entry {path}")))?
+            == 0
+            || !matches!(first[0], b'{' | b'[')
+        {
             continue;
         }
         kept += entry.size();
@@ -66,7 +69,9 @@ pub fn inspect_reader(r: impl Read) -> Result<ImageInfo, OciError> {
         }
         let mut buf = Vec::with_capacity(entry.size() as usize);
         buf.push(first[0]);
-        entry.read_to_end(&mut buf).map_err(corrupt)?;
+        entry
+            .read_to_end(&mut buf)
+            .map_err(corrupt(format!("tar entry {path}")))?;
         small.insert(path, buf);
     }
     if small.contains_key("index.json") {
@@ -151,7 +156,7 @@ fn json<T: for<'de> Deserialize<'de>>(
     let bytes = small
         .get(path)
         .ok_or_else(|| fmt_err(format!("{path} is missing")))?;
-    serde_json::from_slice(bytes).map_err(|e| fmt_err(format!("{path}: {e}")))
+    serde_json::from_slice(bytes).map_err(bad_json(path))
 }
 
 fn verified_blob<'a>(
@@ -178,16 +183,15 @@ fn inspect_oci(small: &BTreeMap<String, Vec<u8>>) -> Result<ImageInfo, OciError>
             .ok_or_else(|| fmt_err("index.json lists no manifests"))?;
         if first.media_type.contains("index") {
             let bytes = verified_blob(small, &first.digest)?;
-            index =
-                serde_json::from_slice(bytes).map_err(|e| fmt_err(format!("nested index: {e}")))?;
+            index = serde_json::from_slice(bytes).map_err(bad_json("nested index"))?;
             continue;
         }
         let manifest_bytes = verified_blob(small, &first.digest)?;
-        let manifest: OciManifest = serde_json::from_slice(manifest_bytes)
-            .map_err(|e| fmt_err(format!("image manifest: {e}")))?;
+        let manifest: OciManifest =
+            serde_json::from_slice(manifest_bytes).map_err(bad_json("image manifest"))?;
         let config_bytes = verified_blob(small, &manifest.config.digest)?;
-        let config: ConfigBlob = serde_json::from_slice(config_bytes)
-            .map_err(|e| fmt_err(format!("image config: {e}")))?;
+        let config: ConfigBlob =
+            serde_json::from_slice(config_bytes).map_err(bad_json("image config"))?;
         let found = manifest
             .layers
             .iter()
@@ -221,7 +225,7 @@ fn inspect_docker(small: &BTreeMap<String, Vec<u8>>) -> Result<ImageInfo, OciErr
         .get(first.config.trim_start_matches("./"))
         .ok_or_else(|| fmt_err(format!("config {} is missing", first.config)))?;
     let config: ConfigBlob =
-        serde_json::from_slice(config_bytes).map_err(|e| fmt_err(format!("image config: {e}")))?;
+        serde_json::from_slice(config_bytes).map_err(bad_json("image config"))?;
     let found = first
         .layers
         .iter()
@@ -290,6 +294,10 @@ mod tests {
         let d = tempfile::tempdir().unwrap();
         let p = d.path().join("x.tar");
         fs::write(&p, b"definitely not a tar archive at all, not even close").unwrap();
-        assert!(matches!(inspect(&p), Err(OciError::Format(_))));
+        let e = inspect(&p).unwrap_err();
+        assert!(
+            matches!(e, OciError::Format(_) | OciError::Corrupt { .. }),
+            "{e:?}"
+        );
     }
 }
