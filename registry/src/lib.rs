@@ -17,6 +17,7 @@ pub mod schedule;
 mod served;
 mod shutdown;
 mod swarm;
+pub mod ticket;
 
 pub use fetch::{Fetch, FetchFailure, FetchOptions, FetchReport, FetchStatus};
 pub use node::{node_key, ConnectError, PeerAddr, SwarmError, SwarmNode, SwarmNodeBuilder};

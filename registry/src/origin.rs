@@ -253,11 +253,13 @@ impl Origin {
             .iter()
             .map(|a| a.to_string())
             .collect();
+        let ticket = self.ticket()?.to_string();
         let info = serde_json::json!({
             "addr": self.addr().to_string(),
             "dht": dht,
             "catalog_version": catalog.version,
             "blobs": blobs,
+            "ticket": ticket,
         });
         archy_catalog::fsutil::write_atomic(
             &self.data.join("origin.json"),
@@ -312,6 +314,19 @@ impl Origin {
 
     pub fn addr(&self) -> PeerAddr {
         self.swarm.node.addr()
+    }
+
+    /// The join ticket for this origin: its address, its DHT addresses and the BLAKE3
+    /// of the publish dir's `root.json` (the trust anchor nodes take).
+    pub fn ticket(&self) -> Result<crate::ticket::JoinTicket, SwarmError> {
+        let path = self.publish.join("root.json");
+        let root = std::fs::read(&path)
+            .map_err(|source| fail(PublishError::Read { dir: path, source }))?;
+        Ok(crate::ticket::JoinTicket {
+            origin: self.addr(),
+            dht: self.swarm.dht_addrs(),
+            root: ContentHash::of(&root),
+        })
     }
 
     /// The head being served.
@@ -401,6 +416,7 @@ impl OriginArgs {
         for a in origin.swarm.dht_addrs() {
             println!("dht {a}");
         }
+        println!("ticket {}", origin.ticket()?);
         use std::io::Write;
         let _ = std::io::stdout().flush();
         tokio::select! {

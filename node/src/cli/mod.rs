@@ -3,6 +3,7 @@
 mod app;
 mod demo;
 mod fetch;
+mod join;
 mod key;
 mod market;
 mod node;

@@ -63,6 +63,12 @@ pub enum NodeCommand {
         /// A DHT node to join through, `/ip4/IP/tcp/PORT/p2p/PEER_ID` (repeat).
         #[arg(long)]
         bootstrap: Vec<Multiaddr>,
+        /// Join with the ticket `archy origin serve` prints (`archy-join1:...`): the
+        /// origin, the DHT to join through, and the hash of the root to trust. The root
+        /// is fetched from the origin and accepted only if it has that hash. Kept in
+        /// <data>/join.ticket for later runs; flags and config.toml still win.
+        #[arg(long, value_name = "TICKET")]
+        join: Option<archy_registry::ticket::JoinTicket>,
     },
     /// Show the node: catalog version and age, swarm address, DHT, origin and peers,
     /// blobs held and bytes fetched by source, apps and phases.
@@ -93,8 +99,10 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             swarm_listen,
             dht_listen,
             bootstrap,
+            join,
         } => {
             let mut cfg = NodeConfig::load(&data.data)?;
+            let ticket = super::join::remembered(&data.data, join)?;
             if let Some(v) = name {
                 cfg.name = v;
             }
@@ -127,6 +135,9 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             }
             if !bootstrap.is_empty() {
                 cfg.bootstrap = bootstrap;
+            }
+            if let Some(ticket) = &ticket {
+                super::block_on(super::join::apply(ticket, &data.data, &mut cfg))?;
             }
             super::block_on(daemon::run(data.data, cfg))?;
             Ok(ExitCode::SUCCESS)
