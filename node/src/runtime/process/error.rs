@@ -19,7 +19,7 @@ pub enum ProcessError {
     Layer {
         layer: String,
         #[source]
-        fault: super::image::LayerFault,
+        fault: super::layer_fault::LayerFault,
     },
     #[error("image {0} is not loaded")]
     ImageNotLoaded(String),

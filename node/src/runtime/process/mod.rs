@@ -41,6 +41,7 @@
 mod error;
 mod files;
 mod image;
+mod layer_fault;
 mod procfs;
 pub mod sandbox;
 mod spec;
