@@ -19,6 +19,11 @@ fn signer(dir: &Path, args: &[&str]) -> Output {
         .expect("run catalog-signer")
 }
 
+/// Runs a command given as words (no argument has a space), whatever its outcome.
+fn signer_words(dir: &Path, words: &str) -> Output {
+    signer(dir, &words.split_whitespace().collect::<Vec<_>>())
+}
+
 fn ok(dir: &Path, args: &[&str]) -> String {
     let out = signer(dir, args);
     assert!(
@@ -286,19 +291,9 @@ fn rotation_walks_the_chain() {
 fn catalog_build_reports_every_bad_manifest_with_its_file() {
     let (_t, d) = setup();
     fs::write(d.join("apps/bad.yaml"), "app:\n  id: Bad App\n  name: x\n  version: one\n  description: {short: x}\n  container: {image: ./missing.tar, privileged: true}\n").unwrap();
-    let out = signer(
+    let out = signer_words(
         &d,
-        &[
-            "catalog",
-            "build",
-            "--apps",
-            "apps",
-            "--version",
-            "1",
-            "--out",
-            "catalog.json",
-            "--json",
-        ],
+        "catalog build --apps apps --version 1 --out catalog.json --json",
     );
     assert_eq!(out.status.code(), Some(1));
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -466,20 +461,9 @@ fn web_seed_base_names_every_image_and_must_be_a_url() {
         format!("https://cdn.example/blobs/{hash}"),
         "{image}"
     );
-    let out = signer(
+    let out = signer_words(
         &d,
-        &[
-            "catalog",
-            "build",
-            "--apps",
-            "apps",
-            "--version",
-            "2",
-            "--out",
-            "c2.json",
-            "--web-seed-base",
-            "ftp://cdn.example",
-        ],
+        "catalog build --apps apps --version 2 --out c2.json --web-seed-base ftp://cdn.example",
     );
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("--web-seed-base"));

@@ -36,6 +36,46 @@ fn publish(manifest: &Path, key: &Path, relay: &str, source: &[&str]) -> std::pr
     archy(&args)
 }
 
+/// An `archy relay run` on 127.0.0.1 (killed on drop) and its URL.
+fn start_relay() -> (common::Proc, String) {
+    let relay = common::start(
+        &["relay", "run", "--listen", "127.0.0.1:0"].map(String::from),
+        "relay listening on ws://127.0.0.1:",
+    );
+    let url = relay.ready.split_whitespace().nth(3).unwrap().to_string();
+    (relay, url)
+}
+
+/// A developer's project: the busybox web app (`img.oci.tar`, page `page`) on a free
+/// host port, its manifest and the developer's key.
+struct Project {
+    dir: std::path::PathBuf,
+    manifest: std::path::PathBuf,
+    key: std::path::PathBuf,
+    port: u16,
+}
+
+impl Project {
+    fn new(dir: &Path, page: &str) -> Self {
+        std::fs::create_dir_all(dir).unwrap();
+        common::busybox_image(dir, page);
+        let port = common::free_port();
+        let manifest = dir.join("hello.yaml");
+        std::fs::write(&manifest, HelloApp::new("1.0.0", port).yaml()).unwrap();
+        let key = dir.join("dev.nsec");
+        common::assert_ok(
+            &archy(&["key", "new", "--out", key.to_str().unwrap()]),
+            "key new",
+        );
+        Self {
+            dir: dir.to_path_buf(),
+            manifest,
+            key,
+            port,
+        }
+    }
+}
+
 fn app(data: &Path) -> Value {
     ApiClient::from_data_dir(data)
         .unwrap()
@@ -52,24 +92,13 @@ fn an_unserved_app_waits_and_installs_once_the_developer_node_seeds_it() {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let _cleanup = common::ProcessCleanup(vec![w.join("dev-node"), w.join("op-node")]);
-    let relay = common::start(
-        &["relay", "run", "--listen", "127.0.0.1:0"].map(String::from),
-        "relay listening on ws://127.0.0.1:",
-    );
-    let relay_url = relay.ready.split_whitespace().nth(3).unwrap().to_string();
-
-    // The developer's project: a busybox web app and a key.
-    let project = w.join("project");
-    std::fs::create_dir_all(&project).unwrap();
-    common::busybox_image(&project, "from the developer");
-    let port = common::free_port();
-    let manifest = project.join("hello.yaml");
-    std::fs::write(&manifest, HelloApp::new("1.0.0", port).yaml()).unwrap();
-    let key = project.join("dev.nsec");
-    common::assert_ok(
-        &archy(&["key", "new", "--out", key.to_str().unwrap()]),
-        "key new",
-    );
+    let (_relay, relay_url) = start_relay();
+    let Project {
+        manifest,
+        key,
+        port,
+        ..
+    } = Project::new(&w.join("project"), "from the developer");
 
     // Nothing to serve the image: refused before anything is sent.
     let refused = publish(&manifest, &key, &relay_url, &[]);
@@ -97,6 +126,24 @@ fn an_unserved_app_waits_and_installs_once_the_developer_node_seeds_it() {
         },
     )
     .unwrap();
+    // The seeding API takes only an absolute path to a regular file with the hash asked
+    // for; anything else is refused and nothing enters the store.
+    let dev_api = ApiClient::from_data_dir(&dev_data).unwrap();
+    let held = |api: &ApiClient| api.get_json("/v1/status").unwrap()["swarm"]["blobs_held"].clone();
+    let before = held(&dev_api);
+    for (body, why) in [
+        (serde_json::json!({"path": "hello.yaml"}), "absolute path"),
+        (serde_json::json!({"path": w}), "not a file"),
+        (
+            serde_json::json!({"path": manifest, "hash": archy_catalog::ContentHash::of(b"an image")}),
+            "hashes to",
+        ),
+    ] {
+        let e = dev_api.post("/v1/seeds", body).unwrap_err().to_string();
+        assert!(e.contains(why), "{e}");
+    }
+    assert_eq!(held(&dev_api), before, "nothing refused was stored");
+
     let op_data = w.join("op-node");
     let _op = common::start_node_cmd(common::node_cmd(&op_data, "op", "process", None).args([
         "--dht-listen",
@@ -377,22 +424,13 @@ fn an_app_installs_from_its_web_seed_when_no_node_serves_it() {
     let work = tempfile::tempdir().unwrap();
     let w = work.path();
     let _cleanup = common::ProcessCleanup(vec![w.join("op-node")]);
-    let relay = common::start(
-        &["relay", "run", "--listen", "127.0.0.1:0"].map(String::from),
-        "relay listening on ws://127.0.0.1:",
-    );
-    let relay_url = relay.ready.split_whitespace().nth(3).unwrap().to_string();
-    let project = w.join("project");
-    std::fs::create_dir_all(&project).unwrap();
-    common::busybox_image(&project, "from a web seed");
-    let port = common::free_port();
-    let manifest = project.join("hello.yaml");
-    std::fs::write(&manifest, HelloApp::new("1.0.0", port).yaml()).unwrap();
-    let key = project.join("dev.nsec");
-    common::assert_ok(
-        &archy(&["key", "new", "--out", key.to_str().unwrap()]),
-        "key new",
-    );
+    let (_relay, relay_url) = start_relay();
+    let Project {
+        dir: project,
+        manifest,
+        key,
+        port,
+    } = Project::new(&w.join("project"), "from a web seed");
     let body = std::sync::Arc::new(std::sync::Mutex::new(b"not the archive".to_vec()));
     let seed = web_seed_server(body.clone());
 

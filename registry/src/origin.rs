@@ -21,7 +21,7 @@ use std::{
     time::Duration,
 };
 
-use archy_catalog::{head::SignedHead, ContentHash, Limits, TrustedState};
+use archy_catalog::{documents::CatalogMeta, head::SignedHead, ContentHash, Limits, TrustedState};
 
 use crate::{
     head::{HeadServer, HEAD_ALPN},
@@ -44,9 +44,16 @@ pub struct Origin {
 /// The online timestamp role: the key, and the lifetime of each timestamp it signs.
 #[derive(Debug)]
 pub struct TimestampRole {
-    pub key: archy_catalog::keys::SecretKey,
-    pub lifetime: chrono::Duration,
+    key: archy_catalog::keys::SecretKey,
+    lifetime: chrono::Duration,
+    /// The catalog file last hashed, by (inode, length, modification time), and what
+    /// it pins. A catalog is up to 128 MiB; it is read again only when it changed (a
+    /// publisher's atomic write makes a new inode).
+    seen: std::sync::Mutex<Option<(CatalogStamp, CatalogMeta)>>,
 }
+
+/// Inode, length and modification time: when they are the same, so is the file.
+type CatalogStamp = (u64, u64, std::time::SystemTime);
 
 /// Why the online timestamp role could not sign.
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +76,48 @@ pub enum TimestampRoleError {
 }
 
 impl TimestampRole {
+    pub fn new(key: archy_catalog::keys::SecretKey, lifetime: chrono::Duration) -> Self {
+        Self {
+            key,
+            lifetime,
+            seen: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// What the catalog file pins (version, hash, size), hashed again only when its
+    /// length or modification time changed.
+    fn catalog_meta(
+        &self,
+        path: &Path,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<CatalogMeta, TimestampRoleError> {
+        let read_err = |source| TimestampRoleError::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let md = std::fs::metadata(path).map_err(read_err)?;
+        let stamp = (
+            std::os::unix::fs::MetadataExt::ino(&md),
+            md.len(),
+            md.modified().map_err(read_err)?,
+        );
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((at, meta)) = seen.as_ref() {
+            if *at == stamp {
+                return Ok(meta.clone());
+            }
+        }
+        let bytes = std::fs::read(path).map_err(read_err)?;
+        let meta = archy_catalog::documents::Timestamp::for_catalog(&bytes, 0, now)
+            .map_err(|source| TimestampRoleError::NotACatalog {
+                path: path.to_path_buf(),
+                source,
+            })?
+            .catalog;
+        *seen = Some((stamp, meta.clone()));
+        Ok(meta)
+    }
+
     /// Signs and writes `<publish>/timestamp.json` when one is due (see
     /// [`archy_catalog::online::timestamp_due`]); returns why, if it did.
     pub fn refresh(
@@ -78,17 +127,7 @@ impl TimestampRole {
     ) -> Result<Option<archy_catalog::online::TimestampDue>, TimestampRoleError> {
         use archy_catalog::{documents::Timestamp, online};
         let catalog_path = publish.join("catalog.json");
-        let catalog = std::fs::read(&catalog_path).map_err(|source| TimestampRoleError::Read {
-            path: catalog_path.clone(),
-            source,
-        })?;
-        let not_a_catalog = |source| TimestampRoleError::NotACatalog {
-            path: catalog_path.clone(),
-            source,
-        };
-        let meta = Timestamp::for_catalog(&catalog, 0, now)
-            .map_err(not_a_catalog)?
-            .catalog;
+        let meta = self.catalog_meta(&catalog_path, now)?;
         let ts_path = publish.join("timestamp.json");
         // The current timestamp, if there is one that parses (whoever signed it).
         let served: Option<Timestamp> = std::fs::read(&ts_path).ok().and_then(|b| {
@@ -99,6 +138,14 @@ impl TimestampRole {
         });
         let Some(due) = online::timestamp_due(served.as_ref(), &meta, now, self.lifetime) else {
             return Ok(None);
+        };
+        let catalog = std::fs::read(&catalog_path).map_err(|source| TimestampRoleError::Read {
+            path: catalog_path.clone(),
+            source,
+        })?;
+        let not_a_catalog = |source| TimestampRoleError::NotACatalog {
+            path: catalog_path.clone(),
+            source,
         };
         let (_, bytes) =
             online::next_timestamp(served.as_ref(), &catalog, now, self.lifetime, &self.key)
@@ -394,15 +441,15 @@ impl OriginArgs {
             bootstrap: self.bootstrap,
         });
         let role = match &self.timestamp_key {
-            Some(path) => Some(TimestampRole {
-                key: archy_catalog::keys::SecretKey::load(path).map_err(|e| {
+            Some(path) => Some(TimestampRole::new(
+                archy_catalog::keys::SecretKey::load(path).map_err(|e| {
                     fail(PublishError::TimestampRole(TimestampRoleError::Read {
                         path: path.clone(),
                         source: std::io::Error::other(e),
                     }))
                 })?,
-                lifetime: self.timestamp_lifetime,
-            }),
+                self.timestamp_lifetime,
+            )),
             None => None,
         };
         let mut origin =

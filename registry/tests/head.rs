@@ -431,11 +431,9 @@ async fn an_origin_holding_the_timestamp_key_keeps_the_head_fresh() {
     p.publish(&publish, 1);
     std::fs::remove_file(publish.join("timestamp.json")).unwrap();
     // Publisher::from_seed(1)'s timestamp key (seed * 3 + 2).
-    let role = TimestampRole {
-        key: SecretKey::from_seed(&[5; 32]),
-        lifetime: Days::seconds(4),
-    };
-    assert_eq!(role.key.key_id(), p.keys.timestamp_key().key_id());
+    let key = SecretKey::from_seed(&[5; 32]);
+    assert_eq!(key.key_id(), p.keys.timestamp_key().key_id());
+    let role = TimestampRole::new(key, Days::seconds(4));
     let mut origin = Origin::start_with(&publish, &tmp.path().join("o"), local(), None, Some(role))
         .await
         .unwrap();

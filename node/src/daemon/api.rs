@@ -155,6 +155,23 @@ async fn seed(State(node): State<Arc<Node>>, Json(body): Json<SeedBody>) -> Resp
             ),
         );
     }
+    // A file that is not the image asked for is refused before it enters the store,
+    // which would serve it to anyone who asks.
+    if let Some(want) = body.hash {
+        let owned = path.clone();
+        let got = tokio::task::spawn_blocking(move || archy_catalog::oci::hash_file(&owned)).await;
+        match got {
+            Ok(Ok((got, _))) if got == want => {}
+            Ok(Ok((got, _))) => {
+                return error(
+                    StatusCode::CONFLICT,
+                    format!("{} hashes to {got}, not {want}", path.display()),
+                )
+            }
+            Ok(Err(e)) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+            Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+        }
+    }
     let hash = match node.swarm.import(path).await {
         Ok(h) => h,
         Err(e) => {
@@ -164,12 +181,6 @@ async fn seed(State(node): State<Arc<Node>>, Json(body): Json<SeedBody>) -> Resp
             )
         }
     };
-    if let Some(want) = body.hash.filter(|w| *w != hash) {
-        return error(
-            StatusCode::CONFLICT,
-            format!("{} hashes to {hash}, not {want}", path.display()),
-        );
-    }
     node.swarm.announce(hash).await;
     tracing::info!(%hash, size, file = %path.display(), "seeding");
     let addr = node.swarm.node.addr();
