@@ -67,6 +67,10 @@ fn a_node_joins_with_only_the_ticket_and_refuses_a_ticket_it_cannot_match() {
     let said = String::from_utf8_lossy(&refused.stderr);
     assert!(said.contains("refusing to trust"), "{said}");
     assert!(!bad.join("root.json").exists());
+    assert!(
+        !bad.join("join.ticket").exists(),
+        "a failed ticket is not kept"
+    );
 
     // The real ticket: the node gets its root, its origin and the DHT from it alone.
     let data = w.join("node");

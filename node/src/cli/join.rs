@@ -14,17 +14,11 @@ use archy_registry::ticket::JoinTicket;
 
 const TICKET_FILE: &str = "join.ticket";
 
-/// The ticket to use: the one given (saved for later runs) or the one saved before.
+/// The ticket to use: the one given, or the one a successful join saved before.
 pub fn remembered(data: &Path, given: Option<JoinTicket>) -> anyhow::Result<Option<JoinTicket>> {
     let file = data.join(TICKET_FILE);
     match given {
-        Some(t) => {
-            std::fs::create_dir_all(data)
-                .with_context(|| format!("cannot create {}", data.display()))?;
-            archy_catalog::fsutil::write_atomic(&file, t.to_string().as_bytes())
-                .with_context(|| format!("cannot save {}", file.display()))?;
-            Ok(Some(t))
-        }
+        Some(t) => Ok(Some(t)),
         None if file.exists() => {
             let text = std::fs::read_to_string(&file)
                 .with_context(|| format!("cannot read {}", file.display()))?;
@@ -38,7 +32,8 @@ pub fn remembered(data: &Path, given: Option<JoinTicket>) -> anyhow::Result<Opti
 }
 
 /// Fills `cfg` from the ticket where it is unset and, when the node has no trust anchor
-/// yet, fetches the pinned root into `<data>/root.json`.
+/// yet, fetches the pinned root into `<data>/root.json`; then keeps the ticket for later
+/// runs (a ticket that failed is not kept).
 pub async fn apply(ticket: &JoinTicket, data: &Path, cfg: &mut NodeConfig) -> anyhow::Result<()> {
     let loopback = ticket.origin.socket.ip().is_loopback();
     let any: SocketAddr = match loopback {
@@ -55,9 +50,22 @@ pub async fn apply(ticket: &JoinTicket, data: &Path, cfg: &mut NodeConfig) -> an
         cfg.dht_listen = Some(any);
     }
     let anchor = data.join("root.json");
-    if anchor.exists() || cfg.root.is_some() {
-        return Ok(());
+    if !anchor.exists() && cfg.root.is_none() {
+        fetch_anchor(ticket, any, data, &anchor).await?;
     }
+    let file = data.join(TICKET_FILE);
+    std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
+    archy_catalog::fsutil::write_atomic(&file, ticket.to_string().as_bytes())
+        .with_context(|| format!("cannot save {}", file.display()))
+}
+
+/// Writes the root the ticket pins, fetched from the origin, to `anchor`.
+async fn fetch_anchor(
+    ticket: &JoinTicket,
+    any: SocketAddr,
+    data: &Path,
+    anchor: &Path,
+) -> anyhow::Result<()> {
     // A throwaway endpoint (its own key and store) asks the origin for its roots.
     let scratch = tempfile::tempdir()?;
     let node = archy_registry::SwarmNode::builder(scratch.path(), any)
@@ -70,7 +78,7 @@ pub async fn apply(ticket: &JoinTicket, data: &Path, cfg: &mut NodeConfig) -> an
         .with_context(|| format!("joining {}", ticket.origin));
     node.shutdown().await;
     std::fs::create_dir_all(data).with_context(|| format!("cannot create {}", data.display()))?;
-    archy_catalog::fsutil::write_atomic(&anchor, &root?)
+    archy_catalog::fsutil::write_atomic(anchor, &root?)
         .with_context(|| format!("cannot write {}", anchor.display()))?;
     tracing::info!(root = %ticket.root, origin = %ticket.origin, "trust anchor taken from the join ticket");
     Ok(())
