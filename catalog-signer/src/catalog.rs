@@ -32,12 +32,14 @@ pub enum CatalogCommand {
         expires: String,
         #[arg(long)]
         out: PathBuf,
-        /// Also copy every image archive to DIR/<blake3 hex>, ready for an origin to serve.
+        /// Also copy every image archive to DIR/<blake3 hex>, ready for an origin to serve,
+        /// with its hash tree at DIR/<blake3 hex>.obao (for web seeds).
         #[arg(long)]
         blobs: Option<PathBuf>,
-        /// Name BASE/<blake3 hex> as every image's web seed: upload the --blobs dir to any
-        /// static host or CDN at BASE, and nodes fetch from it when the swarm has no copy
-        /// (checking every byte against the signed hash).
+        /// Name BASE/<blake3 hex> as every image's web seed: upload the --blobs dir (archives
+        /// and their .obao hash trees) to any static host or CDN at BASE, and nodes fetch
+        /// ranges from it next to their peers (checking every byte against the signed
+        /// hash).
         #[arg(long, value_name = "BASE")]
         web_seed_base: Option<String>,
     },
@@ -129,6 +131,8 @@ fn build(
 }
 
 /// Copies each release's image archive to `dir/<blake3 hex>` unless it is there.
+/// Copies every release's archive to `dir/<hex>` and writes its hash tree to
+/// `dir/<hex>.obao` (what a web seed serves so nodes can verify ranges).
 fn copy_blobs(dir: &Path, releases: &[BuiltRelease]) -> anyhow::Result<()> {
     fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     for r in releases {
@@ -139,6 +143,23 @@ fn copy_blobs(dir: &Path, releases: &[BuiltRelease]) -> anyhow::Result<()> {
                 .with_context(|| format!("cannot copy {}", r.image_file.display()))?;
             fs::rename(&tmp, &dest)
                 .with_context(|| format!("cannot move {} into place", dest.display()))?;
+        }
+        let tree = dir.join(format!(
+            "{}{}",
+            r.image.hash.to_hex(),
+            archy_catalog::hash_tree::SUFFIX
+        ));
+        if !tree.exists() {
+            let (hash, _, bytes) = archy_catalog::hash_tree::hash_tree_of_file(&dest)
+                .with_context(|| format!("cannot hash {}", dest.display()))?;
+            anyhow::ensure!(
+                hash == r.image.hash,
+                "{} changed while it was copied ({hash}, not {})",
+                dest.display(),
+                r.image.hash
+            );
+            archy_catalog::fsutil::write_atomic(&tree, &bytes)
+                .with_context(|| format!("cannot write {}", tree.display()))?;
         }
     }
     Ok(())

@@ -361,6 +361,18 @@ fn every_command_answers_with_one_json_object() {
     assert_eq!(catalog["apps"], 1);
     assert_eq!(catalog["releases"][0]["id"], "org.example.hello");
     assert!(catalog["expires"].is_string(), "{catalog}");
+    // The blobs dir holds each archive and its hash tree, ready for a web seed.
+    let hex = catalog["releases"][0]["image"]["hash"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches("blake3:")
+        .to_string();
+    let blob = std::fs::read(d.join("blobs").join(&hex)).unwrap();
+    let (_, tree) = archy_catalog::hash_tree::hash_tree(&blob[..], blob.len() as u64).unwrap();
+    assert_eq!(
+        std::fs::read(d.join("blobs").join(format!("{hex}.obao"))).unwrap(),
+        tree
+    );
     let signed = json_run(&d, "sign catalog.json --key keys/catalog.key");
     assert_eq!(signed["role"], "catalog");
     assert_eq!(signed["version"], 4);

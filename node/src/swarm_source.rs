@@ -1,8 +1,10 @@
 //! Images from the swarm: the node's own [`Swarm`] fetches an archive from the origin,
 //! the configured peers and every holder the DHT names, all at once (every range
 //! BLAKE3-verified as it arrives), keeps it in its store, and from then on serves it to
-//! others and announces it. When the swarm has no verified copy, the origin's publish
-//! dir and then the image's web seeds (whole archives, verified before use) are asked.
+//! others and announces it. Web seeds that serve a hash tree give ranges next to the
+//! peers. When the swarm has no verified copy, the origin's publish dir and then the
+//! image's web seeds (whole archives, verified before use: a host with no hash tree)
+//! are asked.
 
 use std::{
     path::PathBuf,
@@ -24,7 +26,8 @@ pub struct FetchCounters {
     pub peers: AtomicU64,
     /// Read from the origin's publish dir because no swarm provider answered.
     pub publish_dir: AtomicU64,
-    /// Downloaded from the image's web seeds because the swarm had no verified copy.
+    /// From the image's web seeds: ranges next to the peers, or whole archives when the
+    /// swarm had no verified copy.
     pub web_seed: AtomicU64,
     /// Already held when a fetch started (a resumed download), so not fetched again.
     pub resumed: AtomicU64,
@@ -71,6 +74,7 @@ impl ImageSource for SwarmImageSource {
                 size: Some(image.size),
                 origin: self.origin.clone(),
                 peers: self.peers.clone(),
+                web_seeds: image.web_seeds.clone(),
                 ..FetchPlan::default()
             };
             let run = self.swarm.fetch(image.hash, plan, Some(tx));
@@ -104,23 +108,18 @@ impl ImageSource for SwarmImageSource {
                 let origin = self.origin.as_ref().map(|p| p.to_string());
                 let c = &self.counters;
                 c.resumed.fetch_add(report.already_held, Ordering::Relaxed);
-                for (p, b) in &report.bytes_by_provider {
-                    let counter = if Some(p) == origin.as_ref() {
-                        &c.origin
-                    } else {
-                        &c.peers
-                    };
-                    counter.fetch_add(*b, Ordering::Relaxed);
-                }
                 let parts: Vec<String> = report
                     .bytes_by_provider
                     .iter()
                     .map(|(p, b)| {
-                        let who = if Some(p) == origin.as_ref() {
-                            "origin".to_string()
+                        let (counter, who) = if Some(p) == origin.as_ref() {
+                            (&c.origin, "origin".to_string())
+                        } else if image.web_seeds.contains(p) {
+                            (&c.web_seed, format!("web seed {p}"))
                         } else {
-                            format!("peer {}", short(p))
+                            (&c.peers, format!("peer {}", short(p)))
                         };
+                        counter.fetch_add(*b, Ordering::Relaxed);
                         format!("{who} {b} B")
                     })
                     .collect();

@@ -301,9 +301,12 @@ fn the_developer_guide_runs_as_written() {
     // Its own process group: the relay and the nodes it starts in the background go
     // with it at the end.
     std::os::unix::process::CommandExt::process_group(&mut bash, 0);
+    let started = std::time::Instant::now();
     let child = bash.spawn().unwrap();
     let group = child.id();
     let output = child.wait_with_output().unwrap();
+    // The measure (docs/benchmarks.md): the flow's wall time, build excluded.
+    eprintln!("guide flow: {:.1} s", started.elapsed().as_secs_f64());
     let op = w.join("op-node");
     let answer = |op: &Path| app(op);
     let running = answer(&op);
@@ -350,34 +353,6 @@ fn the_developer_guide_runs_as_written() {
     );
 }
 
-/// A web server on 127.0.0.1 that answers every GET with `body` (which the test may
-/// change: a seed that lies).
-fn web_seed_server(body: std::sync::Arc<std::sync::Mutex<Vec<u8>>>) -> String {
-    use std::io::{BufRead, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("http://{}/archive", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        for stream in listener.incoming().flatten() {
-            let body = body.lock().unwrap().clone();
-            std::thread::spawn(move || {
-                let mut reader = std::io::BufReader::new(&stream);
-                let mut line = String::new();
-                while reader.read_line(&mut line).is_ok_and(|n| n > 2) {
-                    line.clear();
-                }
-                let mut w = &stream;
-                let _ = write!(
-                    w,
-                    "HTTP/1.1 200 OK\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
-                    body.len()
-                );
-                let _ = w.write_all(&body);
-            });
-        }
-    });
-    url
-}
-
 /// What a web seed sends is used only if it is exactly the signed archive: a seed that
 /// sends other bytes, too many or too few is reported as lying and leaves nothing.
 #[test]
@@ -391,8 +366,9 @@ fn a_web_seed_that_lies_is_refused_and_leaves_nothing() {
         format: archy_catalog::oci::ArchiveFormat::OciArchive,
         web_seeds: Vec::new(),
     };
-    let body = std::sync::Arc::new(std::sync::Mutex::new(archive.clone()));
-    let url = web_seed_server(body.clone());
+    let host = archy_harness::web::StaticHost::start();
+    host.put("/archive", archive.clone());
+    let url = host.url("/archive");
     let out = dir.path().join("seeds");
     let got = archy_node::web_seed::download(&url, &image, &out).unwrap();
     assert_eq!(std::fs::read(&got).unwrap(), archive);
@@ -402,7 +378,7 @@ fn a_web_seed_that_lies_is_refused_and_leaves_nothing() {
         [archive.clone(), b"and more".to_vec()].concat(),
         archive[..5].to_vec(),
     ] {
-        *body.lock().unwrap() = lie;
+        host.put("/archive", lie);
         let e = archy_node::web_seed::download(&url, &image, &out).unwrap_err();
         assert!(
             matches!(e, archy_node::web_seed::WebSeedError::Lied { .. }),
@@ -413,8 +389,9 @@ fn a_web_seed_that_lies_is_refused_and_leaves_nothing() {
 }
 
 /// A release served by a web seed only: publish checks the seed serves the archive
-/// (and refuses a seed that does not), and an operator's node with no peer at all
-/// installs it from the seed.
+/// (and refuses a seed that does not), says where to upload the hash tree when the seed
+/// has none, and an operator's node with no peer at all installs it from the seed in
+/// verified byte ranges.
 #[test]
 fn an_app_installs_from_its_web_seed_when_no_node_serves_it() {
     if !common::can_run(common::needs_process_apps()) {
@@ -431,8 +408,9 @@ fn an_app_installs_from_its_web_seed_when_no_node_serves_it() {
         key,
         port,
     } = Project::new(&w.join("project"), "from a web seed");
-    let body = std::sync::Arc::new(std::sync::Mutex::new(b"not the archive".to_vec()));
-    let seed = web_seed_server(body.clone());
+    let host = archy_harness::web::StaticHost::start();
+    host.put("/archive", b"not the archive".to_vec());
+    let seed = host.url("/archive");
 
     let refused = publish(&manifest, &key, &relay_url, &["--web-seed", &seed]);
     assert!(!refused.status.success());
@@ -442,7 +420,8 @@ fn an_app_installs_from_its_web_seed_when_no_node_serves_it() {
         "{err}"
     );
 
-    *body.lock().unwrap() = std::fs::read(project.join("img.oci.tar")).unwrap();
+    let archive = project.join("img.oci.tar");
+    host.put("/archive", std::fs::read(&archive).unwrap());
     let out = publish(&manifest, &key, &relay_url, &["--web-seed", &seed]);
     common::assert_ok(&out, "publish --web-seed");
     let published: Value = serde_json::from_slice(&out.stdout).unwrap();
@@ -451,6 +430,19 @@ fn an_app_installs_from_its_web_seed_when_no_node_serves_it() {
         seed.as_str(),
         "{published}"
     );
+    assert_eq!(
+        published["web_seeds_without_hash_tree"][0],
+        seed.as_str(),
+        "{published}"
+    );
+    let tree_file = project.join("img.oci.tar.obao");
+    let note = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        note.contains(&tree_file.display().to_string()) && note.contains(&format!("{seed}.obao")),
+        "publish says what to upload where: {note}"
+    );
+    // The developer uploads the tree as told.
+    host.put("/archive.obao", std::fs::read(&tree_file).unwrap());
     let handle = published["handle"].as_str().unwrap().to_string();
 
     let op_data = w.join("op-node");
@@ -476,5 +468,16 @@ fn an_app_installs_from_its_web_seed_when_no_node_serves_it() {
         status["swarm"]["fetched_bytes"]["web_seed"].as_u64(),
         Some(size),
         "{status}"
+    );
+    let requests = host.requests();
+    assert!(
+        requests.iter().any(|r| r.path == "/archive.obao"),
+        "the node read the hash tree: {requests:?}"
+    );
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path == "/archive" && r.range.is_some()),
+        "the node fetched verified ranges: {requests:?}"
     );
 }

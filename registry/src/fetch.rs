@@ -19,6 +19,12 @@
 //! write out (and fsync) the partial entry between pieces; it never reads it (following
 //! it cost a wake-up per 16 KiB stored).
 //!
+//! Web seeds (HTTP hosts that serve the blob and its hash tree, see [`crate::web_seed`])
+//! take part like the origin: they hold everything, and are asked for the pieces no
+//! live peer holds or is getting. Each piece comes as one `Range` request, is checked
+//! against the signed hash with the tree's hashes and imported into the store only
+//! once verified.
+//!
 //! A provider is dropped for good when it cannot be reached, sends bytes that fail
 //! verification, closes the connection, or stalls three times; its pieces go back to
 //! the others. A stalled piece (no bytes for `stall_timeout`) goes back at once, so a
@@ -26,7 +32,7 @@
 
 use std::{
     collections::BTreeMap,
-    sync::Mutex,
+    sync::{Arc, Mutex},
     time::{Duration, Instant},
 };
 
@@ -45,6 +51,7 @@ use tracing::Instrument;
 
 use crate::{
     schedule::{id_seed, PieceBoard, ProviderView, CHUNK},
+    web_seed::{WebSeed, WebSeedFault},
     PeerAddr, SwarmError, SwarmNode,
 };
 
@@ -132,6 +139,7 @@ pub struct Fetch<'a> {
     size: Option<u64>,
     origin: Option<PeerAddr>,
     peers: Vec<PeerAddr>,
+    web_seeds: Vec<String>,
     more_peers: Option<mpsc::Receiver<PeerAddr>>,
     progress: Option<watch::Sender<FetchStatus>>,
     options: FetchOptions,
@@ -145,6 +153,7 @@ impl<'a> Fetch<'a> {
             size: None,
             origin: None,
             peers: Vec::new(),
+            web_seeds: Vec::new(),
             more_peers: None,
             progress: None,
             options: FetchOptions::default(),
@@ -166,6 +175,18 @@ impl<'a> Fetch<'a> {
 
     pub fn peers(mut self, peers: impl IntoIterator<Item = PeerAddr>) -> Self {
         self.peers.extend(peers);
+        self
+    }
+
+    /// Web seeds: HTTP(S) URLs serving the blob, and its hash tree at `<url>.obao`.
+    /// Asked for ranges like the origin; one without a hash tree is dropped (its
+    /// ranges could not be verified). Needs the size (signed) to be given.
+    pub fn web_seeds(mut self, urls: impl IntoIterator<Item = String>) -> Self {
+        for url in urls {
+            if !self.web_seeds.contains(&url) {
+                self.web_seeds.push(url);
+            }
+        }
         self
     }
 
@@ -223,7 +244,7 @@ impl<'a> Fetch<'a> {
                 ..FetchReport::default()
             });
         }
-        if providers.is_empty() && self.more_peers.is_none() {
+        if providers.is_empty() && self.web_seeds.is_empty() && self.more_peers.is_none() {
             return Err(fail(FetchFailure::NoProviders));
         }
         let ctx = Ctx {
@@ -248,7 +269,14 @@ impl<'a> Fetch<'a> {
         tokio::pin!(hold_store_entry);
         let mut workers = FuturesUnordered::new();
         for (addr, origin) in providers {
-            workers.push(ctx.worker(ctx.add_provider(&addr, origin), addr));
+            let i = ctx.add_provider(addr.to_string(), id_seed(&addr.id), origin);
+            workers.push(ctx.worker(i, Provider::Peer(addr)));
+        }
+        for url in self.web_seeds {
+            // Held whole, asked after the peers: like the origin.
+            let seed = id_seed(blake3::hash(url.as_bytes()).as_bytes());
+            let i = ctx.add_provider(url.clone(), seed, true);
+            workers.push(ctx.worker(i, Provider::Web(url)));
         }
         let mut more = self.more_peers;
         let mut last_verified = (already_held, Instant::now());
@@ -284,7 +312,8 @@ impl<'a> Fetch<'a> {
                 Some(addr) = async { match more.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
                     let known = ctx.lock().names.contains(&addr.to_string());
                     if !known && addr.id != self.node.addr().id {
-                        workers.push(ctx.worker(ctx.add_provider(&addr, false), addr));
+                        let i = ctx.add_provider(addr.to_string(), id_seed(&addr.id), false);
+                        workers.push(ctx.worker(i, Provider::Peer(addr)));
                     }
                 }
                 _ = ctx.changed.notified() => {}
@@ -382,6 +411,30 @@ struct Ctx<'a> {
     progress: Option<watch::Sender<FetchStatus>>,
 }
 
+/// Who a worker fetches from.
+enum Provider {
+    Peer(PeerAddr),
+    /// A web seed's URL.
+    Web(String),
+}
+
+/// Where a worker's pieces come from, once it is connected.
+#[derive(Clone, Copy)]
+enum PieceSource<'s> {
+    Peer(&'s Connection),
+    Web(&'s Arc<WebSeed>),
+}
+
+impl PieceSource<'_> {
+    /// Whether the provider is gone for good (a peer closed its connection).
+    fn closed(&self) -> bool {
+        match self {
+            Self::Peer(conn) => conn.close_reason().is_some(),
+            Self::Web(_) => false,
+        }
+    }
+}
+
 /// How one piece request ended.
 enum PieceEnd {
     Got,
@@ -389,6 +442,8 @@ enum PieceEnd {
     Cancelled,
     /// The provider sent bytes that failed BLAKE3 verification.
     BadData(String),
+    /// The provider cannot serve this fetch at all (a web seed without ranges).
+    Unusable(String),
     Stalled,
     Failed(String),
 }
@@ -406,7 +461,8 @@ impl Ctx<'_> {
         self.shared.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    fn add_provider(&self, addr: &PeerAddr, origin: bool) -> usize {
+    /// Adds a provider named `name` (what reports call it), ranked by `seed`.
+    fn add_provider(&self, name: String, seed: u64, origin: bool) -> usize {
         let mut s = self.lock();
         s.views.push(ProviderView {
             // A peer's bitfield arrives by observe; until then it is assumed to hold
@@ -420,9 +476,9 @@ impl Ctx<'_> {
             alive: true,
             known: origin,
             grew_at: None,
-            seed: id_seed(&addr.id),
+            seed,
         });
-        s.names.push(addr.to_string());
+        s.names.push(name);
         s.received.push(0);
         s.views.len() - 1
     }
@@ -459,12 +515,34 @@ impl Ctx<'_> {
 
     /// Fetches pieces from provider `i` until the blob is complete or the provider is
     /// dropped.
-    async fn worker(&self, i: usize, addr: PeerAddr) {
-        let span = tracing::debug_span!("provider", %addr);
-        self.worker_inner(i, addr).instrument(span).await
+    async fn worker(&self, i: usize, provider: Provider) {
+        match provider {
+            Provider::Peer(addr) => {
+                let span = tracing::debug_span!("provider", %addr);
+                self.peer_worker(i, addr).instrument(span).await
+            }
+            Provider::Web(url) => {
+                let span = tracing::debug_span!("web_seed", %url);
+                self.web_worker(i, url).instrument(span).await
+            }
+        }
     }
 
-    async fn worker_inner(&self, i: usize, addr: PeerAddr) {
+    /// A web seed's worker: its hash tree first, then pieces by `Range` requests.
+    async fn web_worker(&self, i: usize, url: String) {
+        let (hash, size, o) = (self.content, self.size, self.options.clone());
+        let total = o.idle_timeout.max(o.stall_timeout);
+        let open = tokio::task::spawn_blocking(move || {
+            WebSeed::open(&url, hash, size, o.stall_timeout, total)
+        });
+        match open.await {
+            Ok(Ok(seed)) => self.work(i, PieceSource::Web(&Arc::new(seed))).await,
+            Ok(Err(fault)) => self.drop_provider(i, fault.to_string()),
+            Err(e) => self.drop_provider(i, format!("asking for its hash tree: {e}")),
+        }
+    }
+
+    async fn peer_worker(&self, i: usize, addr: PeerAddr) {
         let conn = match self.node.connect(&addr, self.options.connect_timeout).await {
             Ok(c) => c,
             Err(e) => return self.drop_provider(i, e.to_string()),
@@ -507,12 +585,12 @@ impl Ctx<'_> {
             std::future::pending::<()>().await
         };
         tokio::select! {
-            () = self.work(i, &conn) => {}
+            () = self.work(i, PieceSource::Peer(&conn)) => {}
             () = observe => {}
         }
     }
 
-    async fn work(&self, i: usize, conn: &Connection) {
+    async fn work(&self, i: usize, source: PieceSource<'_>) {
         let mut strikes = 0;
         let mut in_flight = FuturesUnordered::new();
         let end = loop {
@@ -524,7 +602,7 @@ impl Ctx<'_> {
                     board.next_for(i, views, Instant::now())
                 };
                 let Some(piece) = next else { break };
-                in_flight.push(async move { (piece, self.fetch_piece(i, conn, piece).await) });
+                in_flight.push(async move { (piece, self.fetch_piece(i, source, piece).await) });
             }
             let Some((piece, end)) = in_flight.next().await else {
                 if self.lock().board.is_complete() {
@@ -539,7 +617,7 @@ impl Ctx<'_> {
                     }
                 })
                 .await;
-                if conn.close_reason().is_some() {
+                if source.closed() {
                     break Some("connection closed".to_string());
                 }
                 continue;
@@ -553,10 +631,11 @@ impl Ctx<'_> {
                 }
                 PieceEnd::Cancelled => s.board.release(piece, i),
                 PieceEnd::BadData(why) => break Some(format!("sent bad data: {why}")),
+                PieceEnd::Unusable(why) => break Some(why),
                 PieceEnd::Stalled | PieceEnd::Failed(_) => {
                     s.board.release(piece, i);
                     strikes += 1;
-                    if strikes >= MAX_STRIKES || conn.close_reason().is_some() {
+                    if strikes >= MAX_STRIKES || source.closed() {
                         break Some(match end {
                             PieceEnd::Failed(e) => e,
                             _ => format!("stalled {strikes} times"),
@@ -586,7 +665,7 @@ impl Ctx<'_> {
     }
 
     /// Fetches what is still missing of `piece` from provider `i`.
-    async fn fetch_piece(&self, i: usize, conn: &Connection, piece: usize) -> PieceEnd {
+    async fn fetch_piece(&self, i: usize, source: PieceSource<'_>, piece: usize) -> PieceEnd {
         let wanted = self.lock().board.request_ranges(piece, self.total_chunks);
         // Part of it may be held already (a piece retried after its provider died).
         let held = match self.node.held_ranges(&self.content).await {
@@ -597,6 +676,95 @@ impl Ctx<'_> {
             return PieceEnd::Got;
         }
         let ranges = wanted.difference(&held);
+        let end = match source {
+            PieceSource::Peer(conn) => self.get_from_peer(i, conn, piece, ranges).await,
+            PieceSource::Web(seed) => self.get_from_web(i, seed, piece, ranges).await,
+        };
+        if !matches!(end, PieceEnd::Got) {
+            return end;
+        }
+        // A peer that is still downloading may have sent less than asked: only what is
+        // verified in the store counts. The GET has finished writing by now.
+        match self.node.held_ranges(&self.content).await {
+            Ok((held, _)) if self.piece_held(&wanted, &held) => PieceEnd::Got,
+            Ok(_) => PieceEnd::Failed("sent less than the piece".into()),
+            Err(e) => PieceEnd::Failed(format!("local store: {e}")),
+        }
+    }
+
+    /// Counts `delta` payload bytes from provider `i`.
+    fn count_received(&self, i: usize, delta: u64) {
+        let mut s = self.lock();
+        let first_bytes = delta > 0 && s.received.iter().all(|&b| b == 0);
+        s.received[i] += delta;
+        drop(s);
+        if first_bytes {
+            // The status goes out now, not at the next tick: with a DHT, the node is
+            // announced from its first verified bytes.
+            self.notify_changed();
+        }
+    }
+
+    /// One piece's `ranges` from a web seed: a `Range` request on the blocking pool,
+    /// verified with the seed's hash tree, imported into the store (which checks it
+    /// against the hash once more as it decodes).
+    async fn get_from_web(
+        &self,
+        i: usize,
+        seed: &Arc<WebSeed>,
+        piece: usize,
+        ranges: ChunkRanges,
+    ) -> PieceEnd {
+        let Some(span) = crate::web_seed::span_of(&ranges, self.size) else {
+            return PieceEnd::Got;
+        };
+        let (seed, wanted) = (seed.clone(), ranges.clone());
+        let job = tokio::task::spawn_blocking(move || seed.verified_range(span, &wanted));
+        tokio::pin!(job);
+        let got = loop {
+            tokio::select! {
+                got = &mut job => break got,
+                _ = self.changed.notified() => {
+                    if self.lock().board.is_done(piece) {
+                        return PieceEnd::Cancelled;
+                    }
+                }
+            }
+        };
+        let (encoded, payload) = match got {
+            Ok(Ok(got)) => got,
+            Ok(Err(fault)) if fault.is_lie() => return PieceEnd::BadData(fault.to_string()),
+            // A host that cannot serve ranges will not learn it during this fetch.
+            Ok(Err(fault @ WebSeedFault::NoRanges(_))) => {
+                return PieceEnd::Unusable(fault.to_string())
+            }
+            Ok(Err(fault)) => return PieceEnd::Failed(fault.to_string()),
+            Err(e) => return PieceEnd::Failed(format!("range request: {e}")),
+        };
+        match self
+            .node
+            .store
+            .blobs()
+            .import_bao_bytes(self.hash, ranges, encoded)
+            .await
+        {
+            Ok(()) => {
+                self.count_received(i, payload);
+                PieceEnd::Got
+            }
+            Err(e) => PieceEnd::BadData(format!("the store refused its range: {e}")),
+        }
+    }
+
+    /// One piece's `ranges` from a peer: an iroh-blobs GET, every chunk verified as it
+    /// streams into the store.
+    async fn get_from_peer(
+        &self,
+        i: usize,
+        conn: &Connection,
+        piece: usize,
+        ranges: ChunkRanges,
+    ) -> PieceEnd {
         let request = GetRequest::builder().root(ranges).build(self.hash);
         let mut stream = self
             .node
@@ -610,7 +778,7 @@ impl Ctx<'_> {
         // completions wake this loop too, and must not reset it).
         let stall = tokio::time::sleep(self.options.stall_timeout);
         tokio::pin!(stall);
-        let end = loop {
+        loop {
             let item = tokio::select! {
                 item = stream.next() => item,
                 () = &mut stall => break PieceEnd::Stalled,
@@ -627,17 +795,8 @@ impl Ctx<'_> {
                     stall
                         .as_mut()
                         .reset(tokio::time::Instant::now() + self.options.stall_timeout);
-                    let delta = n.saturating_sub(seen);
+                    self.count_received(i, n.saturating_sub(seen));
                     seen = n;
-                    let mut s = self.lock();
-                    let first_bytes = delta > 0 && s.received.iter().all(|&b| b == 0);
-                    s.received[i] += delta;
-                    drop(s);
-                    if first_bytes {
-                        // The status goes out now, not at the next tick: with a DHT,
-                        // the node is announced from its first verified bytes.
-                        self.notify_changed();
-                    }
                 }
                 Some(GetProgressItem::Done(stats)) => {
                     let delta = stats.payload_bytes_read.saturating_sub(seen);
@@ -646,16 +805,6 @@ impl Ctx<'_> {
                 }
                 Some(GetProgressItem::Error(e)) => break classify(e),
             }
-        };
-        if !matches!(end, PieceEnd::Got) {
-            return end;
-        }
-        // A peer that is still downloading may have sent less than asked: only what is
-        // verified in the store counts. The GET has finished writing by now.
-        match self.node.held_ranges(&self.content).await {
-            Ok((held, _)) if self.piece_held(&wanted, &held) => PieceEnd::Got,
-            Ok(_) => PieceEnd::Failed("sent less than the piece".into()),
-            Err(e) => PieceEnd::Failed(format!("local store: {e}")),
         }
     }
 

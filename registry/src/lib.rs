@@ -18,6 +18,7 @@ mod served;
 mod shutdown;
 mod swarm;
 pub mod ticket;
+pub mod web_seed;
 
 pub use fetch::{Fetch, FetchFailure, FetchOptions, FetchReport, FetchStatus};
 pub use node::{node_key, ConnectError, PeerAddr, SwarmError, SwarmNode, SwarmNodeBuilder};

@@ -50,6 +50,8 @@ pub struct FetchPlan {
     pub size: Option<u64>,
     pub origin: Option<PeerAddr>,
     pub peers: Vec<PeerAddr>,
+    /// HTTP(S) hosts serving the blob and its hash tree ([`crate::web_seed`]).
+    pub web_seeds: Vec<String>,
     pub options: FetchOptions,
 }
 
@@ -192,6 +194,7 @@ impl Swarm {
             .fetch(hash)
             .origin(plan.origin)
             .peers(plan.peers)
+            .web_seeds(plan.web_seeds)
             .options(plan.options)
             .progress(status_tx);
         if let Some(size) = plan.size {

@@ -263,3 +263,120 @@ async fn a_peer_that_hangs_is_dropped_as_stalled() {
     assert!(why.contains("stalled"), "{why}");
     assert!(fetcher.has(&want).await.unwrap());
 }
+
+/// Web seeds are as hostile as peers: one that sends other bytes, one whose hash tree
+/// lies, one with no hash tree and one that ignores `Range` are each dropped with the
+/// reason, an honest seed serves the blob, and a fetch from a liar alone fails with
+/// nothing of its bytes stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn lying_web_seeds_are_dropped_and_nothing_they_send_is_kept() {
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, want, size) = random_file(tmp.path(), 4 * MIB);
+    let blob = std::fs::read(&file).unwrap();
+    let (_, tree) = archy_catalog::hash_tree::hash_tree(&blob[..], size).unwrap();
+    let flip_every = |bytes: &[u8], step: usize| -> Vec<u8> {
+        let mut b = bytes.to_vec();
+        for i in (step / 2..b.len()).step_by(step) {
+            b[i] ^= 0x55;
+        }
+        b
+    };
+    let host = archy_harness::web::StaticHost::start();
+    for (path, body, tree) in [
+        ("/honest", blob.clone(), Some(tree.clone())),
+        ("/corrupt", flip_every(&blob, 16 << 10), Some(tree.clone())),
+        ("/bad-tree", blob.clone(), Some(flip_every(&tree, 64))),
+        ("/no-tree", blob.clone(), None),
+        (
+            "/short-tree",
+            blob.clone(),
+            Some(tree[..tree.len() - 64].to_vec()),
+        ),
+    ] {
+        host.put(path, body);
+        if let Some(tree) = tree {
+            host.put(&format!("{path}.obao"), tree);
+        }
+    }
+    let ranges_off = archy_harness::web::StaticHost::start();
+    ranges_off.ignore_ranges(true);
+    ranges_off.put("/blob", blob.clone());
+    ranges_off.put("/blob.obao", tree.clone());
+    let seeds = [
+        host.url("/honest"),
+        host.url("/corrupt"),
+        host.url("/bad-tree"),
+        host.url("/no-tree"),
+        ranges_off.url("/blob"),
+        host.url("/short-tree"),
+    ];
+    let options = FetchOptions {
+        piece_bytes: 64 << 10,
+        stall_timeout: Duration::from_secs(2),
+        idle_timeout: Duration::from_secs(10),
+        ..FetchOptions::default()
+    };
+    let fetcher = node(tmp.path(), "f").await;
+    let report = fetcher
+        .fetch(want)
+        .size(size)
+        .web_seeds(seeds.clone())
+        .options(options.clone())
+        .run()
+        .await
+        .unwrap();
+    let failed = |url: &str| {
+        report
+            .failed_providers
+            .get(url)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert!(
+        report.bytes_by_provider.contains_key(&seeds[0]),
+        "{report:?}"
+    );
+    assert!(
+        !report.failed_providers.contains_key(&seeds[0]),
+        "{report:?}"
+    );
+    for liar in &seeds[1..3] {
+        assert!(
+            failed(liar).contains("do not match the signed hash"),
+            "{liar}: {report:?}"
+        );
+    }
+    assert!(
+        failed(&seeds[3]).contains("serves no hash tree"),
+        "{report:?}"
+    );
+    assert!(
+        failed(&seeds[4]).contains("does not serve byte ranges"),
+        "{report:?}"
+    );
+    assert!(
+        failed(&seeds[5]).contains("sent a hash tree of"),
+        "{report:?}"
+    );
+    let out = tmp.path().join("out.bin");
+    fetcher.export(&want, &out).await.unwrap();
+    assert_eq!(hash_file(&out).unwrap(), (want, size));
+
+    // A liar alone: the fetch fails, and nothing it sent was stored.
+    let alone = node(tmp.path(), "alone").await;
+    let e = alone
+        .fetch(want)
+        .size(size)
+        .web_seeds([seeds[1].clone()])
+        .options(options)
+        .run()
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("do not match the signed hash"),
+        "{e}"
+    );
+    let (held, _) = alone.held_ranges(&want).await.unwrap();
+    assert!(held.is_empty(), "nothing unverified was stored: {held:?}");
+}

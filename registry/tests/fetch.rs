@@ -168,3 +168,77 @@ async fn nobody_has_it_is_a_clear_error() {
     let a = empty.addr();
     assert_eq!(a.to_string().parse::<PeerAddr>().unwrap(), a);
 }
+
+/// A web seed (a static HTTP host serving the blob and its hash tree) is a provider of
+/// ranges next to the peers: a peer that holds part of the blob serves that part, the
+/// seed the pieces no peer has, asked with `Range` requests only, and the result is the
+/// blob.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_web_seed_gives_the_ranges_no_peer_holds() {
+    use common::{proxy, Mischief};
+    let _watchdog = archy_harness::watchdog(std::time::Duration::from_secs(180));
+    let tmp = tempfile::tempdir().unwrap();
+    let (file, want, size) = random_file(tmp.path(), 4 << 20);
+    let blob = std::fs::read(&file).unwrap();
+    let (_, tree) = archy_catalog::hash_tree::hash_tree(&blob[..], size).unwrap();
+    let host = archy_harness::web::StaticHost::start();
+    host.put("/blob", blob);
+    host.put("/blob.obao", tree);
+    let seed = host.url("/blob");
+
+    // A peer that holds part of the blob: its only source died half-way.
+    let origin = provider(tmp.path(), "origin", &file).await;
+    let (dying, _router) = proxy(&origin, Mischief::DieAfter { bytes: 3 << 19 }).await;
+    let partial = node(tmp.path(), "partial").await;
+    let pieces = FetchOptions {
+        piece_bytes: 256 << 10,
+        idle_timeout: std::time::Duration::from_secs(5),
+        ..FetchOptions::default()
+    };
+    let _ = partial
+        .fetch(want)
+        .size(size)
+        .origin(Some(dying))
+        .options(pieces.clone())
+        .run()
+        .await
+        .unwrap_err();
+    let (held, _) = partial.held_ranges(&want).await.unwrap();
+    assert!(!held.is_empty(), "the peer holds part of the blob");
+    drop(origin);
+
+    let fetcher = node(tmp.path(), "f").await;
+    let report = fetcher
+        .fetch(want)
+        .size(size)
+        .peers([partial.addr()])
+        .web_seeds([seed.clone()])
+        .options(pieces)
+        .run()
+        .await
+        .unwrap();
+    let from = |p: &str| report.bytes_by_provider.get(p).copied().unwrap_or(0);
+    assert!(from(&partial.addr().to_string()) > 0, "{report:?}");
+    assert!(from(&seed) > 0, "{report:?}");
+    let asked: Vec<_> = host
+        .requests()
+        .into_iter()
+        .filter(|r| r.path == "/blob")
+        .collect();
+    assert!(
+        asked.iter().all(|r| r.range.is_some()),
+        "only ranges were asked of the seed: {asked:?}"
+    );
+    let ranged: u64 = asked
+        .iter()
+        .filter_map(|r| r.range)
+        .map(|(a, b)| b + 1 - a)
+        .sum();
+    assert!(
+        ranged < size,
+        "the seed was not asked for what the peer holds: {ranged} of {size} bytes"
+    );
+    let out = tmp.path().join("out.bin");
+    fetcher.export(&want, &out).await.unwrap();
+    assert_eq!(hash_file(&out).unwrap(), (want, size));
+}

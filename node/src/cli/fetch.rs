@@ -63,6 +63,10 @@ pub struct FetchArgs {
     /// Another provider (repeat).
     #[arg(long = "peer")]
     pub peers: Vec<PeerAddr>,
+    /// An HTTP(S) URL serving the blob and its hash tree at URL.obao (repeat): asked
+    /// for ranges like the origin, every range verified. Needs --size.
+    #[arg(long = "web-seed", value_name = "URL", requires = "size")]
+    pub web_seeds: Vec<String>,
     /// Also write the verified blob to this file.
     #[arg(long)]
     pub out: Option<PathBuf>,
@@ -87,6 +91,7 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
             size: args.size,
             origin: args.origin.clone(),
             peers: args.peers.clone(),
+            web_seeds: args.web_seeds.clone(),
             options: FetchOptions {
                 piece_bytes: args.piece_kib.max(16) << 10,
                 requests_per_provider: args.in_flight.max(1),

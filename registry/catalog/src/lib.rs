@@ -40,6 +40,7 @@ pub mod documents;
 pub mod duration;
 pub mod fsutil;
 pub mod hash;
+pub mod hash_tree;
 pub mod head;
 pub mod keys;
 pub mod manifest;

@@ -5,7 +5,8 @@
 //! output, one background-process type that waits for a ready line and is killed when
 //! dropped, one way to poll for a condition with a deadline, and a watchdog that turns
 //! a test that hangs into a named failure instead of a CI run that never ends; and, in
-//! [`hostile`], the hostile relay and DHT peer that attack tests and benchmarks use.
+//! [`hostile`], the hostile relay and DHT peer that attack tests and benchmarks use;
+//! in [`web`], a static web host for web seeds.
 //!
 //! ```no_run
 //! use std::time::Duration;
@@ -24,6 +25,7 @@
 //! ```
 
 pub mod hostile;
+pub mod web;
 
 use std::{
     ffi::OsStr,

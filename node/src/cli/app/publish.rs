@@ -55,8 +55,11 @@ pub struct PublishArgs {
     pub data: Option<PathBuf>,
     /// An HTTP(S) URL that serves the image archive's bytes (a static host, a CDN, a
     /// Blossom-style blob server; repeatable, at most 8). Each is downloaded and hashed
-    /// now, and refused unless it serves exactly this archive; nodes then fetch from it
-    /// when the swarm has no copy, checking the bytes against the signed hash.
+    /// now, and refused unless it serves exactly this archive. If it also serves the
+    /// archive's hash tree at URL.obao (publish writes ARCHIVE.obao to upload), nodes
+    /// fetch byte ranges from it next to peers; otherwise they download the whole
+    /// archive from it when the swarm has no copy. Every byte is checked against the
+    /// signed hash.
     #[arg(long = "web-seed", value_name = "URL")]
     pub web_seeds: Vec<String>,
     /// iroh endpoint id (64 hex digits) of another node that serves the image
@@ -170,7 +173,8 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         }
     }
     let mut image = release.image;
-    image.web_seeds = check_web_seeds(&args.web_seeds, &image)?;
+    let without_tree = check_web_seeds(&args.web_seeds, &image, &built.image_file)?;
+    image.web_seeds = args.web_seeds.clone();
     anyhow::ensure!(
         !providers.is_empty() || !image.web_seeds.is_empty(),
         "nothing would serve {}'s image ({}), so no node could install it: pass --data DIR \
@@ -204,6 +208,7 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
         out["version"] = built.version.into();
         out["image"] = serde_json::to_value(&content.image)?;
         out["providers"] = content.providers.into();
+        out["web_seeds_without_hash_tree"] = without_tree.into();
         out["events"] = events
             .iter()
             .map(|(d, e)| json!({"d": d, "id": e.id.to_hex()}))
@@ -217,24 +222,82 @@ async fn publish(args: PublishArgs) -> anyhow::Result<ExitCode> {
     Ok(sent.exit_code())
 }
 
-/// Downloads the archive from each web seed and keeps those that serve exactly it;
-/// any other answer refuses the publish, naming the seed.
+/// Downloads the archive from each web seed and refuses the publish, naming the seed,
+/// unless it serves exactly this archive; then checks each seed's hash tree
+/// (`<url>.obao`, which lets nodes fetch ranges from it next to peers). Returns the
+/// seeds that serve no tree, after writing the tree next to `archive` and saying where
+/// to upload it; a seed that serves a wrong tree is refused.
 fn check_web_seeds(
     urls: &[String],
     image: &archy_catalog::ImageRef,
+    archive: &std::path::Path,
 ) -> anyhow::Result<Vec<String>> {
+    use archy_catalog::hash_tree::{hash_tree_of_file, hash_tree_size, hash_tree_url};
     anyhow::ensure!(
         urls.len() <= archy_catalog::documents::MAX_WEB_SEEDS,
         "at most {} --web-seed",
         archy_catalog::documents::MAX_WEB_SEEDS
     );
+    if urls.is_empty() {
+        return Ok(Vec::new());
+    }
     let scratch = tempfile::tempdir()?;
     for url in urls {
         let got = archy_node::web_seed::download(url, image, scratch.path())
             .with_context(|| format!("--web-seed {url} does not serve this image"))?;
         std::fs::remove_file(got)?;
     }
-    Ok(urls.to_vec())
+    let (_, _, tree) =
+        hash_tree_of_file(archive).with_context(|| format!("cannot hash {}", archive.display()))?;
+    let tree_file = archive.with_file_name(format!(
+        "{}{}",
+        archive.file_name().unwrap_or_default().to_string_lossy(),
+        archy_catalog::hash_tree::SUFFIX
+    ));
+    let mut without_tree = Vec::new();
+    for url in urls {
+        let tree_url = hash_tree_url(url);
+        let served = ureq::get(&tree_url)
+            .timeout(std::time::Duration::from_secs(30))
+            .call()
+            .map_err(Box::new)
+            .and_then(|r| {
+                let mut body = Vec::new();
+                std::io::Read::read_to_end(
+                    &mut std::io::Read::take(r.into_reader(), hash_tree_size(image.size) + 1),
+                    &mut body,
+                )
+                .map_err(|e| Box::new(ureq::Error::from(e)))?;
+                Ok(body)
+            });
+        match served {
+            Ok(body) if body == tree => {}
+            Ok(_) => anyhow::bail!(
+                "--web-seed {url}: {tree_url} is not the hash tree of this image; upload {} there \
+                 (or remove it)",
+                tree_file.display()
+            ),
+            Err(e) => {
+                if !matches!(*e, ureq::Error::Status(404, _)) {
+                    eprintln!("warning: cannot read {tree_url}: {e}");
+                }
+                without_tree.push(url.clone());
+            }
+        }
+    }
+    if !without_tree.is_empty() {
+        archy_catalog::fsutil::write_atomic(&tree_file, &tree)
+            .with_context(|| format!("cannot write {}", tree_file.display()))?;
+        for url in &without_tree {
+            eprintln!(
+                "note: {url} serves no hash tree, so nodes use it only as a whole-archive \
+                 fallback; upload {} to {} and nodes fetch ranges from it next to peers",
+                tree_file.display(),
+                hash_tree_url(url)
+            );
+        }
+    }
+    Ok(without_tree)
 }
 
 /// Hands the release's image archive to the node at `data`, which imports it, serves
