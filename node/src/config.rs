@@ -11,7 +11,8 @@
 //! peers = ["<endpoint id>@127.0.0.1:4434"] # other nodes to fetch from
 //! dht_listen = "127.0.0.1:0"   # join the DHT (TCP): find holders, announce what it holds
 //! bootstrap = ["/ip4/127.0.0.1/tcp/4500/p2p/12D3Koo..."]  # DHT nodes to join through
-//! relays = ["ws://127.0.0.1:7447"]
+//! relays = ["ws://127.0.0.1:7447"]  # Nostr relays (the marketplace)
+//! iroh_relays = [{ url = "https://relay.example:4434" }]  # swarm relays, for NAT
 //! me = "npub1..."              # the operator's key, for marketplace trust scores
 //!
 //! max_image_bytes = 68719476736 # largest image archive fetched (64 GiB)
@@ -71,6 +72,10 @@ pub struct NodeConfig {
     pub bootstrap: Vec<Multiaddr>,
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub relays: Vec<String>,
+    /// iroh relays the swarm uses so peers behind NAT reach this node (and it them):
+    /// `{ url, quic_port, cert }`, as a join ticket names them. None: no relay.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub iroh_relays: Vec<archy_registry::relay::RelaySpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub me: Option<String>,
     /// The largest image archive this node fetches, in bytes: a size claimed by a catalog
@@ -124,6 +129,7 @@ impl Default for NodeConfig {
             dht_listen: None,
             bootstrap: Vec::new(),
             relays: Vec::new(),
+            iroh_relays: Vec::new(),
             me: None,
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             unpack: UnpackLimits::default(),

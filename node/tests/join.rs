@@ -38,6 +38,8 @@ fn a_node_joins_with_only_the_ticket_and_refuses_a_ticket_it_cannot_match() {
             &s(&w.join("origin")),
             "--dht-listen",
             "127.0.0.1:0",
+            "--relay-listen",
+            "127.0.0.1:0",
         ]
         .map(String::from),
         "origin ",
@@ -46,6 +48,17 @@ fn a_node_joins_with_only_the_ticket_and_refuses_a_ticket_it_cannot_match() {
         serde_json::from_slice(&std::fs::read(w.join("origin/origin.json")).unwrap()).unwrap();
     let ticket = info["ticket"].as_str().unwrap().to_string();
     assert!(ticket.starts_with("archy-join1:"), "{ticket}");
+    let parsed: archy_registry::ticket::JoinTicket = ticket.parse().unwrap();
+    assert_eq!(
+        parsed.relays.len(),
+        1,
+        "the origin's relay is in the ticket"
+    );
+    assert_eq!(
+        info["relay"]["url"],
+        parsed.relays[0].url.as_str(),
+        "{info}"
+    );
 
     // A ticket pinning another root: refused, and nothing is trusted.
     let mut forged: archy_registry::ticket::JoinTicket = ticket.parse().unwrap();
@@ -107,6 +120,41 @@ fn a_node_joins_with_only_the_ticket_and_refuses_a_ticket_it_cannot_match() {
         Some(1),
         "{status}"
     );
+    // The ticket's relay is the node's home relay, and it says how it reaches the
+    // origin.
+    let origin_id = info["addr"]
+        .as_str()
+        .unwrap()
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string();
+    let status = archy_harness::poll_until(
+        "the home relay and a path to the origin",
+        Duration::from_secs(30),
+        || {
+            let v = api.get_json("/v1/status").ok()?;
+            let home = v["swarm"]["home_relay"].as_str()?.to_string();
+            let to_origin = v["swarm"]["paths"]
+                .as_array()?
+                .iter()
+                .any(|p| p["id"] == origin_id.as_str());
+            (to_origin && v["swarm"]["relays"][0] == home.as_str()).then_some(v)
+        },
+    )
+    .unwrap();
+    let home = status["swarm"]["home_relay"].as_str().unwrap();
+    assert!(
+        home.trim_end_matches('/') == parsed.relays[0].url,
+        "{home} is the relay the ticket names"
+    );
+    let text = common::archy_cmd(["node", "status", "--data"])
+        .arg(&data)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&text.stdout);
+    assert!(text.contains("(home: peers behind NAT"), "{text}");
+    assert!(text.contains(&format!("path     {origin_id} ")), "{text}");
 
     // Restarted without the ticket: the saved one is used.
     drop(node);

@@ -13,6 +13,7 @@ mod fetch;
 pub mod head;
 mod node;
 pub mod origin;
+pub mod relay;
 pub mod schedule;
 mod served;
 mod shutdown;

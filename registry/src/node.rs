@@ -16,7 +16,7 @@ use bao_tree::ChunkRanges;
 use iroh::{
     endpoint::{presets, Connection, RelayMode},
     protocol::{ProtocolHandler, Router, RouterBuilder},
-    Endpoint, EndpointAddr, EndpointId, SecretKey,
+    Endpoint, EndpointAddr, EndpointId, RelayUrl, SecretKey,
 };
 use iroh_blobs::{store::fs::FsStore, BlobsProtocol, Hash};
 
@@ -52,6 +52,8 @@ pub enum SwarmError {
     /// that does not match the catalog).
     #[error("publish dir: {0}")]
     Publish(#[source] Box<crate::origin::PublishError>),
+    #[error("relay: {0}")]
+    Relay(#[from] crate::relay::RelayError),
 }
 
 /// An error of a library below, kept as the source.
@@ -103,7 +105,33 @@ pub struct SwarmNode {
     pub(crate) store: FsStore,
     data: PathBuf,
     served: Arc<ServedCounters>,
+    /// The relays this node uses (its home relay is the first it reaches).
+    relays: Vec<RelayUrl>,
+    /// Peers' home relays, learnt from signed DHT address records and tickets, so a
+    /// peer behind NAT is dialled through its relay when its address does not answer.
+    peer_relays: std::sync::Mutex<std::collections::HashMap<EndpointId, RelayUrl>>,
+    /// The last connection this node opened to each peer, so `node status` can say how
+    /// each is reached (direct or relayed) and how far away it is.
+    recent: std::sync::Mutex<std::collections::HashMap<EndpointId, Connection>>,
 }
+
+/// How this node reaches a peer it fetched from: the path its connection uses now.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct PeerPath {
+    /// The peer's endpoint id, hex.
+    pub id: String,
+    /// `direct` (UDP to its address, holes punched if needed) or `relayed`.
+    pub kind: &'static str,
+    /// Its IP address and port, or the relay's URL.
+    pub via: String,
+    pub rtt_ms: f64,
+}
+
+/// The most peers whose last connection a node keeps for [`SwarmNode::peer_paths`].
+const MAX_RECENT: usize = 256;
+
+/// The most peers whose home relay a node remembers.
+const MAX_PEER_RELAYS: usize = 10_000;
 
 pub(crate) fn to_hash(h: &ContentHash) -> Hash {
     Hash::from_bytes(*h.as_bytes())
@@ -137,6 +165,7 @@ impl SwarmNode {
             data: data.to_path_buf(),
             bind,
             protocols: Vec::new(),
+            relays: Vec::new(),
         }
     }
 
@@ -157,6 +186,54 @@ impl SwarmNode {
             id: *self.endpoint.id().as_bytes(),
             socket,
         }
+    }
+
+    /// The relays this node was given (`--iroh-relay`, or its join ticket's).
+    pub fn relays(&self) -> &[RelayUrl] {
+        &self.relays
+    }
+
+    /// The relay this node is reachable through, once it has connected to one.
+    pub fn home_relay(&self) -> Option<RelayUrl> {
+        self.endpoint.addr().relay_urls().next().cloned()
+    }
+
+    /// Waits (at most `limit`) until this node is connected to a relay; `false` if it
+    /// has none or none answered.
+    pub async fn wait_for_relay(&self, limit: Duration) -> bool {
+        if self.relays.is_empty() {
+            return false;
+        }
+        tokio::time::timeout(limit, async {
+            while self.home_relay().is_none() {
+                tokio::time::sleep(Duration::from_millis(50)).await;
+            }
+        })
+        .await
+        .is_ok()
+    }
+
+    /// Remembers that `peer` is reachable through `relay` (from a signed address
+    /// record or a ticket). Only relays this node itself uses are taken: a peer cannot
+    /// make the node contact a relay its operator did not choose.
+    pub fn learn_peer_relay(&self, peer: &[u8; 32], relay: &str) -> bool {
+        let (Ok(id), Ok(url)) = (EndpointId::from_bytes(peer), relay.parse::<RelayUrl>()) else {
+            return false;
+        };
+        if !self.relays.contains(&url) {
+            return false;
+        }
+        let mut known = self.peer_relays.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= MAX_PEER_RELAYS && !known.contains_key(&id) {
+            return false;
+        }
+        known.insert(id, url);
+        true
+    }
+
+    fn peer_relay(&self, id: &EndpointId) -> Option<RelayUrl> {
+        let known = self.peer_relays.lock().unwrap_or_else(|e| e.into_inner());
+        known.get(id).cloned()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -250,11 +327,47 @@ impl SwarmNode {
         timeout: Duration,
     ) -> Result<Connection, ConnectError> {
         let id = EndpointId::from_bytes(&peer.id).map_err(|_| ConnectError::NotAnEndpoint)?;
-        let addr = EndpointAddr::new(id).with_ip_addr(peer.socket);
-        tokio::time::timeout(timeout, self.endpoint.connect(addr, alpn))
+        let mut addr = EndpointAddr::new(id).with_ip_addr(peer.socket);
+        if let Some(relay) = self.peer_relay(&id) {
+            addr = addr.with_relay_url(relay);
+        }
+        let conn = tokio::time::timeout(timeout, self.endpoint.connect(addr, alpn))
             .await
             .map_err(|_| ConnectError::TimedOut(timeout))?
-            .map_err(ConnectError::Failed)
+            .map_err(ConnectError::Failed)?;
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|_, c| c.close_reason().is_none());
+        if recent.len() < MAX_RECENT || recent.contains_key(&id) {
+            recent.insert(id, conn.clone());
+        }
+        Ok(conn)
+    }
+
+    /// The path to each peer this node has an open connection to (from its last
+    /// fetch), sorted by id.
+    pub fn peer_paths(&self) -> Vec<PeerPath> {
+        let mut recent = self.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent.retain(|_, c| c.close_reason().is_none());
+        let mut out: Vec<PeerPath> = recent
+            .iter()
+            .filter_map(|(id, conn)| {
+                let paths = conn.paths();
+                let path = paths.iter().find(|p| p.is_selected())?;
+                let (kind, via) = match path.remote_addr() {
+                    iroh::TransportAddr::Relay(url) => ("relayed", url.to_string()),
+                    iroh::TransportAddr::Ip(ip) => ("direct", ip.to_string()),
+                    other => ("other", format!("{other:?}")),
+                };
+                Some(PeerPath {
+                    id: hex::encode(id.as_bytes()),
+                    kind,
+                    via,
+                    rtt_ms: path.rtt().as_secs_f64() * 1000.0,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        out
     }
 
     /// Stops serving, closes the endpoint (peers see the connections close instead of
@@ -279,6 +392,7 @@ pub struct SwarmNodeBuilder {
     data: PathBuf,
     bind: SocketAddr,
     protocols: Vec<(&'static [u8], Box<dyn DynProtocol>)>,
+    relays: Vec<crate::relay::RelaySpec>,
 }
 
 /// A protocol handler waiting to be added to the router.
@@ -299,14 +413,40 @@ impl SwarmNodeBuilder {
         self
     }
 
+    /// Uses these relays (none by default: no relay is contacted unless named): the
+    /// node keeps a connection to one as its home relay, so peers behind NAT reach it,
+    /// and learns its public address from them to punch holes.
+    pub fn relays(mut self, relays: impl IntoIterator<Item = crate::relay::RelaySpec>) -> Self {
+        self.relays.extend(relays);
+        self
+    }
+
     pub async fn spawn(self) -> Result<SwarmNode, SwarmError> {
         let data = self.data;
         let secret = SecretKey::from_bytes(&node_key(&data)?);
-        let endpoint = Endpoint::builder(presets::Minimal)
+        let mut builder = Endpoint::builder(presets::Minimal)
             .secret_key(secret)
-            .relay_mode(RelayMode::Disabled)
             .clear_address_lookup()
-            .portmapper_config(iroh::endpoint::PortmapperConfig::Disabled)
+            .portmapper_config(iroh::endpoint::PortmapperConfig::Disabled);
+        let mut relays = Vec::new();
+        if self.relays.is_empty() {
+            builder = builder.relay_mode(RelayMode::Disabled);
+        } else {
+            let mut configs = Vec::new();
+            let mut certs = Vec::new();
+            for spec in &self.relays {
+                let config = spec.relay_config()?;
+                relays.push(config.url.clone());
+                configs.push(config);
+                if let Some(der) = spec.cert_der()? {
+                    certs.push(rustls::pki_types::CertificateDer::from(der));
+                }
+            }
+            builder = builder
+                .relay_mode(RelayMode::Custom(configs.into_iter().collect()))
+                .ca_tls_config(iroh_relay::tls::CaTlsConfig::embedded().with_extra_roots(certs));
+        }
+        let endpoint = builder
             .bind_addr(self.bind)
             .map_err(|e| SwarmError::Endpoint(e.into()))?
             .bind()
@@ -327,6 +467,9 @@ impl SwarmNodeBuilder {
             store,
             data,
             served,
+            relays,
+            peer_relays: Default::default(),
+            recent: Default::default(),
         })
     }
 }

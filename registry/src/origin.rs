@@ -25,6 +25,7 @@ use archy_catalog::{documents::CatalogMeta, head::SignedHead, ContentHash, Limit
 
 use crate::{
     head::{HeadServer, HEAD_ALPN},
+    relay::HomeRelay,
     DhtSettings, PeerAddr, Swarm, SwarmError, SwarmNode,
 };
 
@@ -39,6 +40,28 @@ pub struct Origin {
     data: PathBuf,
     trusted: TrustedState,
     timestamp_role: Option<TimestampRole>,
+    relay: Option<HomeRelay>,
+}
+
+/// How an origin runs beyond its publish dir, data dir and address.
+#[derive(Debug, Default)]
+pub struct OriginOptions {
+    /// Join (or start) a DHT and announce every image there.
+    pub dht: Option<DhtSettings>,
+    /// Be the online timestamp role.
+    pub timestamp_role: Option<TimestampRole>,
+    /// Run a relay for nodes behind NAT.
+    pub relay: Option<RelaySettings>,
+}
+
+/// Where the origin's relay listens, and the name nodes reach it by.
+#[derive(Debug, Clone)]
+pub struct RelaySettings {
+    /// TCP (relay, TLS) and UDP (QUIC address discovery) address.
+    pub listen: SocketAddr,
+    /// The host name or IP in the relay's URL and certificate, when nodes reach it by
+    /// another name than `listen`'s IP (always, for 0.0.0.0).
+    pub host: Option<String>,
 }
 
 /// The online timestamp role: the key, and the lifetime of each timestamp it signs.
@@ -213,18 +236,27 @@ impl Origin {
         bind: SocketAddr,
         dht: Option<DhtSettings>,
     ) -> Result<Self, SwarmError> {
-        Self::start_with(publish, data, bind, dht, None).await
+        let options = OriginOptions {
+            dht,
+            ..OriginOptions::default()
+        };
+        Self::start_with(publish, data, bind, options).await
     }
 
-    /// [`Origin::start`], as the online timestamp role when `timestamp_role` is given:
-    /// a timestamp is signed first if one is due (or missing).
+    /// [`Origin::start`] with every option: as the online timestamp role (a timestamp
+    /// is signed first if one is due, or missing) and with a relay for nodes behind NAT
+    /// (the origin's own home relay too).
     pub async fn start_with(
         publish: &Path,
         data: &Path,
         bind: SocketAddr,
-        dht: Option<DhtSettings>,
-        timestamp_role: Option<TimestampRole>,
+        options: OriginOptions,
     ) -> Result<Self, SwarmError> {
+        let OriginOptions {
+            dht,
+            timestamp_role,
+            relay,
+        } = options;
         if let Some(role) = &timestamp_role {
             role.refresh(publish, chrono::Utc::now())
                 .map_err(|e| fail(PublishError::TimestampRole(e)))?;
@@ -249,9 +281,15 @@ impl Origin {
             })
         })?;
         let (trusted, catalog) = verify(publish, &anchor, &head)?;
+        let relay = match relay {
+            Some(r) => Some(HomeRelay::spawn(data, r.listen, r.host.as_deref()).await?),
+            None => None,
+        };
         let server = HeadServer::default();
         let swarm = Swarm::start(
-            SwarmNode::builder(data, bind).accept(HEAD_ALPN, server.clone()),
+            SwarmNode::builder(data, bind)
+                .accept(HEAD_ALPN, server.clone())
+                .relays(relay.iter().map(HomeRelay::spec)),
             dht,
         )
         .await?;
@@ -264,6 +302,7 @@ impl Origin {
             data: data.to_path_buf(),
             trusted,
             timestamp_role,
+            relay,
         };
         origin.serve(head, &catalog).await?;
         Ok(origin)
@@ -304,6 +343,7 @@ impl Origin {
         let info = serde_json::json!({
             "addr": self.addr().to_string(),
             "dht": dht,
+            "relay": self.relay.as_ref().map(HomeRelay::spec),
             "catalog_version": catalog.version,
             "blobs": blobs,
             "ticket": ticket,
@@ -372,6 +412,7 @@ impl Origin {
         Ok(crate::ticket::JoinTicket {
             origin: self.addr(),
             dht: self.swarm.dht_addrs(),
+            relays: self.relay.iter().map(HomeRelay::spec).collect(),
             root: ContentHash::of(&root),
         })
     }
@@ -409,6 +450,15 @@ pub struct OriginArgs {
     /// root and catalog keys stay offline.
     #[arg(long, value_name = "FILE")]
     pub timestamp_key: Option<PathBuf>,
+    /// Run a relay for nodes behind NAT on this address (TCP for the relay over TLS,
+    /// UDP for QUIC address discovery; open both if nodes reach it through a firewall).
+    /// Its URL and self-signed certificate go into the join ticket.
+    #[arg(long, value_name = "ADDR")]
+    pub relay_listen: Option<SocketAddr>,
+    /// The host name or public IP nodes reach the relay by, if not --relay-listen's IP
+    /// (needed for 0.0.0.0, or behind port forwarding).
+    #[arg(long, value_name = "HOST", requires = "relay_listen")]
+    pub relay_host: Option<String>,
     /// How long each timestamp the origin signs is valid (with --timestamp-key).
     #[arg(long, default_value = "1d", requires = "timestamp_key", value_parser = parse_lifetime)]
     pub timestamp_lifetime: chrono::Duration,
@@ -452,8 +502,16 @@ impl OriginArgs {
             )),
             None => None,
         };
+        let options = OriginOptions {
+            dht,
+            timestamp_role: role,
+            relay: self.relay_listen.map(|listen| RelaySettings {
+                listen,
+                host: self.relay_host.clone(),
+            }),
+        };
         let mut origin =
-            Origin::start_with(&self.publish, &self.data, self.listen, dht, role).await?;
+            Origin::start_with(&self.publish, &self.data, self.listen, options).await?;
         println!(
             "origin {} serving catalog v{} ({} image(s))",
             origin.addr(),
@@ -463,6 +521,9 @@ impl OriginArgs {
         for a in origin.swarm.dht_addrs() {
             println!("dht {a}");
         }
+        if let Some(relay) = &origin.relay {
+            println!("relay {}", relay.spec().url);
+        }
         println!("ticket {}", origin.ticket()?);
         use std::io::Write;
         let _ = std::io::stdout().flush();
@@ -471,6 +532,9 @@ impl OriginArgs {
             () = origin.watch(Duration::from_secs(2)) => {}
         }
         origin.swarm.shutdown().await;
+        if let Some(relay) = origin.relay.take() {
+            relay.shutdown().await;
+        }
         Ok(())
     }
 }

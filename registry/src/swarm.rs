@@ -69,6 +69,8 @@ impl Swarm {
                 let mut cfg = DhtConfig::new(crate::node_key(node.data_dir())?, s.listen);
                 cfg.bootstrap = s.bootstrap;
                 cfg.iroh_addrs = vec![node.addr().socket];
+                // The first relay named is the one it is given to reach (the origin's).
+                cfg.iroh_relay = node.relays().first().map(|r| r.to_string());
                 let dht = Dht::start(cfg).await?;
                 Some(Arc::new(dht))
             }
@@ -166,6 +168,9 @@ impl Swarm {
                 .into_iter()
                 .filter(|p| p.endpoint_id != me)
                 .filter_map(|p| {
+                    if let Some(relay) = &p.relay {
+                        self.node.learn_peer_relay(&p.endpoint_id, relay);
+                    }
                     p.addrs.first().map(|a| PeerAddr {
                         id: p.endpoint_id,
                         socket: *a,

@@ -5,7 +5,9 @@
 //! TICKET` fetches the root from the origin over the head protocol, trusting nothing it
 //! says, and accepts it as its trust anchor only if it hashes to the value in the
 //! ticket ([`JoinTicket::fetch_pinned_root`]): whoever gave the ticket vouches for the
-//! root, not the network it came over.
+//! root, not the network it came over. The ticket also names the relays the origin
+//! runs ([`crate::relay`]), with the certificate to trust for each, so a node behind
+//! NAT is reachable from its first start.
 //!
 //! ```
 //! use archy_registry::ticket::JoinTicket;
@@ -13,6 +15,7 @@
 //! let t = JoinTicket {
 //!     origin: format!("{}@127.0.0.1:4433", "ab".repeat(32)).parse().unwrap(),
 //!     dht: vec![],
+//!     relays: vec![],
 //!     root: archy_catalog::ContentHash::of(b"root.json bytes"),
 //! };
 //! let text = t.to_string();
@@ -26,7 +29,7 @@ use archy_catalog::{ContentHash, Limits};
 use data_encoding::BASE64URL_NOPAD;
 use serde::{Deserialize, Serialize};
 
-use crate::{head::HeadError, Multiaddr, PeerAddr, SwarmNode};
+use crate::{head::HeadError, relay::RelaySpec, Multiaddr, PeerAddr, SwarmNode};
 
 /// What every ticket starts with (the `1` is the format version).
 pub const PREFIX: &str = "archy-join1:";
@@ -34,12 +37,16 @@ pub const PREFIX: &str = "archy-join1:";
 pub const MAX_TICKET: usize = 4096;
 /// The most DHT bootstrap addresses a ticket may name.
 pub const MAX_DHT: usize = 8;
+/// The most relays a ticket may name.
+pub const MAX_RELAYS: usize = 4;
 
 /// The origin, the DHT to join through, and the root to trust.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct JoinTicket {
     pub origin: PeerAddr,
     pub dht: Vec<Multiaddr>,
+    /// Relays the origin runs; the first is the origin's home relay.
+    pub relays: Vec<RelaySpec>,
     /// BLAKE3 of the `root.json` the node takes as its trust anchor.
     pub root: ContentHash,
 }
@@ -50,6 +57,8 @@ struct Wire {
     origin: String,
     #[serde(default)]
     dht: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    relays: Vec<RelaySpec>,
     root: ContentHash,
 }
 
@@ -68,6 +77,10 @@ pub enum TicketError {
     Origin(#[source] crate::SwarmError),
     #[error("the join ticket names more than {MAX_DHT} DHT nodes")]
     TooManyDht,
+    #[error("the join ticket names more than {MAX_RELAYS} relays")]
+    TooManyRelays,
+    #[error("the join ticket's relay: {0}")]
+    Relay(#[source] crate::relay::RelayError),
     #[error("the join ticket's DHT address {addr:?}: {source}")]
     Dht {
         addr: String,
@@ -84,6 +97,7 @@ impl fmt::Display for JoinTicket {
         let wire = Wire {
             origin: self.origin.to_string(),
             dht: self.dht.iter().map(|a| a.to_string()).collect(),
+            relays: self.relays.clone(),
             root: self.root,
         };
         let json = serde_json::to_vec(&wire).map_err(|_| fmt::Error)?;
@@ -107,6 +121,12 @@ impl FromStr for JoinTicket {
         if wire.dht.len() > MAX_DHT {
             return Err(TicketError::TooManyDht);
         }
+        if wire.relays.len() > MAX_RELAYS {
+            return Err(TicketError::TooManyRelays);
+        }
+        for relay in &wire.relays {
+            relay.relay_url().map_err(TicketError::Relay)?;
+        }
         let dht = wire
             .dht
             .iter()
@@ -120,6 +140,7 @@ impl FromStr for JoinTicket {
         Ok(JoinTicket {
             origin: wire.origin.parse().map_err(TicketError::Origin)?,
             dht,
+            relays: wire.relays,
             root: wire.root,
         })
     }
@@ -168,8 +189,14 @@ mod tests {
                 .parse()
                 .unwrap(),
             dht: vec!["/ip4/127.0.0.1/tcp/4500".parse().unwrap()],
+            relays: vec![RelaySpec {
+                url: "https://127.0.0.1:4434".into(),
+                quic_port: Some(4434),
+                cert: Some(BASE64URL_NOPAD.encode(&[7u8; 400])),
+            }],
             root: ContentHash::of(b"root"),
         };
+        assert!(t.to_string().len() < MAX_TICKET / 2, "room for more");
         let text = t.to_string();
         assert_eq!(text.parse::<JoinTicket>().unwrap(), t);
         assert!(matches!(
@@ -193,6 +220,25 @@ mod tests {
         assert!(matches!(
             format!("{PREFIX}{bad_origin}").parse::<JoinTicket>(),
             Err(TicketError::Origin(_))
+        ));
+        let with_relays = |relays: serde_json::Value| {
+            let wire = serde_json::json!({
+                "origin": t.origin.to_string(), "root": t.root, "relays": relays,
+            });
+            format!(
+                "{PREFIX}{}",
+                BASE64URL_NOPAD.encode(wire.to_string().as_bytes())
+            )
+            .parse::<JoinTicket>()
+        };
+        let relay = serde_json::json!({"url": "https://127.0.0.1:1"});
+        assert!(matches!(
+            with_relays(serde_json::Value::Array(vec![relay; 5])),
+            Err(TicketError::TooManyRelays)
+        ));
+        assert!(matches!(
+            with_relays(serde_json::json!([{"url": "ftp://x"}])),
+            Err(TicketError::Relay(_))
         ));
     }
 }

@@ -434,7 +434,11 @@ async fn an_origin_holding_the_timestamp_key_keeps_the_head_fresh() {
     let key = SecretKey::from_seed(&[5; 32]);
     assert_eq!(key.key_id(), p.keys.timestamp_key().key_id());
     let role = TimestampRole::new(key, Days::seconds(4));
-    let mut origin = Origin::start_with(&publish, &tmp.path().join("o"), local(), None, Some(role))
+    let options = archy_registry::origin::OriginOptions {
+        timestamp_role: Some(role),
+        ..Default::default()
+    };
+    let mut origin = Origin::start_with(&publish, &tmp.path().join("o"), local(), options)
         .await
         .unwrap();
     let oaddr = origin.addr();

@@ -46,6 +46,9 @@ pub async fn apply(ticket: &JoinTicket, data: &Path, cfg: &mut NodeConfig) -> an
     if cfg.bootstrap.is_empty() {
         cfg.bootstrap = ticket.dht.clone();
     }
+    if cfg.iroh_relays.is_empty() {
+        cfg.iroh_relays = ticket.relays.clone();
+    }
     if cfg.dht_listen.is_none() && !cfg.bootstrap.is_empty() {
         cfg.dht_listen = Some(any);
     }
@@ -69,9 +72,13 @@ async fn fetch_anchor(
     // A throwaway endpoint (its own key and store) asks the origin for its roots.
     let scratch = tempfile::tempdir()?;
     let node = archy_registry::SwarmNode::builder(scratch.path(), any)
+        .relays(ticket.relays.clone())
         .spawn()
         .await
         .context("cannot start an endpoint to reach the origin")?;
+    if let Some(relay) = ticket.relays.first() {
+        node.learn_peer_relay(&ticket.origin.id, &relay.url);
+    }
     let root = ticket
         .fetch_pinned_root(&node, Duration::from_secs(15))
         .await

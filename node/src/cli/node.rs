@@ -63,6 +63,12 @@ pub enum NodeCommand {
         /// A DHT node to join through, `/ip4/IP/tcp/PORT/p2p/PEER_ID` (repeat).
         #[arg(long)]
         bootstrap: Vec<Multiaddr>,
+        /// An iroh relay with a CA-signed certificate (`https://HOST:PORT`, repeat) for
+        /// the swarm: peers behind NAT reach this node through it. A join ticket names
+        /// the origin's relay (with its certificate) by itself; no relay is used unless
+        /// named.
+        #[arg(long = "iroh-relay", value_name = "URL", value_parser = parse_relay)]
+        iroh_relays: Vec<archy_registry::relay::RelaySpec>,
         /// Join with the ticket `archy origin serve` prints (`archy-join1:...`): the
         /// origin, the DHT to join through, and the hash of the root to trust. The root
         /// is fetched from the origin and accepted only if it has that hash. Kept in
@@ -84,6 +90,10 @@ pub enum NodeCommand {
     },
 }
 
+fn parse_relay(url: &str) -> Result<archy_registry::relay::RelaySpec, String> {
+    archy_registry::relay::RelaySpec::url_only(url).map_err(|e| e.to_string())
+}
+
 pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
     match cmd {
         NodeCommand::Run {
@@ -99,6 +109,7 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             swarm_listen,
             dht_listen,
             bootstrap,
+            iroh_relays,
             join,
         } => {
             let mut cfg = NodeConfig::load(&data.data)?;
@@ -135,6 +146,9 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             }
             if !bootstrap.is_empty() {
                 cfg.bootstrap = bootstrap;
+            }
+            if !iroh_relays.is_empty() {
+                cfg.iroh_relays = iroh_relays;
             }
             if let Some(ticket) = &ticket {
                 super::block_on(super::join::apply(ticket, &data.data, &mut cfg))?;
@@ -191,6 +205,27 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                 }
                 if let Some(o) = sw["origin"].as_str() {
                     println!("origin   {o}");
+                }
+                for r in sw["relays"].as_array().into_iter().flatten() {
+                    let r = r.as_str().unwrap_or("?");
+                    let home = sw["home_relay"].as_str() == Some(r);
+                    println!(
+                        "relay    {r}{}",
+                        if home {
+                            " (home: peers behind NAT reach this node through it)"
+                        } else {
+                            ""
+                        }
+                    );
+                }
+                for p in sw["paths"].as_array().into_iter().flatten() {
+                    println!(
+                        "path     {} {} via {} ({:.1} ms)",
+                        p["id"].as_str().unwrap_or("?"),
+                        p["kind"].as_str().unwrap_or("?"),
+                        p["via"].as_str().unwrap_or("?"),
+                        p["rtt_ms"].as_f64().unwrap_or(0.0)
+                    );
                 }
                 for p in sw["peers"].as_array().into_iter().flatten() {
                     println!("peer     {}", p.as_str().unwrap_or("?"));

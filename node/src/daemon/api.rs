@@ -203,6 +203,9 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
         "origin": node.cfg.origin.as_ref().map(|o| o.to_string()),
         "peers": node.cfg.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),
         "dht_peers": node.swarm.dht_peers().await,
+        "relays": node.swarm.node.relays().iter().map(|r| r.to_string()).collect::<Vec<_>>(),
+        "home_relay": node.swarm.node.home_relay().map(|r| r.to_string()),
+        "paths": node.swarm.node.peer_paths(),
         "head_servers": node.head_servers.lock().map(|h| h.iter().map(|p| p.to_string()).collect::<Vec<_>>()).unwrap_or_default(),
         "blobs_held": held.len(),
         "fetched_bytes": {

@@ -112,10 +112,12 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         cfg.dht_listen.map(|d| reuse_port(d, last.dht)),
     );
     let bootstrap = cfg.bootstrap.clone();
+    let iroh_relays = cfg.iroh_relays.clone();
     let start_swarm = |(swarm_listen, dht_listen): (SocketAddr, Option<SocketAddr>)| {
         archy_registry::Swarm::start(
             archy_registry::SwarmNode::builder(&data, swarm_listen)
-                .accept(archy_registry::head::HEAD_ALPN, head.clone()),
+                .accept(archy_registry::head::HEAD_ALPN, head.clone())
+                .relays(iroh_relays.clone()),
             dht_listen.map(|listen| archy_registry::DhtSettings {
                 listen,
                 bootstrap: bootstrap.clone(),
@@ -130,6 +132,10 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         started => started,
     }
     .context("swarm endpoint")?;
+    // The origin's home relay is the first one named (a join ticket names the origin's).
+    if let (Some(origin), Some(relay)) = (&cfg.origin, cfg.iroh_relays.first()) {
+        swarm.node.learn_peer_relay(&origin.id, &relay.url);
+    }
     let mut catalog = None;
     if let (Some(saved), Some(trusted)) = (
         archy_catalog::head::SignedHead::load(&data.join("head")).ok(),

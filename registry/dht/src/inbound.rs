@@ -172,7 +172,8 @@ mod tests {
             .to_peer_id();
         let mut key = b"/archy/iroh-addr/".to_vec();
         key.extend(me.to_bytes());
-        let signed = AddressRecord::sign(&[7u8; 32], &["127.0.0.1:1".parse().expect("addr")], 1);
+        let signed =
+            AddressRecord::sign(&[7u8; 32], &["127.0.0.1:1".parse().expect("addr")], None, 1);
         p.record(&Record::new(RecordKey::new(&key), signed.to_bytes()))
             .expect("a record signed by the peer it names");
         let mut other = b"/archy/iroh-addr/".to_vec();

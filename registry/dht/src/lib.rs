@@ -87,6 +87,8 @@ pub struct DhtConfig {
     pub bootstrap: Vec<Multiaddr>,
     /// The iroh direct addresses to publish in this node's address record.
     pub iroh_addrs: Vec<SocketAddr>,
+    /// The home relay to publish in it (peers behind NAT are reached through it).
+    pub iroh_relay: Option<String>,
     /// Longest a single lookup may take.
     pub query_timeout: Duration,
     /// How often provider and address records are republished.
@@ -102,6 +104,7 @@ impl DhtConfig {
             listen,
             bootstrap: Vec::new(),
             iroh_addrs: Vec::new(),
+            iroh_relay: None,
             query_timeout: Duration::from_secs(5),
             republish: Duration::from_secs(60),
             inbound: InboundLimits::default(),
@@ -114,6 +117,8 @@ impl DhtConfig {
 pub struct Provider {
     pub endpoint_id: [u8; 32],
     pub addrs: Vec<SocketAddr>,
+    /// Its home relay, as its signed address record names it.
+    pub relay: Option<String>,
 }
 
 #[derive(NetworkBehaviour)]
@@ -307,7 +312,12 @@ impl Dht {
         if !cfg.bootstrap.is_empty() {
             let _ = swarm.behaviour_mut().kad.bootstrap();
         }
-        let own_record = AddressRecord::sign(&cfg.secret, &cfg.iroh_addrs, now_secs());
+        let own_record = AddressRecord::sign(
+            &cfg.secret,
+            &cfg.iroh_addrs,
+            cfg.iroh_relay.as_deref(),
+            now_secs(),
+        );
         publish_address(&mut swarm, &peer_id, &own_record);
 
         let (tx, rx) = mpsc::channel(64);
@@ -421,6 +431,7 @@ impl Dht {
             .map(|r| Provider {
                 endpoint_id: r.endpoint_id,
                 addrs: r.addrs,
+                relay: r.relay,
             })
             .collect();
         out.sort_by_key(|p| p.endpoint_id);
@@ -467,7 +478,7 @@ async fn run(
             }
             event = swarm.select_next_some() => handle_event(&mut swarm, &mut pending, &mut inbound, &mut seen_ips, event),
             _ = republish.tick() => {
-                publish_address(&mut swarm, &me, &AddressRecord::sign(&cfg.secret, &cfg.iroh_addrs, now_secs()));
+                publish_address(&mut swarm, &me, &AddressRecord::sign(&cfg.secret, &cfg.iroh_addrs, cfg.iroh_relay.as_deref(), now_secs()));
                 // Provider records live three republish intervals.
                 ticks += 1;
                 if ticks % 3 == 0 {

@@ -47,6 +47,9 @@ pub enum Malformation {
 pub struct AddressRecord {
     pub endpoint_id: [u8; 32],
     pub addrs: Vec<SocketAddr>,
+    /// The node's home relay (an `https://` URL), for peers that cannot dial its
+    /// addresses (it is behind NAT).
+    pub relay: Option<String>,
     /// Unix seconds; the newest valid record wins.
     pub issued_at: u64,
     pub signature: [u8; 64],
@@ -57,31 +60,48 @@ pub struct AddressRecord {
 struct Wire {
     endpoint_id: String,
     addrs: Vec<SocketAddr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    relay: Option<String>,
     issued_at: u64,
     sig: String,
 }
 
-fn message(endpoint_id: &[u8; 32], addrs: &[SocketAddr], issued_at: u64) -> Vec<u8> {
+fn message(
+    endpoint_id: &[u8; 32],
+    addrs: &[SocketAddr],
+    relay: Option<&str>,
+    issued_at: u64,
+) -> Vec<u8> {
     let addrs: Vec<String> = addrs.iter().map(|a| a.to_string()).collect();
-    format!(
+    let mut m = format!(
         "{CONTEXT}\n{}\n{}\n{issued_at}",
         hex::encode(endpoint_id),
         addrs.join(",")
-    )
-    .into_bytes()
+    );
+    if let Some(relay) = relay {
+        m.push_str("\nrelay ");
+        m.push_str(relay);
+    }
+    m.into_bytes()
 }
 
 impl AddressRecord {
     /// Signs a record for the node whose secret key is `secret`.
-    pub fn sign(secret: &[u8; 32], addrs: &[SocketAddr], issued_at: u64) -> Self {
+    pub fn sign(
+        secret: &[u8; 32],
+        addrs: &[SocketAddr],
+        relay: Option<&str>,
+        issued_at: u64,
+    ) -> Self {
         let key = SigningKey::from_bytes(secret);
         let endpoint_id = key.verifying_key().to_bytes();
         let signature = key
-            .sign(&message(&endpoint_id, addrs, issued_at))
+            .sign(&message(&endpoint_id, addrs, relay, issued_at))
             .to_bytes();
         Self {
             endpoint_id,
             addrs: addrs.to_vec(),
+            relay: relay.map(str::to_string),
             issued_at,
             signature,
         }
@@ -91,6 +111,7 @@ impl AddressRecord {
         serde_json::to_vec(&Wire {
             endpoint_id: hex::encode(self.endpoint_id),
             addrs: self.addrs.clone(),
+            relay: self.relay.clone(),
             issued_at: self.issued_at,
             sig: hex::encode(self.signature),
         })
@@ -117,6 +138,7 @@ impl AddressRecord {
         Ok(Self {
             endpoint_id,
             addrs: w.addrs,
+            relay: w.relay,
             issued_at: w.issued_at,
             signature,
         })
@@ -139,7 +161,12 @@ impl AddressRecord {
             VerifyingKey::from_bytes(&self.endpoint_id).map_err(|_| RecordError::BadSignature)?;
         let sig = ed25519_dalek::Signature::from_bytes(&self.signature);
         vk.verify(
-            &message(&self.endpoint_id, &self.addrs, self.issued_at),
+            &message(
+                &self.endpoint_id,
+                &self.addrs,
+                self.relay.as_deref(),
+                self.issued_at,
+            ),
             &sig,
         )
         .map_err(|_| RecordError::BadSignature)
@@ -161,7 +188,7 @@ mod tests {
     #[test]
     fn record_verifies_for_its_own_peer_only() {
         let addrs: Vec<SocketAddr> = vec!["127.0.0.1:4000".parse().unwrap()];
-        let rec = AddressRecord::sign(&[1; 32], &addrs, 10);
+        let rec = AddressRecord::sign(&[1; 32], &addrs, Some("https://relay.example:443"), 10);
         let back = AddressRecord::from_bytes(&rec.to_bytes()).unwrap();
         assert_eq!(back, rec);
         back.verify_for(&peer_of([1; 32])).unwrap();
@@ -173,10 +200,18 @@ mod tests {
 
     #[test]
     fn changed_addresses_break_the_signature() {
-        let mut rec = AddressRecord::sign(&[1; 32], &["127.0.0.1:4000".parse().unwrap()], 10);
-        rec.addrs = vec!["127.0.0.1:6666".parse().unwrap()];
+        let rec = AddressRecord::sign(&[1; 32], &["127.0.0.1:4000".parse().unwrap()], None, 10);
+        let mut moved = rec.clone();
+        moved.addrs = vec!["127.0.0.1:6666".parse().unwrap()];
         assert_eq!(
-            rec.verify_for(&peer_of([1; 32])),
+            moved.verify_for(&peer_of([1; 32])),
+            Err(RecordError::BadSignature)
+        );
+        // A relay added by someone else (to pull the node's traffic through it).
+        let mut relayed = rec;
+        relayed.relay = Some("https://evil.example".into());
+        assert_eq!(
+            relayed.verify_for(&peer_of([1; 32])),
             Err(RecordError::BadSignature)
         );
     }
