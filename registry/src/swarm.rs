@@ -27,6 +27,8 @@ const FOLLOW_EVERY: Duration = Duration::from_secs(2);
 /// take from the origin alone.
 const FAST_FOLLOW_EVERY: Duration = Duration::from_millis(250);
 const FAST_FOLLOWS: u32 = 4;
+/// How long a fetch waits for its first DHT lookup before it starts without it.
+const FIRST_LOOKUP_WAIT: Duration = Duration::from_millis(1000);
 
 /// Where the DHT node listens and whom it joins through.
 #[derive(Debug, Clone)]
@@ -206,56 +208,67 @@ impl Swarm {
             fetch = fetch.size(size);
         }
         if self.dht.is_some() {
-            fetch = fetch.peers(self.providers(hash).await).more_peers(more_rx);
+            // Holders found in the first moment join from the start (so the origin's
+            // worker knows them); a slow DHT (unreachable members) never holds the
+            // fetch up: what later lookups find joins while it runs.
+            let first = tokio::time::timeout(FIRST_LOOKUP_WAIT, self.providers(hash))
+                .await
+                .unwrap_or_default();
+            fetch = fetch.peers(first).more_peers(more_rx);
         }
         let report = tokio::select! {
             r = fetch.run() => r?,
-            never = self.follow(hash, status_rx, progress, more_tx) => match never {},
+            never = self.follow(hash, status_rx, progress) => match never {},
+            never = self.keep_looking(hash, more_tx) => match never {},
         };
         self.announce(hash).await;
         Ok(report)
     }
 
-    /// Forwards a fetch's progress, announces `hash` from the first verified piece and,
-    /// with a DHT, feeds holders that appear to the fetch. It never ends by itself: the
-    /// fetch ending ends it.
+    /// Forwards a fetch's progress and announces `hash` from the first verified piece.
+    /// It never ends by itself: the fetch ending ends it.
     async fn follow(
         &self,
         hash: ContentHash,
         mut status_rx: watch::Receiver<FetchStatus>,
         progress: Option<watch::Sender<FetchStatus>>,
-        more_tx: mpsc::Sender<PeerAddr>,
     ) -> Infallible {
         let mut announced = false;
-        // The fetch was started with a lookup's result: the next one is due later.
-        let mut lookups = 0u32;
-        let lookup = tokio::time::sleep(FAST_FOLLOW_EVERY);
-        tokio::pin!(lookup);
-        loop {
-            tokio::select! {
-                Ok(()) = status_rx.changed() => {
-                    let status = status_rx.borrow_and_update().clone();
-                    // Bytes are counted once verified, before their piece is whole.
-                    let holds_some = status.verified > 0 || status.received.values().any(|&b| b > 0);
-                    if !announced && holds_some {
-                        announced = true;
-                        self.announce(hash).await;
-                    }
-                    if let Some(tx) = &progress {
-                        tx.send_replace(status);
-                    }
-                }
-                () = &mut lookup, if self.dht.is_some() => {
-                    for p in self.providers(hash).await {
-                        let _ = more_tx.send(p).await;
-                    }
-                    lookups += 1;
-                    let gap = if lookups < FAST_FOLLOWS { FAST_FOLLOW_EVERY } else { FOLLOW_EVERY };
-                    lookup.as_mut().reset(tokio::time::Instant::now() + gap);
-                }
-                // The fetch has ended (its progress sender is gone).
-                else => std::future::pending::<()>().await,
+        while status_rx.changed().await.is_ok() {
+            let status = status_rx.borrow_and_update().clone();
+            // Bytes are counted once verified, before their piece is whole.
+            let holds_some = status.verified > 0 || status.received.values().any(|&b| b > 0);
+            if !announced && holds_some {
+                announced = true;
+                self.announce(hash).await;
             }
+            if let Some(tx) = &progress {
+                tx.send_replace(status);
+            }
+        }
+        // The fetch has ended (its progress sender is gone).
+        std::future::pending().await
+    }
+
+    /// With a DHT, looks up holders of `hash` again and again ([`FAST_FOLLOWS`] times
+    /// every [`FAST_FOLLOW_EVERY`], then every [`FOLLOW_EVERY`]) and feeds them to the
+    /// fetch; a slow lookup delays only the next one. Never ends by itself.
+    async fn keep_looking(&self, hash: ContentHash, more_tx: mpsc::Sender<PeerAddr>) -> Infallible {
+        if self.dht.is_none() {
+            return std::future::pending().await;
+        }
+        let mut lookups = 0u32;
+        loop {
+            let gap = if lookups < FAST_FOLLOWS {
+                FAST_FOLLOW_EVERY
+            } else {
+                FOLLOW_EVERY
+            };
+            tokio::time::sleep(gap).await;
+            for p in self.providers(hash).await {
+                let _ = more_tx.send(p).await;
+            }
+            lookups += 1;
         }
     }
 

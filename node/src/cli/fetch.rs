@@ -7,7 +7,8 @@ use std::{io::Write, net::SocketAddr, path::PathBuf, process::ExitCode, time::In
 use anyhow::Context;
 use archy_catalog::ContentHash;
 use archy_registry::{
-    DhtSettings, FetchOptions, FetchPlan, FetchStatus, Multiaddr, PeerAddr, Swarm, SwarmNode,
+    relay::RelaySpec, DhtSettings, FetchOptions, FetchPlan, FetchStatus, Multiaddr, PeerAddr,
+    Swarm, SwarmNode,
 };
 use clap::Args;
 use serde_json::json;
@@ -33,17 +34,48 @@ pub struct SwarmArgs {
     /// Run a DHT node even without --bootstrap (others bootstrap through it).
     #[arg(long)]
     pub dht: bool,
+    /// An iroh relay to use, so peers behind NAT reach this node and it them (repeat;
+    /// the first is the home relay, and the origin's): `https://HOST:PORT` for a relay
+    /// with a CA-signed certificate, or a relay spec file (`{"url", "quic_port",
+    /// "cert"}`, as `archy seed --relay-listen` writes it to <data>/relay.json).
+    #[arg(long = "iroh-relay", value_name = "URL|FILE", value_parser = parse_relay)]
+    pub iroh_relays: Vec<RelaySpec>,
+}
+
+/// A `--iroh-relay` value: a URL, or the path of a relay spec JSON file.
+pub fn parse_relay(text: &str) -> Result<RelaySpec, String> {
+    if text.starts_with("https://") || text.starts_with("http://") {
+        return RelaySpec::url_only(text).map_err(|e| e.to_string());
+    }
+    let bytes = std::fs::read(text).map_err(|e| format!("{text}: {e}"))?;
+    if bytes.len() > 16 << 10 {
+        return Err(format!("{text}: a relay spec is at most 16 KiB"));
+    }
+    let spec: RelaySpec =
+        serde_json::from_slice(&bytes).map_err(|e| format!("{text}: not a relay spec: {e}"))?;
+    spec.relay_url().map_err(|e| format!("{text}: {e}"))?;
+    Ok(spec)
 }
 
 impl SwarmArgs {
     pub async fn start(&self) -> anyhow::Result<Swarm> {
+        self.start_with_relays(Vec::new()).await
+    }
+
+    /// Starts the node with `first` ahead of the `--iroh-relay` ones (a relay of its
+    /// own).
+    pub async fn start_with_relays(&self, first: Vec<RelaySpec>) -> anyhow::Result<Swarm> {
         let dht = (self.dht || !self.bootstrap.is_empty()).then(|| DhtSettings {
             listen: self.dht_listen,
             bootstrap: self.bootstrap.clone(),
         });
-        Swarm::start(SwarmNode::builder(&self.data, self.listen), dht)
-            .await
-            .with_context(|| format!("cannot start the swarm node in {}", self.data.display()))
+        let relays = first.into_iter().chain(self.iroh_relays.iter().cloned());
+        Swarm::start(
+            SwarmNode::builder(&self.data, self.listen).relays(relays),
+            dht,
+        )
+        .await
+        .with_context(|| format!("cannot start the swarm node in {}", self.data.display()))
     }
 }
 
@@ -87,6 +119,10 @@ pub struct FetchArgs {
 pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
     super::block_on(async {
         let swarm = args.swarm.start().await?;
+        // The origin's home relay: the first relay named.
+        if let (Some(origin), Some(relay)) = (&args.origin, args.swarm.iroh_relays.first()) {
+            swarm.node.learn_peer_relay(&origin.id, &relay.url);
+        }
         let plan = FetchPlan {
             size: args.size,
             origin: args.origin.clone(),
@@ -148,6 +184,7 @@ pub fn fetch(args: FetchArgs) -> anyhow::Result<ExitCode> {
                     "bytes_by_provider": report.bytes_by_provider,
                     "failed_providers": report.failed_providers,
                     "addr": swarm.node.addr().to_string(),
+                    "paths": swarm.node.peer_paths(),
                 })
             );
         } else {

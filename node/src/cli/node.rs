@@ -63,11 +63,11 @@ pub enum NodeCommand {
         /// A DHT node to join through, `/ip4/IP/tcp/PORT/p2p/PEER_ID` (repeat).
         #[arg(long)]
         bootstrap: Vec<Multiaddr>,
-        /// An iroh relay with a CA-signed certificate (`https://HOST:PORT`, repeat) for
-        /// the swarm: peers behind NAT reach this node through it. A join ticket names
-        /// the origin's relay (with its certificate) by itself; no relay is used unless
-        /// named.
-        #[arg(long = "iroh-relay", value_name = "URL", value_parser = parse_relay)]
+        /// An iroh relay for the swarm (repeat): peers behind NAT reach this node through
+        /// it. `https://HOST:PORT` for a CA-signed relay, or a relay spec file. A join
+        /// ticket names the origin's relay (with its certificate) by itself; no relay is
+        /// used unless named.
+        #[arg(long = "iroh-relay", value_name = "URL|FILE", value_parser = super::fetch::parse_relay)]
         iroh_relays: Vec<archy_registry::relay::RelaySpec>,
         /// Join with the ticket `archy origin serve` prints (`archy-join1:...`): the
         /// origin, the DHT to join through, and the hash of the root to trust. The root
@@ -88,10 +88,6 @@ pub enum NodeCommand {
         #[arg(long, value_name = "SECONDS", default_value_t = 0)]
         wait: u64,
     },
-}
-
-fn parse_relay(url: &str) -> Result<archy_registry::relay::RelaySpec, String> {
-    archy_registry::relay::RelaySpec::url_only(url).map_err(|e| e.to_string())
 }
 
 pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {

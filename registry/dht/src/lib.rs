@@ -642,18 +642,29 @@ fn handle_event(
             ..
         })) => match result {
             QueryResult::GetProviders(r) => {
+                let mut answered = false;
                 if let Some(Pending::Providers { found, .. }) = pending.get_mut(&id) {
                     if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = r {
                         found.extend(providers);
+                        answered = !found.is_empty();
                     }
                 }
-                if step.last {
+                // The first peer that names holders answers the lookup: waiting for the
+                // rest of the query can take its whole timeout when some of the closest
+                // peers cannot be dialled (behind NAT), and lookups repeat anyway.
+                if answered && !step.last {
+                    if let Some(mut query) = swarm.behaviour_mut().kad.query_mut(&id) {
+                        query.finish();
+                    }
+                }
+                if step.last || answered {
                     if let Some(Pending::Providers { found, reply }) = pending.remove(&id) {
                         let _ = reply.send(found);
                     }
                 }
             }
             QueryResult::GetRecord(r) => {
+                let mut answered = false;
                 if let Some(Pending::Address { peer, best, .. }) = pending.get_mut(&id) {
                     if let Ok(GetRecordOk::FoundRecord(found)) = r {
                         match AddressRecord::from_bytes(&found.record.value)
@@ -668,8 +679,17 @@ fn handle_event(
                             Err(e) => tracing::warn!(%peer, error = %e, "address record refused"),
                         }
                     }
+                    answered = best.is_some();
                 }
-                if step.last {
+                // As for providers: the first valid record answers (the peer that had
+                // it keeps only the newest it was given); waiting for the whole query
+                // can take its timeout behind NAT.
+                if answered && !step.last {
+                    if let Some(mut query) = swarm.behaviour_mut().kad.query_mut(&id) {
+                        query.finish();
+                    }
+                }
+                if step.last || answered {
                     if let Some(Pending::Address { best, reply, .. }) = pending.remove(&id) {
                         let _ = reply.send(best);
                     }
