@@ -312,6 +312,7 @@ impl<'a> Fetch<'a> {
                 Some(addr) = async { match more.as_mut() { Some(rx) => rx.recv().await, None => None } } => {
                     let known = ctx.lock().names.contains(&addr.to_string());
                     if !known && addr.id != self.node.addr().id {
+                        tracing::debug!(provider = %addr, "a holder the DHT found joins");
                         let i = ctx.add_provider(addr.to_string(), id_seed(&addr.id), false);
                         workers.push(ctx.worker(i, Provider::Peer(addr)));
                     }

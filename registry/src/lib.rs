@@ -11,6 +11,7 @@
 
 mod fetch;
 pub mod head;
+pub mod metrics_http;
 mod node;
 pub mod origin;
 pub mod relay;

@@ -421,6 +421,49 @@ impl Origin {
     pub fn head(&self) -> Option<std::sync::Arc<SignedHead>> {
         self.head.get()
     }
+
+    /// The origin's metrics page (OpenMetrics text), rendered from the head served at
+    /// the time of each call: for [`crate::metrics_http::serve`].
+    pub fn metrics_page(&self) -> impl Fn() -> String + Send + Sync + 'static {
+        let head = self.head.clone();
+        move || metrics_text(head.get().as_deref())
+    }
+}
+
+/// The origin's metrics for the head it serves: the catalog and timestamp versions and
+/// when the timestamp expires (Unix seconds), so an alert fires before nodes freeze.
+pub fn metrics_text(head: Option<&SignedHead>) -> String {
+    let mut out = String::new();
+    let mut gauge = |name: &str, help: &str, value: String| {
+        out.push_str(&format!(
+            "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n"
+        ));
+    };
+    let timestamp = head.and_then(|h| archy_catalog::head::timestamp_body(&h.timestamp));
+    gauge(
+        "archy_origin_serving",
+        "1 while the origin serves a verified head.",
+        u8::from(timestamp.is_some()).to_string(),
+    );
+    if let Some(t) = timestamp {
+        gauge(
+            "archy_origin_catalog_version",
+            "Version of the catalog the served timestamp pins.",
+            t.catalog.version.to_string(),
+        );
+        gauge(
+            "archy_origin_timestamp_version",
+            "Version of the served timestamp.",
+            t.version.to_string(),
+        );
+        gauge(
+            "archy_origin_timestamp_expires_timestamp_seconds",
+            "When the served timestamp expires (Unix seconds).",
+            t.expires.timestamp().to_string(),
+        );
+    }
+    out.push_str("# EOF\n");
+    out
 }
 
 /// How to run an origin: the arguments of `archy-registry serve` and `archy origin
@@ -459,6 +502,10 @@ pub struct OriginArgs {
     /// (needed for 0.0.0.0, or behind port forwarding).
     #[arg(long, value_name = "HOST", requires = "relay_listen")]
     pub relay_host: Option<String>,
+    /// Serve `GET /metrics` (OpenMetrics: catalog and timestamp versions, when the
+    /// timestamp expires) on this TCP address, for Prometheus.
+    #[arg(long, value_name = "ADDR")]
+    pub metrics_listen: Option<SocketAddr>,
     /// How long each timestamp the origin signs is valid (with --timestamp-key).
     #[arg(long, default_value = "1d", requires = "timestamp_key", value_parser = parse_lifetime)]
     pub timestamp_lifetime: chrono::Duration,
@@ -521,6 +568,17 @@ impl OriginArgs {
         for a in origin.swarm.dht_addrs() {
             println!("dht {a}");
         }
+        let metrics = match self.metrics_listen {
+            Some(addr) => {
+                let listener = tokio::net::TcpListener::bind(addr).await?;
+                println!("metrics http://{}/metrics", listener.local_addr()?);
+                Some(tokio::spawn(crate::metrics_http::serve(
+                    listener,
+                    origin.metrics_page(),
+                )))
+            }
+            None => None,
+        };
         if let Some(relay) = &origin.relay {
             println!("relay {}", relay.spec().url);
         }
@@ -530,6 +588,9 @@ impl OriginArgs {
         tokio::select! {
             () = crate::shutdown_signal() => {}
             () = origin.watch(Duration::from_secs(2)) => {}
+        }
+        if let Some(task) = metrics {
+            task.abort();
         }
         origin.swarm.shutdown().await;
         if let Some(relay) = origin.relay.take() {

@@ -265,7 +265,10 @@ impl Swarm {
                 FOLLOW_EVERY
             };
             tokio::time::sleep(gap).await;
-            for p in self.providers(hash).await {
+            let started = std::time::Instant::now();
+            let found = self.providers(hash).await;
+            tracing::debug!(found = found.len(), took = ?started.elapsed(), "holder lookup");
+            for p in found {
                 let _ = more_tx.send(p).await;
             }
             lookups += 1;

@@ -442,6 +442,25 @@ async fn an_origin_holding_the_timestamp_key_keeps_the_head_fresh() {
         .await
         .unwrap();
     let oaddr = origin.addr();
+    // The origin's metrics say when the timestamp it serves expires.
+    let listener = tokio::net::TcpListener::bind(local()).await.unwrap();
+    let metrics_url = format!("http://{}/metrics", listener.local_addr().unwrap());
+    let metrics_task = tokio::spawn(archy_registry::metrics_http::serve(
+        listener,
+        origin.metrics_page(),
+    ));
+    let metric = |name: &'static str| {
+        let url = metrics_url.clone();
+        async move {
+            tokio::task::spawn_blocking(move || -> Option<i64> {
+                let body = ureq::get(&url).call().ok()?.into_string().ok()?;
+                body.lines()
+                    .find_map(|l| l.strip_prefix(&format!("{name} "))?.parse().ok())
+            })
+            .await
+            .unwrap()
+        }
+    };
     let node = node(tmp.path(), "n").await;
     let limits = Limits::default();
     let anchor = TrustedState::bootstrap(&p.root(), &limits).unwrap();
@@ -475,6 +494,10 @@ async fn an_origin_holding_the_timestamp_key_keeps_the_head_fresh() {
     assert!(ts.version >= 3, "re-signed at half life: v{}", ts.version);
     assert!(ts.expires > Utc::now() + Days::seconds(1), "{}", ts.expires);
     assert_eq!(later.catalog.version, 1);
+    assert_eq!(
+        metric("archy_origin_timestamp_expires_timestamp_seconds").await,
+        Some(ts.expires.timestamp())
+    );
 
     // The publisher drops in catalog v2 (and no timestamp): the origin pins it.
     let catalog = Catalog {
@@ -503,4 +526,6 @@ async fn an_origin_holding_the_timestamp_key_keeps_the_head_fresh() {
     .unwrap();
     assert_eq!(v2.catalog.version, 2);
     assert!(timestamp(&v2.head).version > ts.version);
+    assert_eq!(metric("archy_origin_catalog_version").await, Some(2));
+    metrics_task.abort();
 }

@@ -146,9 +146,16 @@ pub struct DhtStats {
     pub refused: u64,
 }
 
+/// How long a provider lookup gathers answers once some peer named holders: behind
+/// NAT some of the closest peers cannot be dialled, and waiting for the whole query
+/// took its timeout; the first answer alone may come from a LAN peer that knows only
+/// itself.
+const PROVIDERS_GATHER: Duration = Duration::from_millis(600);
+
 enum Pending {
     Providers {
         found: HashSet<PeerId>,
+        started: tokio::time::Instant,
         reply: oneshot::Sender<HashSet<PeerId>>,
     },
     Address {
@@ -462,6 +469,8 @@ async fn run(
     let mut pending: HashMap<QueryId, Pending> = HashMap::new();
     let mut inbound = inbound::InboundPolicy::new(cfg.inbound);
     let mut seen_ips: HashMap<PeerId, HashSet<std::net::IpAddr>> = HashMap::new();
+    let mut gather = tokio::time::interval(PROVIDERS_GATHER / 4);
+    gather.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut republish = tokio::time::interval(cfg.republish);
     republish.tick().await;
     let mut ticks = 0u32;
@@ -477,6 +486,7 @@ async fn run(
                 handle_command(&mut swarm, &mut pending, cmd);
             }
             event = swarm.select_next_some() => handle_event(&mut swarm, &mut pending, &mut inbound, &mut seen_ips, event),
+            _ = gather.tick() => answer_gathered_lookups(&mut swarm, &mut pending),
             _ = republish.tick() => {
                 publish_address(&mut swarm, &me, &AddressRecord::sign(&cfg.secret, &cfg.iroh_addrs, cfg.iroh_relay.as_deref(), now_secs()));
                 // Provider records live three republish intervals.
@@ -485,6 +495,28 @@ async fn run(
                     inbound.new_lifetime();
                 }
             }
+        }
+    }
+}
+
+/// Answers every provider lookup that has named holders and gathered for
+/// [`PROVIDERS_GATHER`], and ends its query: lookups repeat, so what a slow or
+/// unreachable peer would have added comes with a later one.
+fn answer_gathered_lookups(swarm: &mut Swarm<Behaviour>, pending: &mut HashMap<QueryId, Pending>) {
+    let ready: Vec<QueryId> = pending
+        .iter()
+        .filter(|(_, p)| {
+            matches!(p, Pending::Providers { found, started, .. }
+                if !found.is_empty() && started.elapsed() >= PROVIDERS_GATHER)
+        })
+        .map(|(id, _)| *id)
+        .collect();
+    for id in ready {
+        if let Some(mut query) = swarm.behaviour_mut().kad.query_mut(&id) {
+            query.finish();
+        }
+        if let Some(Pending::Providers { found, reply, .. }) = pending.remove(&id) {
+            let _ = reply.send(found);
         }
     }
 }
@@ -513,6 +545,7 @@ fn handle_command(
                 id,
                 Pending::Providers {
                     found: HashSet::new(),
+                    started: tokio::time::Instant::now(),
                     reply,
                 },
             );
@@ -642,25 +675,17 @@ fn handle_event(
             ..
         })) => match result {
             QueryResult::GetProviders(r) => {
-                let mut answered = false;
                 if let Some(Pending::Providers { found, .. }) = pending.get_mut(&id) {
                     if let Ok(GetProvidersOk::FoundProviders { providers, .. }) = r {
                         found.extend(providers);
-                        answered = !found.is_empty();
                     }
                 }
-                // The first peer that names holders answers the lookup: waiting for the
-                // rest of the query can take its whole timeout when some of the closest
-                // peers cannot be dialled (behind NAT), and lookups repeat anyway.
-                if answered && !step.last {
-                    if let Some(mut query) = swarm.behaviour_mut().kad.query_mut(&id) {
-                        query.finish();
-                    }
-                }
-                if step.last || answered {
-                    if let Some(Pending::Providers { found, reply }) = pending.remove(&id) {
+                if step.last {
+                    if let Some(Pending::Providers { found, reply, .. }) = pending.remove(&id) {
                         let _ = reply.send(found);
                     }
+                } else {
+                    answer_gathered_lookups(swarm, pending);
                 }
             }
             QueryResult::GetRecord(r) => {
