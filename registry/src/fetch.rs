@@ -268,14 +268,16 @@ impl<'a> Fetch<'a> {
         let hold_store_entry = ctx.hold_store_entry();
         tokio::pin!(hold_store_entry);
         let mut workers = FuturesUnordered::new();
+        let ours = self.node.local_ips();
         for (addr, origin) in providers {
-            let i = ctx.add_provider(addr.to_string(), id_seed(&addr.id), origin);
+            let far = !origin && !is_near(&ours, addr.socket.ip());
+            let i = ctx.add_provider(addr.to_string(), id_seed(&addr.id), origin, far);
             workers.push(ctx.worker(i, Provider::Peer(addr)));
         }
         for url in self.web_seeds {
             // Held whole, asked after the peers: like the origin.
             let seed = id_seed(blake3::hash(url.as_bytes()).as_bytes());
-            let i = ctx.add_provider(url.clone(), seed, true);
+            let i = ctx.add_provider(url.clone(), seed, true, false);
             workers.push(ctx.worker(i, Provider::Web(url)));
         }
         let mut more = self.more_peers;
@@ -313,7 +315,8 @@ impl<'a> Fetch<'a> {
                     let known = ctx.lock().names.contains(&addr.to_string());
                     if !known && addr.id != self.node.addr().id {
                         tracing::debug!(provider = %addr, "a holder the DHT found joins");
-                        let i = ctx.add_provider(addr.to_string(), id_seed(&addr.id), false);
+                        let far = !is_near(&ours, addr.socket.ip());
+                        let i = ctx.add_provider(addr.to_string(), id_seed(&addr.id), false, far);
                         workers.push(ctx.worker(i, Provider::Peer(addr)));
                     }
                 }
@@ -463,9 +466,10 @@ impl Ctx<'_> {
     }
 
     /// Adds a provider named `name` (what reports call it), ranked by `seed`.
-    fn add_provider(&self, name: String, seed: u64, origin: bool) -> usize {
+    fn add_provider(&self, name: String, seed: u64, origin: bool, far: bool) -> usize {
         let mut s = self.lock();
         s.views.push(ProviderView {
+            far,
             // A peer's bitfield arrives by observe; until then it is assumed to hold
             // nothing. The origin holds everything.
             has: if origin {
@@ -823,5 +827,41 @@ fn classify(e: GetError) -> PieceEnd {
             ..
         } => PieceEnd::BadData(e.to_string()),
         _ => PieceEnd::Failed(e.to_string()),
+    }
+}
+
+/// Whether a peer at `peer` is on this node's LAN: the same /24 (IPv4) or /64 (IPv6)
+/// as one of `ours`, or both on loopback. With no address of its own known, every peer
+/// counts as near (no preference).
+fn is_near(ours: &[std::net::IpAddr], peer: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    if ours.is_empty() {
+        return true;
+    }
+    ours.iter().any(|&me| match (me, peer) {
+        (a, b) if a.is_loopback() && b.is_loopback() => true,
+        (IpAddr::V4(a), IpAddr::V4(b)) => a.octets()[..3] == b.octets()[..3],
+        (IpAddr::V6(a), IpAddr::V6(b)) => a.segments()[..4] == b.segments()[..4],
+        _ => false,
+    })
+}
+
+#[cfg(test)]
+mod near_tests {
+    use super::is_near;
+
+    #[test]
+    fn lan_peers_share_the_subnet() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let home = [ip("192.168.1.11")];
+        assert!(is_near(&home, ip("192.168.1.12")));
+        assert!(!is_near(&home, ip("192.168.2.12")), "another home");
+        assert!(!is_near(&home, ip("10.99.0.1")), "the public side");
+        assert!(is_near(&[ip("127.0.0.1")], ip("127.0.0.3")));
+        assert!(
+            is_near(&[], ip("203.0.113.9")),
+            "no address known: no preference"
+        );
+        assert!(is_near(&[ip("fd00::1")], ip("fd00::2")));
     }
 }

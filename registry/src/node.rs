@@ -188,6 +188,22 @@ impl SwarmNode {
         }
     }
 
+    /// This node's own direct IP addresses (bound, or found on its interfaces when
+    /// bound to 0.0.0.0), to tell LAN peers from far ones.
+    pub fn local_ips(&self) -> Vec<std::net::IpAddr> {
+        let mut ips: Vec<std::net::IpAddr> = self
+            .endpoint
+            .bound_sockets()
+            .iter()
+            .map(|s| s.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        if ips.is_empty() {
+            ips = self.endpoint.addr().ip_addrs().map(|s| s.ip()).collect();
+        }
+        ips
+    }
+
     /// The relays this node was given (`--iroh-relay`, or its join ticket's).
     pub fn relays(&self) -> &[RelayUrl] {
         &self.relays

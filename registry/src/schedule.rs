@@ -48,6 +48,10 @@ pub struct ProviderView {
     /// or when it does not say).
     pub has: ChunkRanges,
     pub origin: bool,
+    /// A peer outside this node's LAN (reached over the WAN, maybe through a relay):
+    /// like the origin, it gets only the pieces no LAN peer holds or is getting, and
+    /// this node's own share of them, so a home takes each piece from outside once.
+    pub far: bool,
     /// False once the provider failed for good (dead, bad data, too many stalls).
     pub alive: bool,
     /// Whether `has` is what the provider said (its first bitfield arrived); always for
@@ -72,6 +76,7 @@ impl ProviderView {
         Self {
             has: ChunkRanges::all(),
             origin,
+            far: false,
             alive: true,
             known: true,
             grew_at: None,
@@ -238,27 +243,36 @@ impl PieceBoard {
         {
             return None;
         }
+        // The origin and far peers are "outside": they give what the peers nearer by
+        // cannot (for the origin every peer is nearer; for a far peer, LAN peers).
+        let outside = me.origin || me.far;
         let served_by_peer = |r: &Range<u64>| {
             providers.iter().enumerate().any(|(i, p)| {
-                i != worker && p.alive && !p.origin && (p.holds(r) || p.is_getting(r, now))
+                i != worker
+                    && p.alive
+                    && !p.origin
+                    && !(me.far && p.far)
+                    && (p.holds(r) || p.is_getting(r, now))
             })
         };
         let takes = |i: usize| {
             self.state[i] == PieceState::Pending
                 && me.holds(&self.ranges[i])
-                && !(me.origin && served_by_peer(&self.ranges[i]))
+                && !(outside && served_by_peer(&self.ranges[i]))
         };
-        // Ties (equal seeds) count as owned, so a lone fetcher owns everything.
+        // Ownership is shared with the LAN peers only (each home takes its own copy
+        // from outside). Ties (equal seeds) count as owned, so a lone fetcher owns
+        // everything.
         let owned = |i: usize| {
             let end = self.ranges[i].end;
             let mine = weight(self.seed, end);
             providers
                 .iter()
-                .all(|p| p.origin || !p.alive || weight(p.seed, end) <= mine)
+                .all(|p| p.origin || p.far || !p.alive || weight(p.seed, end) <= mine)
         };
         let mut candidates = self.order.iter().copied().filter(|&i| takes(i)).peekable();
         let first = candidates.peek().copied();
-        let pending = if me.origin {
+        let pending = if outside {
             candidates.find(|&i| owned(i)).or(first)
         } else {
             first
@@ -429,6 +443,7 @@ mod tests {
                 p.push(ProviderView {
                     has: ChunkRanges::empty(),
                     origin: false,
+                    far: false,
                     alive: alive.contains(&other),
                     known: true,
                     grew_at: None,
@@ -477,6 +492,7 @@ mod tests {
         let peer_has = ProviderView {
             has: chunks(0, 2048),
             origin: false,
+            far: false,
             alive: true,
             known: true,
             grew_at: None,
@@ -494,12 +510,52 @@ mod tests {
     }
 
     #[test]
+    fn a_far_peer_gives_only_what_no_lan_peer_has_and_the_origin_serves_each_home() {
+        let now = Instant::now();
+        let mut b = PieceBoard::new(4 * MIB, &all_missing(), MIB, 0).in_order();
+        let view = |has: ChunkRanges, far: bool, seed: u64| ProviderView {
+            has,
+            origin: false,
+            far,
+            alive: true,
+            known: true,
+            grew_at: None,
+            seed,
+        };
+        // Worker 0: a far peer holding everything; worker 1: a LAN peer with pieces 0, 1;
+        // worker 2: a far peer holding pieces 0..3.
+        let p = vec![
+            view(ChunkRanges::all(), true, 7),
+            view(chunks(0, 2048), false, 0),
+            view(chunks(0, 3072), true, 9),
+        ];
+        assert_eq!(
+            b.next_for(0, &p, now),
+            Some(2),
+            "far skips what the LAN peer has"
+        );
+        assert_eq!(b.next_for(1, &p, now), Some(0));
+        assert_eq!(
+            b.next_for(0, &p, now),
+            Some(3),
+            "another far peer's pieces do not count"
+        );
+        assert_eq!(b.next_for(2, &p, now), None, "the rest is the LAN peer's");
+        // The far peers do not share ownership with this node: its own share is all.
+        let mut solo = PieceBoard::new(2 * MIB, &all_missing(), MIB, 1).in_order();
+        let far_only = vec![view(ChunkRanges::all(), true, u64::MAX)];
+        assert_eq!(solo.next_for(0, &far_only, now), Some(0));
+        assert_eq!(solo.next_for(0, &far_only, now), Some(1));
+    }
+
+    #[test]
     fn the_origin_leaves_pieces_a_downloading_peer_is_getting() {
         let now = Instant::now();
         // The peer holds half of piece 0 and its bitfield grew just now.
         let downloading = ProviderView {
             has: chunks(0, 512),
             origin: false,
+            far: false,
             alive: true,
             known: true,
             grew_at: Some(now),
@@ -530,6 +586,7 @@ mod tests {
         let unknown = ProviderView {
             has: ChunkRanges::empty(),
             origin: false,
+            far: false,
             alive: true,
             known: false,
             grew_at: None,
@@ -570,6 +627,7 @@ mod tests {
         let mut p = vec![ProviderView {
             has: chunks(2048, 3072),
             origin: false,
+            far: false,
             alive: true,
             known: true,
             grew_at: None,
@@ -634,6 +692,7 @@ mod tests {
                 ProviderView {
                     has: chunks(0, 3000),
                     origin: false,
+                    far: false,
                     alive: true,
                     known: true,
                     grew_at: None,
