@@ -10,25 +10,23 @@ mod common;
 use std::time::Duration;
 
 fn needs_netns() -> Option<String> {
+    // `ip -V` and `tc -V` print their version; iptables and jq take --version.
+    let present = |c: &str, flag: &str| {
+        std::process::Command::new(c)
+            .arg(flag)
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
     common::needs_root().or_else(|| {
-        let ok = |c: &str| {
-            std::process::Command::new(c)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        };
-        // `ip -V` and `tc -V` print their version; the others take --version.
-        let present = |c: &str| match c {
-            "ip" | "tc" => std::process::Command::new(c)
-                .arg("-V")
-                .output()
-                .is_ok_and(|o| o.status.success()),
-            _ => ok(c),
-        };
-        ["ip", "iptables", "tc", "jq"]
-            .into_iter()
-            .find(|c| !present(c))
-            .map(|c| format!("this test needs {c} (iproute2, iptables, jq)"))
+        [
+            ("ip", "-V"),
+            ("tc", "-V"),
+            ("iptables", "--version"),
+            ("jq", "--version"),
+        ]
+        .into_iter()
+        .find(|(c, flag)| !present(c, flag))
+        .map(|(c, _)| format!("this test needs {c} (iproute2, iptables, jq)"))
     })
 }
 

@@ -129,6 +129,12 @@ impl WebSeed {
         &self.url
     }
 
+    /// The hash tree the seed served (its length checked, its hashes not yet: each
+    /// range is checked against the signed hash as it is used).
+    pub fn hash_tree(&self) -> &[u8] {
+        &self.tree
+    }
+
     /// The bytes `span` of the blob from the seed, encoded with their hashes for
     /// `ranges` (the chunks of `span` still wanted) as iroh-blobs imports them (size
     /// prefix, then the BAO encoding), every chunk and parent checked against the

@@ -232,7 +232,7 @@ fn check_web_seeds(
     image: &archy_catalog::ImageRef,
     archive: &std::path::Path,
 ) -> anyhow::Result<Vec<String>> {
-    use archy_catalog::hash_tree::{hash_tree_of_file, hash_tree_size, hash_tree_url};
+    use archy_catalog::hash_tree::{hash_tree_of_file, hash_tree_url};
     anyhow::ensure!(
         urls.len() <= archy_catalog::documents::MAX_WEB_SEEDS,
         "at most {} --web-seed",
@@ -257,28 +257,19 @@ fn check_web_seeds(
     let mut without_tree = Vec::new();
     for url in urls {
         let tree_url = hash_tree_url(url);
-        let served = ureq::get(&tree_url)
-            .timeout(std::time::Duration::from_secs(30))
-            .call()
-            .map_err(Box::new)
-            .and_then(|r| {
-                let mut body = Vec::new();
-                std::io::Read::read_to_end(
-                    &mut std::io::Read::take(r.into_reader(), hash_tree_size(image.size) + 1),
-                    &mut body,
+        let timeout = std::time::Duration::from_secs(30);
+        match archy_registry::web_seed::WebSeed::open(url, image.hash, image.size, timeout, timeout)
+        {
+            Ok(seed) if seed.hash_tree() == tree => {}
+            Ok(_) | Err(archy_registry::web_seed::WebSeedFault::HashTreeSize { .. }) => {
+                anyhow::bail!(
+                    "--web-seed {url}: {tree_url} is not the hash tree of this image; upload {} \
+                     there (or remove it)",
+                    tree_file.display()
                 )
-                .map_err(|e| Box::new(ureq::Error::from(e)))?;
-                Ok(body)
-            });
-        match served {
-            Ok(body) if body == tree => {}
-            Ok(_) => anyhow::bail!(
-                "--web-seed {url}: {tree_url} is not the hash tree of this image; upload {} there \
-                 (or remove it)",
-                tree_file.display()
-            ),
+            }
             Err(e) => {
-                if !matches!(*e, ureq::Error::Status(404, _)) {
+                if !matches!(e, archy_registry::web_seed::WebSeedFault::NoHashTree(_)) {
                     eprintln!("warning: cannot read {tree_url}: {e}");
                 }
                 without_tree.push(url.clone());
