@@ -14,6 +14,8 @@
 //! relays = ["ws://127.0.0.1:7447"]  # Nostr relays (the marketplace)
 //! iroh_relays = [{ url = "https://relay.example:4434" }]  # swarm relays, for NAT
 //! me = "npub1..."              # the operator's key, for marketplace trust scores
+//! web = "127.0.0.1:7421"       # the web dashboard (0.0.0.0:7421 for the LAN); none: off
+//! web_hosts = ["archy.home.example"]  # host names the dashboard answers besides IPs
 //!
 //! max_image_bytes = 68719476736 # largest image archive fetched (64 GiB)
 //! [unpack]                     # budgets for one image (defaults shown)
@@ -78,6 +80,13 @@ pub struct NodeConfig {
     pub iroh_relays: Vec<archy_registry::relay::RelaySpec>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub me: Option<String>,
+    /// Where the web dashboard listens; none: no dashboard.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub web: Option<SocketAddr>,
+    /// Host names the dashboard answers to besides IP addresses and `localhost` (a
+    /// reverse proxy's name). Any other name is refused (DNS rebinding).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub web_hosts: Vec<String>,
     /// The largest image archive this node fetches, in bytes: a size claimed by a catalog
     /// or an announcement above it is refused before anything is planned or allocated.
     #[serde(default = "default_max_image_bytes")]
@@ -131,6 +140,8 @@ impl Default for NodeConfig {
             relays: Vec::new(),
             iroh_relays: Vec::new(),
             me: None,
+            web: None,
+            web_hosts: Vec::new(),
             max_image_bytes: DEFAULT_MAX_IMAGE_BYTES,
             unpack: UnpackLimits::default(),
         }

@@ -68,7 +68,14 @@ pub struct ProgressEvent {
     pub bytes_done: u64,
     pub bytes_total: u64,
     pub message: String,
+    /// During `fetch`: bytes received so far from each source (`origin`, `peer 3f2a1b2c`,
+    /// `web seed URL`).
+    #[serde(default, skip_serializing_if = "Sources::is_empty")]
+    pub sources: Sources,
 }
+
+/// Bytes received from each source of an image, by a name a person reads.
+pub type Sources = std::collections::BTreeMap<String, u64>;
 
 /// Why an image archive could not be had.
 #[derive(Debug, thiserror::Error)]
@@ -173,11 +180,11 @@ pub struct FetchedImage {
 /// Where verified image archives come from (a local directory, the swarm, ...).
 pub trait ImageSource {
     /// Returns a local copy of the archive, verified against `image` (BLAKE3 + size).
-    /// `progress(done, total)` may be called while bytes arrive.
+    /// `progress(done, total, sources)` may be called while bytes arrive.
     fn fetch(
         &self,
         image: &ImageRef,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut dyn FnMut(u64, u64, &Sources),
     ) -> Result<FetchedImage, ExecError>;
     /// Whether the node already holds the archive (a cheap check; `fetch` verifies).
     fn holds(&self, image: &ImageRef) -> bool;
@@ -201,7 +208,7 @@ impl ImageSource for DirImageSource {
     fn fetch(
         &self,
         image: &ImageRef,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut dyn FnMut(u64, u64, &Sources),
     ) -> Result<FetchedImage, ExecError> {
         let mut problems = Vec::new();
         for dir in &self.dirs {
@@ -211,7 +218,7 @@ impl ImageSource for DirImageSource {
             }
             match verify_archive(&path, image) {
                 Ok(()) => {
-                    progress(image.size, image.size);
+                    progress(image.size, image.size, &Sources::new());
                     return Ok(FetchedImage {
                         source: format!("local file {}", path.display()),
                         path,
@@ -271,6 +278,20 @@ impl Reporter<'_> {
             bytes_done: done,
             bytes_total: total,
             message: message.into(),
+            sources: Sources::new(),
+        });
+    }
+
+    /// Verified bytes of the image so far, and from whom.
+    fn fetching(&mut self, done: u64, total: u64, sources: &Sources) {
+        self.last = self.last.max(Stage::Fetch);
+        (self.emit)(ProgressEvent {
+            app_id: self.app_id.clone(),
+            stage: self.last,
+            bytes_done: done,
+            bytes_total: total,
+            message: "fetching".into(),
+            sources: sources.clone(),
         });
     }
 }
@@ -335,8 +356,8 @@ fn run(
                     total,
                     format!("fetching {}", t.spec.image.hash),
                 );
-                let fetched = images.fetch(&t.spec.image, &mut |done, total| {
-                    r.stage(Stage::Fetch, done, total, "fetching")
+                let fetched = images.fetch(&t.spec.image, &mut |done, total, sources| {
+                    r.fetching(done, total, sources)
                 })?;
                 r.stage(
                     Stage::Verify,

@@ -17,7 +17,7 @@ use std::{
 use archy_catalog::ImageRef;
 use archy_registry::{FetchPlan, FetchStatus, PeerAddr, Swarm};
 
-use crate::executor::{DirImageSource, ExecError, FetchError, FetchedImage, ImageSource};
+use crate::executor::{DirImageSource, ExecError, FetchError, FetchedImage, ImageSource, Sources};
 
 /// Image bytes this node fetched, by where they came from (the daemon's metrics).
 #[derive(Debug, Default)]
@@ -51,6 +51,47 @@ fn short(p: &str) -> String {
     p.split('@').next().unwrap_or(p).chars().take(8).collect()
 }
 
+/// Who a provider of a fetch is, as progress and reports name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SourceKind {
+    Origin,
+    WebSeed,
+    Peer,
+}
+
+impl SwarmImageSource {
+    fn source_kind(&self, provider: &str, image: &ImageRef) -> SourceKind {
+        if self
+            .origin
+            .as_ref()
+            .is_some_and(|o| o.to_string() == provider)
+        {
+            SourceKind::Origin
+        } else if image.web_seeds.iter().any(|u| u == provider) {
+            SourceKind::WebSeed
+        } else {
+            SourceKind::Peer
+        }
+    }
+
+    /// Bytes by provider, the providers named as [`Self::source_name`] says.
+    fn named(&self, bytes: &std::collections::BTreeMap<String, u64>, image: &ImageRef) -> Sources {
+        bytes
+            .iter()
+            .map(|(p, b)| (self.source_name(p, image), *b))
+            .collect()
+    }
+
+    /// `origin`, `web seed URL` or `peer 3f2a1b2c`.
+    fn source_name(&self, provider: &str, image: &ImageRef) -> String {
+        match self.source_kind(provider, image) {
+            SourceKind::Origin => "origin".into(),
+            SourceKind::WebSeed => format!("web seed {provider}"),
+            SourceKind::Peer => format!("peer {}", short(provider)),
+        }
+    }
+}
+
 impl ImageSource for SwarmImageSource {
     fn holds(&self, image: &ImageRef) -> bool {
         self.blobs_dir.join(image.hash.to_hex()).is_file()
@@ -59,7 +100,7 @@ impl ImageSource for SwarmImageSource {
     fn fetch(
         &self,
         image: &ImageRef,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut dyn FnMut(u64, u64, &Sources),
     ) -> Result<FetchedImage, ExecError> {
         let local = DirImageSource {
             dirs: vec![self.blobs_dir.clone()],
@@ -84,7 +125,7 @@ impl ImageSource for SwarmImageSource {
                     report = &mut run => break report?,
                     Ok(()) = rx.changed() => {
                         let status = rx.borrow_and_update().clone();
-                        progress(status.verified, image.size);
+                        progress(status.verified, image.size, &self.named(&status.received, image));
                     }
                 }
             };
@@ -104,23 +145,24 @@ impl ImageSource for SwarmImageSource {
                         actual: format!("an export of {size} bytes"),
                     });
                 }
-                progress(image.size, image.size);
-                let origin = self.origin.as_ref().map(|p| p.to_string());
+                progress(
+                    image.size,
+                    image.size,
+                    &self.named(&report.bytes_by_provider, image),
+                );
                 let c = &self.counters;
                 c.resumed.fetch_add(report.already_held, Ordering::Relaxed);
                 let parts: Vec<String> = report
                     .bytes_by_provider
                     .iter()
                     .map(|(p, b)| {
-                        let (counter, who) = if Some(p) == origin.as_ref() {
-                            (&c.origin, "origin".to_string())
-                        } else if image.web_seeds.contains(p) {
-                            (&c.web_seed, format!("web seed {p}"))
-                        } else {
-                            (&c.peers, format!("peer {}", short(p)))
+                        let counter = match self.source_kind(p, image) {
+                            SourceKind::Origin => &c.origin,
+                            SourceKind::WebSeed => &c.web_seed,
+                            SourceKind::Peer => &c.peers,
                         };
                         counter.fetch_add(*b, Ordering::Relaxed);
-                        format!("{who} {b} B")
+                        format!("{} {b} B", self.source_name(p, image))
                     })
                     .collect();
                 let mut source = if parts.is_empty() {
@@ -148,7 +190,7 @@ impl SwarmImageSource {
         &self,
         image: &ImageRef,
         swarm: archy_registry::SwarmError,
-        progress: &mut dyn FnMut(u64, u64),
+        progress: &mut dyn FnMut(u64, u64, &Sources),
     ) -> Result<FetchedImage, ExecError> {
         if !self.fallback_dirs.is_empty() {
             tracing::warn!(error = %swarm, "swarm fetch failed; trying the origin's publish dir");
@@ -183,7 +225,11 @@ impl SwarmImageSource {
                     let kept = self.keep(image, &download);
                     let _ = std::fs::remove_file(&download);
                     let path = kept?;
-                    progress(image.size, image.size);
+                    progress(
+                        image.size,
+                        image.size,
+                        &Sources::from([(format!("web seed {url}"), image.size)]),
+                    );
                     self.counters
                         .web_seed
                         .fetch_add(image.size, Ordering::Relaxed);

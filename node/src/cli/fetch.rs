@@ -13,7 +13,7 @@ use archy_registry::{
 use clap::Args;
 use serde_json::json;
 
-use super::progress::{mib, ByteProgress};
+use super::progress::{mib, shares, ByteProgress};
 
 /// Where this swarm node keeps its key and store, and how it reaches the others.
 #[derive(Debug, Clone, Args)]
@@ -233,22 +233,14 @@ async fn progress_bar(mut rx: tokio::sync::watch::Receiver<FetchStatus>, origin:
         if s.size == 0 {
             continue;
         }
-        let received: u64 = s.received.values().sum();
-        let shares: Vec<String> = s
-            .received
-            .iter()
-            .filter(|(_, b)| **b > 0)
-            .map(|(p, b)| {
-                format!(
-                    "{} {:.0}%",
-                    label(p, origin.as_ref()),
-                    100.0 * *b as f64 / received.max(1) as f64
-                )
-            })
-            .collect();
+        let shares = shares(
+            s.received
+                .iter()
+                .map(|(p, b)| (label(p, origin.as_ref()), b)),
+        );
         display
             .get_or_insert_with(|| ByteProgress::new("fetch", s.size))
-            .update(s.verified, s.size, &shares.join(" · "));
+            .update(s.verified, s.size, &shares);
     }
     if let Some(mut d) = display {
         d.finish();

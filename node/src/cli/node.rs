@@ -6,6 +6,7 @@ use std::{
     process::ExitCode,
 };
 
+use anyhow::Context;
 use archy_node::{client::ApiClient, config::NodeConfig, daemon, runtime::RuntimeKind};
 use archy_registry::{Multiaddr, PeerAddr};
 use clap::{Args, Subcommand};
@@ -75,6 +76,34 @@ pub enum NodeCommand {
         /// <data>/join.ticket for later runs; flags and config.toml still win.
         #[arg(long, value_name = "TICKET")]
         join: Option<archy_registry::ticket::JoinTicket>,
+        /// Serve the web dashboard on this address (default 127.0.0.1:7421 when given
+        /// without a value; 0.0.0.0:7421 for the LAN). Log in with a password
+        /// (`archy node web-password`) or a one-time link (`archy node web-url`).
+        #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = "127.0.0.1:7421")]
+        web: Option<SocketAddr>,
+        /// A host name the dashboard answers to besides IP addresses and localhost, such
+        /// as a reverse proxy's (repeat). Requests naming any other host are refused.
+        #[arg(long = "web-host", value_name = "NAME")]
+        web_hosts: Vec<String>,
+    },
+    /// Set the dashboard's password (argon2 hash in <data>/web.password, 0600). Asks
+    /// on the terminal, or reads one line from stdin. A running daemon uses it at the
+    /// next login.
+    WebPassword {
+        #[command(flatten)]
+        data: DataArg,
+    },
+    /// Print a one-time login link to the dashboard: it logs one browser in, once,
+    /// within 10 minutes. The daemon must run with --web.
+    WebUrl {
+        #[command(flatten)]
+        data: DataArg,
+        /// The host to put in the link (default: the address the dashboard listens on;
+        /// give the node's LAN address when it listens on 0.0.0.0).
+        #[arg(long)]
+        host: Option<String>,
+        #[arg(long)]
+        json: bool,
     },
     /// Show the node: catalog version and age, swarm address, DHT, origin and peers,
     /// blobs held and bytes fetched by source, apps and phases.
@@ -107,6 +136,8 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             bootstrap,
             iroh_relays,
             join,
+            web,
+            web_hosts,
         } => {
             let mut cfg = NodeConfig::load(&data.data)?;
             let ticket = super::join::remembered(&data.data, join)?;
@@ -146,10 +177,46 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             if !iroh_relays.is_empty() {
                 cfg.iroh_relays = iroh_relays;
             }
+            if web.is_some() {
+                cfg.web = web;
+            }
+            if !web_hosts.is_empty() {
+                cfg.web_hosts = web_hosts;
+            }
             if let Some(ticket) = &ticket {
                 super::block_on(super::join::apply(ticket, &data.data, &mut cfg))?;
             }
             super::block_on(daemon::run(data.data, cfg))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        NodeCommand::WebPassword { data } => {
+            let password = read_password()?;
+            std::fs::create_dir_all(&data.data)
+                .with_context(|| format!("cannot create {}", data.data.display()))?;
+            daemon::set_web_password(&data.data, &password)?;
+            eprintln!(
+                "dashboard password set ({})",
+                data.data.join("web.password").display()
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        NodeCommand::WebUrl { data, host, json } => {
+            let link = ApiClient::from_data_dir(&data.data)?
+                .post("/v1/web/login-link", serde_json::json!({}))?;
+            let addr: SocketAddr = link["addr"]
+                .as_str()
+                .and_then(|a| a.parse().ok())
+                .context("the daemon's answer names no dashboard address")?;
+            let url = login_url(addr, host.as_deref(), link["path"].as_str().unwrap_or("/"));
+            if json {
+                println!(
+                    "{}",
+                    serde_json::json!({"url": url, "expires_in_seconds": link["expires_in_seconds"]})
+                );
+            } else {
+                println!("{url}");
+                eprintln!("one browser, once, within {} s", link["expires_in_seconds"]);
+            }
             Ok(ExitCode::SUCCESS)
         }
         NodeCommand::Status { data, json, wait } => {
@@ -252,5 +319,108 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// The link for `path` on the dashboard at `addr`: `host` when given, else the address
+/// (loopback for an unspecified one).
+fn login_url(addr: SocketAddr, host: Option<&str>, path: &str) -> String {
+    let host = match host {
+        Some(h) => h.to_string(),
+        None => {
+            let ip = match addr.ip() {
+                ip if ip.is_unspecified() && ip.is_ipv4() => IpAddr::from([127, 0, 0, 1]),
+                ip if ip.is_unspecified() => IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+                ip => ip,
+            };
+            SocketAddr::new(ip, addr.port()).to_string()
+        }
+    };
+    let host = if host.contains(':') && !host.starts_with('[') && host.parse::<IpAddr>().is_ok() {
+        format!("[{host}]:{}", addr.port())
+    } else if host.contains(':') {
+        host
+    } else {
+        format!("{host}:{}", addr.port())
+    };
+    format!("http://{host}{path}")
+}
+
+/// The new password: asked twice on a terminal (not echoed), else one line of stdin.
+fn read_password() -> anyhow::Result<String> {
+    use std::io::{BufRead, IsTerminal};
+    let stdin = std::io::stdin();
+    if !stdin.is_terminal() {
+        let mut line = String::new();
+        stdin.lock().read_line(&mut line)?;
+        return Ok(line.trim_end_matches(['\r', '\n']).to_string());
+    }
+    let ask = |prompt: &str| -> anyhow::Result<String> {
+        eprint!("{prompt}");
+        let echo = Echo::off()?;
+        let mut line = String::new();
+        std::io::stdin().lock().read_line(&mut line)?;
+        drop(echo);
+        eprintln!();
+        Ok(line.trim_end_matches(['\r', '\n']).to_string())
+    };
+    let first = ask(&format!(
+        "new dashboard password (at least {} characters): ",
+        daemon::MIN_PASSWORD_CHARS
+    ))?;
+    let again = ask("again: ")?;
+    anyhow::ensure!(
+        first == again,
+        "the two passwords differ; nothing was changed"
+    );
+    Ok(first)
+}
+
+/// Terminal echo off until dropped.
+struct Echo(nix::sys::termios::Termios);
+
+impl Echo {
+    fn off() -> anyhow::Result<Self> {
+        use nix::sys::termios::{tcgetattr, tcsetattr, LocalFlags, SetArg};
+        let stdin = std::io::stdin();
+        let saved = tcgetattr(&stdin).context("cannot read the terminal's settings")?;
+        let mut quiet = saved.clone();
+        quiet.local_flags.remove(LocalFlags::ECHO);
+        tcsetattr(&stdin, SetArg::TCSANOW, &quiet).context("cannot turn echo off")?;
+        Ok(Self(saved))
+    }
+}
+
+impl Drop for Echo {
+    fn drop(&mut self) {
+        let _ = nix::sys::termios::tcsetattr(
+            std::io::stdin(),
+            nix::sys::termios::SetArg::TCSANOW,
+            &self.0,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+    use super::*;
+
+    #[test]
+    fn login_links_name_a_host_a_browser_can_reach() {
+        let any: SocketAddr = "0.0.0.0:7421".parse().unwrap();
+        assert_eq!(login_url(any, None, "/x"), "http://127.0.0.1:7421/x");
+        assert_eq!(
+            login_url(any, Some("192.168.1.5"), "/x"),
+            "http://192.168.1.5:7421/x"
+        );
+        assert_eq!(
+            login_url(any, Some("fe80::1"), "/x"),
+            "http://[fe80::1]:7421/x"
+        );
+        assert_eq!(
+            login_url(any, Some("node.lan:8443"), "/x"),
+            "http://node.lan:8443/x"
+        );
     }
 }

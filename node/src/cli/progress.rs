@@ -13,6 +13,21 @@ pub fn mib(b: u64) -> String {
     format!("{:.1} MiB", b as f64 / (1 << 20) as f64)
 }
 
+/// `origin 40% · peer 3f2a 60%`: each source's share of the bytes received.
+pub fn shares<'a>(received: impl IntoIterator<Item = (String, &'a u64)>) -> String {
+    let received: Vec<(String, u64)> = received
+        .into_iter()
+        .filter(|(_, b)| **b > 0)
+        .map(|(name, b)| (name, *b))
+        .collect();
+    let total: u64 = received.iter().map(|(_, b)| b).sum();
+    received
+        .iter()
+        .map(|(name, b)| format!("{name} {:.0}%", 100.0 * *b as f64 / total.max(1) as f64))
+        .collect::<Vec<_>>()
+        .join(" · ")
+}
+
 /// A byte-count progress display on stderr.
 #[derive(Debug)]
 pub struct ByteProgress {

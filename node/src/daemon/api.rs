@@ -18,6 +18,8 @@
 //! | POST | `/v1/apps/{id}/start`, `/stop`, `/restart` | |
 //! | GET | `/v1/apps/{id}/logs` | text |
 //! | GET | `/v1/events` | server-sent events, one [`crate::executor::ProgressEvent`] per `data:` line |
+//! | POST | `/v1/seeds` | `{"path": "/abs/file", "hash": "blake3:..."?}`: seed a file into the swarm |
+//! | POST | `/v1/web/login-link` | a one-time dashboard login link (`archy node web-url`) |
 //! | GET | `/metrics` | Prometheus text format |
 
 use std::{
@@ -61,26 +63,56 @@ pub(super) fn router(node: Arc<Node>) -> Router {
         .route("/v1/apps/{id}/logs", get(logs))
         .route("/v1/events", get(event_stream))
         .route("/v1/seeds", post(seed))
+        .route("/v1/web/login-link", post(super::web::new_login_link))
         .route("/metrics", get(metrics::render))
         .layer(axum::middleware::from_fn_with_state(node.clone(), auth))
         .with_state(node)
 }
 
-/// Saves an operator's change, wakes the reconcile loop, and answers 202 with `body`.
-fn accepted(
+/// Why a request was refused: the HTTP status and a message that names what was wrong.
+#[derive(Debug)]
+pub(super) struct Refused {
+    pub code: StatusCode,
+    pub message: String,
+}
+
+impl Refused {
+    fn new(code: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        error(self.code, self.message)
+    }
+}
+
+/// A request the reconcile loop carries out: 202 with its answer, or the refusal.
+fn accepted(answer: Result<serde_json::Value, Refused>) -> Response {
+    match answer {
+        Ok(body) => (StatusCode::ACCEPTED, Json(body)).into_response(),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// Saves an operator's change and wakes the reconcile loop.
+fn save_and_wake(
     node: &Node,
     store: tokio::sync::MutexGuard<'_, crate::state::StateStore>,
-    body: serde_json::Value,
-) -> Response {
-    if let Err(e) = store.save() {
-        return error(
+) -> Result<(), Refused> {
+    store.save().map_err(|e| {
+        Refused::new(
             StatusCode::INTERNAL_SERVER_ERROR,
             format!("cannot save state: {e}"),
-        );
-    }
+        )
+    })?;
     drop(store);
     node.wake.notify_one();
-    (StatusCode::ACCEPTED, Json(body)).into_response()
+    Ok(())
 }
 
 /// Every route needs the bearer token from `<data>/api.token`.
@@ -194,6 +226,11 @@ async fn seed(State(node): State<Arc<Node>>, Json(body): Json<SeedBody>) -> Resp
 }
 
 async fn status(State(node): State<Arc<Node>>) -> Response {
+    Json(status_json(&node).await).into_response()
+}
+
+/// What `/v1/status` answers (and the dashboard's Node page shows).
+pub(super) async fn status_json(node: &Node) -> serde_json::Value {
     let catalog = node.catalog.lock().await.as_ref().map(|h| json!({"version": h.catalog.version, "apps": h.catalog.apps.len(), "age_seconds": state::now().saturating_sub(h.verified_at), "source": h.source, "expires": h.expires.to_rfc3339(), "expired": h.expired(chrono::Utc::now()).map(|e| e.to_string())}));
     let held = node.swarm.node.list_complete().await.unwrap_or_default();
     let f = &node.metrics.fetched;
@@ -223,7 +260,7 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
         .iter()
         .map(|(k, c)| (k.clone(), c.phase))
         .collect();
-    Json(json!({
+    json!({
         "name": node.cfg.name,
         "runtime": node.runtime.name(),
         "protections": node.runtime.protections(),
@@ -231,11 +268,10 @@ async fn status(State(node): State<Arc<Node>>) -> Response {
         "swarm": swarm,
         "trusted_versions": store.state.trusted.as_ref().map(|t| json!({"root": t.root_version, "timestamp": t.timestamp_version, "catalog": t.catalog_version})),
         "apps": apps,
-    }))
-    .into_response()
+    })
 }
 
-fn app_json(
+pub(super) fn app_json(
     id: &str,
     desired: Option<&DesiredRecord>,
     cond: Option<&Condition>,
@@ -278,24 +314,24 @@ async fn get_app(State(node): State<Arc<Node>>, UrlPath(id): UrlPath<String>) ->
 
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields)]
-struct InstallBody {
-    version: Option<String>,
-    market: Option<MarketInstall>,
+pub(super) struct InstallBody {
+    pub version: Option<String>,
+    pub market: Option<MarketInstall>,
     /// Replace an app of the same id from another source (see [`app_identity::claim`]).
     #[serde(default)]
-    replace: bool,
+    pub replace: bool,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct MarketInstall {
+pub(super) struct MarketInstall {
     /// Read as text and parsed here, so a bad handle gets its own message.
-    handle: String,
-    manifest: archy_catalog::AppManifest,
-    image: archy_catalog::ImageRef,
+    pub handle: String,
+    pub manifest: archy_catalog::AppManifest,
+    pub image: archy_catalog::ImageRef,
     /// The endpoint ids the announcement names as serving the image.
     #[serde(default)]
-    providers: Vec<String>,
+    pub providers: Vec<String>,
 }
 
 async fn install(
@@ -304,55 +340,56 @@ async fn install(
     body: Option<Json<InstallBody>>,
 ) -> Response {
     let body = body.map(|Json(b)| b).unwrap_or_default();
+    accepted(request_install(&node, &id, body).await)
+}
+
+/// Checks an install (or update) request and records it as desired: a catalog release
+/// that may be installed now, or a marketplace announcement whose manifest, image and
+/// providers are well formed and within this node's budgets.
+pub(super) async fn request_install(
+    node: &Node,
+    id: &str,
+    body: InstallBody,
+) -> Result<serde_json::Value, Refused> {
+    let bad = |msg: String| Refused::new(StatusCode::BAD_REQUEST, msg);
     let source = match body.market {
         Some(m) => {
             let handle = match m.handle.parse::<archy_discovery::market::AppHandle>() {
                 Ok(h) if h.app_id == id => h,
-                Ok(h) => {
-                    return error(
-                        StatusCode::BAD_REQUEST,
-                        format!("the handle {h} names {}, not {id}", h.app_id),
-                    )
-                }
-                Err(e) => return error(StatusCode::BAD_REQUEST, e.to_string()),
+                Ok(h) => return Err(bad(format!("the handle {h} names {}, not {id}", h.app_id))),
+                Err(e) => return Err(bad(e.to_string())),
             };
             if m.manifest.id != id {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!("the announced manifest is {} not {id}", m.manifest.id),
-                );
+                return Err(bad(format!(
+                    "the announced manifest is {} not {id}",
+                    m.manifest.id
+                )));
             }
-            if let Err(e) = m
-                .manifest
+            m.manifest
                 .validate_with(archy_catalog::manifest::ImageField::Hash)
-            {
-                return error(StatusCode::BAD_REQUEST, e.to_string());
-            }
+                .map_err(|e| bad(e.to_string()))?;
             if m.providers.len() > archy_discovery::announcement::MAX_PROVIDERS
                 || !m
                     .providers
                     .iter()
                     .all(|p| archy_discovery::announcement::is_endpoint_id(p))
             {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    format!(
-                        "providers must be at most {} endpoint ids (64 lowercase hex digits)",
-                        archy_discovery::announcement::MAX_PROVIDERS
-                    ),
-                );
+                return Err(bad(format!(
+                    "providers must be at most {} endpoint ids (64 lowercase hex digits)",
+                    archy_discovery::announcement::MAX_PROVIDERS
+                )));
             }
             if m.manifest.image_hash() != Some(m.image.hash) {
-                return error(
-                    StatusCode::BAD_REQUEST,
-                    "the manifest does not name the announced image",
-                );
+                return Err(bad("the manifest does not name the announced image".into()));
             }
             if let Err(e) = policy::check_image_size(&m.image, node.cfg.max_image_bytes) {
                 node.metrics
                     .refused
                     .refuse(refusals::Input::ImageSize, &handle.to_string(), &e);
-                return error(StatusCode::UNPROCESSABLE_ENTITY, e.to_string());
+                return Err(Refused::new(
+                    StatusCode::UNPROCESSABLE_ENTITY,
+                    e.to_string(),
+                ));
             }
             AppSource::Market {
                 handle,
@@ -362,12 +399,12 @@ async fn install(
             }
         }
         None => {
-            if let Err(e) = sync_catalog(&node).await {
+            if let Err(e) = sync_catalog(node).await {
                 tracing::warn!(error = %e, "catalog sync failed; using the last verified catalog");
             }
             let catalog = node.catalog.lock().await;
             let found = match catalog.as_ref() {
-                Some(held) => held.release(&id, body.version.as_deref(), chrono::Utc::now()),
+                Some(held) => held.release(id, body.version.as_deref(), chrono::Utc::now()),
                 None => Err(ReleaseError::NoCatalog),
             };
             if let Err(e) = found {
@@ -380,7 +417,7 @@ async fn install(
                         StatusCode::UNPROCESSABLE_ENTITY
                     }
                 };
-                return error(code, e.to_string());
+                return Err(Refused::new(code, e.to_string()));
             }
             AppSource::Catalog {
                 version: body.version,
@@ -389,30 +426,30 @@ async fn install(
     };
     let owner = source.owner();
     let mut store = node.store.lock().await;
-    let holder = store.state.desired.get(&id).map(|d| d.source.owner());
-    let claim = match app_identity::claim(&id, holder.as_ref(), &owner, body.replace) {
+    let holder = store.state.desired.get(id).map(|d| d.source.owner());
+    let claim = match app_identity::claim(id, holder.as_ref(), &owner, body.replace) {
         Ok(c) => c,
         Err(taken) => {
             tracing::warn!(app = %id, "{taken}");
-            return error(StatusCode::CONFLICT, taken.to_string());
+            return Err(Refused::new(StatusCode::CONFLICT, taken.to_string()));
         }
     };
     let (generation, requested) = store
         .state
         .desired
-        .get(&id)
+        .get(id)
         .map_or((1, 1), |d| (d.generation + 1, d.requested + 1));
-    store.state.uninstalling.remove(&id);
+    store.state.uninstalling.remove(id);
     if claim != Claim::Same {
         // Nothing of another app carries over: not its last healthy release (a rollback
         // target), not a held-back release, not its failure count.
         store
             .state
             .conditions
-            .insert(id.clone(), Condition::pending());
+            .insert(id.to_string(), Condition::pending());
     }
     store.state.desired.insert(
-        id.clone(),
+        id.to_string(),
         DesiredRecord {
             source,
             running: true,
@@ -423,7 +460,7 @@ async fn install(
     let cond = store
         .state
         .conditions
-        .entry(id.clone())
+        .entry(id.to_string())
         .or_insert_with(Condition::pending);
     cond.retry_at = 0;
     cond.failures = 0;
@@ -432,10 +469,11 @@ async fn install(
         tracing::info!(app = %id, "replacing the app from {previous} with the one from {owner}");
         answer["replaced"] = json!({
             "owner": previous.dir_name(),
-            "kept_data": app_identity::data_dir(&node.data, previous, &id),
+            "kept_data": app_identity::data_dir(&node.data, previous, id),
         });
     }
-    accepted(&node, store, answer)
+    save_and_wake(node, store)?;
+    Ok(answer)
 }
 
 #[derive(Deserialize, Default)]
@@ -450,17 +488,30 @@ async fn uninstall(
     body: Option<Json<UninstallBody>>,
 ) -> Response {
     let purge = body.map(|Json(b)| b.purge).unwrap_or(false);
+    accepted(request_uninstall(&node, &id, purge).await)
+}
+
+/// Records that `id` goes (and its data too when `purge`).
+pub(super) async fn request_uninstall(
+    node: &Node,
+    id: &str,
+    purge: bool,
+) -> Result<serde_json::Value, Refused> {
     let mut store = node.store.lock().await;
-    if !store.state.desired.contains_key(&id) && !store.state.conditions.contains_key(&id) {
-        return error(StatusCode::NOT_FOUND, format!("{id} is not installed"));
+    if !store.state.desired.contains_key(id) && !store.state.conditions.contains_key(id) {
+        return Err(Refused::new(
+            StatusCode::NOT_FOUND,
+            format!("{id} is not installed"),
+        ));
     }
-    store.state.desired.remove(&id);
-    store.state.uninstalling.insert(id.clone(), purge);
-    if let Some(c) = store.state.conditions.get_mut(&id) {
+    store.state.desired.remove(id);
+    store.state.uninstalling.insert(id.to_string(), purge);
+    if let Some(c) = store.state.conditions.get_mut(id) {
         c.phase = Phase::Uninstalling;
         c.retry_at = 0;
     }
-    accepted(&node, store, json!({"id": id, "purge": purge}))
+    save_and_wake(node, store)?;
+    Ok(json!({"id": id, "purge": purge}))
 }
 
 async fn set_running(
@@ -468,39 +519,72 @@ async fn set_running(
     UrlPath(id): UrlPath<String>,
     running: bool,
 ) -> Response {
+    accepted(request_running(&node, &id, running).await)
+}
+
+/// Records that `id` should run (or be stopped).
+pub(super) async fn request_running(
+    node: &Node,
+    id: &str,
+    running: bool,
+) -> Result<serde_json::Value, Refused> {
     let mut store = node.store.lock().await;
-    let Some(d) = store.state.desired.get_mut(&id) else {
-        return error(StatusCode::NOT_FOUND, format!("{id} is not installed"));
+    let Some(d) = store.state.desired.get_mut(id) else {
+        return Err(Refused::new(
+            StatusCode::NOT_FOUND,
+            format!("{id} is not installed"),
+        ));
     };
     d.running = running;
     d.generation += 1;
     let generation = d.generation;
-    accepted(
-        &node,
-        store,
-        json!({"id": id, "generation": generation, "running": running}),
-    )
+    save_and_wake(node, store)?;
+    Ok(json!({"id": id, "generation": generation, "running": running}))
 }
 
 async fn restart(State(node): State<Arc<Node>>, UrlPath(id): UrlPath<String>) -> Response {
-    if !node.store.lock().await.state.desired.contains_key(&id) {
-        return error(StatusCode::NOT_FOUND, format!("{id} is not installed"));
-    }
-    let rt = node.runtime.clone();
-    let app = id.clone();
-    match tokio::task::spawn_blocking(move || rt.stop(&app).and_then(|_| rt.start(&app))).await {
-        Ok(Ok(())) => Json(json!({"id": id, "restarted": true})).into_response(),
-        Ok(Err(e)) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    match restart_app(&node, &id).await {
+        Ok(answer) => Json(answer).into_response(),
+        Err(refused) => refused.into_response(),
     }
 }
 
-async fn logs(State(node): State<Arc<Node>>, UrlPath(id): UrlPath<String>) -> Response {
+/// Stops and starts the app's container now (not through the reconcile loop).
+pub(super) async fn restart_app(node: &Node, id: &str) -> Result<serde_json::Value, Refused> {
+    if !node.store.lock().await.state.desired.contains_key(id) {
+        return Err(Refused::new(
+            StatusCode::NOT_FOUND,
+            format!("{id} is not installed"),
+        ));
+    }
     let rt = node.runtime.clone();
-    match tokio::task::spawn_blocking(move || rt.logs(&id, 200)).await {
-        Ok(Ok(text)) => text.into_response(),
-        Ok(Err(e)) => error(StatusCode::NOT_FOUND, e.to_string()),
-        Err(e) => error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    let app = id.to_string();
+    let internal = |e: String| Refused::new(StatusCode::INTERNAL_SERVER_ERROR, e);
+    tokio::task::spawn_blocking(move || rt.stop(&app).and_then(|_| rt.start(&app)))
+        .await
+        .map_err(|e| internal(e.to_string()))?
+        .map_err(|e| internal(e.to_string()))?;
+    Ok(json!({"id": id, "restarted": true}))
+}
+
+async fn logs(State(node): State<Arc<Node>>, UrlPath(id): UrlPath<String>) -> Response {
+    match app_logs(&node, &id, 200).await {
+        Ok(text) => text.into_response(),
+        Err(refused) => refused.into_response(),
+    }
+}
+
+/// The last `lines` lines the app's container wrote.
+pub(super) async fn app_logs(node: &Node, id: &str, lines: usize) -> Result<String, Refused> {
+    let rt = node.runtime.clone();
+    let app = id.to_string();
+    match tokio::task::spawn_blocking(move || rt.logs(&app, lines)).await {
+        Ok(Ok(text)) => Ok(text),
+        Ok(Err(e)) => Err(Refused::new(StatusCode::NOT_FOUND, e.to_string())),
+        Err(e) => Err(Refused::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            e.to_string(),
+        )),
     }
 }
 

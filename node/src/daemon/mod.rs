@@ -7,6 +7,7 @@
 //!   refused from outside and logs each source once.
 //! - [`sync`]: keeps the verified catalog fresh (origin, peers, DHT head servers, a
 //!   publish dir) and announces what the node holds.
+//! - [`web`]: the web dashboard (`--web`), on the same request functions as the API.
 //! - [`reconcile`]: the level-triggered loop that reads the state, asks
 //!   [`crate::policy`] and [`crate::planner`] what to do, and has the executor do it.
 //!
@@ -19,6 +20,7 @@ mod reconcile;
 mod refusals;
 mod start;
 mod sync;
+mod web;
 
 use std::{path::PathBuf, sync::Arc};
 
@@ -29,6 +31,7 @@ use crate::{config::NodeConfig, executor::ProgressEvent, runtime::Runtime, state
 
 pub use reconcile::RESYNC;
 pub use start::run;
+pub use web::auth::{set_password as set_web_password, PasswordError, MIN_PASSWORD_CHARS};
 
 /// Everything the daemon's roles share.
 struct Node {
@@ -48,6 +51,8 @@ struct Node {
     wake: Notify,
     token: String,
     metrics: metrics::Metrics,
+    /// The dashboard's sessions, links and caches (served only with `--web`).
+    web: web::Web,
 }
 
 /// The catalog the reconciler installs from: verified, when, where it came from, and

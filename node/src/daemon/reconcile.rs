@@ -147,6 +147,7 @@ async fn reconcile_one(node: &Arc<Node>, id: &str) -> Outcome {
             bytes_done: 0,
             bytes_total: 0,
             message: format!("waiting for {missing}"),
+            sources: Default::default(),
         });
         return Outcome::Waiting;
     }
@@ -345,6 +346,7 @@ fn failed_event(id: &str, message: String) -> ProgressEvent {
         bytes_done: 0,
         bytes_total: 0,
         message,
+        sources: Default::default(),
     }
 }
 

@@ -1,5 +1,5 @@
 //! Start-up: the data dir (0700, canonical), the trust anchor, the runtime, the API
-//! listener and the swarm (on the ports of the last run when the system picks them),
+//! (and dashboard) listeners and the swarm (on the ports of the last run when the system picks them),
 //! the head saved before a restart; then the API, the reconcile loop and the seeder
 //! until Ctrl-C or SIGTERM.
 
@@ -173,6 +173,15 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         swarm_addr.to_string().as_bytes(),
     )?;
     let (events, _) = broadcast::channel(1024);
+    let web_listener = match cfg.web {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("cannot listen on {addr} for the dashboard"))?,
+        ),
+        None => None,
+    };
+    let web = super::web::Web::new(&cfg);
     let node = Arc::new(Node {
         swarm,
         head,
@@ -186,6 +195,7 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         wake: Notify::new(),
         token,
         metrics: Metrics::default(),
+        web,
     });
     tracing::info!(%addr, node = %node.cfg.name, "local API listening");
     println!(
@@ -209,10 +219,24 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     let router = api::router(node.clone());
     let tcp = axum::serve(listener, router.clone())
         .with_graceful_shutdown(until_stopped(stopped.clone()));
-    let unix = axum::serve(local, router).with_graceful_shutdown(until_stopped(stopped));
+    let unix = axum::serve(local, router).with_graceful_shutdown(until_stopped(stopped.clone()));
+    let dashboard = async {
+        match web_listener {
+            Some(listener) => {
+                let addr = listener.local_addr()?;
+                println!(
+                    "archy node {} dashboard on http://{addr} (log in: archy node web-url)",
+                    node.cfg.name
+                );
+                super::web::serve(node.clone(), listener, until_stopped(stopped)).await
+            }
+            None => Ok(()),
+        }
+    };
     tokio::try_join!(
         std::future::IntoFuture::into_future(tcp),
-        std::future::IntoFuture::into_future(unix)
+        std::future::IntoFuture::into_future(unix),
+        dashboard
     )?;
     reconciler.abort();
     seeder.abort();

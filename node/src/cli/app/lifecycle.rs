@@ -7,7 +7,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use crate::cli::progress::ByteProgress;
+use crate::cli::progress::{shares, ByteProgress};
 
 use anyhow::Context;
 use archy_discovery::market::AppHandle;
@@ -115,7 +115,11 @@ impl StageDisplay {
         if e.stage == Stage::Fetch && e.bytes_total > 0 {
             self.fetch
                 .get_or_insert_with(|| ByteProgress::new(stage, e.bytes_total))
-                .update(e.bytes_done, e.bytes_total, &e.message);
+                .update(
+                    e.bytes_done,
+                    e.bytes_total,
+                    &shares(e.sources.iter().map(|(n, b)| (n.clone(), b))),
+                );
             return;
         }
         if let Some(mut bar) = self.fetch.take() {

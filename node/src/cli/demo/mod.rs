@@ -23,6 +23,7 @@ use operators::{
 };
 use publisher::{build_and_sign_catalog, make_example_images, make_keys_and_root, verify_as_node};
 
+mod dashboard;
 mod market;
 mod operators;
 mod publisher;
@@ -214,6 +215,7 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             choose_runtime(c, args.runtime)
         })
         && demo.step("origin: serve the images to the swarm", start_origin)
+        && demo.step("relay: embedded Nostr relay", start_relay)
         && demo.step("nodes: start 3 daemons", start_nodes)
         && demo.step("node 1: install org.example.hello", |c| {
             install_catalog_app(c, 1, "org.example.hello")
@@ -231,13 +233,17 @@ pub fn run(args: DemoArgs) -> anyhow::Result<ExitCode> {
             install_catalog_app(c, 1, "org.example.status")
         })
         && demo.step("nodes: same catalog everywhere", check_convergence)
-        && demo.step("relay: embedded Nostr relay", start_relay)
         && demo.step("developer: publish third-party app", publish_market_app)
         && demo.step("operator: market search", search_market)
-        && demo.step("node 1: install the market app", install_market_app);
+        && demo.step("node 1: install the market app", install_market_app)
+        && demo.step("node 1: web dashboard pages", dashboard::check_pages);
 
     let ok = demo.summary();
     if ok && !args.once {
+        match dashboard::login_link(&demo.ctx) {
+            Ok(url) => println!("\nnode 1's dashboard: open {url}\n(a one-time login link: one browser, once, within 10 minutes; `archy node web-url --data {}` makes another)", demo.ctx.nodes.first().map(|n| path_str(&n.data)).unwrap_or_default()),
+            Err(e) => eprintln!("no dashboard link: {e:#}"),
+        }
         eprintln!(
             "services are running (relay {}); press Ctrl-C to stop and clean up",
             demo.ctx.relay_url.as_deref().unwrap_or("-")

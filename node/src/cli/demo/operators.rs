@@ -106,6 +106,14 @@ pub(super) fn start_nodes(c: &mut Ctx) -> anyhow::Result<String> {
         if let Some(o) = &c.origin_addr {
             args.extend(["--origin".to_string(), o.clone()]);
         }
+        // Node 1 serves the web dashboard, with the demo's relay as its marketplace.
+        if n == 1 {
+            args.extend(["--web".to_string(), "127.0.0.1:0".into()]);
+            if let Some(relay) = &c.relay_url {
+                fs::create_dir_all(&data)?;
+                fs::write(data.join("config.toml"), format!("relays = [{relay:?}]\n"))?;
+            }
+        }
         if let Some(b) = &c.dht_bootstrap {
             args.extend([
                 "--dht-listen".to_string(),
