@@ -251,6 +251,29 @@ fn raw_status(addr: &str, request: &str) -> u16 {
         .unwrap_or(0)
 }
 
+/// Opens `GET /events` with `cookie` and reads the status line; the connection stays
+/// open (a live stream) until dropped.
+fn open_stream(addr: &str, cookie: &str) -> (std::net::TcpStream, u16) {
+    use std::io::{BufRead, BufReader};
+    let mut s = std::net::TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /events HTTP/1.1\r\nHost: {addr}\r\nCookie: {cookie}\r\n\r\n"
+    )
+    .unwrap();
+    let mut line = String::new();
+    BufReader::new(s.try_clone().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    let status = line
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or(0);
+    (s, status)
+}
+
 #[test]
 fn an_operator_runs_the_node_from_a_browser() {
     if !common::can_run(common::needs_process_apps().or(needs_browser())) {
@@ -263,7 +286,16 @@ fn an_operator_runs_the_node_from_a_browser() {
     // A signed catalog with the hello app, and a relay with a marketplace app.
     let apps = common::busybox_apps(dir.path(), "hello from the catalog");
     let port = common::free_port();
-    std::fs::write(apps.join("hello.yaml"), HelloApp::new("1.0.0", port).yaml()).unwrap();
+    // It takes 3 s to answer after it starts, so its progress is on screen a while.
+    let slow = HelloApp::new("1.0.0", port)
+        .yaml()
+        .replace(
+            "cmd: [/bin/busybox, httpd, -f, -p, '8080', -h, /www]",
+            "cmd: [/bin/busybox, sh, -c, 'sleep 3; exec /bin/busybox httpd -f -p 8080 -h /www']",
+        )
+        .replace("retries: 4", "retries: 20");
+    assert!(slow.contains("sleep 3") && slow.contains("retries: 20"));
+    std::fs::write(apps.join("hello.yaml"), slow).unwrap();
     let publish = common::publish_signed(&apps, dir.path());
     let relay = common::start(
         &["relay", "run", "--listen", "127.0.0.1:0"].map(String::from),
@@ -329,6 +361,30 @@ fn an_operator_runs_the_node_from_a_browser() {
         b.click("button", "Log in").await;
         b.wait_for_text("the Store", false, |t| t.contains("Signed catalog")).await;
         assert_eq!(b.path().await, "/");
+
+        // Live event streams are bounded: past the limit a new one is refused, and a
+        // closed one frees its place.
+        let cookie = b
+            .client
+            .get_named_cookie("archy_session")
+            .await
+            .unwrap();
+        let cookie = format!("archy_session={}", cookie.value());
+        let mut streams = Vec::new();
+        let refused = loop {
+            let (conn, status) = open_stream(addr.trim(), &cookie);
+            if status != 200 {
+                break status;
+            }
+            streams.push(conn);
+            assert!(streams.len() <= 64, "no limit on event streams");
+        };
+        assert_eq!(refused, 503);
+        assert!(streams.len() >= 8, "only {} streams allowed", streams.len());
+        streams.clear();
+        common::wait_until("a stream place to free up", Duration::from_secs(30), || {
+            open_stream(addr.trim(), &cookie).1 == 200
+        });
 
         // The Store: the catalog app, and the marketplace app once the relay answered.
         let store = b
@@ -397,12 +453,6 @@ fn an_operator_runs_the_node_from_a_browser() {
         b.wait_for_text("running again", true, |t| t.contains("running") && t.contains("Open http://")).await;
         assert!(common::http_ok([127, 0, 0, 1], port));
 
-        // My apps lists it.
-        b.goto("/apps").await;
-        let mine = b.body().await;
-        assert!(mine.contains("Hello") && mine.contains("running"), "{mine}");
-        b.shot("my-apps").await;
-
         // A change without the CSRF token is refused, from the page's own origin.
         let status = b
             .fetch_status(
@@ -443,6 +493,31 @@ fn an_operator_runs_the_node_from_a_browser() {
         assert_eq!(b.path().await, format!("/apps/{app_id}"));
         let notes = app_state(&data, app_id).expect("installed after the confirmation");
         assert_eq!(notes["desired"]["source"]["kind"], "market");
+
+        // My apps: the catalog app running, the marketplace app waiting for its image,
+        // with the reason.
+        b.goto("/apps").await;
+        let mine = b
+            .wait_for_text("the market app waiting", true, |t| t.contains("ask the developer"))
+            .await;
+        assert!(mine.contains("Hello") && mine.contains("running"), "{mine}");
+        assert!(mine.contains("Field Notes"), "{mine}");
+        b.shot("my-apps").await;
+
+        // A 360 px phone: nothing wider than the screen.
+        b.client.set_window_size(360, 780).await.unwrap();
+        for path in ["/", "/apps", "/node"] {
+            b.goto(path).await;
+            let width = b
+                .client
+                .execute("return document.documentElement.scrollWidth;", vec![])
+                .await
+                .unwrap();
+            let width = width.as_u64().unwrap();
+            assert!(width <= 360, "{path} is {width} px wide on a 360 px screen");
+            b.shot(&format!("phone{}", path.replace('/', "-"))).await;
+        }
+        b.client.set_window_size(1280, 1000).await.unwrap();
 
         // The Node page.
         b.goto("/node").await;

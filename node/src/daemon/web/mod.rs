@@ -55,12 +55,15 @@ use pages::{CatalogCard, InstalledApp, MarketCard, ReleaseOption};
 const COOKIE: &str = "archy_session";
 /// Largest form body read (a change is a few fields).
 const MAX_FORM_BYTES: usize = 16 * 1024;
-/// Marketplace cards per Store page.
-const MARKET_PAGE: usize = 48;
+/// Catalog and marketplace cards per Store page (a page stays under 100 KiB).
+const CATALOG_PAGE: usize = 24;
+const MARKET_PAGE: usize = 32;
 /// Log text sent to a page at most (its tail).
 const MAX_LOG_BYTES: usize = 64 * 1024;
 /// Failures kept for the Node page.
 const RECENT_ERRORS: usize = 20;
+/// Event streams open at once (one per open app page).
+const MAX_EVENT_STREAMS: usize = 32;
 
 const STYLE: &str = include_str!("assets/style.css");
 const SCRIPT: &str = include_str!("assets/live.js");
@@ -73,6 +76,8 @@ pub(super) struct Web {
     hosts: AllowedHosts,
     market: Arc<MarketCache>,
     recent: Mutex<Recent>,
+    /// Permits for open event streams ([`MAX_EVENT_STREAMS`]).
+    streams: Arc<tokio::sync::Semaphore>,
     /// Where the dashboard listens, once it does.
     addr: OnceLock<SocketAddr>,
 }
@@ -94,6 +99,7 @@ impl Web {
             hosts: AllowedHosts::new(&cfg.web_hosts),
             market: Default::default(),
             recent: Default::default(),
+            streams: Arc::new(tokio::sync::Semaphore::new(MAX_EVENT_STREAMS)),
             addr: OnceLock::new(),
         }
     }
@@ -652,7 +658,7 @@ async fn store(
             let note = held
                 .expired(chrono::Utc::now())
                 .map(|e| format!("Installs are paused: {e}"));
-            let shown = all
+            let shown: Vec<CatalogCard> = all
                 .into_iter()
                 .filter(|c| catalog_matches(c, &words, category))
                 .collect();
@@ -664,36 +670,46 @@ async fn store(
         ),
     };
     let snapshot = node.web.market.snapshot();
-    let mut market = Vec::new();
-    let mut pages_count = 1;
-    let page = params.page.unwrap_or(1).max(1);
-    if let Some(s) = &snapshot {
-        for app in s.result.view.apps() {
-            categories.extend(app.listing.current.categories.iter().cloned());
+    let market: Vec<&archy_discovery::market::ScoredApp> = match &snapshot {
+        Some(s) => {
+            for app in s.result.view.apps() {
+                categories.extend(app.listing.current.categories.iter().cloned());
+            }
+            s.result
+                .view
+                .apps()
+                .iter()
+                .filter(|a| {
+                    a.matches(&words)
+                        && (category.is_empty()
+                            || a.listing
+                                .current
+                                .categories
+                                .iter()
+                                .any(|k| k.eq_ignore_ascii_case(category)))
+                })
+                .collect()
         }
-        let hits: Vec<_> = s
-            .result
-            .view
-            .apps()
-            .iter()
-            .filter(|a| {
-                a.matches(&words)
-                    && (category.is_empty()
-                        || a.listing
-                            .current
-                            .categories
-                            .iter()
-                            .any(|k| k.eq_ignore_ascii_case(category)))
-            })
-            .collect();
-        pages_count = hits.len().div_ceil(MARKET_PAGE).max(1);
-        market = hits
-            .into_iter()
-            .skip((page.min(pages_count) - 1) * MARKET_PAGE)
-            .take(MARKET_PAGE)
-            .map(|a| market_card(a, &installed))
-            .collect();
-    }
+        None => Vec::new(),
+    };
+    // One page number for both columns.
+    let pages_count = catalog
+        .len()
+        .div_ceil(CATALOG_PAGE)
+        .max(market.len().div_ceil(MARKET_PAGE))
+        .max(1);
+    let page = params.page.unwrap_or(1).clamp(1, pages_count);
+    let catalog: Vec<CatalogCard> = catalog
+        .into_iter()
+        .skip((page - 1) * CATALOG_PAGE)
+        .take(CATALOG_PAGE)
+        .collect();
+    let market: Vec<MarketCard> = market
+        .into_iter()
+        .skip((page - 1) * MARKET_PAGE)
+        .take(MARKET_PAGE)
+        .map(|a| market_card(a, &installed))
+        .collect();
     let categories: Vec<String> = categories.into_iter().take(200).collect();
     let status = market_status(&node, snapshot.as_deref());
     pages::store(
@@ -702,7 +718,7 @@ async fn store(
             q: &params.q,
             category,
             categories: &categories,
-            page: page.min(pages_count),
+            page,
             pages: pages_count,
         },
         &catalog,
@@ -1052,7 +1068,11 @@ async fn installed_apps(node: &Node, request_host: &str) -> Vec<InstalledApp> {
                         Some(app.listing.current.content.manifest.version.clone())
                     });
                     (
-                        handle.to_string(),
+                        format!(
+                            "{}/{}",
+                            pages::short_npub(&archy_discovery::index::npub(&handle.developer)),
+                            handle.app_id
+                        ),
                         Some(handle.to_string()),
                         Some((**manifest).clone()),
                         current,
@@ -1176,11 +1196,16 @@ struct EventsQuery {
 }
 
 /// Server-sent events for the pages: the app's last event first (a page opened
-/// mid-install shows where it is), then each new one.
-async fn events(
-    State(node): State<Arc<Node>>,
-    Query(q): Query<EventsQuery>,
-) -> Sse<impl futures_util::Stream<Item = Result<Event, Infallible>>> {
+/// mid-install shows where it is), then each new one. At most [`MAX_EVENT_STREAMS`] at
+/// once; the permit goes with the stream.
+async fn events(State(node): State<Arc<Node>>, Query(q): Query<EventsQuery>) -> Response {
+    let Ok(permit) = node.web.streams.clone().try_acquire_owned() else {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("{MAX_EVENT_STREAMS} pages follow this node's progress already"),
+        )
+            .into_response();
+    };
     let rx = node.events.subscribe();
     let first: Vec<ProgressEvent> = node
         .web
@@ -1193,20 +1218,27 @@ async fn events(
         .unwrap_or_default();
     let to_sse =
         |e: &ProgressEvent| Event::default().data(serde_json::to_string(e).unwrap_or_default());
-    let first = futures_util::stream::iter(first.iter().map(to_sse).map(Ok).collect::<Vec<_>>());
-    let app = q.app;
-    let live = futures_util::stream::unfold((rx, app), move |(mut rx, app)| async move {
-        loop {
-            match rx.recv().await {
-                Ok(e) if app.as_ref().is_none_or(|a| *a == e.app_id) => {
-                    return Some((Ok(to_sse(&e)), (rx, app)));
+    let first: Vec<Result<Event, Infallible>> = first.iter().map(|e| Ok(to_sse(e))).collect();
+    let live = futures_util::stream::unfold(
+        (rx, q.app, permit),
+        move |(mut rx, app, permit)| async move {
+            loop {
+                match rx.recv().await {
+                    Ok(e) if app.as_ref().is_none_or(|a| *a == e.app_id) => {
+                        return Some((Ok(to_sse(&e)), (rx, app, permit)));
+                    }
+                    Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
+                    Err(broadcast::error::RecvError::Closed) => return None,
                 }
-                Ok(_) | Err(broadcast::error::RecvError::Lagged(_)) => continue,
-                Err(broadcast::error::RecvError::Closed) => return None,
             }
-        }
-    });
-    Sse::new(futures_util::StreamExt::chain(first, live)).keep_alive(KeepAlive::default())
+        },
+    );
+    let stream = futures_util::StreamExt::chain(futures_util::stream::iter(first), live);
+    // A comment line every 5 s: a browser that went away is noticed (and its permit
+    // freed) at the next one.
+    Sse::new(stream)
+        .keep_alive(KeepAlive::new().interval(std::time::Duration::from_secs(5)))
+        .into_response()
 }
 
 async fn node_page(
@@ -1238,7 +1270,20 @@ async fn node_page(
                     .as_u64()
                     .map_or("-".into(), pages::ago_text),
             ),
-            ("Expires".into(), text(&c["expires"])),
+            (
+                "Expires".into(),
+                c["expires"]
+                    .as_str()
+                    .and_then(|e| chrono::DateTime::parse_from_rfc3339(e).ok())
+                    .map_or_else(
+                        || text(&c["expires"]),
+                        |e| {
+                            e.with_timezone(&chrono::Utc)
+                                .format("%Y-%m-%d %H:%M UTC")
+                                .to_string()
+                        },
+                    ),
+            ),
             ("From".into(), text(&c["source"])),
             (
                 "State".into(),

@@ -156,7 +156,7 @@ pub fn store(
                 section #catalog {
                     h2 { "Signed catalog" }
                     @if let Some(note) = catalog_note { p.notice { (note) } }
-                    @if catalog.is_empty() && catalog_note.is_none() { p.muted { "No catalog app matches." } }
+                    @if catalog.is_empty() && catalog_note.is_none() { p.muted { "No catalog app matches" @if query.page > 1 { " on this page" } "." } }
                     div.cards {
                         @for c in catalog { (catalog_card(csrf, c)) }
                     }
@@ -164,20 +164,20 @@ pub fn store(
                 section #market {
                     h2 { "Marketplace" }
                     (market_status(csrf, status))
-                    @if market.is_empty() && !status.configured.is_empty() { p.muted { "No marketplace app matches." } }
+                    @if market.is_empty() && !status.configured.is_empty() { p.muted { "No marketplace app matches" @if query.page > 1 { " on this page" } "." } }
                     div.cards {
                         @for m in market { (market_card(m)) }
                     }
-                    @if query.pages > 1 {
-                        nav.pages aria-label="Marketplace pages" {
-                            @if query.page > 1 {
-                                a rel="prev" href=(page_href(query, query.page - 1)) { "Previous" }
-                            }
-                            span { "Page " (query.page) " of " (query.pages) }
-                            @if query.page < query.pages {
-                                a rel="next" href=(page_href(query, query.page + 1)) { "Next" }
-                            }
-                        }
+                }
+            }
+            @if query.pages > 1 {
+                nav.pages aria-label="Store pages" {
+                    @if query.page > 1 {
+                        a rel="prev" href=(page_href(query, query.page - 1)) { "Previous" }
+                    }
+                    span { "Page " (query.page) " of " (query.pages) }
+                    @if query.page < query.pages {
+                        a rel="next" href=(page_href(query, query.page + 1)) { "Next" }
                     }
                 }
             }
@@ -447,35 +447,31 @@ pub fn my_apps(csrf: &str, apps: &[InstalledApp]) -> Markup {
     )
 }
 
-fn action(csrf: &str, id: &str, verb: &str, label: &str) -> Markup {
-    html! {
-        form.inline method="post" action={"/apps/" (id) "/" (verb)} {
-            input type="hidden" name="csrf" value=(csrf);
-            button type="submit" name="action" value=(verb) { (label) }
-        }
-    }
-}
-
+/// An app's buttons, one form (one CSRF token) for all: each button posts to its own
+/// action; Uninstall leads to its confirmation page.
 fn actions(csrf: &str, a: &InstalledApp) -> Markup {
+    let to = |verb: &str| format!("/apps/{}/{verb}", a.id);
     html! {
-        div.actions {
-            @if a.phase != "uninstalling" {
-                @if a.wants_running { (action(csrf, &a.id, "stop", "Stop")) (action(csrf, &a.id, "restart", "Restart")) }
-                @else { (action(csrf, &a.id, "start", "Start")) }
-                @if let Some(v) = &a.update {
-                    form.inline method="post" action={"/apps/" (a.id) "/install"} {
-                        input type="hidden" name="csrf" value=(csrf);
-                        @if let Some(h) = &a.market_handle {
-                            input type="hidden" name="source" value="market";
-                            input type="hidden" name="handle" value=(h);
-                        } @else {
-                            input type="hidden" name="source" value="catalog";
-                        }
-                        input type="hidden" name="version" value=(v);
-                        button type="submit" { "Update to " (v) }
-                    }
+        @if a.phase != "uninstalling" {
+            form.actions method="post" action=(to("install")) {
+                input type="hidden" name="csrf" value=(csrf);
+                @if a.wants_running {
+                    button type="submit" formaction=(to("stop")) { "Stop" }
+                    button type="submit" formaction=(to("restart")) { "Restart" }
+                } @else {
+                    button type="submit" formaction=(to("start")) { "Start" }
                 }
-                a.button.danger href={"/apps/" (a.id) "/uninstall"} { "Uninstall" }
+                @if let Some(v) = &a.update {
+                    @if let Some(h) = &a.market_handle {
+                        input type="hidden" name="source" value="market";
+                        input type="hidden" name="handle" value=(h);
+                    } @else {
+                        input type="hidden" name="source" value="catalog";
+                    }
+                    input type="hidden" name="version" value=(v);
+                    button type="submit" { "Update to " (v) }
+                }
+                a.button.danger href=(to("uninstall")) { "Uninstall" }
             }
         }
     }

@@ -21,6 +21,9 @@
       let e;
       try { e = JSON.parse(message.data); } catch (_) { return; }
       if (e.app_id !== app) return;
+      // When the first progress reached the screen, in ms since this page's navigation
+      // began (the Install click, through its redirect): the dashboard benchmark reads it.
+      if (!panel.dataset.firstEventMs) panel.dataset.firstEventMs = String(Math.round(performance.now()));
       const terminal = e.stage === "done" || e.stage === "failed";
       if (!terminal) live = true;
       panel.dataset.stage = e.stage;
