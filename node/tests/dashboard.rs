@@ -82,10 +82,12 @@ struct Browser {
     client: Client,
     base: String,
     shots: PathBuf,
+    /// The node's data dir: a failed wait shows what the daemon says of its apps.
+    data: PathBuf,
 }
 
 impl Browser {
-    async fn open(driver: &Driver, base: String) -> Self {
+    async fn open(driver: &Driver, base: String, data: &Path) -> Self {
         let mut caps = serde_json::Map::new();
         caps.insert(
             "goog:chromeOptions".into(),
@@ -102,6 +104,7 @@ impl Browser {
             client,
             base,
             shots,
+            data: data.to_path_buf(),
         }
     }
 
@@ -165,10 +168,15 @@ impl Browser {
             if ok(&text) {
                 return text;
             }
-            assert!(
-                Instant::now() < deadline,
-                "{what}: not within 90 s; the page says:\n{text}"
-            );
+            if Instant::now() >= deadline {
+                let apps = ApiClient::from_data_dir(&self.data)
+                    .and_then(|api| api.get_json("/v1/apps"))
+                    .map(|a| a.to_string())
+                    .unwrap_or_else(|e| e.to_string());
+                panic!(
+                    "{what}: not within 90 s; the page says:\n{text}\nthe daemon's apps: {apps}"
+                );
+            }
             tokio::time::sleep(Duration::from_millis(500)).await;
             if reload {
                 let _ = self.client.refresh().await;
@@ -345,7 +353,7 @@ fn an_operator_runs_the_node_from_a_browser() {
     let driver = Driver::start();
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let b = Browser::open(&driver, base.clone()).await;
+        let b = Browser::open(&driver, base.clone(), &data).await;
 
         // Not logged in: every page leads to the login.
         b.goto("/apps").await;

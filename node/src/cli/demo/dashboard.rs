@@ -69,7 +69,9 @@ pub(super) fn check_pages(c: &mut Ctx) -> anyhow::Result<String> {
     }
     // The dashboard synced the marketplace when node 1 started, before the developer
     // published: "Sync now" (a change, so with the page's CSRF token) brings the app in.
-    if let Some(name) = c.market_app.as_ref().and_then(|a| a["name"].as_str()) {
+    // (By its id: the catalog has an app of the same name.)
+    if let Some(app_id) = c.market_app.as_ref().and_then(|a| a["app_id"].as_str()) {
+        let card = format!("data-app=\"{app_id}\"");
         let store = || -> anyhow::Result<String> {
             Ok(agent
                 .get(&format!("{base}/"))
@@ -97,10 +99,10 @@ pub(super) fn check_pages(c: &mut Ctx) -> anyhow::Result<String> {
         let listed = archy_harness::poll_until(
             "the Store to list the marketplace app",
             Duration::from_secs(20),
-            || store().ok().filter(|p| p.contains(name)),
+            || store().ok().filter(|p| p.contains(&card)),
         );
         if listed.is_err() {
-            bail!("the Store does not list the marketplace app {name} after a sync");
+            bail!("the Store does not list the marketplace app {app_id} after a sync");
         }
     }
     Ok(format!(

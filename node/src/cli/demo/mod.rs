@@ -82,8 +82,12 @@ struct Ctx {
 
 impl Drop for Ctx {
     fn drop(&mut self) {
-        // Daemons first, so nothing recreates what is removed next.
-        self.services.clear();
+        // Daemons first, so nothing recreates what is removed next; in the reverse
+        // order of their start, so clients (nodes) go before their servers (relay,
+        // origin) and no connection is cut from under a live client.
+        while let Some(service) = self.services.pop() {
+            drop(service);
+        }
         for node in &self.nodes {
             let Ok(rt) = archy_node::runtime::for_node(
                 self.runtime,

@@ -1,6 +1,6 @@
 //! The marketplace as the dashboard shows it: one synced, scored view of the Nostr relays
-//! in the node's config, kept in memory and refreshed in the background, so a Store page
-//! filters thousands of apps without waiting for a relay.
+//! in the node's config, kept in memory and synced again in the background when a page
+//! finds it stale, so a Store page filters thousands of apps without waiting for a relay.
 
 use std::{
     sync::{
@@ -13,7 +13,7 @@ use std::{
 use archy_discovery::client::{sync_market, SyncOptions, SyncResult};
 use nostr_sdk::PublicKey;
 
-/// How often the view is synced again by itself.
+/// How old the view may get before a page view syncs it again.
 pub const REFRESH_EVERY: Duration = Duration::from_secs(5 * 60);
 /// What each relay may take per request.
 const RELAY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -87,14 +87,19 @@ impl MarketCache {
         self.syncing.store(false, Ordering::Release);
     }
 
-    /// Keeps the view fresh: a sync now and every [`REFRESH_EVERY`].
-    pub async fn keep_fresh(self: Arc<Self>, relays: Vec<String>, me: Option<String>) {
-        if relays.is_empty() {
+    /// Starts a sync in the background when there is no view yet or it is older than
+    /// [`REFRESH_EVERY`]: the marketplace is synced when someone looks at it, not
+    /// polled by a node whose dashboard nobody opens.
+    pub fn refresh_if_stale(self: &Arc<Self>, relays: &[String], me: Option<&str>) {
+        let fresh = self.snapshot().is_some_and(|s| {
+            crate::state::now().saturating_sub(s.synced_at) < REFRESH_EVERY.as_secs()
+        });
+        if fresh || relays.is_empty() || self.syncing() {
             return;
         }
-        loop {
-            self.sync(&relays, me.as_deref()).await;
-            tokio::time::sleep(REFRESH_EVERY).await;
-        }
+        let cache = self.clone();
+        let relays = relays.to_vec();
+        let me = me.map(str::to_string);
+        tokio::spawn(async move { cache.sync(&relays, me.as_deref()).await });
     }
 }

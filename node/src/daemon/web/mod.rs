@@ -105,8 +105,8 @@ impl Web {
     }
 }
 
-/// Serves the dashboard on `listener` until `stop` resolves, with the background work it
-/// needs (marketplace sync, the last event of each app).
+/// Serves the dashboard on `listener` until `stop` resolves, keeping the last event of
+/// each app meanwhile.
 pub(super) async fn serve(
     node: Arc<Node>,
     listener: tokio::net::TcpListener,
@@ -115,19 +115,12 @@ pub(super) async fn serve(
     let addr = listener.local_addr()?;
     let _ = node.web.addr.set(addr);
     archy_catalog::fsutil::write_atomic(&node.data.join("web.addr"), addr.to_string().as_bytes())?;
-    let sync = tokio::spawn(
-        node.web
-            .market
-            .clone()
-            .keep_fresh(node.cfg.relays.clone(), node.cfg.me.clone()),
-    );
     let recorder = tokio::spawn(record_events(node.clone()));
     tracing::info!(%addr, "dashboard listening");
     let app = router(node).into_make_service_with_connect_info::<SocketAddr>();
     let served = axum::serve(listener, app)
         .with_graceful_shutdown(stop)
         .await;
-    sync.abort();
     recorder.abort();
     served
 }
@@ -669,6 +662,9 @@ async fn store(
             Some("No verified catalog yet: the node has not reached its origin.".to_string()),
         ),
     };
+    node.web
+        .market
+        .refresh_if_stale(&node.cfg.relays, node.cfg.me.as_deref());
     let snapshot = node.web.market.snapshot();
     let market: Vec<&archy_discovery::market::ScoredApp> = match &snapshot {
         Some(s) => {
@@ -867,6 +863,7 @@ async fn market_sync(State(node): State<Arc<Node>>) -> Response {
     let relays = node.cfg.relays.clone();
     let me = node.cfg.me.clone();
     tokio::spawn(async move { cache.sync(&relays, me.as_deref()).await });
+    // Back to the Store, which says "syncing" until the new view is in.
     Redirect::to("/").into_response()
 }
 
