@@ -18,6 +18,10 @@
 //!   identity for both iroh and libp2p, so the endpoint id must equal the key inside the
 //!   peer id, and a record that anyone else wrote fails verification.
 //!
+//! On a LAN address (not loopback) a node also finds the DHT nodes on its own link with
+//! mDNS (libp2p's), so home nodes find each other, and each other's blobs, with no
+//! bootstrap address at all.
+//!
 //! ```no_run
 //! # async fn demo() -> Result<(), archy_dht::DhtError> {
 //! use archy_dht::{Dht, DhtConfig};
@@ -47,6 +51,7 @@ use libp2p::{
         self, store::MemoryStore, GetProvidersOk, GetRecordOk, Mode, QueryId, QueryResult, Quorum,
         RecordKey,
     },
+    mdns,
     multiaddr::Protocol,
     noise,
     swarm::{NetworkBehaviour, SwarmEvent},
@@ -95,6 +100,9 @@ pub struct DhtConfig {
     pub republish: Duration,
     /// What other peers may make this node store.
     pub inbound: InboundLimits,
+    /// Find DHT nodes on the same link with mDNS. On by default unless the node listens
+    /// on loopback (no LAN there, and tests stay off the host's network).
+    pub lan_discovery: bool,
 }
 
 impl DhtConfig {
@@ -108,6 +116,7 @@ impl DhtConfig {
             query_timeout: Duration::from_secs(5),
             republish: Duration::from_secs(60),
             inbound: InboundLimits::default(),
+            lan_discovery: !listen.ip().is_loopback(),
         }
     }
 }
@@ -125,7 +134,14 @@ pub struct Provider {
 struct Behaviour {
     kad: kad::Behaviour<MemoryStore>,
     identify: identify::Behaviour,
+    mdns: libp2p::swarm::behaviour::toggle::Toggle<mdns::tokio::Behaviour>,
 }
+
+/// DHT nodes taken from mDNS at most (anyone on the LAN can answer, with any number of
+/// made-up peers; each is only dialled, and its peer id proven by noise, when used).
+const MAX_LAN_PEERS: usize = 256;
+/// How often mDNS asks the link again (answers to others' questions arrive meanwhile).
+const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(60);
 
 enum Command {
     Announce(RecordKey, oneshot::Sender<Result<(), DhtError>>),
@@ -271,7 +287,23 @@ impl Dht {
                     "/archy/id/1.0.0".into(),
                     key.public(),
                 ));
-                Behaviour { kad, identify }
+                let mdns = cfg
+                    .lan_discovery
+                    .then(|| {
+                        let mcfg = mdns::Config {
+                            query_interval: MDNS_QUERY_INTERVAL,
+                            ..mdns::Config::default()
+                        };
+                        mdns::tokio::Behaviour::new(mcfg, id)
+                            .inspect_err(|e| tracing::warn!(error = %e, "no LAN discovery (mDNS)"))
+                            .ok()
+                    })
+                    .flatten();
+                Behaviour {
+                    kad,
+                    identify,
+                    mdns: mdns.into(),
+                }
             })
             .map_err(|e| DhtError::Transport(e.into()))?
             .with_swarm_config(|c| c.with_idle_connection_timeout(Duration::from_secs(120)))
@@ -469,6 +501,7 @@ async fn run(
     let mut pending: HashMap<QueryId, Pending> = HashMap::new();
     let mut inbound = inbound::InboundPolicy::new(cfg.inbound);
     let mut seen_ips: HashMap<PeerId, HashSet<std::net::IpAddr>> = HashMap::new();
+    let mut lan_peers: HashSet<PeerId> = HashSet::new();
     let mut gather = tokio::time::interval(PROVIDERS_GATHER / 4);
     gather.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut republish = tokio::time::interval(cfg.republish);
@@ -485,7 +518,12 @@ async fn run(
                 }
                 handle_command(&mut swarm, &mut pending, cmd);
             }
-            event = swarm.select_next_some() => handle_event(&mut swarm, &mut pending, &mut inbound, &mut seen_ips, event),
+            event = swarm.select_next_some() => match event {
+                SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
+                    add_lan_peers(&mut swarm, &mut lan_peers, found);
+                }
+                event => handle_event(&mut swarm, &mut pending, &mut inbound, &mut seen_ips, event),
+            },
             _ = gather.tick() => answer_gathered_lookups(&mut swarm, &mut pending),
             _ = republish.tick() => {
                 publish_address(&mut swarm, &me, &AddressRecord::sign(&cfg.secret, &cfg.iroh_addrs, cfg.iroh_relay.as_deref(), now_secs()));
@@ -579,14 +617,43 @@ fn handle_command(
 /// IP, or both loopback, or both private (a host with several local addresses connects
 /// from one and listens on another); never a public IP it was not seen from.
 fn plausible(seen: std::net::IpAddr, claimed: std::net::IpAddr) -> bool {
-    use std::net::IpAddr;
-    let private = |ip: IpAddr| match ip {
-        IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
-    };
     seen == claimed
         || (seen.is_loopback() && claimed.is_loopback())
-        || (private(seen) && private(claimed))
+        || (is_lan_ip(seen) && is_lan_ip(claimed))
+}
+
+/// Adds DHT nodes mDNS found on the link: only LAN addresses (private, link-local or
+/// unique-local IPs over TCP), at most [`MAX_LAN_PEERS`] peers; then joins through them.
+fn add_lan_peers(
+    swarm: &mut Swarm<Behaviour>,
+    known: &mut HashSet<PeerId>,
+    found: Vec<(PeerId, Multiaddr)>,
+) {
+    let mut added = false;
+    for (peer, addr) in found {
+        let on_lan = socket_of(&addr).is_some_and(|s| is_lan_ip(s.ip()));
+        if !on_lan || (!known.contains(&peer) && known.len() >= MAX_LAN_PEERS) {
+            continue;
+        }
+        if known.insert(peer) {
+            tracing::info!(%peer, %addr, "found a DHT node on the LAN (mDNS)");
+        }
+        swarm.behaviour_mut().kad.add_address(&peer, addr);
+        added = true;
+    }
+    if added {
+        let _ = swarm.behaviour_mut().kad.bootstrap();
+    }
+}
+
+/// A private (RFC 1918), link-local or unique-local address: one a LAN peer has.
+fn is_lan_ip(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
+        std::net::IpAddr::V6(v6) => {
+            (v6.segments()[0] & 0xfe00) == 0xfc00 || (v6.segments()[0] & 0xffc0) == 0xfe80
+        }
+    }
 }
 
 /// Most addresses taken from what one peer says about itself.
@@ -728,7 +795,25 @@ fn handle_event(
 
 #[cfg(test)]
 mod plausible_tests {
-    use super::plausible;
+    use super::{is_lan_ip, plausible};
+
+    #[test]
+    fn only_lan_addresses_count_as_found_on_the_lan() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        for lan in [
+            "10.1.2.3",
+            "172.16.0.9",
+            "192.168.1.5",
+            "169.254.3.4",
+            "fd00::1",
+            "fe80::1",
+        ] {
+            assert!(is_lan_ip(ip(lan)), "{lan}");
+        }
+        for not in ["8.8.8.8", "203.0.113.9", "127.0.0.1", "::1", "2001:db8::1"] {
+            assert!(!is_lan_ip(ip(not)), "{not}");
+        }
+    }
 
     #[test]
     fn self_reported_addresses_must_match_how_the_peer_was_seen() {
