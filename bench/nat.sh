@@ -14,12 +14,14 @@ Usage (as root):
   bench/nat.sh [--nodes N] [--size-kib S] [--uplink-mbit U] [--timeout SEC] [--json] [--keep]
 
 Builds, each in its own network namespace (names start with archyn-):
-  public network 10.99.0.0/24 (a bridge): the origin host 10.99.0.1, which runs
-      `archy seed` holding the blob, a DHT node and the relay (--relay-listen);
-  home 1 behind router r1 (WAN 10.99.0.11, LAN 192.168.1.0/24): iptables MASQUERADE,
+  public network 198.18.0.0/24 (a bridge; the benchmarking range, not a private
+      address, so peers judge addresses as on the internet): the origin host
+      198.18.0.1, which runs `archy seed` holding the blob, a DHT node and the
+      relay (--relay-listen);
+  home 1 behind router r1 (WAN 198.18.0.11, LAN 192.168.1.0/24): iptables MASQUERADE,
       which keeps a mapping per source port whoever the destination (endpoint-
       independent mapping: holes can be punched);
-  home 2 behind router r2 (WAN 10.99.0.12, LAN 192.168.2.0/24): MASQUERADE
+  home 2 behind router r2 (WAN 198.18.0.12, LAN 192.168.2.0/24): MASQUERADE
       --random-fully, a new port per destination (symmetric NAT: no hole punching);
   N node hosts in each home (192.168.H.11...). Routers forward only what the LAN
   started; nothing on the public network can reach a home address.
@@ -155,7 +157,7 @@ cap() { # ns ifname: uplink cap
 ip netns add archyn-o
 in_ns archyn-o ip link set lo up
 plug archyn-o eth0 archyn-pub br0
-in_ns archyn-o ip addr add 10.99.0.1/24 dev eth0
+in_ns archyn-o ip addr add 198.18.0.1/24 dev eth0
 cap archyn-o eth0
 
 for h in 1 2; do
@@ -163,7 +165,7 @@ for h in 1 2; do
 	ip netns add "$r"
 	in_ns "$r" ip link set lo up
 	plug "$r" wan archyn-pub br0
-	in_ns "$r" ip addr add "10.99.0.1$h/24" dev wan
+	in_ns "$r" ip addr add "198.18.0.1$h/24" dev wan
 	in_ns "$r" ip link add lan type bridge
 	in_ns "$r" ip link set lan up
 	in_ns "$r" ip addr add "192.168.$h.1/24" dev lan
@@ -192,8 +194,8 @@ done
 # The blob and the origin.
 head -c "$SIZE" /dev/urandom >"$T/blob"
 log "origin: archy seed with the blob, a DHT node and the relay"
-in_ns archyn-o "$ARCHY" seed --data "$T/origin" --import "$T/blob" --listen 10.99.0.1:4433 \
-	--dht --dht-listen 10.99.0.1:4500 --relay-listen 10.99.0.1:4434 --json \
+in_ns archyn-o "$ARCHY" seed --data "$T/origin" --import "$T/blob" --listen 198.18.0.1:4433 \
+	--dht --dht-listen 198.18.0.1:4500 --relay-listen 198.18.0.1:4434 --json \
 	>"$T/origin.json" 2>"$T/origin.log" &
 PIDS+=($!)
 for ((i = 0; i < 300; i++)); do

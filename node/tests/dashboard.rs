@@ -1,14 +1,15 @@
-//! The web dashboard in a real browser: Debian's chromium, headless, driven through
-//! chromedriver (WebDriver) from Rust with fantoccini, against a real `archy node run
-//! --web` on the process runtime, with a signed catalog and an `archy relay run` relay
-//! carrying a marketplace app.
+//! The web dashboard in real browsers: Debian's chromium (through chromedriver) and
+//! firefox-esr (through geckodriver), headless, driven over WebDriver from Rust with
+//! fantoccini, each against its own `archy node run --web` on the process runtime, with
+//! a signed catalog and an `archy relay run` relay carrying a marketplace app.
 //!
 //! One operator's flow: a wrong password is refused; log in; search the Store; install a
 //! catalog app and watch its progress on the page until it is healthy; open its link;
 //! stop and start it; a marketplace app (unverified) is refused until the confirmation
 //! is given; a change without the CSRF token and a request for a foreign Host are
-//! refused; a one-time link logs in once; uninstall with the data. Each page is saved as
-//! a screenshot under `target/tmp/dashboard/`.
+//! refused; every page fits a 360 px phone screen; a one-time link logs in once;
+//! uninstall with the data. Each page is saved as a screenshot under
+//! `target/tmp/dashboard/<browser>/`.
 #![allow(clippy::unwrap_used)]
 
 use std::{
@@ -30,39 +31,127 @@ const PASSWORD: &str = "correct horse battery staple";
 /// install is accepted and then waits.
 const UNSERVED: &str = "cdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcdcd";
 
-/// `None` when chromium and chromedriver are installed, else what is missing.
-fn needs_browser() -> Option<String> {
-    ["chromium", "chromedriver"]
-        .into_iter()
-        .find(|tool| {
-            !Command::new(tool)
-                .arg("--version")
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-        })
-        .map(|tool| format!("{tool} is not installed (apt-get install chromium chromium-driver)"))
+/// A browser engine the flow runs in, with the WebDriver server that drives it.
+#[derive(Debug, Clone, Copy)]
+enum Engine {
+    Chromium,
+    Firefox,
 }
 
-/// A chromedriver process on a free port, killed on drop.
+impl Engine {
+    fn name(self) -> &'static str {
+        match self {
+            Engine::Chromium => "chromium",
+            Engine::Firefox => "firefox",
+        }
+    }
+
+    /// The browser and its driver, with what installs them.
+    fn tools(self) -> ([&'static str; 2], &'static str) {
+        match self {
+            Engine::Chromium => (
+                ["chromium", "chromedriver"],
+                "apt-get install chromium chromium-driver",
+            ),
+            Engine::Firefox => (
+                ["firefox-esr", "geckodriver"],
+                "apt-get install firefox-esr; cargo install --locked geckodriver",
+            ),
+        }
+    }
+
+    /// `None` when the browser and its driver are installed, else what is missing.
+    fn missing(self) -> Option<String> {
+        let (tools, install) = self.tools();
+        tools
+            .into_iter()
+            .find(|tool| {
+                !Command::new(tool)
+                    .arg("--version")
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success())
+            })
+            .map(|tool| format!("{tool} is not installed ({install})"))
+    }
+
+    /// The WebDriver capabilities: headless, 1280 x 1000.
+    fn capabilities(self) -> serde_json::Map<String, Value> {
+        let mut caps = serde_json::Map::new();
+        match self {
+            Engine::Chromium => caps.insert(
+                "goog:chromeOptions".into(),
+                json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"]}),
+            ),
+            Engine::Firefox => caps.insert(
+                "moz:firefoxOptions".into(),
+                json!({"binary": "/usr/bin/firefox-esr", "args": ["-headless", "-width=1280", "-height=1000"]}),
+            ),
+        };
+        caps
+    }
+}
+
+/// geckodriver's `moz/context` command: later commands go to the page (`content`) or
+/// to the browser itself (`chrome`), where Firefox keeps its zoom.
+#[derive(Debug)]
+struct MozContext(&'static str);
+
+impl fantoccini::wd::WebDriverCompatibleCommand for MozContext {
+    fn endpoint(
+        &self,
+        base: &url::Url,
+        session: Option<&str>,
+    ) -> Result<url::Url, url::ParseError> {
+        base.join(&format!(
+            "session/{}/moz/context",
+            session.unwrap_or_default()
+        ))
+    }
+
+    fn method_and_body(&self, _: &url::Url) -> (http::Method, Option<String>) {
+        (
+            http::Method::POST,
+            Some(json!({"context": self.0}).to_string()),
+        )
+    }
+}
+
+/// A WebDriver server (chromedriver, geckodriver) on a free port, killed on drop.
 struct Driver {
     child: std::process::Child,
     url: String,
 }
 
 impl Driver {
-    fn start() -> Self {
+    fn start(engine: Engine) -> Self {
         let port = common::free_port();
-        let child = Command::new("chromedriver")
-            .arg(format!("--port={port}"))
+        let mut cmd = match engine {
+            Engine::Chromium => {
+                let mut c = Command::new("chromedriver");
+                c.arg(format!("--port={port}"));
+                c
+            }
+            Engine::Firefox => {
+                // System access: the zoom that makes a phone's viewport (see
+                // `Browser::phone`) is set in the browser's own context.
+                let mut c = Command::new("geckodriver");
+                c.args(["--host", "127.0.0.1", "--port", &port.to_string()])
+                    .arg("--allow-system-access");
+                c
+            }
+        };
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
             .unwrap();
-        common::wait_until("chromedriver to listen", Duration::from_secs(20), || {
-            std::net::TcpStream::connect(("127.0.0.1", port)).is_ok()
-        });
+        common::wait_until(
+            "the WebDriver server to listen",
+            Duration::from_secs(20),
+            || std::net::TcpStream::connect(("127.0.0.1", port)).is_ok(),
+        );
         Self {
             child,
             url: format!("http://127.0.0.1:{port}"),
@@ -79,6 +168,7 @@ impl Drop for Driver {
 
 /// The browser, the dashboard's base URL and where screenshots go.
 struct Browser {
+    engine: Engine,
     client: Client,
     base: String,
     shots: PathBuf,
@@ -87,20 +177,18 @@ struct Browser {
 }
 
 impl Browser {
-    async fn open(driver: &Driver, base: String, data: &Path) -> Self {
-        let mut caps = serde_json::Map::new();
-        caps.insert(
-            "goog:chromeOptions".into(),
-            json!({"args": ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,1000"]}),
-        );
+    async fn open(engine: Engine, driver: &Driver, base: String, data: &Path) -> Self {
         let client = ClientBuilder::new(hyper_util::client::legacy::connect::HttpConnector::new())
-            .capabilities(caps)
+            .capabilities(engine.capabilities())
             .connect(&driver.url)
             .await
-            .unwrap();
-        let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("dashboard");
+            .unwrap_or_else(|e| panic!("cannot open {}: {e}", engine.name()));
+        let shots = Path::new(env!("CARGO_TARGET_TMPDIR"))
+            .join("dashboard")
+            .join(engine.name());
         std::fs::create_dir_all(&shots).unwrap();
         Self {
+            engine,
             client,
             base,
             shots,
@@ -181,6 +269,33 @@ impl Browser {
             if reload {
                 let _ = self.client.refresh().await;
             }
+        }
+    }
+
+    /// A phone's viewport, 360 CSS px wide: the window itself in Chromium; in Firefox,
+    /// whose windows are at least 500 px wide, a 500 px window with the page zoomed to
+    /// 139 % (until the next navigation). `false` goes back to the desktop.
+    async fn phone(&self, on: bool) {
+        match (self.engine, on) {
+            (Engine::Chromium, true) => self.client.set_window_size(360, 780).await.unwrap(),
+            (Engine::Firefox, _) => {
+                let (width, zoom) = if on {
+                    (500, 500.0 / 360.0)
+                } else {
+                    (1280, 1.0)
+                };
+                self.client.set_window_size(width, 1000).await.unwrap();
+                self.client.issue_cmd(MozContext("chrome")).await.unwrap();
+                self.client
+                    .execute(
+                        "ZoomManager.setZoomForBrowser(gBrowser.selectedBrowser, arguments[0]);",
+                        vec![json!(zoom)],
+                    )
+                    .await
+                    .unwrap();
+                self.client.issue_cmd(MozContext("content")).await.unwrap();
+            }
+            (Engine::Chromium, false) => self.client.set_window_size(1280, 1000).await.unwrap(),
         }
     }
 
@@ -283,8 +398,17 @@ fn open_stream(addr: &str, cookie: &str) -> (std::net::TcpStream, u16) {
 }
 
 #[test]
-fn an_operator_runs_the_node_from_a_browser() {
-    if !common::can_run(common::needs_process_apps().or(needs_browser())) {
+fn an_operator_runs_the_node_from_chromium() {
+    operator_flow(Engine::Chromium);
+}
+
+#[test]
+fn an_operator_runs_the_node_from_firefox() {
+    operator_flow(Engine::Firefox);
+}
+
+fn operator_flow(engine: Engine) {
+    if !common::can_run(common::needs_process_apps().or(engine.missing())) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -333,7 +457,13 @@ fn an_operator_runs_the_node_from_a_browser() {
         .output_with_stdin(&format!("{PASSWORD}\n"));
     common::assert_ok(&set, "web-password");
     let _node = common::start_node_cmd(
-        common::node_cmd(&data, "web1", "process", Some(&publish)).args(["--web", "127.0.0.1:0"]),
+        common::node_cmd(
+            &data,
+            &format!("web-{}", engine.name()),
+            "process",
+            Some(&publish),
+        )
+        .args(["--web", "127.0.0.1:0"]),
     );
     common::wait_until("the dashboard to listen", Duration::from_secs(20), || {
         data.join("web.addr").exists()
@@ -350,10 +480,10 @@ fn an_operator_runs_the_node_from_a_browser() {
         421
     );
 
-    let driver = Driver::start();
+    let driver = Driver::start(engine);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
-        let b = Browser::open(&driver, base.clone(), &data).await;
+        let b = Browser::open(engine, &driver, base.clone(), &data).await;
 
         // Not logged in: every page leads to the login.
         b.goto("/apps").await;
@@ -513,19 +643,23 @@ fn an_operator_runs_the_node_from_a_browser() {
         b.shot("my-apps").await;
 
         // A 360 px phone: nothing wider than the screen.
-        b.client.set_window_size(360, 780).await.unwrap();
         for path in ["/", "/apps", "/node"] {
             b.goto(path).await;
-            let width = b
+            b.phone(true).await;
+            let widths = b
                 .client
-                .execute("return document.documentElement.scrollWidth;", vec![])
+                .execute(
+                    "return [window.innerWidth, document.documentElement.scrollWidth];",
+                    vec![],
+                )
                 .await
                 .unwrap();
-            let width = width.as_u64().unwrap();
+            let [screen, width] = [0, 1].map(|i| widths[i].as_u64().unwrap());
+            assert!(screen <= 360, "{path}: the screen is {screen} px, not a phone's");
             assert!(width <= 360, "{path} is {width} px wide on a 360 px screen");
             b.shot(&format!("phone{}", path.replace('/', "-"))).await;
         }
-        b.client.set_window_size(1280, 1000).await.unwrap();
+        b.phone(false).await;
 
         // The Node page.
         b.goto("/node").await;

@@ -54,7 +54,8 @@ pub enum NodeCommand {
         /// Container runtime: podman (the engine) or process (no engine; root only).
         #[arg(long, value_enum)]
         runtime: Option<RuntimeKind>,
-        /// UDP address of the node's swarm endpoint (default 127.0.0.1:0, any port).
+        /// UDP address of the node's swarm endpoint (default 127.0.0.1:0, any port; every
+        /// address, 0.0.0.0, when a join ticket's origin is not on loopback).
         #[arg(long)]
         swarm_listen: Option<SocketAddr>,
         /// Join the DHT on this TCP address: find holders of what it fetches, announce

@@ -5,6 +5,8 @@
 
 #![allow(dead_code, clippy::unwrap_used)] // each test binary uses a part; tests fail loudly
 
+pub mod netns;
+
 use std::{
     ffi::OsStr,
     fs,

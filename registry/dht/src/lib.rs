@@ -827,5 +827,12 @@ mod plausible_tests {
         );
         assert!(!plausible(ip("127.0.0.1"), ip("198.51.100.1")));
         assert!(!plausible(ip("192.168.1.5"), ip("127.0.0.1")));
+        // A node behind NAT, seen from its router's public address, claims its private
+        // one: nobody outside its LAN keeps an address for it, so it is never put in
+        // their routing tables or dialled (it is a DHT client to the internet).
+        assert!(
+            !plausible(ip("198.51.100.7"), ip("192.168.1.5")),
+            "a private address claimed from a public one"
+        );
     }
 }
