@@ -2,7 +2,8 @@
 //! (network namespaces and a bridge the test makes), no bootstrap address, no
 //! origin, no peer named. `archy seed --dht` holds a blob on one; `archy fetch --dht`
 //! on the other finds it through mDNS and the DHT the two form, and fetches it, every
-//! byte verified. Needs root, `ip` and `iptables`.
+//! byte verified. The seeder listens on every address (0.0.0.0), so the fetcher must
+//! have its interface address from the DHT. Needs root, `ip` and `iptables`.
 #![allow(clippy::unwrap_used)]
 
 use std::{path::Path, time::Duration};
@@ -46,8 +47,10 @@ fn nodes_on_one_lan_find_each_other_with_no_configuration() {
                 path(&tmp.path().join("a")),
                 "--import",
                 path(&file),
+                // Every address, as a home server listens: its address record must
+                // name the addresses it is found on, not 0.0.0.0.
                 "--listen",
-                "10.203.7.1:0",
+                "0.0.0.0:0",
                 "--dht",
                 "--dht-listen",
                 "10.203.7.1:0",

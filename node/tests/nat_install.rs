@@ -91,10 +91,12 @@ fn home_servers_behind_both_nat_kinds_join_with_a_ticket_and_install_from_peers(
                 s(&publish),
                 "--data",
                 s(&origin_data),
+                // Every address, as an operator would: the ticket must name the
+                // public one, not 0.0.0.0 or loopback.
                 "--listen",
-                "198.18.0.1:4433",
+                "0.0.0.0:4433",
                 "--dht-listen",
-                "198.18.0.1:4500",
+                "0.0.0.0:4500",
                 "--relay-listen",
                 "198.18.0.1:4434",
             ],
@@ -104,6 +106,19 @@ fn home_servers_behind_both_nat_kinds_join_with_a_ticket_and_install_from_peers(
     let info: Value =
         serde_json::from_slice(&std::fs::read(origin_data.join("origin.json")).unwrap()).unwrap();
     let ticket = info["ticket"].as_str().unwrap().to_string();
+    let parsed: archy_registry::ticket::JoinTicket = ticket.parse().unwrap();
+    assert_eq!(
+        parsed.origin.socket.to_string(),
+        "198.18.0.1:4433",
+        "{info}"
+    );
+    assert_eq!(parsed.dht.len(), 1, "{info}");
+    assert!(
+        parsed.dht[0]
+            .to_string()
+            .starts_with("/ip4/198.18.0.1/tcp/4500/p2p/"),
+        "{info}"
+    );
 
     // Two home servers in each home, each given only the ticket.
     let data_of = |h: usize, i: usize| w.join(format!("node-{h}-{i}"));

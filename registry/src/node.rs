@@ -188,20 +188,55 @@ impl SwarmNode {
         }
     }
 
-    /// This node's own direct IP addresses (bound, or found on its interfaces when
-    /// bound to 0.0.0.0), to tell LAN peers from far ones.
+    /// This node's own direct IP addresses (see [`SwarmNode::direct_addrs`]), to tell
+    /// LAN peers from far ones.
     pub fn local_ips(&self) -> Vec<std::net::IpAddr> {
-        let mut ips: Vec<std::net::IpAddr> = self
-            .endpoint
-            .bound_sockets()
+        self.direct_addrs().iter().map(|s| s.ip()).collect()
+    }
+
+    /// Where peers can dial this node: the sockets it is bound to or, bound to every
+    /// address (0.0.0.0), the addresses iroh found on its interfaces and learnt from
+    /// its relay (its public address behind NAT), loopback left out; the bound
+    /// socket while iroh has found none yet.
+    pub fn direct_addrs(&self) -> Vec<SocketAddr> {
+        let bound = self.endpoint.bound_sockets();
+        let specified: Vec<SocketAddr> = bound
             .iter()
-            .map(|s| s.ip())
-            .filter(|ip| !ip.is_unspecified())
+            .filter(|s| !s.ip().is_unspecified())
+            .copied()
             .collect();
-        if ips.is_empty() {
-            ips = self.endpoint.addr().ip_addrs().map(|s| s.ip()).collect();
+        if !specified.is_empty() {
+            return specified;
         }
-        ips
+        let found: Vec<SocketAddr> = self
+            .endpoint
+            .addr()
+            .ip_addrs()
+            .filter(|s| !s.ip().is_unspecified() && !s.ip().is_loopback())
+            .copied()
+            .collect();
+        match found.is_empty() {
+            true => bound,
+            false => found,
+        }
+    }
+
+    /// Waits (at most `limit`) until a node bound to every address has found an address
+    /// of its own to name ([`SwarmNode::direct_addrs`]); at once when it is bound to one.
+    pub async fn wait_for_direct_addrs(&self, limit: Duration) {
+        let named = || self.direct_addrs().iter().any(|s| !s.ip().is_unspecified());
+        let _ = tokio::time::timeout(limit, async {
+            while !named() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        })
+        .await;
+    }
+
+    /// Changes of [`SwarmNode::direct_addrs`] and [`SwarmNode::home_relay`]: updated
+    /// whenever iroh's view of this endpoint's address changes.
+    pub fn watch_addr(&self) -> impl iroh::Watcher<Value = EndpointAddr> {
+        self.endpoint.watch_addr()
     }
 
     /// The relays this node was given (`--iroh-relay`, or its join ticket's).

@@ -16,7 +16,7 @@
 //! ([`archy_catalog::online`]), so the catalog never freezes while the origin runs.
 
 use std::{
-    net::SocketAddr,
+    net::{IpAddr, SocketAddr},
     path::{Path, PathBuf},
     time::Duration,
 };
@@ -41,6 +41,7 @@ pub struct Origin {
     trusted: TrustedState,
     timestamp_role: Option<TimestampRole>,
     relay: Option<HomeRelay>,
+    public_ip: Option<IpAddr>,
 }
 
 /// How an origin runs beyond its publish dir, data dir and address.
@@ -52,6 +53,9 @@ pub struct OriginOptions {
     pub timestamp_role: Option<TimestampRole>,
     /// Run a relay for nodes behind NAT.
     pub relay: Option<RelaySettings>,
+    /// The IP nodes reach the origin by, when not its bound one (see
+    /// [`advertised_ip`]).
+    pub public_ip: Option<IpAddr>,
 }
 
 /// Where the origin's relay listens, and the name nodes reach it by.
@@ -256,6 +260,7 @@ impl Origin {
             dht,
             timestamp_role,
             relay,
+            public_ip,
         } = options;
         if let Some(role) = &timestamp_role {
             role.refresh(publish, chrono::Utc::now())
@@ -293,6 +298,11 @@ impl Origin {
             dht,
         )
         .await?;
+        // Bound to every address, the address it prints names an interface's.
+        swarm
+            .node
+            .wait_for_direct_addrs(Duration::from_secs(2))
+            .await;
         let mut origin = Self {
             swarm,
             catalog_version: 0,
@@ -303,6 +313,7 @@ impl Origin {
             trusted,
             timestamp_role,
             relay,
+            public_ip,
         };
         origin.serve(head, &catalog).await?;
         Ok(origin)
@@ -333,12 +344,7 @@ impl Origin {
         self.head.set(head);
         self.catalog_version = catalog.version;
         self.blobs = blobs;
-        let dht: Vec<String> = self
-            .swarm
-            .dht_addrs()
-            .iter()
-            .map(|a| a.to_string())
-            .collect();
+        let dht: Vec<String> = self.dht_addrs().iter().map(|a| a.to_string()).collect();
         let ticket = self.ticket()?.to_string();
         let info = serde_json::json!({
             "addr": self.addr().to_string(),
@@ -399,8 +405,41 @@ impl Origin {
         }
     }
 
+    /// The swarm address nodes dial: its port, at [`advertised_ip`].
     pub fn addr(&self) -> PeerAddr {
-        self.swarm.node.addr()
+        let mut addr = self.swarm.node.addr();
+        let ip = advertised_ip(
+            addr.socket.ip(),
+            self.public_ip,
+            &self.swarm.node.direct_addrs(),
+        );
+        addr.socket.set_ip(ip);
+        addr
+    }
+
+    /// The DHT addresses nodes join through: `--public-ip` with the DHT's port, or the
+    /// DHT's own, loopback left out unless it has nothing else.
+    pub fn dht_addrs(&self) -> Vec<crate::Multiaddr> {
+        let all = self.swarm.dht_addrs();
+        if let Some(ip) = self.public_ip {
+            let first = all.first().and_then(|a| {
+                let port = crate::socket_of(a)?.port();
+                Some(archy_dht::dial_addr(
+                    SocketAddr::new(ip, port),
+                    archy_dht::peer_of(a)?,
+                ))
+            });
+            return first.into_iter().collect();
+        }
+        let wide: Vec<crate::Multiaddr> = all
+            .iter()
+            .filter(|a| crate::socket_of(a).is_some_and(|s| !s.ip().is_loopback()))
+            .cloned()
+            .collect();
+        match wide.is_empty() {
+            true => all,
+            false => wide,
+        }
     }
 
     /// The join ticket for this origin: its address, its DHT addresses and the BLAKE3
@@ -411,7 +450,7 @@ impl Origin {
             .map_err(|source| fail(PublishError::Read { dir: path, source }))?;
         Ok(crate::ticket::JoinTicket {
             origin: self.addr(),
-            dht: self.swarm.dht_addrs(),
+            dht: self.dht_addrs(),
             relays: self.relay.iter().map(HomeRelay::spec).collect(),
             root: ContentHash::of(&root),
         })
@@ -466,6 +505,36 @@ pub fn metrics_text(head: Option<&SignedHead>) -> String {
     out
 }
 
+/// The IP an origin names to nodes: `public` when given; else the one it is bound to;
+/// bound to every address, the first public address among `found` (its interfaces',
+/// and what its relay saw), else the first private one, else loopback.
+pub fn advertised_ip(bound: IpAddr, public: Option<IpAddr>, found: &[SocketAddr]) -> IpAddr {
+    if let Some(ip) = public {
+        return ip;
+    }
+    if !bound.is_unspecified() {
+        return bound;
+    }
+    let rank = |ip: &IpAddr| match ip {
+        ip if ip.is_loopback() => 2,
+        IpAddr::V4(v4) if v4.is_private() || v4.is_link_local() => 1,
+        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => 1,
+        _ => 0,
+    };
+    found
+        .iter()
+        .map(SocketAddr::ip)
+        .filter(|ip| !ip.is_unspecified() && !is_v6_link_local(ip))
+        .min_by_key(rank)
+        .unwrap_or(bound)
+}
+
+/// A link-local IPv6 address: it needs a scope, which a socket address in a ticket
+/// does not carry.
+fn is_v6_link_local(ip: &IpAddr) -> bool {
+    matches!(ip, IpAddr::V6(v6) if (v6.segments()[0] & 0xffc0) == 0xfe80)
+}
+
 /// How to run an origin: the arguments of `archy-registry serve` and `archy origin
 /// serve`, which are one command under two names.
 #[derive(Debug, Clone, clap::Args)]
@@ -502,6 +571,12 @@ pub struct OriginArgs {
     /// (needed for 0.0.0.0, or behind port forwarding).
     #[arg(long, value_name = "HOST", requires = "relay_listen")]
     pub relay_host: Option<String>,
+    /// The IP nodes reach the origin by (its swarm and DHT addresses in the join
+    /// ticket and the lines it prints), when not --listen's: behind port forwarding,
+    /// or to choose among its interfaces when --listen is 0.0.0.0 (by default the
+    /// first public one, else the first private one).
+    #[arg(long, value_name = "IP")]
+    pub public_ip: Option<IpAddr>,
     /// Serve `GET /metrics` (OpenMetrics: catalog and timestamp versions, when the
     /// timestamp expires) on this TCP address, for Prometheus.
     #[arg(long, value_name = "ADDR")]
@@ -556,6 +631,7 @@ impl OriginArgs {
                 listen,
                 host: self.relay_host.clone(),
             }),
+            public_ip: self.public_ip,
         };
         let mut origin =
             Origin::start_with(&self.publish, &self.data, self.listen, options).await?;
@@ -565,7 +641,7 @@ impl OriginArgs {
             origin.catalog_version,
             origin.blobs
         );
-        for a in origin.swarm.dht_addrs() {
+        for a in origin.dht_addrs() {
             println!("dht {a}");
         }
         let metrics = match self.metrics_listen {
@@ -597,5 +673,36 @@ impl OriginArgs {
             relay.shutdown().await;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::advertised_ip;
+
+    #[test]
+    fn the_origin_names_an_address_nodes_can_dial() {
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().expect("ip");
+        let sock = |s: &str| s.parse::<std::net::SocketAddr>().expect("socket");
+        let any = ip("0.0.0.0");
+        let found = [
+            sock("127.0.0.1:4433"),
+            sock("[fe80::1]:4433"),
+            sock("192.168.1.5:4433"),
+            sock("203.0.113.7:4433"),
+        ];
+        // Bound to every address: a public one first, then a private one, then loopback.
+        assert_eq!(advertised_ip(any, None, &found), ip("203.0.113.7"));
+        assert_eq!(advertised_ip(any, None, &found[..3]), ip("192.168.1.5"));
+        assert_eq!(advertised_ip(any, None, &found[..2]), ip("127.0.0.1"));
+        assert_eq!(advertised_ip(any, None, &[]), any, "nothing better found");
+        // Bound to one address: that one; told its public IP: that one, always.
+        assert_eq!(advertised_ip(ip("10.0.0.2"), None, &found), ip("10.0.0.2"));
+        for bound in [any, ip("10.0.0.2")] {
+            assert_eq!(
+                advertised_ip(bound, Some(ip("198.51.100.9")), &found),
+                ip("198.51.100.9")
+            );
+        }
     }
 }

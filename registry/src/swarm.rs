@@ -57,6 +57,41 @@ pub struct FetchPlan {
     pub options: FetchOptions,
 }
 
+/// What this node's DHT address record says: where to dial it, and its relay (the one
+/// it reached, else the first it was given: the origin's).
+fn address_record_of(node: &SwarmNode) -> (Vec<SocketAddr>, Option<String>) {
+    let mut addrs = node.direct_addrs();
+    addrs.truncate(archy_dht::MAX_RECORD_ADDRS);
+    let relay = node
+        .home_relay()
+        .or_else(|| node.relays().first().cloned())
+        .map(|r| r.to_string());
+    (addrs, relay)
+}
+
+/// Keeps the DHT address record true to the endpoint: a node bound to 0.0.0.0 learns
+/// its interface and public addresses after it starts, and reaches its home relay
+/// later. Ends when the node or the DHT is gone.
+async fn follow_address(node: std::sync::Weak<SwarmNode>, dht: std::sync::Weak<Dht>) {
+    use iroh::Watcher;
+    let (mut watch, mut published) = match node.upgrade() {
+        Some(n) => (n.watch_addr(), address_record_of(&n)),
+        None => return,
+    };
+    while watch.updated().await.is_ok() {
+        let (Some(node), Some(dht)) = (node.upgrade(), dht.upgrade()) else {
+            return;
+        };
+        let now = address_record_of(&node);
+        if now != published {
+            if dht.set_address(now.0.clone(), now.1.clone()).await.is_err() {
+                return;
+            }
+            published = now;
+        }
+    }
+}
+
 impl Swarm {
     /// Starts the iroh node (as `builder` says) and, with `dht`, a DHT node with the
     /// same key that publishes this node's iroh address.
@@ -70,11 +105,14 @@ impl Swarm {
             Some(s) => {
                 let mut cfg = DhtConfig::new(crate::node_key(node.data_dir())?, s.listen);
                 cfg.bootstrap = s.bootstrap;
-                cfg.iroh_addrs = vec![node.addr().socket];
-                // The first relay named is the one it is given to reach (the origin's).
-                cfg.iroh_relay = node.relays().first().map(|r| r.to_string());
-                let dht = Dht::start(cfg).await?;
-                Some(Arc::new(dht))
+                // The first record should name real addresses, not 0.0.0.0.
+                node.wait_for_direct_addrs(Duration::from_secs(2)).await;
+                let (addrs, relay) = address_record_of(&node);
+                cfg.iroh_addrs = addrs;
+                cfg.iroh_relay = relay;
+                let dht = Arc::new(Dht::start(cfg).await?);
+                tokio::spawn(follow_address(Arc::downgrade(&node), Arc::downgrade(&dht)));
+                Some(dht)
             }
         };
         Ok(Self { node, dht })

@@ -140,6 +140,9 @@ struct Behaviour {
 /// DHT nodes taken from mDNS at most (anyone on the LAN can answer, with any number of
 /// made-up peers; each is only dialled, and its peer id proven by noise, when used).
 const MAX_LAN_PEERS: usize = 256;
+/// Most iroh addresses one address record names (a record stays far below its 4 KiB
+/// limit).
+pub const MAX_RECORD_ADDRS: usize = 8;
 /// How often mDNS asks the link again (answers to others' questions arrive meanwhile).
 const MDNS_QUERY_INTERVAL: Duration = Duration::from_secs(60);
 
@@ -149,6 +152,7 @@ enum Command {
     Providers(RecordKey, oneshot::Sender<HashSet<PeerId>>),
     Address(PeerId, oneshot::Sender<Option<AddressRecord>>),
     AddPeer(Multiaddr),
+    SetAddress(Vec<SocketAddr>, Option<String>),
     RoutingPeers(oneshot::Sender<usize>),
     Stats(oneshot::Sender<DhtStats>),
 }
@@ -220,6 +224,12 @@ fn to_multiaddr(addr: SocketAddr) -> Multiaddr {
         std::net::IpAddr::V6(v6) => Protocol::Ip6(v6),
     };
     Multiaddr::empty().with(ip).with(Protocol::Tcp(addr.port()))
+}
+
+/// `/ip4/IP/tcp/PORT/p2p/PEER_ID` (or `/ip6/...`): how to dial the DHT node `peer` at
+/// `addr`.
+pub fn dial_addr(addr: SocketAddr, peer: PeerId) -> Multiaddr {
+    to_multiaddr(addr).with(Protocol::P2p(peer))
 }
 
 /// The IP and TCP port a multiaddr starts with (`/ip4/IP/tcp/PORT/...`), if any: the
@@ -316,11 +326,19 @@ impl Dht {
                 source: std::io::Error::other(e),
             })?;
         let mut listen_addrs = Vec::new();
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while listen_addrs.is_empty() {
+        let mut deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        loop {
             match tokio::time::timeout_at(deadline, swarm.select_next_some()).await {
                 Ok(SwarmEvent::NewListenAddr { address, .. }) => {
                     listen_addrs.push(address.with(Protocol::P2p(peer_id)));
+                    // Bound to every address, one event comes per interface: take
+                    // what arrives within a moment of the first.
+                    if !cfg.listen.ip().is_unspecified() {
+                        break;
+                    }
+                    if listen_addrs.len() == 1 {
+                        deadline = tokio::time::Instant::now() + Duration::from_millis(200);
+                    }
                 }
                 Ok(SwarmEvent::ListenerError { error, .. })
                 | Ok(SwarmEvent::ListenerClosed {
@@ -332,6 +350,7 @@ impl Dht {
                     });
                 }
                 Ok(_) => {}
+                Err(_) if !listen_addrs.is_empty() => break,
                 Err(_) => {
                     return Err(DhtError::Listen {
                         addr: cfg.listen,
@@ -343,6 +362,8 @@ impl Dht {
                 }
             }
         }
+        // Addresses others can use first: loopback last.
+        listen_addrs.sort_by_key(|a| socket_of(a).is_some_and(|s| s.ip().is_loopback()));
         for addr in &cfg.bootstrap {
             if let Some(peer) = peer_of(addr) {
                 swarm.behaviour_mut().kad.add_address(&peer, addr.clone());
@@ -375,7 +396,7 @@ impl Dht {
     }
 
     /// Where others reach this node: `/ip4/IP/tcp/PORT/p2p/PEER_ID`, usable as a
-    /// bootstrap address.
+    /// bootstrap address (bound to every address: one per interface, loopback last).
     pub fn listen_addrs(&self) -> &[Multiaddr] {
         &self.listen_addrs
     }
@@ -384,6 +405,21 @@ impl Dht {
     pub async fn add_peer(&self, addr: Multiaddr) -> Result<(), DhtError> {
         self.commands
             .send(Command::AddPeer(addr))
+            .await
+            .map_err(|_| DhtError::Stopped)
+    }
+
+    /// Publishes a new address record at once (and from then on at every republish):
+    /// this node's iroh addresses (at most [`MAX_RECORD_ADDRS`]) and home relay, when
+    /// they changed since the DHT started.
+    pub async fn set_address(
+        &self,
+        mut iroh_addrs: Vec<SocketAddr>,
+        relay: Option<String>,
+    ) -> Result<(), DhtError> {
+        iroh_addrs.truncate(MAX_RECORD_ADDRS);
+        self.commands
+            .send(Command::SetAddress(iroh_addrs, relay))
             .await
             .map_err(|_| DhtError::Stopped)
     }
@@ -495,7 +531,7 @@ fn publish_address(swarm: &mut Swarm<Behaviour>, peer_id: &PeerId, rec: &Address
 async fn run(
     mut swarm: Swarm<Behaviour>,
     mut commands: mpsc::Receiver<Command>,
-    cfg: DhtConfig,
+    mut cfg: DhtConfig,
     me: PeerId,
 ) {
     let mut pending: HashMap<QueryId, Pending> = HashMap::new();
@@ -514,6 +550,13 @@ async fn run(
                 if let Command::Stats(reply) = cmd {
                     let records = kad::store::RecordStore::records(swarm.behaviour_mut().kad.store_mut()).count();
                     let _ = reply.send(DhtStats { records, refused: inbound.refused });
+                    continue;
+                }
+                if let Command::SetAddress(addrs, relay) = cmd {
+                    tracing::info!(?addrs, ?relay, "address record changed");
+                    cfg.iroh_addrs = addrs;
+                    cfg.iroh_relay = relay;
+                    publish_address(&mut swarm, &me, &AddressRecord::sign(&cfg.secret, &cfg.iroh_addrs, cfg.iroh_relay.as_deref(), now_secs()));
                     continue;
                 }
                 handle_command(&mut swarm, &mut pending, cmd);
@@ -609,7 +652,8 @@ fn handle_command(
             let n = kad.kbuckets().map(|b| b.num_entries()).sum();
             let _ = reply.send(n);
         }
-        Command::Stats(_) => {} // answered by the run loop, which holds the policy
+        // Answered by the run loop, which holds the policy and the config.
+        Command::Stats(_) | Command::SetAddress(..) => {}
     }
 }
 
