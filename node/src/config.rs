@@ -63,9 +63,9 @@ pub struct NodeConfig {
     /// Other nodes to fetch from, same syntax.
     #[serde(default, skip_serializing_if = "Vec::is_empty", with = "text::list")]
     pub peers: Vec<PeerAddr>,
-    /// UDP address of this node's swarm endpoint.
-    #[serde(default = "default_swarm_listen")]
-    pub swarm_listen: SocketAddr,
+    /// UDP address of this node's swarm endpoint; unset: [`NodeConfig::swarm_listen`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swarm_listen: Option<SocketAddr>,
     /// TCP address of this node's DHT node; none: no DHT (origin and `peers` only).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dht_listen: Option<SocketAddr>,
@@ -116,9 +116,9 @@ fn default_api() -> SocketAddr {
         .parse()
         .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 7420)))
 }
-fn default_swarm_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 0))
-}
+/// Where the swarm listens when nothing says: loopback, any port.
+pub const DEFAULT_SWARM_LISTEN: SocketAddr =
+    SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::LOCALHOST), 0);
 fn default_publish_ip() -> IpAddr {
     IpAddr::from([127, 0, 0, 1])
 }
@@ -134,7 +134,7 @@ impl Default for NodeConfig {
             root: None,
             origin: None,
             peers: Vec::new(),
-            swarm_listen: default_swarm_listen(),
+            swarm_listen: None,
             dht_listen: None,
             bootstrap: Vec::new(),
             relays: Vec::new(),
@@ -175,6 +175,11 @@ pub enum ConfigRule {
 }
 
 impl NodeConfig {
+    /// The swarm endpoint's UDP address: as set, else [`DEFAULT_SWARM_LISTEN`].
+    pub fn swarm_listen(&self) -> SocketAddr {
+        self.swarm_listen.unwrap_or(DEFAULT_SWARM_LISTEN)
+    }
+
     /// Reads `<data>/config.toml`, or the defaults if there is none.
     pub fn load(data: &Path) -> Result<Self, ConfigError> {
         let path = data.join("config.toml");

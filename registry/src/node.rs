@@ -110,6 +110,9 @@ pub struct SwarmNode {
     /// Peers' home relays, learnt from signed DHT address records and tickets, so a
     /// peer behind NAT is dialled through its relay when its address does not answer.
     peer_relays: std::sync::Mutex<std::collections::HashMap<EndpointId, RelayUrl>>,
+    /// Every address peers named in their signed DHT address records (a node bound to
+    /// 0.0.0.0 names each interface's; iroh tries them all when it dials).
+    peer_addrs: std::sync::Mutex<std::collections::HashMap<EndpointId, Vec<SocketAddr>>>,
     /// The last connection this node opened to each peer, so `node status` can say how
     /// each is reached (direct or relayed) and how far away it is.
     recent: std::sync::Mutex<std::collections::HashMap<EndpointId, Connection>>,
@@ -188,10 +191,26 @@ impl SwarmNode {
         }
     }
 
-    /// This node's own direct IP addresses (see [`SwarmNode::direct_addrs`]), to tell
-    /// LAN peers from far ones.
+    /// This node's own IP addresses, to tell LAN peers from far ones: the bound ones,
+    /// or bound to every address, the private, link-local and unique-local ones iroh
+    /// found on its interfaces (not the public address a relay saw: other homes share
+    /// its neighbourhood).
     pub fn local_ips(&self) -> Vec<std::net::IpAddr> {
-        self.direct_addrs().iter().map(|s| s.ip()).collect()
+        let bound: Vec<std::net::IpAddr> = self
+            .endpoint
+            .bound_sockets()
+            .iter()
+            .map(|s| s.ip())
+            .filter(|ip| !ip.is_unspecified())
+            .collect();
+        if !bound.is_empty() {
+            return bound;
+        }
+        self.direct_addrs()
+            .iter()
+            .map(|s| s.ip())
+            .filter(|ip| archy_dht::is_lan_ip(*ip))
+            .collect()
     }
 
     /// Where peers can dial this node: the sockets it is bound to or, bound to every
@@ -280,6 +299,20 @@ impl SwarmNode {
         }
         known.insert(id, url);
         true
+    }
+
+    /// Remembers the addresses `peer` signed into its DHT address record (at most
+    /// [`archy_dht::MAX_RECORD_ADDRS`]), to dial them all besides the one chosen.
+    pub fn learn_peer_addrs(&self, peer: &[u8; 32], addrs: &[SocketAddr]) {
+        let Ok(id) = EndpointId::from_bytes(peer) else {
+            return;
+        };
+        let mut known = self.peer_addrs.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= MAX_PEER_RELAYS && !known.contains_key(&id) {
+            return;
+        }
+        let addrs = addrs.iter().take(archy_dht::MAX_RECORD_ADDRS).copied();
+        known.insert(id, addrs.collect());
     }
 
     fn peer_relay(&self, id: &EndpointId) -> Option<RelayUrl> {
@@ -379,6 +412,15 @@ impl SwarmNode {
     ) -> Result<Connection, ConnectError> {
         let id = EndpointId::from_bytes(&peer.id).map_err(|_| ConnectError::NotAnEndpoint)?;
         let mut addr = EndpointAddr::new(id).with_ip_addr(peer.socket);
+        let named = self
+            .peer_addrs
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(&id)
+            .cloned();
+        for other in named.unwrap_or_default() {
+            addr = addr.with_ip_addr(other);
+        }
         if let Some(relay) = self.peer_relay(&id) {
             addr = addr.with_relay_url(relay);
         }
@@ -520,6 +562,7 @@ impl SwarmNodeBuilder {
             served,
             relays,
             peer_relays: Default::default(),
+            peer_addrs: Default::default(),
             recent: Default::default(),
         })
     }

@@ -408,9 +408,15 @@ impl Origin {
     /// The swarm address nodes dial: its port, at [`advertised_ip`].
     pub fn addr(&self) -> PeerAddr {
         let mut addr = self.swarm.node.addr();
+        let bound = addr.socket.ip();
+        let route = match bound.is_unspecified() && self.public_ip.is_none() {
+            true => default_route_source(bound),
+            false => None,
+        };
         let ip = advertised_ip(
-            addr.socket.ip(),
+            bound,
             self.public_ip,
+            route,
             &self.swarm.node.direct_addrs(),
         );
         addr.socket.set_ip(ip);
@@ -506,27 +512,54 @@ pub fn metrics_text(head: Option<&SignedHead>) -> String {
 }
 
 /// The IP an origin names to nodes: `public` when given; else the one it is bound to;
-/// bound to every address, the first public address among `found` (its interfaces',
-/// and what its relay saw), else the first private one, else loopback.
-pub fn advertised_ip(bound: IpAddr, public: Option<IpAddr>, found: &[SocketAddr]) -> IpAddr {
+/// bound to every address, among `found` (its interfaces', and what its relay saw) of
+/// the bound family: the one its default route leaves from (`route`), else the lowest
+/// public one, else the lowest private one (RFC 1918, shared 100.64/10, unique-local),
+/// else still the unspecified one. A host with several should say which with
+/// `--public-ip`.
+pub fn advertised_ip(
+    bound: IpAddr,
+    public: Option<IpAddr>,
+    route: Option<IpAddr>,
+    found: &[SocketAddr],
+) -> IpAddr {
     if let Some(ip) = public {
         return ip;
     }
     if !bound.is_unspecified() {
         return bound;
     }
-    let rank = |ip: &IpAddr| match ip {
-        ip if ip.is_loopback() => 2,
-        IpAddr::V4(v4) if v4.is_private() || v4.is_link_local() => 1,
-        IpAddr::V6(v6) if (v6.segments()[0] & 0xfe00) == 0xfc00 => 1,
-        _ => 0,
+    let private = |ip: &IpAddr| match ip {
+        IpAddr::V4(v4) => {
+            let shared = v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64;
+            v4.is_private() || v4.is_link_local() || shared
+        }
+        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
     };
-    found
+    let mut candidates: Vec<IpAddr> = found
         .iter()
         .map(SocketAddr::ip)
-        .filter(|ip| !ip.is_unspecified() && !is_v6_link_local(ip))
-        .min_by_key(rank)
-        .unwrap_or(bound)
+        .filter(|ip| ip.is_ipv4() == bound.is_ipv4())
+        .filter(|ip| !ip.is_unspecified() && !ip.is_loopback() && !is_v6_link_local(ip))
+        .collect();
+    candidates.sort_by_key(|ip| (Some(*ip) != route, private(ip), *ip));
+    candidates.first().copied().unwrap_or(bound)
+}
+
+/// The source address of this host's default route for `family`'s addresses, if it
+/// has one: a UDP socket "connected" to a documentation address (nothing is sent;
+/// the kernel only picks the route).
+fn default_route_source(family: IpAddr) -> Option<IpAddr> {
+    let (any, far): (SocketAddr, SocketAddr) = match family {
+        IpAddr::V4(_) => (([0, 0, 0, 0], 0).into(), ([192, 0, 2, 1], 9).into()),
+        IpAddr::V6(_) => (
+            (std::net::Ipv6Addr::UNSPECIFIED, 0).into(),
+            ("2001:db8::1".parse::<std::net::Ipv6Addr>().ok()?, 9).into(),
+        ),
+    };
+    let socket = std::net::UdpSocket::bind(any).ok()?;
+    socket.connect(far).ok()?;
+    Some(socket.local_addr().ok()?.ip()).filter(|ip| !ip.is_unspecified())
 }
 
 /// A link-local IPv6 address: it needs a scope, which a socket address in a ticket
@@ -573,8 +606,8 @@ pub struct OriginArgs {
     pub relay_host: Option<String>,
     /// The IP nodes reach the origin by (its swarm and DHT addresses in the join
     /// ticket and the lines it prints), when not --listen's: behind port forwarding,
-    /// or to choose among its interfaces when --listen is 0.0.0.0 (by default the
-    /// first public one, else the first private one).
+    /// or to choose among its interfaces when --listen is 0.0.0.0 (by default the one
+    /// its default route leaves from, else a public one, else a private one).
     #[arg(long, value_name = "IP")]
     pub public_ip: Option<IpAddr>,
     /// Serve `GET /metrics` (OpenMetrics: catalog and timestamp versions, when the
@@ -687,20 +720,55 @@ mod tests {
         let any = ip("0.0.0.0");
         let found = [
             sock("127.0.0.1:4433"),
+            sock("[2001:db8::7]:4433"),
             sock("[fe80::1]:4433"),
             sock("192.168.1.5:4433"),
+            sock("172.17.0.1:4433"),
+            sock("100.64.3.2:4433"),
             sock("203.0.113.7:4433"),
         ];
-        // Bound to every address: a public one first, then a private one, then loopback.
-        assert_eq!(advertised_ip(any, None, &found), ip("203.0.113.7"));
-        assert_eq!(advertised_ip(any, None, &found[..3]), ip("192.168.1.5"));
-        assert_eq!(advertised_ip(any, None, &found[..2]), ip("127.0.0.1"));
-        assert_eq!(advertised_ip(any, None, &[]), any, "nothing better found");
+        // Bound to every IPv4 address: a public IPv4 one (never the IPv6 one: the port
+        // is the IPv4 socket's), then the lowest private one, else none.
+        assert_eq!(advertised_ip(any, None, None, &found), ip("203.0.113.7"));
+        assert_eq!(
+            advertised_ip(any, None, None, &found[..6]),
+            ip("100.64.3.2")
+        );
+        assert_eq!(
+            advertised_ip(any, None, None, &found[..5]),
+            ip("172.17.0.1")
+        );
+        assert_eq!(
+            advertised_ip(any, None, None, &found[..3]),
+            any,
+            "loopback only"
+        );
+        assert_eq!(advertised_ip(any, None, None, &[]), any, "nothing found");
+        // The address the default route leaves from beats the ranking (a docker bridge
+        // at 172.17.0.1 is lower than the LAN's 192.168.1.5).
+        let lan = Some(ip("192.168.1.5"));
+        assert_eq!(
+            advertised_ip(any, None, lan, &found[..5]),
+            ip("192.168.1.5")
+        );
+        assert_eq!(
+            advertised_ip(any, None, Some(ip("10.9.9.9")), &found[..5]),
+            ip("172.17.0.1"),
+            "a route source that is not the host's own is ignored"
+        );
         // Bound to one address: that one; told its public IP: that one, always.
-        assert_eq!(advertised_ip(ip("10.0.0.2"), None, &found), ip("10.0.0.2"));
+        assert_eq!(
+            advertised_ip(ip("10.0.0.2"), None, None, &found),
+            ip("10.0.0.2")
+        );
         for bound in [any, ip("10.0.0.2")] {
             assert_eq!(
-                advertised_ip(bound, Some(ip("198.51.100.9")), &found),
+                advertised_ip(
+                    bound,
+                    Some(ip("198.51.100.9")),
+                    Some(ip("192.168.1.5")),
+                    &found
+                ),
                 ip("198.51.100.9")
             );
         }

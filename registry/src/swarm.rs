@@ -57,6 +57,30 @@ pub struct FetchPlan {
     pub options: FetchOptions,
 }
 
+/// Which of the addresses a peer's record names stands for it (all of them are dialled;
+/// this one decides whether it is on this node's LAN): one on a subnet of `ours` that is
+/// not one of `ours` (a LAN neighbour), then one of `ours` (the same host; or a
+/// container bridge every host has, such as podman's 10.88.0.1), then the first.
+fn best_addr(addrs: &[SocketAddr], ours: &[std::net::IpAddr]) -> Option<SocketAddr> {
+    let rank = |a: &SocketAddr| {
+        let same_subnet = ours.iter().any(|me| match (me, a.ip()) {
+            (std::net::IpAddr::V4(m), std::net::IpAddr::V4(p)) => {
+                m.octets()[..3] == p.octets()[..3]
+            }
+            (std::net::IpAddr::V6(m), std::net::IpAddr::V6(p)) => {
+                m.segments()[..4] == p.segments()[..4]
+            }
+            _ => false,
+        });
+        match (same_subnet, ours.contains(&a.ip())) {
+            (true, false) => 0,
+            (_, true) => 1,
+            _ => 2,
+        }
+    };
+    addrs.iter().min_by_key(|a| rank(a)).copied()
+}
+
 /// What this node's DHT address record says: where to dial it, and its relay (the one
 /// it reached, else the first it was given: the origin's).
 fn address_record_of(node: &SwarmNode) -> (Vec<SocketAddr>, Option<String>) {
@@ -72,13 +96,13 @@ fn address_record_of(node: &SwarmNode) -> (Vec<SocketAddr>, Option<String>) {
 /// Keeps the DHT address record true to the endpoint: a node bound to 0.0.0.0 learns
 /// its interface and public addresses after it starts, and reaches its home relay
 /// later. Ends when the node or the DHT is gone.
-async fn follow_address(node: std::sync::Weak<SwarmNode>, dht: std::sync::Weak<Dht>) {
-    use iroh::Watcher;
-    let (mut watch, mut published) = match node.upgrade() {
-        Some(n) => (n.watch_addr(), address_record_of(&n)),
-        None => return,
-    };
-    while watch.updated().await.is_ok() {
+async fn follow_address(
+    mut watch: impl iroh::Watcher<Value = iroh::EndpointAddr>,
+    mut published: (Vec<SocketAddr>, Option<String>),
+    node: std::sync::Weak<SwarmNode>,
+    dht: std::sync::Weak<Dht>,
+) {
+    loop {
         let (Some(node), Some(dht)) = (node.upgrade(), dht.upgrade()) else {
             return;
         };
@@ -88,6 +112,10 @@ async fn follow_address(node: std::sync::Weak<SwarmNode>, dht: std::sync::Weak<D
                 return;
             }
             published = now;
+        }
+        drop((node, dht));
+        if watch.updated().await.is_err() {
+            return;
         }
     }
 }
@@ -107,11 +135,18 @@ impl Swarm {
                 cfg.bootstrap = s.bootstrap;
                 // The first record should name real addresses, not 0.0.0.0.
                 node.wait_for_direct_addrs(Duration::from_secs(2)).await;
-                let (addrs, relay) = address_record_of(&node);
-                cfg.iroh_addrs = addrs;
-                cfg.iroh_relay = relay;
+                // Watched from here on, so a change while the DHT starts is published.
+                let watch = node.watch_addr();
+                let published = address_record_of(&node);
+                cfg.iroh_addrs = published.0.clone();
+                cfg.iroh_relay = published.1.clone();
                 let dht = Arc::new(Dht::start(cfg).await?);
-                tokio::spawn(follow_address(Arc::downgrade(&node), Arc::downgrade(&dht)));
+                tokio::spawn(follow_address(
+                    watch,
+                    published,
+                    Arc::downgrade(&node),
+                    Arc::downgrade(&dht),
+                ));
                 Some(dht)
             }
         };
@@ -203,6 +238,7 @@ impl Swarm {
         what: &str,
     ) -> Vec<PeerAddr> {
         let me = self.node.addr().id;
+        let ours = self.node.local_ips();
         match found {
             Ok(found) => found
                 .into_iter()
@@ -211,9 +247,10 @@ impl Swarm {
                     if let Some(relay) = &p.relay {
                         self.node.learn_peer_relay(&p.endpoint_id, relay);
                     }
-                    p.addrs.first().map(|a| PeerAddr {
+                    self.node.learn_peer_addrs(&p.endpoint_id, &p.addrs);
+                    best_addr(&p.addrs, &ours).map(|socket| PeerAddr {
                         id: p.endpoint_id,
-                        socket: *a,
+                        socket,
                     })
                 })
                 .collect(),
@@ -317,5 +354,31 @@ impl Swarm {
     pub async fn shutdown(self) {
         drop(self.dht);
         self.node.shutdown().await;
+    }
+}
+
+#[cfg(test)]
+mod best_addr_tests {
+    use super::best_addr;
+
+    #[test]
+    fn a_lan_neighbour_address_stands_for_the_peer() {
+        let sock = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        // A home server with podman's bridge: the peer names its bridge, its LAN
+        // address and its public one; the LAN address stands for it.
+        let ours = [ip("10.88.0.1"), ip("192.168.1.11")];
+        let named = [
+            sock("10.88.0.1:4000"),
+            sock("192.168.1.12:4000"),
+            sock("203.0.113.5:4000"),
+        ];
+        assert_eq!(best_addr(&named, &ours), Some(named[1]));
+        // Another node on this host (same address, another port).
+        let same_host = sock("192.168.1.11:4001");
+        assert_eq!(best_addr(&[named[2], same_host], &ours), Some(same_host));
+        // Far away: the first named.
+        assert_eq!(best_addr(&named[2..], &ours), Some(named[2]));
+        assert_eq!(best_addr(&[], &ours), None);
     }
 }

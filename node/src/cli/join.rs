@@ -49,14 +49,13 @@ pub async fn apply(ticket: &JoinTicket, data: &Path, cfg: &mut NodeConfig) -> an
     if cfg.iroh_relays.is_empty() {
         cfg.iroh_relays = ticket.relays.clone();
     }
-    // An endpoint bound to loopback cannot reach an origin that is elsewhere: the
-    // default bind (127.0.0.1:0) becomes every address, on the same port.
-    if !loopback && cfg.swarm_listen.ip().is_loopback() {
+    // An endpoint bound to loopback cannot reach an origin that is elsewhere: unless
+    // a flag or config.toml says where, the swarm listens on every address.
+    if !loopback && cfg.swarm_listen.is_none() {
         tracing::info!(
-            listen = %cfg.swarm_listen,
             "the ticket's origin is not on loopback: the swarm listens on every address"
         );
-        cfg.swarm_listen.set_ip(any.ip());
+        cfg.swarm_listen = Some(any);
     }
     if cfg.dht_listen.is_none() && !cfg.bootstrap.is_empty() {
         cfg.dht_listen = Some(any);

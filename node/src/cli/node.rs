@@ -166,8 +166,8 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
             if let Some(v) = runtime {
                 cfg.runtime = v;
             }
-            if let Some(v) = swarm_listen {
-                cfg.swarm_listen = v;
+            if swarm_listen.is_some() {
+                cfg.swarm_listen = swarm_listen;
             }
             if dht_listen.is_some() {
                 cfg.dht_listen = dht_listen;

@@ -108,7 +108,7 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
     // the DHT's records) stay right.
     let last = LastAddrs::read(&data);
     let listen = (
-        reuse_port(cfg.swarm_listen, last.swarm),
+        reuse_port(cfg.swarm_listen(), last.swarm),
         cfg.dht_listen.map(|d| reuse_port(d, last.dht)),
     );
     let bootstrap = cfg.bootstrap.clone();
@@ -125,9 +125,9 @@ pub async fn run(data: PathBuf, cfg: NodeConfig) -> anyhow::Result<()> {
         )
     };
     let swarm = match start_swarm(listen).await {
-        Err(e) if listen != (cfg.swarm_listen, cfg.dht_listen) => {
+        Err(e) if listen != (cfg.swarm_listen(), cfg.dht_listen) => {
             tracing::warn!(error = %e, "last run's ports are taken; new ones are picked");
-            start_swarm((cfg.swarm_listen, cfg.dht_listen)).await
+            start_swarm((cfg.swarm_listen(), cfg.dht_listen)).await
         }
         started => started,
     }

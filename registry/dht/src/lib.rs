@@ -541,6 +541,8 @@ async fn run(
     let mut gather = tokio::time::interval(PROVIDERS_GATHER / 4);
     gather.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut republish = tokio::time::interval(cfg.republish);
+    // The issue time of the last record published (the first, by `start`, is older).
+    let mut issued = now_secs();
     republish.tick().await;
     let mut ticks = 0u32;
     loop {
@@ -556,7 +558,10 @@ async fn run(
                     tracing::info!(?addrs, ?relay, "address record changed");
                     cfg.iroh_addrs = addrs;
                     cfg.iroh_relay = relay;
-                    publish_address(&mut swarm, &me, &AddressRecord::sign(&cfg.secret, &cfg.iroh_addrs, cfg.iroh_relay.as_deref(), now_secs()));
+                    // Newer than any record before it, even within the same second
+                    // (readers keep the newest; a tie would keep the old addresses).
+                    issued = now_secs().max(issued + 1);
+                    publish_address(&mut swarm, &me, &AddressRecord::sign(&cfg.secret, &cfg.iroh_addrs, cfg.iroh_relay.as_deref(), issued));
                     continue;
                 }
                 handle_command(&mut swarm, &mut pending, cmd);
@@ -569,7 +574,8 @@ async fn run(
             },
             _ = gather.tick() => answer_gathered_lookups(&mut swarm, &mut pending),
             _ = republish.tick() => {
-                publish_address(&mut swarm, &me, &AddressRecord::sign(&cfg.secret, &cfg.iroh_addrs, cfg.iroh_relay.as_deref(), now_secs()));
+                issued = now_secs().max(issued);
+                publish_address(&mut swarm, &me, &AddressRecord::sign(&cfg.secret, &cfg.iroh_addrs, cfg.iroh_relay.as_deref(), issued));
                 // Provider records live three republish intervals.
                 ticks += 1;
                 if ticks % 3 == 0 {
@@ -691,7 +697,7 @@ fn add_lan_peers(
 }
 
 /// A private (RFC 1918), link-local or unique-local address: one a LAN peer has.
-fn is_lan_ip(ip: std::net::IpAddr) -> bool {
+pub fn is_lan_ip(ip: std::net::IpAddr) -> bool {
     match ip {
         std::net::IpAddr::V4(v4) => v4.is_private() || v4.is_link_local(),
         std::net::IpAddr::V6(v6) => {
