@@ -567,3 +567,26 @@ impl SwarmNodeBuilder {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::SwarmNode;
+
+    #[tokio::test]
+    async fn a_record_naming_many_addresses_gets_only_a_few_dialled() {
+        let tmp = tempfile::tempdir().unwrap();
+        let node = SwarmNode::builder(tmp.path(), ([127, 0, 0, 1], 0).into())
+            .spawn()
+            .await
+            .unwrap();
+        // A hostile record points a node's dials at someone else: 100 addresses.
+        let victim: Vec<std::net::SocketAddr> = (0..100u16)
+            .map(|p| ([198, 51, 100, 7], 1000 + p).into())
+            .collect();
+        let id = iroh::SecretKey::from_bytes(&[7; 32]).public();
+        node.learn_peer_addrs(id.as_bytes(), &victim);
+        let kept = node.peer_addrs.lock().unwrap().get(&id).cloned().unwrap();
+        assert_eq!(kept, victim[..archy_dht::MAX_RECORD_ADDRS].to_vec());
+        node.shutdown().await;
+    }
+}
