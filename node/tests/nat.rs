@@ -9,30 +9,12 @@ mod common;
 
 use std::time::Duration;
 
-fn needs_netns() -> Option<String> {
-    // `ip -V` and `tc -V` print their version; iptables and jq take --version.
-    let present = |c: &str, flag: &str| {
-        std::process::Command::new(c)
-            .arg(flag)
-            .output()
-            .is_ok_and(|o| o.status.success())
-    };
-    common::needs_root().or_else(|| {
-        [
-            ("ip", "-V"),
-            ("tc", "-V"),
-            ("iptables", "--version"),
-            ("jq", "--version"),
-        ]
-        .into_iter()
-        .find(|(c, flag)| !present(c, flag))
-        .map(|(c, _)| format!("this test needs {c} (iproute2, iptables, jq)"))
-    })
-}
-
 #[test]
 fn nodes_behind_both_nat_kinds_verify_and_serve_each_other() {
-    if !common::can_run(needs_netns()) {
+    if !common::can_run(common::netns::needs_netns_and(&[
+        ("tc", "-V"),
+        ("jq", "--version"),
+    ])) {
         return;
     }
     let _watchdog = archy_harness::watchdog(Duration::from_secs(240));

@@ -833,7 +833,7 @@ fn classify(e: GetError) -> PieceEnd {
 /// Whether a peer at `peer` is on this node's LAN: the same /24 (IPv4) or /64 (IPv6)
 /// as one of `ours`, or both on loopback. With no address of its own known, every peer
 /// counts as near (no preference).
-fn is_near(ours: &[std::net::IpAddr], peer: std::net::IpAddr) -> bool {
+pub(crate) fn is_near(ours: &[std::net::IpAddr], peer: std::net::IpAddr) -> bool {
     use std::net::IpAddr;
     if ours.is_empty() {
         return true;

@@ -107,12 +107,9 @@ pub struct SwarmNode {
     served: Arc<ServedCounters>,
     /// The relays this node uses (its home relay is the first it reaches).
     relays: Vec<RelayUrl>,
-    /// Peers' home relays, learnt from signed DHT address records and tickets, so a
-    /// peer behind NAT is dialled through its relay when its address does not answer.
-    peer_relays: std::sync::Mutex<std::collections::HashMap<EndpointId, RelayUrl>>,
-    /// Every address peers named in their signed DHT address records (a node bound to
-    /// 0.0.0.0 names each interface's; iroh tries them all when it dials).
-    peer_addrs: std::sync::Mutex<std::collections::HashMap<EndpointId, Vec<SocketAddr>>>,
+    /// How to reach peers beyond the address a caller dials, learnt from signed DHT
+    /// address records and tickets.
+    peer_routes: std::sync::Mutex<std::collections::HashMap<EndpointId, PeerRoute>>,
     /// The last connection this node opened to each peer, so `node status` can say how
     /// each is reached (direct or relayed) and how far away it is.
     recent: std::sync::Mutex<std::collections::HashMap<EndpointId, Connection>>,
@@ -133,8 +130,19 @@ pub struct PeerPath {
 /// The most peers whose last connection a node keeps for [`SwarmNode::peer_paths`].
 const MAX_RECENT: usize = 256;
 
-/// The most peers whose home relay a node remembers.
-const MAX_PEER_RELAYS: usize = 10_000;
+/// What a node knows of how to reach one peer.
+#[derive(Debug, Clone, Default)]
+struct PeerRoute {
+    /// Its home relay, so a peer behind NAT is dialled through it when its address
+    /// does not answer.
+    relay: Option<RelayUrl>,
+    /// Every address its record names (a node bound to 0.0.0.0 names each
+    /// interface's; iroh tries them all when it dials).
+    addrs: Vec<SocketAddr>,
+}
+
+/// The most peers whose routes a node remembers.
+const MAX_PEER_ROUTES: usize = 10_000;
 
 pub(crate) fn to_hash(h: &ContentHash) -> Hash {
     Hash::from_bytes(*h.as_bytes())
@@ -293,31 +301,32 @@ impl SwarmNode {
         if !self.relays.contains(&url) {
             return false;
         }
-        let mut known = self.peer_relays.lock().unwrap_or_else(|e| e.into_inner());
-        if known.len() >= MAX_PEER_RELAYS && !known.contains_key(&id) {
-            return false;
-        }
-        known.insert(id, url);
-        true
+        self.update_route(id, |r| r.relay = Some(url))
     }
 
     /// Remembers the addresses `peer` signed into its DHT address record (at most
     /// [`archy_dht::MAX_RECORD_ADDRS`]), to dial them all besides the one chosen.
     pub fn learn_peer_addrs(&self, peer: &[u8; 32], addrs: &[SocketAddr]) {
-        let Ok(id) = EndpointId::from_bytes(peer) else {
-            return;
-        };
-        let mut known = self.peer_addrs.lock().unwrap_or_else(|e| e.into_inner());
-        if known.len() >= MAX_PEER_RELAYS && !known.contains_key(&id) {
-            return;
+        if let Ok(id) = EndpointId::from_bytes(peer) {
+            let addrs = addrs.iter().take(archy_dht::MAX_RECORD_ADDRS).copied();
+            self.update_route(id, |r| r.addrs = addrs.collect());
         }
-        let addrs = addrs.iter().take(archy_dht::MAX_RECORD_ADDRS).copied();
-        known.insert(id, addrs.collect());
     }
 
-    fn peer_relay(&self, id: &EndpointId) -> Option<RelayUrl> {
-        let known = self.peer_relays.lock().unwrap_or_else(|e| e.into_inner());
-        known.get(id).cloned()
+    /// Changes what is known of `id`'s route; `false` when [`MAX_PEER_ROUTES`] other
+    /// peers are known already.
+    fn update_route(&self, id: EndpointId, change: impl FnOnce(&mut PeerRoute)) -> bool {
+        let mut known = self.peer_routes.lock().unwrap_or_else(|e| e.into_inner());
+        if known.len() >= MAX_PEER_ROUTES && !known.contains_key(&id) {
+            return false;
+        }
+        change(known.entry(id).or_default());
+        true
+    }
+
+    fn peer_route(&self, id: &EndpointId) -> PeerRoute {
+        let known = self.peer_routes.lock().unwrap_or_else(|e| e.into_inner());
+        known.get(id).cloned().unwrap_or_default()
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -412,16 +421,11 @@ impl SwarmNode {
     ) -> Result<Connection, ConnectError> {
         let id = EndpointId::from_bytes(&peer.id).map_err(|_| ConnectError::NotAnEndpoint)?;
         let mut addr = EndpointAddr::new(id).with_ip_addr(peer.socket);
-        let named = self
-            .peer_addrs
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .get(&id)
-            .cloned();
-        for other in named.unwrap_or_default() {
+        let route = self.peer_route(&id);
+        for other in route.addrs {
             addr = addr.with_ip_addr(other);
         }
-        if let Some(relay) = self.peer_relay(&id) {
+        if let Some(relay) = route.relay {
             addr = addr.with_relay_url(relay);
         }
         let conn = tokio::time::timeout(timeout, self.endpoint.connect(addr, alpn))
@@ -561,8 +565,7 @@ impl SwarmNodeBuilder {
             data,
             served,
             relays,
-            peer_relays: Default::default(),
-            peer_addrs: Default::default(),
+            peer_routes: Default::default(),
             recent: Default::default(),
         })
     }
@@ -585,7 +588,7 @@ mod tests {
             .collect();
         let id = iroh::SecretKey::from_bytes(&[7; 32]).public();
         node.learn_peer_addrs(id.as_bytes(), &victim);
-        let kept = node.peer_addrs.lock().unwrap().get(&id).cloned().unwrap();
+        let kept = node.peer_route(&id).addrs;
         assert_eq!(kept, victim[..archy_dht::MAX_RECORD_ADDRS].to_vec());
         node.shutdown().await;
     }

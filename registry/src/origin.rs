@@ -42,6 +42,8 @@ pub struct Origin {
     timestamp_role: Option<TimestampRole>,
     relay: Option<HomeRelay>,
     public_ip: Option<IpAddr>,
+    /// The source address of the host's default route, when bound to every address.
+    route: Option<IpAddr>,
 }
 
 /// How an origin runs beyond its publish dir, data dir and address.
@@ -298,11 +300,13 @@ impl Origin {
             dht,
         )
         .await?;
-        // Bound to every address, the address it prints names an interface's.
-        swarm
-            .node
-            .wait_for_direct_addrs(Duration::from_secs(2))
-            .await;
+        // Bound to every address (and not told its IP): where its default route leaves
+        // from, asked once.
+        let bound = swarm.node.addr().socket.ip();
+        let route = match bound.is_unspecified() && public_ip.is_none() {
+            true => default_route_source(bound),
+            false => None,
+        };
         let mut origin = Self {
             swarm,
             catalog_version: 0,
@@ -314,6 +318,7 @@ impl Origin {
             timestamp_role,
             relay,
             public_ip,
+            route,
         };
         origin.serve(head, &catalog).await?;
         Ok(origin)
@@ -408,15 +413,10 @@ impl Origin {
     /// The swarm address nodes dial: its port, at [`advertised_ip`].
     pub fn addr(&self) -> PeerAddr {
         let mut addr = self.swarm.node.addr();
-        let bound = addr.socket.ip();
-        let route = match bound.is_unspecified() && self.public_ip.is_none() {
-            true => default_route_source(bound),
-            false => None,
-        };
         let ip = advertised_ip(
-            bound,
+            addr.socket.ip(),
             self.public_ip,
-            route,
+            self.route,
             &self.swarm.node.direct_addrs(),
         );
         addr.socket.set_ip(ip);
@@ -529,12 +529,11 @@ pub fn advertised_ip(
     if !bound.is_unspecified() {
         return bound;
     }
-    let private = |ip: &IpAddr| match ip {
-        IpAddr::V4(v4) => {
-            let shared = v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64;
-            v4.is_private() || v4.is_link_local() || shared
-        }
-        IpAddr::V6(v6) => (v6.segments()[0] & 0xfe00) == 0xfc00,
+    // Carrier-grade NAT's shared space (100.64/10) is no more public than a LAN.
+    let private = |ip: &IpAddr| {
+        let shared =
+            matches!(ip, IpAddr::V4(v4) if v4.octets()[0] == 100 && (v4.octets()[1] & 0xc0) == 64);
+        archy_dht::is_lan_ip(*ip) || shared
     };
     let mut candidates: Vec<IpAddr> = found
         .iter()

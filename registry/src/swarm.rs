@@ -62,21 +62,11 @@ pub struct FetchPlan {
 /// not one of `ours` (a LAN neighbour), then one of `ours` (the same host; or a
 /// container bridge every host has, such as podman's 10.88.0.1), then the first.
 fn best_addr(addrs: &[SocketAddr], ours: &[std::net::IpAddr]) -> Option<SocketAddr> {
-    let rank = |a: &SocketAddr| {
-        let same_subnet = ours.iter().any(|me| match (me, a.ip()) {
-            (std::net::IpAddr::V4(m), std::net::IpAddr::V4(p)) => {
-                m.octets()[..3] == p.octets()[..3]
-            }
-            (std::net::IpAddr::V6(m), std::net::IpAddr::V6(p)) => {
-                m.segments()[..4] == p.segments()[..4]
-            }
-            _ => false,
-        });
-        match (same_subnet, ours.contains(&a.ip())) {
-            (true, false) => 0,
-            (_, true) => 1,
-            _ => 2,
-        }
+    let rank = |a: &SocketAddr| match (crate::fetch::is_near(ours, a.ip()), ours.contains(&a.ip()))
+    {
+        (true, false) => 0,
+        (_, true) => 1,
+        _ => 2,
     };
     addrs.iter().min_by_key(|a| rank(a)).copied()
 }
@@ -84,8 +74,7 @@ fn best_addr(addrs: &[SocketAddr], ours: &[std::net::IpAddr]) -> Option<SocketAd
 /// What this node's DHT address record says: where to dial it, and its relay (the one
 /// it reached, else the first it was given: the origin's).
 fn address_record_of(node: &SwarmNode) -> (Vec<SocketAddr>, Option<String>) {
-    let mut addrs = node.direct_addrs();
-    addrs.truncate(archy_dht::MAX_RECORD_ADDRS);
+    let addrs = node.direct_addrs();
     let relay = node
         .home_relay()
         .or_else(|| node.relays().first().cloned())
@@ -128,13 +117,14 @@ impl Swarm {
         dht: Option<DhtSettings>,
     ) -> Result<Self, SwarmError> {
         let node = Arc::new(builder.spawn().await?);
+        // Bound to every address, what it names (its DHT record, an origin's ticket)
+        // should be an interface's address, not 0.0.0.0.
+        node.wait_for_direct_addrs(Duration::from_secs(2)).await;
         let dht = match dht {
             None => None,
             Some(s) => {
                 let mut cfg = DhtConfig::new(crate::node_key(node.data_dir())?, s.listen);
                 cfg.bootstrap = s.bootstrap;
-                // The first record should name real addresses, not 0.0.0.0.
-                node.wait_for_direct_addrs(Duration::from_secs(2)).await;
                 // Watched from here on, so a change while the DHT starts is published.
                 let watch = node.watch_addr();
                 let published = address_record_of(&node);

@@ -170,15 +170,22 @@ impl Drop for Lab {
 
 /// `None` when this host can build a [`Lab`] (root, `ip`, `iptables`), else why not.
 pub fn needs_netns() -> Option<String> {
+    needs_netns_and(&[])
+}
+
+/// [`needs_netns`], and each of `tools` (a command and the flag that makes it print
+/// its version).
+pub fn needs_netns_and(tools: &[(&str, &str)]) -> Option<String> {
     super::needs_root().or_else(|| {
         [("ip", "-V"), ("iptables", "--version")]
-            .into_iter()
+            .iter()
+            .chain(tools)
             .find(|(c, flag)| {
                 !Command::new(c)
                     .arg(flag)
                     .output()
                     .is_ok_and(|o| o.status.success())
             })
-            .map(|(c, _)| format!("this test needs {c} (iproute2, iptables)"))
+            .map(|(c, _)| format!("this test needs {c}"))
     })
 }

@@ -258,7 +258,8 @@ pub fn peer_of(addr: &Multiaddr) -> Option<PeerId> {
 impl Dht {
     /// Starts a DHT node: listens, joins through the bootstrap peers, publishes its
     /// signed address record and serves lookups until dropped.
-    pub async fn start(cfg: DhtConfig) -> Result<Self, DhtError> {
+    pub async fn start(mut cfg: DhtConfig) -> Result<Self, DhtError> {
+        cfg.iroh_addrs.truncate(MAX_RECORD_ADDRS);
         let mut secret = cfg.secret;
         let keypair = identity::Keypair::ed25519_from_bytes(&mut secret).map_err(DhtError::Key)?;
         let peer_id = keypair.public().to_peer_id();
@@ -410,14 +411,13 @@ impl Dht {
     }
 
     /// Publishes a new address record at once (and from then on at every republish):
-    /// this node's iroh addresses (at most [`MAX_RECORD_ADDRS`]) and home relay, when
+    /// this node's iroh addresses (the first [`MAX_RECORD_ADDRS`]) and home relay, when
     /// they changed since the DHT started.
     pub async fn set_address(
         &self,
-        mut iroh_addrs: Vec<SocketAddr>,
+        iroh_addrs: Vec<SocketAddr>,
         relay: Option<String>,
     ) -> Result<(), DhtError> {
-        iroh_addrs.truncate(MAX_RECORD_ADDRS);
         self.commands
             .send(Command::SetAddress(iroh_addrs, relay))
             .await
@@ -554,8 +554,9 @@ async fn run(
                     let _ = reply.send(DhtStats { records, refused: inbound.refused });
                     continue;
                 }
-                if let Command::SetAddress(addrs, relay) = cmd {
+                if let Command::SetAddress(mut addrs, relay) = cmd {
                     tracing::info!(?addrs, ?relay, "address record changed");
+                    addrs.truncate(MAX_RECORD_ADDRS);
                     cfg.iroh_addrs = addrs;
                     cfg.iroh_relay = relay;
                     // Newer than any record before it, even within the same second
