@@ -481,6 +481,7 @@ impl Ctx<'_> {
             alive: true,
             known: origin,
             grew_at: None,
+            own_growth_at: None,
             seed,
         });
         s.names.push(name);
@@ -506,6 +507,24 @@ impl Ctx<'_> {
     /// Wakes the main loop (which publishes the status) and waiting workers.
     fn notify_changed(&self) {
         self.changed.notify_waiters();
+    }
+
+    /// Waits until a piece completes or goes back, a provider is dropped, or a peer's
+    /// bitfield grows.
+    async fn changed_or_offered(&self) {
+        tokio::select! {
+            () = self.changed.notified() => {}
+            () = self.offered.notified() => {}
+        }
+    }
+
+    /// What a piece in flight waits for besides its bytes: [`Self::changed_or_offered`]
+    /// from outside, only a change of the board from a LAN peer.
+    async fn news_for_piece(&self, outside: bool) {
+        match outside {
+            true => self.changed_or_offered().await,
+            false => self.changed.notified().await,
+        }
     }
 
     fn drop_provider(&self, i: usize, why: String) {
@@ -571,15 +590,8 @@ impl Ctx<'_> {
                 let Some(Ok(bitfield)) = first else { break };
                 {
                     let mut s = self.lock();
-                    let view = &mut s.views[i];
-                    if !view.has.is_superset(&bitfield.ranges) {
-                        // Known before and grew since: the peer is downloading.
-                        if view.known {
-                            view.grew_at = Some(Instant::now());
-                        }
-                        view.has |= bitfield.ranges.clone();
-                    }
-                    view.known = true;
+                    let Shared { board, views, .. } = &mut *s;
+                    board.saw_bitfield(views, i, &bitfield.ranges, Instant::now());
                 }
                 self.offered.notify_waiters();
                 if bitfield.is_complete() {
@@ -607,6 +619,7 @@ impl Ctx<'_> {
                     board.next_for(i, views, Instant::now())
                 };
                 let Some(piece) = next else { break };
+                tracing::trace!(piece, "piece asked");
                 in_flight.push(async move { (piece, self.fetch_piece(i, source, piece).await) });
             }
             let Some((piece, end)) = in_flight.next().await else {
@@ -615,13 +628,8 @@ impl Ctx<'_> {
                 }
                 // Nothing for this provider now: wait for a bitfield update or a
                 // released piece.
-                let _ = tokio::time::timeout(Duration::from_millis(250), async {
-                    tokio::select! {
-                        () = self.changed.notified() => {}
-                        () = self.offered.notified() => {}
-                    }
-                })
-                .await;
+                let _ = tokio::time::timeout(Duration::from_millis(250), self.changed_or_offered())
+                    .await;
                 if source.closed() {
                     break Some("connection closed".to_string());
                 }
@@ -779,6 +787,12 @@ impl Ctx<'_> {
             .stream()
             .boxed();
         let mut seen = 0u64;
+        // An outside provider's piece also watches the peers' bitfields (should_yield);
+        // a LAN peer's only the board.
+        let outside = {
+            let s = self.lock();
+            s.views[i].origin || s.views[i].far
+        };
         // One stall clock per piece, pushed back only when bytes arrive (other workers'
         // completions wake this loop too, and must not reset it).
         let stall = tokio::time::sleep(self.options.stall_timeout);
@@ -787,8 +801,12 @@ impl Ctx<'_> {
             let item = tokio::select! {
                 item = stream.next() => item,
                 () = &mut stall => break PieceEnd::Stalled,
-                _ = self.changed.notified() => {
-                    if self.lock().board.is_done(piece) {
+                // Another worker finished the piece, or (from outside) a LAN peer now
+                // holds it whole: the rest is not worth the uplink.
+                () = self.news_for_piece(outside) => {
+                    let s = self.lock();
+                    if s.board.is_done(piece) || s.board.should_yield(piece, i, &s.views, Instant::now()) {
+                        tracing::debug!(piece, received = seen, "piece given up: another source has it");
                         break PieceEnd::Cancelled;
                     }
                     continue;

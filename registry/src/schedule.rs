@@ -3,19 +3,31 @@
 //! A blob is cut into pieces (whole BLAKE3 chunk groups). Every provider has a worker
 //! that asks this board for its next piece, given what that provider holds. The rules:
 //!
-//! - **own order**: each fetcher walks the pieces in its own shuffled order (seeded by
-//!   its node id), so nodes that start together pull *different* pieces from the origin
-//!   and can then trade them with each other. (Walking from an own offset is not
-//!   enough: once two walks meet they move in lockstep, and both nodes ask the origin
-//!   for the same pieces at the same moment, measured by bench/swarm.sh);
+//! - **own order**: each fetcher walks the pieces in its own shuffled order (by a hash
+//!   of its node id and the piece, [`walk_key`], so any node can tell another's walk),
+//!   so nodes that start together pull *different* pieces from the origin and can then
+//!   trade them with each other. (Walking from an own offset is not enough: once two
+//!   walks meet they move in lockstep, and both nodes ask the origin for the same
+//!   pieces at the same moment, measured by bench/swarm.sh);
 //! - **one taker per piece at the origin**: each piece has an owner among the fetching
-//!   nodes a fetcher knows (itself and its live peers), picked by rendezvous hashing on
-//!   the node ids, so nodes that know the same peers agree without talking. The
-//!   origin's worker takes the pieces this node owns first, and others' pieces only
-//!   when none of its own are left; so the origin sends each piece about once and the
-//!   nodes trade the rest. (A shuffled order alone still let two nodes pick the same
-//!   piece in the ~100 ms before either saw the other's bitfield: 1.2 x S origin
-//!   egress at N=8, measured by bench/swarm.sh);
+//!   nodes a fetcher knows (itself and its live LAN peers), picked by rendezvous
+//!   hashing on the node ids, so nodes that know the same peers agree without talking.
+//!   The origin's worker takes the pieces this node owns. A peer's pieces it takes
+//!   only once none of its own are left, and then at once only from a peer that is not
+//!   getting its share from outside (quiet: its bitfield did not grow in a piece of its
+//!   own within [`IN_PROGRESS`]); from a busy peer only after [`STEAL_AFTER`] (it may
+//!   be slow), never the next [`LEFT_TO_OWNER`] it will take, and starting with the
+//!   one it would reach last. Among idle nodes the one next in line for a piece (by
+//!   the same hash) takes it first, so two idle nodes do not pick the same one. (A
+//!   shuffled order alone let two nodes pick the same piece in the ~100 ms before
+//!   either saw the other's bitfield: 1.2 x S origin egress at N=8; taking a busy
+//!   peer's pieces as soon as one's own ran out still sent 5-7 pieces of 64 twice per
+//!   home at the end of a run; both measured by bench/swarm.sh and bench/nat.sh);
+//! - **give up what the LAN has**: a piece coming from outside is given up
+//!   ([`PieceBoard::should_yield`]) when a LAN peer now holds all of it, or is getting
+//!   it too and comes before this node in line for it (two nodes that started it
+//!   before they knew each other: one gives up). What was verified stays; the rest
+//!   comes over the LAN;
 //! - **peers before the origin**: the origin's worker skips pieces that a live peer
 //!   already holds (the peer serves them) and pieces a peer is downloading right now
 //!   (it holds part of the piece and its bitfield grew within [`IN_PROGRESS`]: it will
@@ -27,7 +39,8 @@
 //!   peer's bitfield arrived, and a small blob would come from the origin alone;
 //! - **endgame**: once nothing is pending, an idle worker duplicates the in-flight piece
 //!   that has been running longest, if it has run for [`ENDGAME_AFTER`] (at most two
-//!   workers per piece), so one slow provider cannot hold the last piece hostage;
+//!   workers per piece; from outside, not one a LAN peer holds), so one slow provider
+//!   cannot hold the last piece hostage;
 //! - a failed piece goes back to pending unless another worker still has it in flight.
 //!
 //! No I/O here: [`PieceBoard`] is driven by `fetch.rs` and tested exhaustively below.
@@ -59,6 +72,9 @@ pub struct ProviderView {
     pub known: bool,
     /// When `has` last grew (the peer is downloading).
     pub grew_at: Option<Instant>,
+    /// When `has` last grew in a piece this peer owns that no other LAN peer holds:
+    /// it is getting its share from outside (see [`PieceBoard::saw_bitfield`]).
+    pub own_growth_at: Option<Instant>,
     /// The provider's node id as a number ([`id_seed`]), for piece ownership.
     pub seed: u64,
 }
@@ -80,6 +96,7 @@ impl ProviderView {
             alive: true,
             known: true,
             grew_at: None,
+            own_growth_at: None,
             seed: 0,
         }
     }
@@ -92,10 +109,25 @@ impl ProviderView {
     /// Whether it is getting chunk range `r` right now: it holds part of it and its
     /// bitfield grew within [`IN_PROGRESS`] of `now`.
     fn is_getting(&self, r: &Range<u64>, now: Instant) -> bool {
-        self.grew_at
-            .is_some_and(|t| now.saturating_duration_since(t) < IN_PROGRESS)
-            && !self.has.is_disjoint(&chunk_ranges(r))
+        recent(self.grew_at, now) && !self.has.is_disjoint(&chunk_ranges(r))
     }
+
+    /// Whether it is getting its own share of the pieces from outside right now.
+    fn is_getting_its_share(&self, now: Instant) -> bool {
+        recent(self.own_growth_at, now)
+    }
+
+    /// Whether it is on this node's side of the uplink, as seen by `outsider` (a worker
+    /// for the origin, a web seed or a far peer): a live peer that is not outside
+    /// too. Its pieces are for the outsider to leave alone.
+    fn is_nearer_than(&self, outsider: &ProviderView) -> bool {
+        self.alive && !self.origin && !(outsider.far && self.far)
+    }
+}
+
+/// Whether `t` lies within [`IN_PROGRESS`] before `now`.
+fn recent(t: Option<Instant>, now: Instant) -> bool {
+    t.is_some_and(|t| now.saturating_duration_since(t) < IN_PROGRESS)
 }
 
 fn chunk_ranges(r: &Range<u64>) -> ChunkRanges {
@@ -115,10 +147,13 @@ pub struct PieceBoard {
     /// Chunk range of each piece; the last one is open-ended on the wire.
     ranges: Vec<Range<u64>>,
     state: Vec<PieceState>,
-    /// Piece indices in this fetcher's walking order (a permutation).
+    /// Piece indices in this fetcher's walking order (a permutation, by [`walk_key`]).
     order: Vec<usize>,
     /// When a worker first asked for a piece (the start of [`PEER_GRACE`]).
     first_ask: Option<Instant>,
+    /// Per outside worker: since when it has found none of this node's own pieces to
+    /// take (the start of [`STEAL_AFTER`]).
+    idle_since: Vec<Option<Instant>>,
     /// This fetcher's node id as a number ([`id_seed`]).
     seed: u64,
 }
@@ -130,19 +165,11 @@ fn mix(mut z: u64) -> u64 {
     z ^ (z >> 31)
 }
 
-/// `0..n` in an order that depends only on `seed` (Fisher-Yates driven by SplitMix64).
-fn shuffled(n: usize, seed: u64) -> Vec<usize> {
-    let mut state = seed;
-    let mut next = || {
-        state = state.wrapping_add(0x9e37_79b9_7f4a_7c15);
-        mix(state)
-    };
-    let mut order: Vec<usize> = (0..n).collect();
-    for i in (1..n).rev() {
-        let j = (next() % (i as u64 + 1)) as usize;
-        order.swap(i, j);
-    }
-    order
+/// Where the piece ending at chunk `end` comes in the walk of the node `seed`: each
+/// fetcher walks its pieces by this key, so any node can tell which of another's pieces
+/// that one will reach last (a piece's end is the same on every board).
+fn walk_key(seed: u64, end: u64) -> u64 {
+    mix(mix(seed) ^ end)
 }
 
 /// Rendezvous weight of the node `seed` for the piece ending at chunk `end` (a piece's
@@ -162,10 +189,16 @@ pub const PEER_GRACE: std::time::Duration = std::time::Duration::from_millis(500
 /// A peer whose bitfield grew this recently is downloading: the origin leaves the
 /// pieces it holds part of to it.
 pub const IN_PROGRESS: std::time::Duration = std::time::Duration::from_secs(1);
+/// An outside worker with none of this node's own pieces left takes a LAN peer's
+/// pieces at once when that peer is not getting its share, and after this long also
+/// when it is (it may be slow).
+pub const STEAL_AFTER: std::time::Duration = std::time::Duration::from_secs(2);
+/// A busy owner's next pieces, left to it also by patient takers.
+const LEFT_TO_OWNER: usize = 2;
 
 impl PieceBoard {
     /// Cuts `missing` (chunk ranges not held yet, within a blob of `size` bytes) into
-    /// pieces of about `piece_bytes`, walked in an order shuffled by `seed`.
+    /// pieces of about `piece_bytes`, walked in the order [`walk_key`] gives `seed`.
     pub fn new(size: u64, missing: &ChunkRanges, piece_bytes: u64, seed: u64) -> Self {
         let total_chunks = size.div_ceil(CHUNK).max(1);
         let piece_chunks = (piece_bytes / CHUNK)
@@ -188,12 +221,14 @@ impl PieceBoard {
                 s = e;
             }
         }
-        let order = shuffled(ranges.len(), seed);
+        let mut order: Vec<usize> = (0..ranges.len()).collect();
+        order.sort_by_key(|&i| walk_key(seed, ranges[i].end));
         Self {
             state: vec![PieceState::Pending; ranges.len()],
             ranges,
             order,
             first_ask: None,
+            idle_since: Vec::new(),
             seed,
         }
     }
@@ -248,34 +283,22 @@ impl PieceBoard {
         let outside = me.origin || me.far;
         let served_by_peer = |r: &Range<u64>| {
             providers.iter().enumerate().any(|(i, p)| {
-                i != worker
-                    && p.alive
-                    && !p.origin
-                    && !(me.far && p.far)
-                    && (p.holds(r) || p.is_getting(r, now))
+                i != worker && p.is_nearer_than(me) && (p.holds(r) || p.is_getting(r, now))
             })
         };
-        let takes = |i: usize| {
-            self.state[i] == PieceState::Pending
-                && me.holds(&self.ranges[i])
-                && !(outside && served_by_peer(&self.ranges[i]))
-        };
-        // Ownership is shared with the LAN peers only (each home takes its own copy
-        // from outside). Ties (equal seeds) count as owned, so a lone fetcher owns
-        // everything.
-        let owned = |i: usize| {
-            let end = self.ranges[i].end;
-            let mine = weight(self.seed, end);
-            providers
-                .iter()
-                .all(|p| p.origin || p.far || !p.alive || weight(p.seed, end) <= mine)
-        };
-        let mut candidates = self.order.iter().copied().filter(|&i| takes(i)).peekable();
-        let first = candidates.peek().copied();
-        let pending = if outside {
-            candidates.find(|&i| owned(i)).or(first)
-        } else {
-            first
+        let candidates: Vec<usize> = self
+            .order
+            .iter()
+            .copied()
+            .filter(|&i| {
+                self.state[i] == PieceState::Pending
+                    && me.holds(&self.ranges[i])
+                    && !(outside && served_by_peer(&self.ranges[i]))
+            })
+            .collect();
+        let pending = match outside {
+            true => self.outside_pick(worker, &candidates, providers, now),
+            false => candidates.first().copied(),
         };
         if let Some(i) = pending {
             self.state[i] = PieceState::InFlight {
@@ -287,7 +310,8 @@ impl PieceBoard {
         if self.state.contains(&PieceState::Pending) {
             return None;
         }
-        // Endgame: duplicate the longest-running piece this provider can serve.
+        // Endgame: duplicate the longest-running piece this provider can serve (from
+        // outside, only what no LAN peer holds: that one is on its way over the LAN).
         let mut best: Option<(usize, Instant)> = None;
         for (i, s) in self.state.iter().enumerate() {
             if let PieceState::InFlight { workers, since } = s {
@@ -295,6 +319,7 @@ impl PieceBoard {
                     && now.saturating_duration_since(*since) >= ENDGAME_AFTER
                     && !workers.contains(&worker)
                     && me.holds(&self.ranges[i])
+                    && !(outside && self.lan_holds(i, worker, providers))
                     && best.is_none_or(|(_, t)| *since < t)
                 {
                     best = Some((i, *since));
@@ -306,6 +331,157 @@ impl PieceBoard {
             workers.push(worker);
         }
         Some(i)
+    }
+
+    /// Which of `candidates` (pending, in this node's walking order) the outside worker
+    /// `worker` takes. Each piece has an owner among the LAN peers (rendezvous hashing),
+    /// so a home takes it from outside once: this node's own pieces first. Once none
+    /// is left, a peer's pieces: all of them from a peer that is not getting its share
+    /// from outside (gone quiet, or not started), and after [`STEAL_AFTER`] also from
+    /// one that is (it may be slow), but never the next [`LEFT_TO_OWNER`] it will take.
+    /// Of those, the ones this node comes earliest in line for (so two idle nodes do
+    /// not take the same), then the one its owner would reach last. (Taking a busy
+    /// owner's pieces sooner only made two nodes ask the origin for one piece: a peer's
+    /// start on a piece shows in its bitfield a few hundred ms late.)
+    fn outside_pick(
+        &mut self,
+        worker: usize,
+        candidates: &[usize],
+        providers: &[ProviderView],
+        now: Instant,
+    ) -> Option<usize> {
+        if self.idle_since.len() <= worker {
+            self.idle_since.resize(worker + 1, None);
+        }
+        let owners: Vec<Option<usize>> = candidates
+            .iter()
+            .map(|&i| self.owner(i, providers))
+            .collect();
+        if let Some(k) = owners.iter().position(Option::is_none) {
+            self.idle_since[worker] = None;
+            return Some(candidates[k]);
+        }
+        let idle_since = *self.idle_since[worker].get_or_insert(now);
+        let patient = now.saturating_duration_since(idle_since) >= STEAL_AFTER;
+        // Each peer's pieces in the order it walks them.
+        let mut theirs: Vec<(usize, u64, usize)> = candidates
+            .iter()
+            .zip(&owners)
+            .filter_map(|(&i, owner)| {
+                let x = (*owner)?;
+                Some((x, walk_key(providers[x].seed, self.ranges[i].end), i))
+            })
+            .collect();
+        theirs.sort_unstable();
+        let mut best: Option<((std::cmp::Reverse<usize>, u64), usize)> = None;
+        let mut group_start = 0;
+        for (k, &(x, key, i)) in theirs.iter().enumerate() {
+            if k > 0 && theirs[k - 1].0 != x {
+                group_start = k;
+            }
+            let reached_before = k - group_start;
+            let takeable = !providers[x].is_getting_its_share(now)
+                || (patient && reached_before >= LEFT_TO_OWNER);
+            let rank = (std::cmp::Reverse(self.rank(i, providers)), key);
+            if takeable && best.is_none_or(|(b, _)| rank > b) {
+                best = Some((rank, i));
+            }
+        }
+        best.map(|(_, i)| i)
+    }
+
+    /// Who owns `piece` among this node and its live LAN peers: the highest rendezvous
+    /// weight; `None` when this node does (also on a tie, so a lone fetcher owns all).
+    fn owner(&self, piece: usize, providers: &[ProviderView]) -> Option<usize> {
+        let end = self.ranges[piece].end;
+        let mut best = (weight(self.seed, end), None);
+        for (i, p) in providers.iter().enumerate() {
+            if p.alive && !p.origin && !p.far && weight(p.seed, end) > best.0 {
+                best = (weight(p.seed, end), Some(i));
+            }
+        }
+        best.1
+    }
+
+    /// How many live LAN peers come before this node for `piece` (0: it owns it).
+    fn rank(&self, piece: usize, providers: &[ProviderView]) -> usize {
+        let end = self.ranges[piece].end;
+        let mine = weight(self.seed, end);
+        providers
+            .iter()
+            .filter(|p| p.alive && !p.origin && !p.far && weight(p.seed, end) > mine)
+            .count()
+    }
+
+    /// Whether a peer nearer than the outside provider `worker` holds all of `piece`.
+    fn lan_holds(&self, piece: usize, worker: usize, providers: &[ProviderView]) -> bool {
+        let Some(me) = providers.get(worker) else {
+            return false;
+        };
+        let r = &self.ranges[piece];
+        providers
+            .iter()
+            .enumerate()
+            .any(|(i, p)| i != worker && p.is_nearer_than(me) && p.holds(r))
+    }
+
+    /// Whether `worker` should give `piece` up: it is an outside provider and a LAN
+    /// peer now holds the whole piece (it came from elsewhere meanwhile), or is getting
+    /// it too and comes before this node in line for it (both started it before they
+    /// saw each other: exactly one of them gives up). The rest comes over the LAN and
+    /// the uplink is spared; what was verified stays stored.
+    pub fn should_yield(
+        &self,
+        piece: usize,
+        worker: usize,
+        providers: &[ProviderView],
+        now: Instant,
+    ) -> bool {
+        let Some(me) = providers.get(worker) else {
+            return false;
+        };
+        let (r, end) = (&self.ranges[piece], self.ranges[piece].end);
+        (me.origin || me.far)
+            && providers.iter().enumerate().any(|(i, p)| {
+                i != worker
+                    && p.is_nearer_than(me)
+                    && (p.holds(r)
+                        || (p.is_getting(r, now) && weight(p.seed, end) > weight(self.seed, end)))
+            })
+    }
+
+    /// Provider `i` said it holds `ranges` (an observe answer): its view grows, dated
+    /// (it is downloading, also when this is its first answer and holds only part);
+    /// growth in a piece it owns that no other LAN peer holds dates
+    /// [`ProviderView::own_growth_at`]: it is getting its share from outside.
+    pub fn saw_bitfield(
+        &self,
+        providers: &mut [ProviderView],
+        i: usize,
+        ranges: &ChunkRanges,
+        now: Instant,
+    ) {
+        let Some(view) = providers.get(i) else { return };
+        let added = ranges.difference(&view.has);
+        if !added.is_empty() {
+            let own = (0..self.ranges.len()).any(|k| {
+                let r = &self.ranges[k];
+                self.state[k] != PieceState::Done
+                    && self.owner(k, providers) == Some(i)
+                    && !added.is_disjoint(&chunk_ranges(r))
+                    && !providers
+                        .iter()
+                        .enumerate()
+                        .any(|(j, p)| j != i && p.alive && !p.origin && !p.far && p.holds(r))
+            });
+            let view = &mut providers[i];
+            view.grew_at = Some(now);
+            if own {
+                view.own_growth_at = Some(now);
+            }
+            view.has |= added;
+        }
+        providers[i].known = true;
     }
 
     /// `piece` is verified and stored.
@@ -361,6 +537,20 @@ mod tests {
         }
     }
 
+    /// A LAN peer as a test sees it: known, alive, holding `has`, not growing.
+    fn lan_peer(seed: u64, has: ChunkRanges) -> ProviderView {
+        ProviderView {
+            has,
+            origin: false,
+            far: false,
+            alive: true,
+            known: true,
+            grew_at: None,
+            own_growth_at: None,
+            seed,
+        }
+    }
+
     fn chunks(a: u64, b: u64) -> ChunkRanges {
         ChunkRanges::from(ChunkNum(a)..ChunkNum(b))
     }
@@ -397,7 +587,7 @@ mod tests {
     }
 
     #[test]
-    fn fetchers_walk_their_own_shuffled_order() {
+    fn fetchers_walk_their_own_order() {
         let now = Instant::now();
         let p = vec![ProviderView::full(true)];
         let walk = |seed: u64| {
@@ -441,13 +631,8 @@ mod tests {
             let mut p = vec![ProviderView::full(true)];
             for &other in seeds.iter().filter(|&&s| s != me) {
                 p.push(ProviderView {
-                    has: ChunkRanges::empty(),
-                    origin: false,
-                    far: false,
                     alive: alive.contains(&other),
-                    known: true,
-                    grew_at: None,
-                    seed: other,
+                    ..lan_peer(other, ChunkRanges::empty())
                 });
             }
             let mut b = PieceBoard::new(60 * MIB, &all_missing(), MIB, me);
@@ -489,15 +674,7 @@ mod tests {
     fn the_origin_leaves_pieces_a_free_peer_holds() {
         let now = Instant::now();
         let mut b = PieceBoard::new(4 * MIB, &all_missing(), MIB, 0).in_order();
-        let peer_has = ProviderView {
-            has: chunks(0, 2048),
-            origin: false,
-            far: false,
-            alive: true,
-            known: true,
-            grew_at: None,
-            seed: 0,
-        };
+        let peer_has = lan_peer(0, chunks(0, 2048));
         let p = vec![ProviderView::full(true), peer_has];
         assert_eq!(b.next_for(0, &p, now), Some(2), "origin skips pieces 0,1");
         assert_eq!(b.next_for(1, &p, now), Some(0));
@@ -505,8 +682,20 @@ mod tests {
         // Piece 1 waits for the peer, even while the peer is busy.
         assert_eq!(b.next_for(0, &p, now), None);
         assert_eq!(b.next_for(1, &p, now), Some(1));
-        // Endgame: with nothing pending, the origin may duplicate the peer's oldest piece.
-        assert_eq!(b.next_for(0, &p, now + ENDGAME_AFTER), Some(0));
+        // Endgame: with nothing pending, the origin does not duplicate what the peer
+        // holds (it comes over the LAN), only what it does not.
+        assert_eq!(b.next_for(0, &p, now + ENDGAME_AFTER), None);
+        let mut b = PieceBoard::new(4 * MIB, &all_missing(), MIB, 0).in_order();
+        let mut q = p.clone();
+        q.push(ProviderView::full(false));
+        assert_eq!(b.next_for(2, &q, now), Some(0), "a third provider");
+        b.complete(1);
+        b.complete(2);
+        b.complete(3);
+        q[1].has = chunks(1024, 4096);
+        assert_eq!(b.next_for(0, &q, now + ENDGAME_AFTER), None, "q[2] holds 0");
+        q[2].has = chunks(1024, 4096);
+        assert_eq!(b.next_for(0, &q, now + ENDGAME_AFTER), Some(0));
     }
 
     #[test]
@@ -520,6 +709,7 @@ mod tests {
             alive: true,
             known: true,
             grew_at: None,
+            own_growth_at: None,
             seed,
         };
         // Worker 0: a far peer holding everything; worker 1: a LAN peer with pieces 0, 1;
@@ -549,17 +739,169 @@ mod tests {
     }
 
     #[test]
+    fn an_idle_fetcher_leaves_a_busy_peer_its_pieces_until_it_seems_slow() {
+        let t0 = Instant::now();
+        let (me, peer) = (1u64, 2u64);
+        let mut p = vec![
+            ProviderView::full(true),
+            lan_peer(peer, ChunkRanges::empty()),
+        ];
+        p[1].own_growth_at = Some(t0);
+        let mut b = PieceBoard::new(32 * MIB, &all_missing(), MIB, me);
+        let theirs: Vec<usize> = (0..b.len())
+            .filter(|&i| b.owner(i, &p) == Some(1))
+            .collect();
+        let mine = b.len() - theirs.len();
+        assert!(mine > 4 && theirs.len() > 4, "{mine} / {}", theirs.len());
+        // Its own pieces first.
+        let own: Vec<usize> = std::iter::from_fn(|| b.next_for(0, &p, t0)).collect();
+        assert_eq!(own.len(), mine);
+        assert!(own.iter().all(|&i| b.owner(i, &p).is_none()));
+        // Then none of the busy peer's, until STEAL_AFTER.
+        let t1 = t0 + STEAL_AFTER / 2;
+        p[1].own_growth_at = Some(t1);
+        assert_eq!(b.next_for(0, &p, t1), None);
+        // Then the peer's pieces from the end of its walk, but never its next two.
+        let t2 = t0 + STEAL_AFTER;
+        p[1].own_growth_at = Some(t2);
+        let mut walk = theirs.clone();
+        walk.sort_by_key(|&i| walk_key(peer, b.ranges[i].end));
+        let taken: Vec<usize> = std::iter::from_fn(|| b.next_for(0, &p, t2)).collect();
+        let expected: Vec<usize> = walk[LEFT_TO_OWNER..].iter().rev().copied().collect();
+        assert_eq!(taken, expected);
+        // A peer gone quiet leaves those to others too.
+        let t3 = t2 + IN_PROGRESS;
+        assert_eq!(b.next_for(0, &p, t3), Some(walk[1]));
+        assert_eq!(b.next_for(0, &p, t3), Some(walk[0]));
+        // Taking one's own piece again restarts the wait.
+        let mut b = PieceBoard::new(32 * MIB, &all_missing(), MIB, me);
+        p[1].own_growth_at = Some(t0);
+        let own: Vec<usize> = std::iter::from_fn(|| b.next_for(0, &p, t0)).collect();
+        b.release(own[0], 0);
+        assert_eq!(b.next_for(0, &p, t2), Some(own[0]));
+        p[1].own_growth_at = Some(t2);
+        assert_eq!(b.next_for(0, &p, t2), None, "idle only from now");
+    }
+
+    #[test]
+    fn idle_fetchers_take_a_quiet_peers_pieces_in_different_orders() {
+        let now = Instant::now();
+        let quiet = 7u64;
+        // What `me` takes from the origin of the quiet peer's pieces, in order, with the
+        // end of each.
+        let take = |me: u64, other: u64| {
+            let p = vec![
+                ProviderView::full(true),
+                lan_peer(other, ChunkRanges::empty()),
+                lan_peer(quiet, ChunkRanges::empty()),
+            ];
+            let mut b = PieceBoard::new(48 * MIB, &all_missing(), MIB, me);
+            let order: Vec<usize> = std::iter::from_fn(|| b.next_for(0, &p, now)).collect();
+            assert_eq!(order.len(), 48, "a quiet peer's pieces are all taken");
+            order
+                .into_iter()
+                .filter(|&i| b.owner(i, &p) == Some(2))
+                .map(|i| b.ranges[i].end)
+                .collect::<Vec<u64>>()
+        };
+        for (me, other) in [(5u64, 6u64), (6, 5)] {
+            let ends = take(me, other);
+            let second = |end: &u64| weight(me, *end) > weight(other, *end);
+            let firsts = ends.iter().take_while(|e| second(e)).count();
+            assert!(firsts > 2, "{me} is second for {firsts}: {ends:?}");
+            assert!(
+                ends[firsts..].iter().all(|e| !second(e)),
+                "{me} takes the pieces it is second in line for first: {ends:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_piece_from_outside_is_given_up_to_a_lan_peer_that_has_it_or_comes_first() {
+        let now = Instant::now();
+        let b = PieceBoard::new(16 * MIB, &all_missing(), MIB, 10).in_order();
+        let mut p = vec![ProviderView::full(true), lan_peer(20, ChunkRanges::empty())];
+        let whole = |i: usize| chunks(b.ranges[i].start, b.ranges[i].end);
+        let part = |i: usize| chunks(b.ranges[i].start, b.ranges[i].start + 16);
+        let before = (0..16).find(|&i| weight(20, b.ranges[i].end) > weight(10, b.ranges[i].end));
+        let after = (0..16).find(|&i| weight(20, b.ranges[i].end) < weight(10, b.ranges[i].end));
+        let (Some(before), Some(after)) = (before, after) else {
+            panic!("both kinds of piece among 16")
+        };
+        assert!(!b.should_yield(before, 0, &p, now), "the peer has nothing");
+        p[1].has = whole(before);
+        assert!(
+            b.should_yield(before, 0, &p, now),
+            "the peer holds it whole"
+        );
+        assert!(
+            !b.should_yield(before, 1, &p, now),
+            "only outside providers give up"
+        );
+        // Both getting the same piece: the one later in line gives up.
+        p[1].has = part(before) | part(after);
+        p[1].grew_at = Some(now);
+        assert!(b.should_yield(before, 0, &p, now));
+        assert!(!b.should_yield(after, 0, &p, now));
+        assert!(
+            !b.should_yield(before, 0, &p, now + IN_PROGRESS),
+            "it stopped"
+        );
+        // A far peer (worker 0 now) gives up to a LAN peer, not to another far one.
+        p[0] = ProviderView {
+            far: true,
+            ..lan_peer(30, ChunkRanges::all())
+        };
+        p[1].has = whole(before);
+        assert!(b.should_yield(before, 0, &p, now));
+        p[1].far = true;
+        assert!(!b.should_yield(before, 0, &p, now));
+    }
+
+    #[test]
+    fn a_bitfield_tells_who_is_downloading_and_who_gets_its_share() {
+        let t = Instant::now();
+        let b = PieceBoard::new(16 * MIB, &all_missing(), MIB, 10).in_order();
+        let mut p = vec![
+            ProviderView::full(true),
+            lan_peer(20, ChunkRanges::empty()),
+            lan_peer(30, ChunkRanges::empty()),
+        ];
+        p[1].known = false;
+        let theirs: Vec<usize> = (0..16).filter(|&i| b.owner(i, &p) == Some(1)).collect();
+        let mine = (0..16).find(|&i| b.owner(i, &p).is_none());
+        let (Some(mine), [a, c, ..]) = (mine, theirs.as_slice()) else {
+            panic!("pieces of both among 16")
+        };
+        let part = |i: usize| chunks(b.ranges[i].start, b.ranges[i].start + 16);
+        // A first answer holding part of a piece: known, and downloading.
+        b.saw_bitfield(&mut p, 1, &part(mine), t);
+        assert!(p[1].known && p[1].grew_at == Some(t), "{:?}", p[1]);
+        assert_eq!(p[1].own_growth_at, None, "a piece this node owns");
+        // Growth in a piece of its own that no other LAN peer holds: it is getting its
+        // share from outside.
+        let t1 = t + ENDGAME_AFTER;
+        let grown = part(mine) | part(*a);
+        b.saw_bitfield(&mut p, 1, &grown, t1);
+        assert_eq!((p[1].grew_at, p[1].own_growth_at), (Some(t1), Some(t1)));
+        assert_eq!(p[1].has, grown);
+        // The same answer again dates nothing.
+        b.saw_bitfield(&mut p, 1, &grown, t1 + IN_PROGRESS);
+        assert_eq!((p[1].grew_at, p[1].own_growth_at), (Some(t1), Some(t1)));
+        // Growth in its own piece that another LAN peer holds whole may come from there.
+        let t2 = t1 + IN_PROGRESS;
+        p[2].has = chunks(b.ranges[*c].start, b.ranges[*c].end);
+        b.saw_bitfield(&mut p, 1, &(grown | part(*c)), t2);
+        assert_eq!((p[1].grew_at, p[1].own_growth_at), (Some(t2), Some(t1)));
+    }
+
+    #[test]
     fn the_origin_leaves_pieces_a_downloading_peer_is_getting() {
         let now = Instant::now();
         // The peer holds half of piece 0 and its bitfield grew just now.
         let downloading = ProviderView {
-            has: chunks(0, 512),
-            origin: false,
-            far: false,
-            alive: true,
-            known: true,
             grew_at: Some(now),
-            seed: 0,
+            ..lan_peer(0, chunks(0, 512))
         };
         let mut p = vec![ProviderView::full(true), downloading];
         let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
@@ -584,13 +926,8 @@ mod tests {
     fn the_origin_waits_briefly_for_peers_to_say_what_they_hold() {
         let now = Instant::now();
         let unknown = ProviderView {
-            has: ChunkRanges::empty(),
-            origin: false,
-            far: false,
-            alive: true,
             known: false,
-            grew_at: None,
-            seed: 0,
+            ..lan_peer(0, ChunkRanges::empty())
         };
         let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
         let mut p = vec![ProviderView::full(true), unknown.clone()];
@@ -624,15 +961,7 @@ mod tests {
     fn a_peer_only_gets_pieces_it_holds_and_dead_providers_get_nothing() {
         let now = Instant::now();
         let mut b = PieceBoard::new(4 * MIB, &all_missing(), MIB, 0).in_order();
-        let mut p = vec![ProviderView {
-            has: chunks(2048, 3072),
-            origin: false,
-            far: false,
-            alive: true,
-            known: true,
-            grew_at: None,
-            seed: 0,
-        }];
+        let mut p = vec![lan_peer(0, chunks(2048, 3072))];
         assert_eq!(b.next_for(0, &p, now), Some(2));
         assert_eq!(b.next_for(0, &p, now), None, "nothing else it holds");
         p[0].alive = false;
@@ -645,15 +974,11 @@ mod tests {
     fn released_pieces_go_back_and_endgame_duplicates_the_oldest() {
         let t0 = Instant::now();
         let t1 = t0 + ENDGAME_AFTER;
-        let p = vec![
-            ProviderView::full(true),
-            ProviderView::full(false),
-            ProviderView::full(false),
-        ];
+        let p = vec![ProviderView::full(false); 3];
         let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
         assert_eq!(b.next_for(1, &p, t0), Some(0));
         assert_eq!(b.next_for(2, &p, t1), Some(1));
-        // Nothing pending: the origin duplicates the piece in flight longest, once it
+        // Nothing pending: worker 0 duplicates the piece in flight longest, once it
         // has been in flight long enough.
         assert_eq!(b.next_for(0, &p, t0), None);
         assert_eq!(b.next_for(0, &p, t1), Some(0));
@@ -689,15 +1014,7 @@ mod tests {
             };
             let mut p = vec![
                 ProviderView::full(true),
-                ProviderView {
-                    has: chunks(0, 3000),
-                    origin: false,
-                    far: false,
-                    alive: true,
-                    known: true,
-                    grew_at: None,
-                    seed: 0,
-                },
+                lan_peer(0, chunks(0, 3000)),
                 ProviderView::full(false),
             ];
             let mut b = PieceBoard::new(5 * MIB, &all_missing(), MIB, seed);
