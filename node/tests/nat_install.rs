@@ -57,27 +57,15 @@ fn home_servers_behind_both_nat_kinds_join_with_a_ticket_and_install_from_peers(
     lab.bridge(&public, "br0");
     let origin_ns = lab.host("o");
     lab.plug(&origin_ns, "eth0", "198.18.0.1/24", &public, "br0");
-    let mut homes = Vec::new();
-    for (h, symmetric) in [(1, false), (2, true)] {
-        let router = lab.router(
-            &format!("r{h}"),
-            &format!("198.18.0.1{h}/24"),
-            (&public, "br0"),
-            &format!("192.168.{h}.1/24"),
-            symmetric,
-        );
-        let hosts: Vec<String> = (1..=2)
-            .map(|i| {
-                lab.home_host(
-                    &format!("h{h}n{i}"),
-                    &format!("192.168.{h}.{}/24", 10 + i),
-                    &router,
-                    &format!("192.168.{h}.1"),
-                )
-            })
-            .collect();
-        homes.push(hosts);
-    }
+    let homes: Vec<Vec<String>> = [(1, false), (2, true)]
+        .into_iter()
+        .map(|(h, symmetric)| {
+            lab.home(&public, h, symmetric, 2)
+                .into_iter()
+                .map(|(ns, _)| ns)
+                .collect()
+        })
+        .collect();
 
     // The origin and its relay, on the public network.
     let origin_data = w.join("origin");
@@ -238,6 +226,19 @@ fn home_servers_behind_both_nat_kinds_join_with_a_ticket_and_install_from_peers(
         );
         // From its neighbour, straight over the LAN.
         path_to(&data, &format!("192.168.{h}."), "direct");
+        // Bound to every address, it says where peers dial it: its LAN address.
+        let swarm = status(&data)["swarm"].clone();
+        assert!(
+            swarm["addr"]
+                .as_str()
+                .is_some_and(|a| a.contains("@0.0.0.0:"))
+                && swarm["direct_addrs"]
+                    .as_array()
+                    .is_some_and(|d| d.iter().any(|a| a
+                        .as_str()
+                        .is_some_and(|a| a.starts_with(&format!("192.168.{h}."))))),
+            "{swarm}"
+        );
     }
     drop(daemons);
 }

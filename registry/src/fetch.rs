@@ -430,6 +430,16 @@ enum PieceSource<'s> {
 }
 
 impl PieceSource<'_> {
+    /// Whether the peer is reached only through a relay right now.
+    fn relayed(&self) -> bool {
+        match self {
+            Self::Peer(conn) => conn.paths().iter().any(|p| {
+                p.is_selected() && matches!(p.remote_addr(), iroh::TransportAddr::Relay(_))
+            }),
+            Self::Web(_) => false,
+        }
+    }
+
     /// Whether the provider is gone for good (a peer closed its connection).
     fn closed(&self) -> bool {
         match self {
@@ -478,6 +488,7 @@ impl Ctx<'_> {
                 ChunkRanges::empty()
             },
             origin,
+            relayed: false,
             alive: true,
             known: origin,
             grew_at: None,
@@ -612,10 +623,12 @@ impl Ctx<'_> {
         let mut in_flight = FuturesUnordered::new();
         let end = loop {
             // Keep the pipeline full.
+            let relayed = source.relayed();
             while in_flight.len() < self.options.requests_per_provider.max(1) {
                 let next = {
                     let mut s = self.lock();
                     let Shared { board, views, .. } = &mut *s;
+                    views[i].relayed = relayed;
                     board.next_for(i, views, Instant::now())
                 };
                 let Some(piece) = next else { break };

@@ -65,6 +65,12 @@ pub struct ProviderView {
     /// like the origin, it gets only the pieces no LAN peer holds or is getting, and
     /// this node's own share of them, so a home takes each piece from outside once.
     pub far: bool,
+    /// Reached only through a relay right now: a far peer so reached is the last
+    /// resort, asked for nothing while an origin (or web seed) is alive, and its pieces
+    /// are not left to it. (Relayed bytes cross the relay host's
+    /// uplink, often the origin's own, with more overhead than the origin's: measured
+    /// by bench/nat.sh, 2.5 x S origin egress when homes traded through the relay.)
+    pub relayed: bool,
     /// False once the provider failed for good (dead, bad data, too many stalls).
     pub alive: bool,
     /// Whether `has` is what the provider said (its first bitfield arrived); always for
@@ -93,6 +99,7 @@ impl ProviderView {
             has: ChunkRanges::all(),
             origin,
             far: false,
+            relayed: false,
             alive: true,
             known: true,
             grew_at: None,
@@ -119,9 +126,10 @@ impl ProviderView {
 
     /// Whether it is on this node's side of the uplink, as seen by `outsider` (a worker
     /// for the origin, a web seed or a far peer): a live peer that is not outside
-    /// too. Its pieces are for the outsider to leave alone.
+    /// too, nor a far one reached through a relay (the last resort). Its pieces are for
+    /// the outsider to leave alone.
     fn is_nearer_than(&self, outsider: &ProviderView) -> bool {
-        self.alive && !self.origin && !(outsider.far && self.far)
+        self.alive && !self.origin && !(self.far && (outsider.far || self.relayed))
     }
 }
 
@@ -268,7 +276,10 @@ impl PieceBoard {
         now: Instant,
     ) -> Option<usize> {
         let me = providers.get(worker)?;
-        if !me.alive {
+        let origin_there = || {
+            (0..providers.len()).any(|j| j != worker && providers[j].origin && providers[j].alive)
+        };
+        if !me.alive || (me.relayed && me.far && !me.origin && origin_there()) {
             return None;
         }
         let first_ask = *self.first_ask.get_or_insert(now);
@@ -543,6 +554,7 @@ mod tests {
             has,
             origin: false,
             far: false,
+            relayed: false,
             alive: true,
             known: true,
             grew_at: None,
@@ -703,14 +715,8 @@ mod tests {
         let now = Instant::now();
         let mut b = PieceBoard::new(4 * MIB, &all_missing(), MIB, 0).in_order();
         let view = |has: ChunkRanges, far: bool, seed: u64| ProviderView {
-            has,
-            origin: false,
             far,
-            alive: true,
-            known: true,
-            grew_at: None,
-            own_growth_at: None,
-            seed,
+            ..lan_peer(seed, has)
         };
         // Worker 0: a far peer holding everything; worker 1: a LAN peer with pieces 0, 1;
         // worker 2: a far peer holding pieces 0..3.
@@ -736,6 +742,40 @@ mod tests {
         let far_only = vec![view(ChunkRanges::all(), true, u64::MAX)];
         assert_eq!(solo.next_for(0, &far_only, now), Some(0));
         assert_eq!(solo.next_for(0, &far_only, now), Some(1));
+    }
+
+    #[test]
+    fn a_relayed_peer_gives_only_what_no_origin_can() {
+        let now = Instant::now();
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
+        let relayed = ProviderView {
+            far: true,
+            relayed: true,
+            ..lan_peer(9, ChunkRanges::all())
+        };
+        let mut p = vec![relayed, ProviderView::full(true)];
+        assert_eq!(b.next_for(0, &p, now), None, "the origin is there");
+        let mut o = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
+        let relayed_origin = vec![ProviderView {
+            relayed: true,
+            ..ProviderView::full(true)
+        }];
+        assert_eq!(
+            o.next_for(0, &relayed_origin, now),
+            Some(0),
+            "an origin behind a relay"
+        );
+        p[1].alive = false;
+        assert_eq!(b.next_for(0, &p, now), Some(0), "the origin is gone");
+        // The origin does not leave it what it holds.
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
+        p[1].alive = true;
+        assert_eq!(b.next_for(1, &p, now), Some(0));
+        // Once a hole is punched (direct), it is a far peer like any other.
+        let mut b = PieceBoard::new(2 * MIB, &all_missing(), MIB, 0).in_order();
+        p[1].alive = true;
+        p[0].relayed = false;
+        assert_eq!(b.next_for(0, &p, now), Some(0));
     }
 
     #[test]

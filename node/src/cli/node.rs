@@ -259,7 +259,18 @@ pub fn node(cmd: NodeCommand) -> anyhow::Result<ExitCode> {
                     None => println!("catalog  none verified yet"),
                 }
                 let sw = &v["swarm"];
-                println!("swarm    {}", sw["addr"].as_str().unwrap_or("?"));
+                let addr = sw["addr"].as_str().unwrap_or("?");
+                println!("swarm    {addr}");
+                let direct: Vec<&str> = sw["direct_addrs"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|a| a.as_str())
+                    .collect();
+                // Bound to every address: where peers dial it.
+                if !direct.is_empty() && !direct.iter().all(|d| addr.ends_with(&format!("@{d}"))) {
+                    println!("         dialled at {}", direct.join(", "));
+                }
                 for d in sw["dht"].as_array().into_iter().flatten() {
                     println!(
                         "dht      {} ({} peers known)",

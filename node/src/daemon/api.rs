@@ -236,6 +236,8 @@ pub(super) async fn status_json(node: &Node) -> serde_json::Value {
     let f = &node.metrics.fetched;
     let swarm = json!({
         "addr": node.swarm.node.addr().to_string(),
+        // Where peers dial it (differs from `addr` when bound to every address).
+        "direct_addrs": node.swarm.node.direct_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "dht": node.swarm.dht_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
         "origin": node.cfg.origin.as_ref().map(|o| o.to_string()),
         "peers": node.cfg.peers.iter().map(|p| p.to_string()).collect::<Vec<_>>(),

@@ -144,6 +144,37 @@ impl Lab {
         ns
     }
 
+    /// Home network `h` (1-9) behind its NAT router `r{h}` (WAN 198.18.0.1{h} on bridge
+    /// `br0` of `public`, LAN 192.168.{h}.0/24; `symmetric` as in [`Lab::router`]), with
+    /// `hosts` hosts `h{h}n{i}` at 192.168.{h}.(10 + i): their namespaces and IPs.
+    pub fn home(
+        &mut self,
+        public: &str,
+        h: u8,
+        symmetric: bool,
+        hosts: u8,
+    ) -> Vec<(String, String)> {
+        let router = self.router(
+            &format!("r{h}"),
+            &format!("198.18.0.1{h}/24"),
+            (public, "br0"),
+            &format!("192.168.{h}.1/24"),
+            symmetric,
+        );
+        (1..=hosts)
+            .map(|i| {
+                let ip = format!("192.168.{h}.{}", 10 + i);
+                let ns = self.home_host(
+                    &format!("h{h}n{i}"),
+                    &format!("{ip}/24"),
+                    &router,
+                    &format!("192.168.{h}.1"),
+                );
+                (ns, ip)
+            })
+            .collect()
+    }
+
     /// `archy ARGS` run in `ns`'s network. Through `nsenter`, which changes only the
     /// network namespace: `ip netns exec` mounts a sysfs of its own over `/sys`, which
     /// hides the cgroup file system the process runtime confines apps with.

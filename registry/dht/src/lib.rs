@@ -536,7 +536,7 @@ async fn run(
 ) {
     let mut pending: HashMap<QueryId, Pending> = HashMap::new();
     let mut inbound = inbound::InboundPolicy::new(cfg.inbound);
-    let mut seen_ips: HashMap<PeerId, HashSet<std::net::IpAddr>> = HashMap::new();
+    let mut seen: HashMap<PeerId, Seen> = HashMap::new();
     let mut lan_peers: HashSet<PeerId> = HashSet::new();
     let mut gather = tokio::time::interval(PROVIDERS_GATHER / 4);
     gather.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -571,7 +571,7 @@ async fn run(
                 SwarmEvent::Behaviour(BehaviourEvent::Mdns(mdns::Event::Discovered(found))) => {
                     add_lan_peers(&mut swarm, &mut lan_peers, found);
                 }
-                event => handle_event(&mut swarm, &mut pending, &mut inbound, &mut seen_ips, event),
+                event => handle_event(&mut swarm, &mut pending, &mut inbound, &mut seen, event),
             },
             _ = gather.tick() => answer_gathered_lookups(&mut swarm, &mut pending),
             _ = republish.tick() => {
@@ -710,20 +710,50 @@ pub fn is_lan_ip(ip: std::net::IpAddr) -> bool {
 /// Most addresses taken from what one peer says about itself.
 const MAX_SELF_REPORTED_ADDRS: usize = 8;
 
+/// How a connected peer was seen: the IPs its connections came from, and the address
+/// of its latest. Kept while it has a connection open.
+#[derive(Debug, Default)]
+struct Seen {
+    ips: HashSet<std::net::IpAddr>,
+    last: Option<Multiaddr>,
+}
+
+/// A provider record fit to keep: one that came with no address (a node behind NAT
+/// has no external address to send) gets the one its sender was seen at. Otherwise
+/// kad leaves it out of every answer, as it knows no address for it (such a node is in
+/// nobody's routing table outside its LAN): nodes in other homes could not find it, and
+/// they dial it by its signed address record anyway, never by this address.
+fn with_seen_address(mut record: kad::ProviderRecord, seen: Option<&Seen>) -> kad::ProviderRecord {
+    if record.addresses.is_empty() {
+        record.addresses.extend(seen.and_then(|s| s.last.clone()));
+    }
+    record
+}
+
 fn handle_event(
     swarm: &mut Swarm<Behaviour>,
     pending: &mut HashMap<QueryId, Pending>,
     inbound: &mut inbound::InboundPolicy,
-    seen_ips: &mut HashMap<PeerId, HashSet<std::net::IpAddr>>,
+    seen: &mut HashMap<PeerId, Seen>,
     event: SwarmEvent<BehaviourEvent>,
 ) {
     match event {
         SwarmEvent::ConnectionEstablished {
             peer_id, endpoint, ..
         } => {
-            if let Some(ip) = socket_of(endpoint.get_remote_address()).map(|a| a.ip()) {
-                seen_ips.entry(peer_id).or_default().insert(ip);
+            let remote = endpoint.get_remote_address();
+            if let Some(ip) = socket_of(remote).map(|a| a.ip()) {
+                let s = seen.entry(peer_id).or_default();
+                s.ips.insert(ip);
+                s.last = Some(remote.clone());
             }
+        }
+        SwarmEvent::ConnectionClosed {
+            peer_id,
+            num_established: 0,
+            ..
+        } => {
+            seen.remove(&peer_id);
         }
         SwarmEvent::Behaviour(BehaviourEvent::Identify(identify::Event::Received {
             peer_id,
@@ -733,13 +763,13 @@ fn handle_event(
             // What a peer says about itself is taken only where it matches how it was
             // seen connecting (see `plausible`), TCP only, and a few at most: it cannot
             // point others at a public address that is not its own.
-            let seen = seen_ips.get(&peer_id);
+            let seen = seen.get(&peer_id);
             let own = info
                 .listen_addrs
                 .into_iter()
                 .filter(|a| {
                     socket_of(a).is_some_and(|s| {
-                        seen.is_some_and(|ips| ips.iter().any(|ip| plausible(*ip, s.ip())))
+                        seen.is_some_and(|p| p.ips.iter().any(|ip| plausible(*ip, s.ip())))
                     })
                 })
                 .take(MAX_SELF_REPORTED_ADDRS);
@@ -771,6 +801,7 @@ fn handle_event(
                     record: Some(record),
                 } => {
                     let source = record.provider;
+                    let record = with_seen_address(record, seen.get(&source));
                     let stored = inbound.provider(&record).and_then(|()| {
                         swarm
                             .behaviour_mut()
@@ -846,7 +877,8 @@ fn handle_event(
 
 #[cfg(test)]
 mod plausible_tests {
-    use super::{is_lan_ip, plausible};
+    use super::{is_lan_ip, kad, plausible, with_seen_address, Multiaddr, PeerId, RecordKey, Seen};
+    use std::collections::HashSet;
 
     #[test]
     fn only_lan_addresses_count_as_found_on_the_lan() {
@@ -864,6 +896,26 @@ mod plausible_tests {
         for not in ["8.8.8.8", "203.0.113.9", "127.0.0.1", "::1", "2001:db8::1"] {
             assert!(!is_lan_ip(ip(not)), "{not}");
         }
+    }
+
+    #[test]
+    fn a_provider_record_without_an_address_keeps_where_its_sender_was_seen() {
+        let peer = PeerId::random();
+        let key = RecordKey::new(&b"/archy/heads");
+        let natted = kad::ProviderRecord::new(key.clone(), peer, Vec::new());
+        let router: Multiaddr = "/ip4/198.51.100.7/tcp/40123".parse().unwrap();
+        let seen = Seen {
+            ips: HashSet::new(),
+            last: Some(router.clone()),
+        };
+        assert_eq!(
+            with_seen_address(natted.clone(), Some(&seen)).addresses,
+            vec![router]
+        );
+        assert!(with_seen_address(natted, None).addresses.is_empty());
+        let public: Multiaddr = "/ip4/203.0.113.9/tcp/4500".parse().unwrap();
+        let told = kad::ProviderRecord::new(key, peer, vec![public.clone()]);
+        assert_eq!(with_seen_address(told, Some(&seen)).addresses, vec![public]);
     }
 
     #[test]

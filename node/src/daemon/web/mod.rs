@@ -1315,6 +1315,7 @@ async fn node_page(
         .unwrap_or_else(|| "none".into());
     let swarm_rows = vec![
         ("Address".into(), text(&s["addr"])),
+        ("Dialled at".into(), list(&s["direct_addrs"])),
         ("Origin".into(), text(&s["origin"])),
         ("Peers".into(), list(&s["peers"])),
         ("DHT".into(), list(&s["dht"])),
