@@ -4,9 +4,9 @@
 //! fetching home's NAT is endpoint-independent (plain MASQUERADE, most home routers) or
 //! symmetric (`--random-fully`: no hole can be punched, the relay carries the bytes).
 //!
-//! Before the DHT kept provider records of nodes behind NAT with the address they were
-//! seen at, the origin's DHT node left them out of every answer (it knew no address for
-//! them), and a node in another home never found the holder.
+//! Before the DHT kept provider records of nodes behind NAT (they come with no address:
+//! now they get `/p2p/<id>`), the origin's DHT node left them out of every answer (it
+//! knew no address for them), and a node in another home never found the holder.
 #![allow(clippy::unwrap_used)]
 
 use std::{path::Path, time::Duration};

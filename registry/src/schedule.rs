@@ -39,8 +39,8 @@
 //!   peer's bitfield arrived, and a small blob would come from the origin alone;
 //! - **endgame**: once nothing is pending, an idle worker duplicates the in-flight piece
 //!   that has been running longest, if it has run for [`ENDGAME_AFTER`] (at most two
-//!   workers per piece; from outside, not one a LAN peer holds), so one slow provider
-//!   cannot hold the last piece hostage;
+//!   workers per piece; from outside, not one it would give up at once), so one slow
+//!   provider cannot hold the last piece hostage;
 //! - a failed piece goes back to pending unless another worker still has it in flight.
 //!
 //! No I/O here: [`PieceBoard`] is driven by `fetch.rs` and tested exhaustively below.
@@ -322,7 +322,8 @@ impl PieceBoard {
             return None;
         }
         // Endgame: duplicate the longest-running piece this provider can serve (from
-        // outside, only what no LAN peer holds: that one is on its way over the LAN).
+        // outside, not one it would give up at once: a LAN peer holds it, or is getting
+        // it and comes first in line).
         let mut best: Option<(usize, Instant)> = None;
         for (i, s) in self.state.iter().enumerate() {
             if let PieceState::InFlight { workers, since } = s {
@@ -330,7 +331,7 @@ impl PieceBoard {
                     && now.saturating_duration_since(*since) >= ENDGAME_AFTER
                     && !workers.contains(&worker)
                     && me.holds(&self.ranges[i])
-                    && !(outside && self.lan_holds(i, worker, providers))
+                    && !self.should_yield(i, worker, providers, now)
                     && best.is_none_or(|(_, t)| *since < t)
                 {
                     best = Some((i, *since));
@@ -422,18 +423,6 @@ impl PieceBoard {
             .iter()
             .filter(|p| p.alive && !p.origin && !p.far && weight(p.seed, end) > mine)
             .count()
-    }
-
-    /// Whether a peer nearer than the outside provider `worker` holds all of `piece`.
-    fn lan_holds(&self, piece: usize, worker: usize, providers: &[ProviderView]) -> bool {
-        let Some(me) = providers.get(worker) else {
-            return false;
-        };
-        let r = &self.ranges[piece];
-        providers
-            .iter()
-            .enumerate()
-            .any(|(i, p)| i != worker && p.is_nearer_than(me) && p.holds(r))
     }
 
     /// Whether `worker` should give `piece` up: it is an outside provider and a LAN
@@ -896,6 +885,34 @@ mod tests {
         assert!(b.should_yield(before, 0, &p, now));
         p[1].far = true;
         assert!(!b.should_yield(before, 0, &p, now));
+    }
+
+    #[test]
+    fn the_endgame_from_outside_skips_a_piece_it_would_give_up() {
+        let t0 = Instant::now();
+        let t1 = t0 + ENDGAME_AFTER;
+        let end = MIB / CHUNK;
+        let outranks = |seed: &u64| weight(*seed, end) > weight(10, end);
+        for (lan_seed, dup) in [
+            ((11..).find(outranks).unwrap(), None),
+            ((11..).find(|s| !outranks(s)).unwrap(), Some(0)),
+        ] {
+            let mut b = PieceBoard::new(MIB, &all_missing(), MIB, 10);
+            // The origin, a LAN peer with part of the only piece (then getting it), a
+            // web seed.
+            let mut p = vec![
+                ProviderView::full(true),
+                lan_peer(lan_seed, chunks(0, 16)),
+                ProviderView::full(true),
+            ];
+            assert_eq!(b.next_for(2, &p, t0), Some(0), "the web seed takes it");
+            p[1].grew_at = Some(t1);
+            assert_eq!(
+                b.next_for(0, &p, t1),
+                dup,
+                "the origin duplicates it only if the peer comes after this node"
+            );
+        }
     }
 
     #[test]

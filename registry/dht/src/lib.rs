@@ -536,7 +536,8 @@ async fn run(
 ) {
     let mut pending: HashMap<QueryId, Pending> = HashMap::new();
     let mut inbound = inbound::InboundPolicy::new(cfg.inbound);
-    let mut seen: HashMap<PeerId, Seen> = HashMap::new();
+    // The IPs each connected peer's connections came from (kept while connected).
+    let mut seen: HashMap<PeerId, HashSet<std::net::IpAddr>> = HashMap::new();
     let mut lan_peers: HashSet<PeerId> = HashSet::new();
     let mut gather = tokio::time::interval(PROVIDERS_GATHER / 4);
     gather.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -710,22 +711,18 @@ pub fn is_lan_ip(ip: std::net::IpAddr) -> bool {
 /// Most addresses taken from what one peer says about itself.
 const MAX_SELF_REPORTED_ADDRS: usize = 8;
 
-/// How a connected peer was seen: the IPs its connections came from, and the address
-/// of its latest. Kept while it has a connection open.
-#[derive(Debug, Default)]
-struct Seen {
-    ips: HashSet<std::net::IpAddr>,
-    last: Option<Multiaddr>,
-}
-
 /// A provider record fit to keep: one that came with no address (a node behind NAT
-/// has no external address to send) gets the one its sender was seen at. Otherwise
-/// kad leaves it out of every answer, as it knows no address for it (such a node is in
-/// nobody's routing table outside its LAN): nodes in other homes could not find it, and
-/// they dial it by its signed address record anyway, never by this address.
-fn with_seen_address(mut record: kad::ProviderRecord, seen: Option<&Seen>) -> kad::ProviderRecord {
+/// has no external address to send) gets `/p2p/<its id>`, which names it and nothing to
+/// dial. Without an address kad leaves the record out of every answer, as it knows
+/// none for the provider (such a node is in nobody's routing table outside its LAN):
+/// nodes in other homes could not find it. They reach it by its signed address record
+/// (iroh id and relay); a kad dial of `/p2p/<id>` fails at once, where the NAT's
+/// address would hang, and the NAT's public IP is not handed out.
+fn with_peer_address(mut record: kad::ProviderRecord) -> kad::ProviderRecord {
     if record.addresses.is_empty() {
-        record.addresses.extend(seen.and_then(|s| s.last.clone()));
+        record
+            .addresses
+            .push(Multiaddr::empty().with(Protocol::P2p(record.provider)));
     }
     record
 }
@@ -734,18 +731,15 @@ fn handle_event(
     swarm: &mut Swarm<Behaviour>,
     pending: &mut HashMap<QueryId, Pending>,
     inbound: &mut inbound::InboundPolicy,
-    seen: &mut HashMap<PeerId, Seen>,
+    seen: &mut HashMap<PeerId, HashSet<std::net::IpAddr>>,
     event: SwarmEvent<BehaviourEvent>,
 ) {
     match event {
         SwarmEvent::ConnectionEstablished {
             peer_id, endpoint, ..
         } => {
-            let remote = endpoint.get_remote_address();
-            if let Some(ip) = socket_of(remote).map(|a| a.ip()) {
-                let s = seen.entry(peer_id).or_default();
-                s.ips.insert(ip);
-                s.last = Some(remote.clone());
+            if let Some(ip) = socket_of(endpoint.get_remote_address()).map(|a| a.ip()) {
+                seen.entry(peer_id).or_default().insert(ip);
             }
         }
         SwarmEvent::ConnectionClosed {
@@ -769,7 +763,7 @@ fn handle_event(
                 .into_iter()
                 .filter(|a| {
                     socket_of(a).is_some_and(|s| {
-                        seen.is_some_and(|p| p.ips.iter().any(|ip| plausible(*ip, s.ip())))
+                        seen.is_some_and(|ips| ips.iter().any(|ip| plausible(*ip, s.ip())))
                     })
                 })
                 .take(MAX_SELF_REPORTED_ADDRS);
@@ -801,7 +795,7 @@ fn handle_event(
                     record: Some(record),
                 } => {
                     let source = record.provider;
-                    let record = with_seen_address(record, seen.get(&source));
+                    let record = with_peer_address(record);
                     let stored = inbound.provider(&record).and_then(|()| {
                         swarm
                             .behaviour_mut()
@@ -877,8 +871,10 @@ fn handle_event(
 
 #[cfg(test)]
 mod plausible_tests {
-    use super::{is_lan_ip, kad, plausible, with_seen_address, Multiaddr, PeerId, RecordKey, Seen};
-    use std::collections::HashSet;
+    use super::{
+        is_lan_ip, kad, plausible, socket_of, with_peer_address, Multiaddr, PeerId, Protocol,
+        RecordKey,
+    };
 
     #[test]
     fn only_lan_addresses_count_as_found_on_the_lan() {
@@ -899,23 +895,18 @@ mod plausible_tests {
     }
 
     #[test]
-    fn a_provider_record_without_an_address_keeps_where_its_sender_was_seen() {
+    fn a_provider_record_without_an_address_names_its_provider() {
         let peer = PeerId::random();
         let key = RecordKey::new(&b"/archy/heads");
-        let natted = kad::ProviderRecord::new(key.clone(), peer, Vec::new());
-        let router: Multiaddr = "/ip4/198.51.100.7/tcp/40123".parse().unwrap();
-        let seen = Seen {
-            ips: HashSet::new(),
-            last: Some(router.clone()),
-        };
+        let natted = with_peer_address(kad::ProviderRecord::new(key.clone(), peer, Vec::new()));
         assert_eq!(
-            with_seen_address(natted.clone(), Some(&seen)).addresses,
-            vec![router]
+            natted.addresses,
+            vec![Multiaddr::empty().with(Protocol::P2p(peer))]
         );
-        assert!(with_seen_address(natted, None).addresses.is_empty());
+        assert!(socket_of(&natted.addresses[0]).is_none(), "nothing to dial");
         let public: Multiaddr = "/ip4/203.0.113.9/tcp/4500".parse().unwrap();
         let told = kad::ProviderRecord::new(key, peer, vec![public.clone()]);
-        assert_eq!(with_seen_address(told, Some(&seen)).addresses, vec![public]);
+        assert_eq!(with_peer_address(told).addresses, vec![public]);
     }
 
     #[test]
