@@ -119,6 +119,12 @@ impl ProviderView {
         recent(self.grew_at, now) && !self.has.is_disjoint(&chunk_ranges(r))
     }
 
+    /// Whether it is a live peer on this node's LAN: one of those piece ownership is
+    /// shared with.
+    fn is_lan_fetcher(&self) -> bool {
+        self.alive && !self.origin && !self.far
+    }
+
     /// Whether it is getting its own share of the pieces from outside right now.
     fn is_getting_its_share(&self, now: Instant) -> bool {
         recent(self.own_growth_at, now)
@@ -408,7 +414,7 @@ impl PieceBoard {
         let end = self.ranges[piece].end;
         let mut best = (weight(self.seed, end), None);
         for (i, p) in providers.iter().enumerate() {
-            if p.alive && !p.origin && !p.far && weight(p.seed, end) > best.0 {
+            if p.is_lan_fetcher() && weight(p.seed, end) > best.0 {
                 best = (weight(p.seed, end), Some(i));
             }
         }
@@ -421,7 +427,7 @@ impl PieceBoard {
         let mine = weight(self.seed, end);
         providers
             .iter()
-            .filter(|p| p.alive && !p.origin && !p.far && weight(p.seed, end) > mine)
+            .filter(|p| p.is_lan_fetcher() && weight(p.seed, end) > mine)
             .count()
     }
 
@@ -466,13 +472,14 @@ impl PieceBoard {
         if !added.is_empty() {
             let own = (0..self.ranges.len()).any(|k| {
                 let r = &self.ranges[k];
-                self.state[k] != PieceState::Done
+                // Cheapest test first: this runs on every bitfield answer.
+                !added.is_disjoint(&chunk_ranges(r))
+                    && self.state[k] != PieceState::Done
                     && self.owner(k, providers) == Some(i)
-                    && !added.is_disjoint(&chunk_ranges(r))
                     && !providers
                         .iter()
                         .enumerate()
-                        .any(|(j, p)| j != i && p.alive && !p.origin && !p.far && p.holds(r))
+                        .any(|(j, p)| j != i && p.is_lan_fetcher() && p.holds(r))
             });
             let view = &mut providers[i];
             view.grew_at = Some(now);
